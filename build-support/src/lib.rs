@@ -1,0 +1,104 @@
+//! Builds Weir plugins from source, for build scripts.
+//!
+//! A Rust plugin is compiled for `wasm32-unknown-unknown` (so it imports no
+//! WASI at all) and then turned into a component with `wit-component`, using
+//! the component-type section `wit-bindgen` embeds. Build scripts call
+//! [`build_rust_plugins`] and get one `.wasm` component per crate; nothing is
+//! prebuilt or committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target plugins are compiled for.
+pub const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Compile the named workspace crates for [`TARGET`] in release mode and turn
+/// each into a component written to `out_dir/<crate>.wasm`.
+///
+/// `workspace` is the workspace root. Returns the component paths in the
+/// order of `crates`. Panics with a readable message on failure, as build
+/// scripts do.
+pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> Vec<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = workspace.join("target").join("plugins");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for name in crates {
+        cmd.arg("-p").arg(name);
+    }
+    // The outer build's flags and wrappers are for the host, not the guest.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    // Plugins ship without debug info (the workspace's release profile keeps
+    // line tables for host profiling).
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
+    assert!(
+        status.success(),
+        "building plugins {crates:?} for {TARGET} failed (is the target installed? \
+         `rustup target add {TARGET}`)"
+    );
+
+    crates
+        .iter()
+        .map(|name| {
+            let module_path = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{}.wasm", name.replace('-', "_")));
+            let module = std::fs::read(&module_path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", module_path.display()));
+            let component = componentize(&module)
+                .unwrap_or_else(|e| panic!("cannot make a component of {name}: {e:#}"));
+            let out = out_dir.join(format!("{name}.wasm"));
+            write_if_changed(&out, &component);
+            out
+        })
+        .collect()
+}
+
+/// Turn a core module carrying wit-bindgen's component-type section into a
+/// component.
+pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| e.validate(true).encode())
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// Tell cargo to rerun the build script when anything a plugin build reads
+/// changes.
+pub fn rerun_if_plugin_sources_change(workspace: &Path, dirs: &[&str]) {
+    for dir in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "Cargo.lock"]
+        .iter()
+        .chain(dirs)
+    {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+}
+
+fn write_if_changed(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return;
+    }
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}

@@ -1,0 +1,418 @@
+//! The generic driver behind a plugin's exports: owns the operator, its
+//! per-key state map and the output buffers, and speaks the packed batch
+//! format. [`glue`] adapts it to the `wit-bindgen` types; the benchmark drives
+//! [`Runtime`] natively to compare the same logic with and without Wasm.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::envelope;
+use crate::{Config, Ctx, KeyState, NO_TIMESTAMP, Operator, Record};
+
+type StateMap<S> = HashMap<Box<[u8]>, Option<S>, BuildHasherDefault<rustc_hash::FxHasher>>;
+
+/// Records in packed form (the shape of WIT `batch`), owned.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Packed {
+    /// All keys, back to back.
+    pub keys: Vec<u8>,
+    /// End offset of each key in `keys`.
+    pub key_ends: Vec<u32>,
+    /// All values, back to back.
+    pub values: Vec<u8>,
+    /// End offset of each value in `values`.
+    pub value_ends: Vec<u32>,
+    /// Event time per record, [`NO_TIMESTAMP`] if none.
+    pub timestamps: Vec<i64>,
+}
+
+impl Packed {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.key_ends.is_empty()
+    }
+
+    /// A borrowed view.
+    pub fn view(&self) -> BatchView<'_> {
+        BatchView {
+            keys: &self.keys,
+            key_ends: &self.key_ends,
+            values: &self.values,
+            value_ends: &self.value_ends,
+            timestamps: &self.timestamps,
+        }
+    }
+}
+
+/// A packed batch, borrowed: the SDK reads records out of it without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    /// All keys, back to back.
+    pub keys: &'a [u8],
+    /// End offset of each key.
+    pub key_ends: &'a [u32],
+    /// All values, back to back.
+    pub values: &'a [u8],
+    /// End offset of each value.
+    pub value_ends: &'a [u32],
+    /// Event time per record.
+    pub timestamps: &'a [i64],
+}
+
+impl<'a> BatchView<'a> {
+    /// Number of records; an error if the lists disagree.
+    pub fn len(&self) -> Result<usize, String> {
+        let n = self.key_ends.len();
+        if self.value_ends.len() != n || self.timestamps.len() != n {
+            return Err(format!(
+                "malformed batch: {} key ends, {} value ends, {} timestamps",
+                n,
+                self.value_ends.len(),
+                self.timestamps.len()
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Iterate the records; an item is an error if offsets are out of range.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record<'a>, String>> + 'a {
+        let this = *self;
+        let mut key_start = 0usize;
+        let mut value_start = 0usize;
+        (0..self.key_ends.len()).map(move |i| {
+            let ke = this.key_ends[i] as usize;
+            let ve = this.value_ends[i] as usize;
+            let key = this.keys.get(key_start..ke);
+            let value = this.values.get(value_start..ve);
+            key_start = ke;
+            value_start = ve;
+            match (key, value) {
+                (Some(key), Some(value)) => {
+                    let ts = this.timestamps[i];
+                    Ok(Record {
+                        key,
+                        value,
+                        timestamp: (ts != NO_TIMESTAMP).then_some(ts),
+                    })
+                }
+                _ => Err(format!("malformed batch: record {i} has offsets out of range")),
+            }
+        })
+    }
+}
+
+/// What one call produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Records emitted.
+    pub emitted: Packed,
+    /// Timers to register: (key, time).
+    pub timers: Vec<(Vec<u8>, i64)>,
+    /// Rejected input records: (index in batch, reason).
+    pub rejected: Vec<(u32, String)>,
+}
+
+/// Output accumulated during one call.
+#[derive(Debug, Default)]
+pub struct OutputBuf {
+    emitted: Packed,
+    pub(crate) timers: Vec<(Vec<u8>, i64)>,
+    rejected: Vec<(u32, String)>,
+}
+
+impl OutputBuf {
+    pub(crate) fn emit(&mut self, key: &[u8], value: &[u8], timestamp: i64) {
+        self.emit_with(key, timestamp, |buf| buf.extend_from_slice(value));
+    }
+
+    pub(crate) fn emit_with(&mut self, key: &[u8], timestamp: i64, write: impl FnOnce(&mut Vec<u8>)) {
+        let e = &mut self.emitted;
+        e.keys.extend_from_slice(key);
+        e.key_ends.push(offset(e.keys.len()));
+        write(&mut e.values);
+        e.value_ends.push(offset(e.values.len()));
+        e.timestamps.push(timestamp);
+    }
+
+    fn take(&mut self) -> Outcome {
+        Outcome {
+            emitted: std::mem::take(&mut self.emitted),
+            timers: std::mem::take(&mut self.timers),
+            rejected: std::mem::take(&mut self.rejected),
+        }
+    }
+}
+
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).expect("batch output over 4 GiB")
+}
+
+/// Lets postcard append to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+/// Decode a postcard value.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
+
+/// The versions an operator's `restore` accepts.
+pub fn accepted_versions<O: Operator>() -> Vec<u32> {
+    let mut v: Vec<u32> = O::MIGRATES_FROM.to_vec();
+    v.push(O::STATE_VERSION);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Errors of the runtime, mapped to WIT `error` by [`glue`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// `init` refused the configuration.
+    Config(String),
+    /// A state blob cannot be restored.
+    State(String),
+    /// Anything else (a malformed batch).
+    Other(String),
+}
+
+/// One operator instance with its keyed state.
+pub struct Runtime<O: Operator> {
+    op: O,
+    state: StateMap<O::State>,
+    out: OutputBuf,
+}
+
+impl<O: Operator> Default for Runtime<O> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<O: Operator> Runtime<O> {
+    /// A fresh instance with empty state.
+    pub fn new() -> Self {
+        Self {
+            op: O::default(),
+            state: StateMap::default(),
+            out: OutputBuf::default(),
+        }
+    }
+
+    /// Apply the configuration.
+    pub fn init(&mut self, config: &Config) -> Result<(), Error> {
+        self.op.init(config).map_err(Error::Config)
+    }
+
+    /// Number of keys holding state.
+    pub fn key_count(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Run `on_event` for every record of the batch.
+    pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
+        batch.len().map_err(Error::Other)?;
+        for (i, rec) in batch.records().enumerate() {
+            let rec = rec.map_err(Error::Other)?;
+            let result = match self.state.get_mut(rec.key) {
+                Some(slot) => {
+                    let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
+                    let r = self.op.on_event(&rec, &mut KeyState::new(slot), &mut ctx);
+                    if slot.is_none() {
+                        self.state.remove(rec.key);
+                    }
+                    r
+                }
+                None => {
+                    let mut slot = None;
+                    let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
+                    let r = self.op.on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
+                    if slot.is_some() {
+                        self.state.insert(rec.key.into(), slot);
+                    }
+                    r
+                }
+            };
+            if let Err(reason) = result {
+                self.out.rejected.push((i as u32, reason));
+            }
+        }
+        Ok(self.out.take())
+    }
+
+    /// Run `on_timer` for every fired timer, in the order given.
+    pub fn on_timers<'k>(
+        &mut self,
+        fired: impl IntoIterator<Item = (&'k [u8], i64)>,
+        watermark: i64,
+    ) -> Result<Outcome, Error> {
+        for (key, time) in fired {
+            let mut slot = self.state.remove(key).flatten();
+            let mut ctx = Ctx::new(&mut self.out, key, watermark);
+            self.op
+                .on_timer(key, time, &mut KeyState::new(&mut slot), &mut ctx);
+            if slot.is_some() {
+                self.state.insert(key.into(), slot);
+            }
+        }
+        Ok(self.out.take())
+    }
+
+    /// The whole state as a keyed state envelope (keys sorted).
+    pub fn snapshot(&self) -> Result<Vec<u8>, Error> {
+        let operator = postcard::to_allocvec(&self.op)
+            .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))?;
+        let mut entries: Vec<(&[u8], &O::State)> = self
+            .state
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (&k[..], v)))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut w = envelope::Writer::new(O::STATE_VERSION, &operator, entries.len() * 16);
+        let mut failure = None;
+        for (key, value) in entries {
+            w.entry_with(key, |buf| {
+                if let Err(e) = postcard::to_extend(value, Append(buf)) {
+                    failure.get_or_insert(e);
+                }
+            });
+        }
+        if let Some(e) = failure {
+            return Err(Error::State(format!("cannot encode key state: {e}")));
+        }
+        Ok(w.finish())
+    }
+
+    /// Replace the state with a snapshot written by state version
+    /// `from_version`. Nothing changes if the blob is refused.
+    pub fn restore(&mut self, blob: &[u8], from_version: u32) -> Result<(), Error> {
+        let accepted = accepted_versions::<O>();
+        if !accepted.contains(&from_version) {
+            return Err(Error::State(format!(
+                "state version {from_version} cannot be restored: this operator writes version {} and reads {:?}",
+                O::STATE_VERSION,
+                accepted
+            )));
+        }
+        let env = envelope::Envelope::parse(blob).map_err(Error::State)?;
+        if env.state_version != from_version {
+            return Err(Error::State(format!(
+                "the blob says state version {} but the host says {from_version}",
+                env.state_version
+            )));
+        }
+        let current = from_version == O::STATE_VERSION;
+        let op: O = if current {
+            decode(env.operator)
+                .map_err(|e| Error::State(format!("operator state does not decode: {e}")))?
+        } else {
+            O::migrate_operator(from_version, env.operator).map_err(Error::State)?
+        };
+        let mut state = StateMap::default();
+        state.reserve(usize::try_from(env.count).unwrap_or(0).min(blob.len() / 8));
+        for entry in env.entries() {
+            let (key, value) = entry.map_err(Error::State)?;
+            let value = if current {
+                decode(value).map_err(|e| {
+                    Error::State(format!("state of key {:?} does not decode: {e}", String::from_utf8_lossy(key)))
+                })?
+            } else {
+                O::migrate_state(from_version, value).map_err(Error::State)?
+            };
+            state.insert(key.into(), Some(value));
+        }
+        self.op = op;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Adapters between [`Runtime`] and the `wit-bindgen` types, used by
+/// [`crate::export_operator!`].
+#[doc(hidden)]
+pub mod glue {
+    use super::{BatchView, Error, Operator, Outcome, Packed, Runtime};
+    use crate::Config;
+    use crate::bindings::weir::plugin::types as wit;
+
+    fn error(e: Error) -> wit::Error {
+        match e {
+            Error::Config(m) => wit::Error::Config(m),
+            Error::State(m) => wit::Error::State(m),
+            Error::Other(m) => wit::Error::Other(m),
+        }
+    }
+
+    fn batch(p: Packed) -> wit::Batch {
+        wit::Batch {
+            keys: p.keys,
+            key_ends: p.key_ends,
+            values: p.values,
+            value_ends: p.value_ends,
+            timestamps: p.timestamps,
+        }
+    }
+
+    fn outcome(o: Outcome) -> wit::Outcome {
+        wit::Outcome {
+            emitted: batch(o.emitted),
+            timers: o
+                .timers
+                .into_iter()
+                .map(|(key, time)| wit::Timer { key, time })
+                .collect(),
+            rejected: o
+                .rejected
+                .into_iter()
+                .map(|(index, reason)| wit::Rejection { index, reason })
+                .collect(),
+        }
+    }
+
+    pub fn init<O: Operator>(rt: &mut Runtime<O>, config: Vec<(String, String)>) -> Result<(), wit::Error> {
+        rt.init(&Config::new(config)).map_err(error)
+    }
+
+    pub fn process<O: Operator>(
+        rt: &mut Runtime<O>,
+        input: wit::Batch,
+        watermark: i64,
+    ) -> Result<wit::Outcome, wit::Error> {
+        let view = BatchView {
+            keys: &input.keys,
+            key_ends: &input.key_ends,
+            values: &input.values,
+            value_ends: &input.value_ends,
+            timestamps: &input.timestamps,
+        };
+        rt.process(view, watermark).map(outcome).map_err(error)
+    }
+
+    pub fn on_timers<O: Operator>(
+        rt: &mut Runtime<O>,
+        fired: Vec<wit::Timer>,
+        watermark: i64,
+    ) -> Result<wit::Outcome, wit::Error> {
+        rt.on_timers(fired.iter().map(|t| (&t.key[..], t.time)), watermark)
+            .map(outcome)
+            .map_err(error)
+    }
+
+    pub fn snapshot<O: Operator>(rt: &Runtime<O>) -> Result<Vec<u8>, wit::Error> {
+        rt.snapshot().map_err(error)
+    }
+
+    pub fn restore<O: Operator>(rt: &mut Runtime<O>, bytes: &[u8], from_version: u32) -> Result<(), wit::Error> {
+        rt.restore(bytes, from_version).map_err(error)
+    }
+}

@@ -1,0 +1,168 @@
+//! The packed batch that crosses the Wasm boundary (WIT `batch`): keys and
+//! values each in one buffer with end offsets, timestamps beside them. One
+//! batch costs a handful of guest allocations, whatever its record count.
+
+pub use crate::engine::bindings::weir::plugin::types::{Batch, Outcome, Rejection, Timer};
+
+/// Event time of a record without one (WIT: `i64::MIN`).
+pub const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// A record borrowed from a [`Batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Key bytes.
+    pub key: &'a [u8],
+    /// Value bytes.
+    pub value: &'a [u8],
+    /// Event time in ms, [`NO_TIMESTAMP`] if none.
+    pub timestamp: i64,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch {
+            keys: Vec::new(),
+            key_ends: Vec::new(),
+            values: Vec::new(),
+            value_ends: Vec::new(),
+            timestamps: Vec::new(),
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    /// Whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.key_ends.is_empty()
+    }
+
+    /// Key and value bytes held.
+    pub fn byte_size(&self) -> usize {
+        self.keys.len() + self.values.len()
+    }
+
+    /// Append a record.
+    pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: i64) {
+        self.keys.extend_from_slice(key);
+        self.key_ends.push(self.keys.len() as u32);
+        self.values.extend_from_slice(value);
+        self.value_ends.push(self.values.len() as u32);
+        self.timestamps.push(timestamp);
+    }
+
+    /// Empty the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.key_ends.clear();
+        self.values.clear();
+        self.value_ends.clear();
+        self.timestamps.clear();
+    }
+
+    /// Record `i`, or `None` if out of range or if a plugin returned
+    /// inconsistent offsets.
+    pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
+        let start = |ends: &[u32]| if i == 0 { Some(0) } else { ends.get(i - 1).map(|&e| e as usize) };
+        let key = self.keys.get(start(&self.key_ends)?..*self.key_ends.get(i)? as usize)?;
+        let value = self.values.get(start(&self.value_ends)?..*self.value_ends.get(i)? as usize)?;
+        Some(RecordRef {
+            key,
+            value,
+            timestamp: *self.timestamps.get(i)?,
+        })
+    }
+
+    /// Whether the offsets and list lengths are consistent (checked once on
+    /// batches a plugin returns).
+    pub fn is_well_formed(&self) -> bool {
+        let n = self.key_ends.len();
+        let monotonic = |ends: &[u32], len: usize| {
+            ends.windows(2).all(|w| w[0] <= w[1]) && ends.last().map_or(len == 0, |&e| e as usize == len)
+        };
+        self.value_ends.len() == n
+            && self.timestamps.len() == n
+            && monotonic(&self.key_ends, self.keys.len())
+            && monotonic(&self.value_ends, self.values.len())
+    }
+
+    /// Iterate the records (the batch must be well formed).
+    pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        let mut ks = 0usize;
+        let mut vs = 0usize;
+        (0..self.len()).map(move |i| {
+            let (ke, ve) = (self.key_ends[i] as usize, self.value_ends[i] as usize);
+            let r = RecordRef {
+                key: &self.keys[ks..ke],
+                value: &self.values[vs..ve],
+                timestamp: self.timestamps[i],
+            };
+            ks = ke;
+            vs = ve;
+            r
+        })
+    }
+}
+
+/// Where a record came from, for dead letters: index into the source's file
+/// table and 1-based line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index into the source's file table.
+    pub file: u32,
+    /// 1-based line number in that file.
+    pub line: u64,
+}
+
+/// A batch on its way from the source to one task.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    /// The records.
+    pub data: Batch,
+    /// Origin of each record.
+    pub origins: Vec<Origin>,
+}
+
+impl SourceBatch {
+    /// Append a record.
+    pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: i64, origin: Origin) {
+        self.data.push(key, value, timestamp);
+        self.origins.push(origin);
+    }
+
+    /// Empty it, keeping buffers.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.origins.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_get_iter() {
+        let mut b = Batch::new();
+        b.push(b"k1", b"v1", 5);
+        b.push(b"", b"value2", NO_TIMESTAMP);
+        assert_eq!(b.len(), 2);
+        assert!(b.is_well_formed());
+        let r = b.get(1).unwrap();
+        assert_eq!((r.key, r.value, r.timestamp), (&b""[..], &b"value2"[..], NO_TIMESTAMP));
+        assert_eq!(b.iter().map(|r| r.value).collect::<Vec<_>>(), vec![&b"v1"[..], b"value2"]);
+        assert!(b.get(2).is_none());
+        b.key_ends[0] = 9;
+        assert!(!b.is_well_formed());
+        assert!(b.get(0).is_none());
+    }
+}

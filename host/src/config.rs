@@ -1,0 +1,513 @@
+//! The job file a user writes (TOML, [`JobFile`]) and the resolved [`Plan`]
+//! the runtime executes. Unknown fields are refused, every field has a
+//! documented default, and relative paths resolve against the job file's
+//! folder.
+//!
+//! ```toml
+//! name = "state-machine"
+//! parallelism = 2
+//!
+//! [source]
+//! type = "files"
+//! path = "events/"
+//! format = "csv"
+//! key_column = 0
+//! timestamp_column = 2
+//!
+//! [[operators]]
+//! name = "state-machine"
+//! plugin = "state-machine.wasm"
+//!
+//! [sink]
+//! type = "file"
+//! path = "out/"
+//!
+//! [dead_letter]
+//! path = "out/dead-letters.jsonl"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// A job file as the user writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Job name, used in logs. Default: the job file's name without extension.
+    pub name: Option<String>,
+    /// Number of tasks; records are routed to them by key. Default 1.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// The operator chain, applied in order. At least one.
+    pub operators: Vec<OperatorConfig>,
+    /// Where emitted records go. Default: stdout.
+    #[serde(default)]
+    pub sink: SinkConfig,
+    /// Where malformed and rejected records go. Default: standard error.
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Sandbox limits and the compiled-component cache.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// How records are grouped into batches for the Wasm boundary.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+fn default_parallelism() -> usize {
+    1
+}
+
+/// A source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A directory of files read as one ordered stream.
+    Files(FileSourceConfig),
+}
+
+/// Record format of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values (RFC 4180 quoting); the value is the whole line.
+    Csv,
+    /// One JSON object per line; the value is the whole line.
+    Jsonl,
+    /// Plain lines; no key (records are spread round-robin) and no timestamp.
+    Lines,
+}
+
+/// A directory of files, read in name order as one stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The directory. Hidden files (`.name`) are skipped, so a writer can
+    /// write `.name` and rename it when complete.
+    pub path: PathBuf,
+    /// Record format. Required.
+    pub format: Format,
+    /// CSV: 0-based column holding the key. Default: no key (round-robin).
+    pub key_column: Option<usize>,
+    /// JSON lines: top-level field holding the key (a string or a number).
+    pub key_field: Option<String>,
+    /// CSV: 0-based column holding the event time in ms. Default: none.
+    pub timestamp_column: Option<usize>,
+    /// JSON lines: top-level field holding the event time in ms (a number).
+    pub timestamp_field: Option<String>,
+    /// CSV: skip the first line of every file. Default false.
+    #[serde(default)]
+    pub header: bool,
+    /// Keep watching the directory for new files until stopped. Default false.
+    #[serde(default)]
+    pub follow: bool,
+    /// How often `follow` looks for new files, in ms. Default 200.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// The watermark trails the largest event time seen by this much (ms):
+    /// how out of order events may arrive. Default 0.
+    #[serde(default)]
+    pub watermark_delay_ms: i64,
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+
+/// One operator of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Name used in logs, errors and dead letters.
+    pub name: String,
+    /// Path of the component (`.wasm`).
+    pub plugin: PathBuf,
+    /// Passed to the plugin's `init` as key/value strings. Default empty.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// A sink.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One line per emitted record value on standard output.
+    #[default]
+    Stdout,
+    /// A directory with one JSON-lines file per task, `part-NNNN.jsonl`.
+    File {
+        /// The directory (created if missing).
+        path: PathBuf,
+    },
+}
+
+/// The dead-letter output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A JSON-lines file (appended to).
+    pub path: PathBuf,
+}
+
+/// Sandbox limits and the compiled-component cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Longest a single call into a plugin may run, in ms. Default 10000.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Most linear memory one plugin instance may have, in MiB. Default 1024.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Where compiled components are cached. Default `$WEIR_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    10_000
+}
+fn default_memory_mb() -> u64 {
+    1024
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: default_call_timeout_ms(),
+            memory_mb: default_memory_mb(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// Batching across the Wasm boundary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most records in one batch. Default 1024.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// Most key and value bytes in one batch. Default 1 MiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest a partly filled batch waits when input is idle, in ms.
+    /// Default 50.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+}
+
+fn default_max_records() -> usize {
+    1024
+}
+fn default_max_bytes() -> usize {
+    1 << 20
+}
+fn default_linger_ms() -> u64 {
+    50
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            linger_ms: default_linger_ms(),
+        }
+    }
+}
+
+impl JobFile {
+    /// Read and parse a job file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io("reading job file", path))?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parse a job file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// Check the job and resolve it into a plan. Relative paths resolve
+    /// against `base` (the job file's folder).
+    pub fn resolve(&self, default_name: &str, base: &Path) -> Result<Plan> {
+        if self.parallelism == 0 {
+            return Err(Error::Config("parallelism must be at least 1".into()));
+        }
+        if self.operators.is_empty() {
+            return Err(Error::Config("a job needs at least one [[operators]] entry".into()));
+        }
+        let SourceConfig::Files(src) = &self.source;
+        let key = match (src.format, src.key_column, &src.key_field) {
+            (Format::Csv, Some(c), None) => KeySpec::Column(c),
+            (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
+            (_, None, None) => KeySpec::None,
+            (Format::Csv, _, Some(_)) => {
+                return Err(Error::Config("csv sources take `key_column`, not `key_field`".into()));
+            }
+            (Format::Jsonl, Some(_), _) => {
+                return Err(Error::Config("jsonl sources take `key_field`, not `key_column`".into()));
+            }
+            (Format::Lines, _, _) => {
+                return Err(Error::Config("lines sources have no key: remove `key_column`/`key_field`".into()));
+            }
+        };
+        let timestamp = match (src.format, src.timestamp_column, &src.timestamp_field) {
+            (Format::Csv, Some(c), None) => KeySpec::Column(c),
+            (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
+            (_, None, None) => KeySpec::None,
+            _ => {
+                return Err(Error::Config(
+                    "timestamps: csv sources take `timestamp_column`, jsonl sources `timestamp_field`, lines none"
+                        .into(),
+                ));
+            }
+        };
+        let mut names = std::collections::HashSet::new();
+        let operators = self
+            .operators
+            .iter()
+            .map(|op| {
+                if !names.insert(op.name.clone()) {
+                    return Err(Error::Config(format!("two operators are named `{}`", op.name)));
+                }
+                Ok(OperatorSpec {
+                    name: op.name.clone(),
+                    plugin: PluginSource::Path(base.join(&op.plugin)),
+                    config: op
+                        .config
+                        .iter()
+                        .map(|(k, v)| (k.clone(), toml_scalar(v)))
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Plan {
+            name: self.name.clone().unwrap_or_else(|| default_name.to_string()),
+            parallelism: self.parallelism,
+            source: FileSourceSpec {
+                dir: base.join(&src.path),
+                format: src.format,
+                key,
+                timestamp,
+                header: src.header,
+                follow: src.follow,
+                poll_interval: Duration::from_millis(src.poll_interval_ms.max(1)),
+                watermark_delay_ms: src.watermark_delay_ms.max(0),
+            },
+            operators,
+            sink: match &self.sink {
+                SinkConfig::Stdout => SinkSpec::Stdout,
+                SinkConfig::File { path } => SinkSpec::Files { dir: base.join(path) },
+            },
+            dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
+            engine: EngineSettings {
+                call_timeout: Duration::from_millis(self.engine.call_timeout_ms.max(1)),
+                memory_bytes: self.engine.memory_mb.saturating_mul(1 << 20) as usize,
+                cache_dir: self.engine.cache_dir.as_ref().map(|d| base.join(d)),
+            },
+            batch: BatchSettings {
+                max_records: self.batch.max_records.max(1),
+                max_bytes: self.batch.max_bytes.max(1),
+                linger: Duration::from_millis(self.batch.linger_ms),
+            },
+        })
+    }
+}
+
+fn toml_scalar(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Which part of a record holds the key or the timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// Not present.
+    None,
+    /// A CSV column (0-based).
+    Column(usize),
+    /// A top-level JSON field.
+    Field(String),
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    /// A `.wasm` file.
+    Path(PathBuf),
+    /// Component bytes held in memory (the demo's embedded plugin).
+    Bytes(Arc<[u8]>),
+}
+
+/// A resolved operator.
+#[derive(Debug, Clone)]
+pub struct OperatorSpec {
+    /// Name for logs, errors and dead letters.
+    pub name: String,
+    /// The component.
+    pub plugin: PluginSource,
+    /// `init` configuration.
+    pub config: Vec<(String, String)>,
+}
+
+/// A resolved file source.
+#[derive(Debug, Clone)]
+pub struct FileSourceSpec {
+    /// Directory to read.
+    pub dir: PathBuf,
+    /// Record format.
+    pub format: Format,
+    /// Key location.
+    pub key: KeySpec,
+    /// Event-time location.
+    pub timestamp: KeySpec,
+    /// Skip each file's first line (CSV).
+    pub header: bool,
+    /// Watch for new files until stopped.
+    pub follow: bool,
+    /// Poll interval of `follow`.
+    pub poll_interval: Duration,
+    /// Watermark delay (ms).
+    pub watermark_delay_ms: i64,
+}
+
+/// A resolved sink.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    /// Standard output.
+    Stdout,
+    /// A directory of per-task part files.
+    Files {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// Resolved sandbox settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Deadline of one call into a plugin.
+    pub call_timeout: Duration,
+    /// Memory cap per plugin instance.
+    pub memory_bytes: usize,
+    /// Compiled-component cache folder (`None`: the default folder).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        Self {
+            call_timeout: Duration::from_millis(e.call_timeout_ms),
+            memory_bytes: (e.memory_mb << 20) as usize,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Resolved batching settings.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// Most records per batch.
+    pub max_records: usize,
+    /// Most key+value bytes per batch.
+    pub max_bytes: usize,
+    /// Idle flush delay.
+    pub linger: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        let b = BatchConfig::default();
+        Self {
+            max_records: b.max_records,
+            max_bytes: b.max_bytes,
+            linger: Duration::from_millis(b.linger_ms),
+        }
+    }
+}
+
+/// What the runtime executes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Job name.
+    pub name: String,
+    /// Number of tasks.
+    pub parallelism: usize,
+    /// The source.
+    pub source: FileSourceSpec,
+    /// The operator chain.
+    pub operators: Vec<OperatorSpec>,
+    /// The sink.
+    pub sink: SinkSpec,
+    /// Dead-letter file (`None`: standard error).
+    pub dead_letter: Option<PathBuf>,
+    /// Sandbox settings.
+    pub engine: EngineSettings,
+    /// Batching settings.
+    pub batch: BatchSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = r#"
+        parallelism = 4
+        [source]
+        type = "files"
+        path = "in"
+        format = "csv"
+        key_column = 0
+        timestamp_column = 2
+        [[operators]]
+        name = "sm"
+        plugin = "sm.wasm"
+        config = { timeout_ms = 500, mode = "strict" }
+        [sink]
+        type = "file"
+        path = "out"
+    "#;
+
+    #[test]
+    fn resolves_paths_and_defaults() {
+        let plan = JobFile::parse(JOB).unwrap().resolve("job", Path::new("/jobs")).unwrap();
+        assert_eq!(plan.name, "job");
+        assert_eq!(plan.parallelism, 4);
+        assert_eq!(plan.source.dir, Path::new("/jobs/in"));
+        assert_eq!(plan.source.key, KeySpec::Column(0));
+        assert_eq!(plan.source.timestamp, KeySpec::Column(2));
+        assert_eq!(
+            plan.operators[0].config,
+            vec![("mode".into(), "strict".into()), ("timeout_ms".into(), "500".into())]
+        );
+        assert!(matches!(plan.sink, SinkSpec::Files { ref dir } if dir == Path::new("/jobs/out")));
+        assert_eq!(plan.engine.call_timeout, Duration::from_secs(10));
+        assert_eq!(plan.batch.max_records, 1024);
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_bad_combinations() {
+        let err = JobFile::parse(&JOB.replace("parallelism", "paralelism")).unwrap_err();
+        assert!(err.to_string().contains("paralelism"), "{err}");
+        let job = JobFile::parse(&JOB.replace("key_column = 0", "key_field = \"a\"")).unwrap();
+        let err = job.resolve("job", Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("key_column"), "{err}");
+        let job = JobFile::parse(&JOB.replace("parallelism = 4", "parallelism = 0")).unwrap();
+        assert!(job.resolve("job", Path::new("/")).is_err());
+    }
+}

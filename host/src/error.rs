@@ -1,0 +1,86 @@
+//! The library error type. Each variant says who must act: the user (job
+//! file, plugin, input), an external system (filesystem), or us (a bug).
+
+use std::path::PathBuf;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who must act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// The job's author: configuration, plugin code, input.
+    User,
+    /// Something outside Weir: the filesystem, a broker, an object store.
+    External,
+    /// A bug in Weir.
+    Internal,
+}
+
+/// An error of the Weir library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The job file or a command-line setting is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A plugin cannot be loaded or instantiated.
+    #[error("plugin `{plugin}`: cannot load: {detail}")]
+    PluginLoad {
+        /// Plugin name from the job file.
+        plugin: String,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// A plugin trapped, ran past its deadline, hit its memory cap or
+    /// returned an error during a call.
+    #[error("plugin `{plugin}` failed in task {task} during {call}: {detail}")]
+    Plugin {
+        /// Plugin name from the job file.
+        plugin: String,
+        /// Task index.
+        task: usize,
+        /// The call and batch, e.g. `process (batch 17)`.
+        call: String,
+        /// What happened.
+        detail: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What Weir was doing.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A bug: a broken invariant inside Weir.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who must act.
+    pub fn domain(&self) -> Domain {
+        match self {
+            Error::Config(_) | Error::PluginLoad { .. } | Error::Plugin { .. } => Domain::User,
+            Error::Io { .. } => Domain::External,
+            Error::Internal(_) => Domain::Internal,
+        }
+    }
+
+    /// An [`Error::Io`] builder for `map_err`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Job-wide counters, updated once per batch (never per record), read by the
+//! progress reporter; and the process CPU time, for events per CPU-second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters shared by the source and the tasks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    records_read: AtomicU64,
+    bytes_read: AtomicU64,
+    files_done: AtomicU64,
+    emitted: AtomicU64,
+    malformed: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Records the source produced (valid ones).
+    pub records_read: u64,
+    /// Bytes the source read.
+    pub bytes_read: u64,
+    /// Files read to the end.
+    pub files_done: u64,
+    /// Records written to the sink.
+    pub emitted: u64,
+    /// Lines the source could not parse.
+    pub malformed: u64,
+}
+
+impl Metrics {
+    /// Count records and bytes read.
+    pub fn add_read(&self, records: u64, bytes: u64) {
+        self.records_read.fetch_add(records, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Count a finished file.
+    pub fn add_file(&self) {
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Count records written to the sink.
+    pub fn add_emitted(&self, n: u64) {
+        self.emitted.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Count malformed lines.
+    pub fn add_malformed(&self, n: u64) {
+        self.malformed.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Read all counters.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records_read: self.records_read.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            emitted: self.emitted.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// User plus system CPU time of this process so far.
+pub fn process_cpu_time() -> Duration {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a full `rusage` into the pointer on success;
+    // on failure we read the zeroed value.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -1,0 +1,256 @@
+//! One operator instance: a wasmtime store holding the plugin's linear
+//! memory, called once per batch. Every call runs under an epoch deadline and
+//! a memory cap; a trap, a timeout or a cap hit becomes an [`Error::Plugin`]
+//! naming the plugin, the task and the call, and leaves the instance unusable
+//! (the host process itself is never at risk).
+
+use std::sync::Arc;
+
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use crate::batch::{Batch, Outcome, Timer};
+use crate::engine::bindings::weir::plugin::types::{Error as WitError, Level};
+use crate::engine::bindings::{self, OperatorPlugin};
+use crate::engine::{LoadedPlugin, WeirEngine};
+use crate::{Error, Result};
+
+/// Per-store host state.
+pub struct PluginCtx {
+    plugin: Arc<str>,
+    task: usize,
+    memory: MemoryCap,
+}
+
+/// Caps the linear memory (and tables) of one instance, remembering a hit
+/// so the error can say so.
+struct MemoryCap {
+    max_bytes: usize,
+    hit: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = Some(desired);
+            return Err(wasmtime::Error::msg(format!(
+                "memory cap of {} MiB reached (asked for {} MiB)",
+                self.max_bytes >> 20,
+                desired >> 20
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl bindings::weir::plugin::types::Host for PluginCtx {}
+
+impl bindings::weir::plugin::host::Host for PluginCtx {
+    fn log(&mut self, level: Level, message: String) {
+        let (plugin, task) = (&*self.plugin, self.task);
+        match level {
+            Level::Trace => tracing::trace!(plugin, task, "{message}"),
+            Level::Debug => tracing::debug!(plugin, task, "{message}"),
+            Level::Info => tracing::info!(plugin, task, "{message}"),
+            Level::Warn => tracing::warn!(plugin, task, "{message}"),
+            Level::Error => tracing::error!(plugin, task, "{message}"),
+        }
+    }
+}
+
+/// A live plugin instance for one task.
+pub struct PluginInstance {
+    plugin: Arc<str>,
+    task: usize,
+    store: Store<PluginCtx>,
+    bindings: OperatorPlugin,
+    deadline_ticks: u64,
+    timeout_ms: u128,
+    batches: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin)
+            .field("task", &self.task)
+            .field("batches", &self.batches)
+            .finish()
+    }
+}
+
+impl PluginInstance {
+    /// Instantiate `loaded` for `task`. `init` is not called yet.
+    pub fn new(engine: &WeirEngine, loaded: &LoadedPlugin, task: usize) -> Result<Self> {
+        let ctx = PluginCtx {
+            plugin: loaded.name.clone(),
+            task,
+            memory: MemoryCap {
+                max_bytes: engine.settings().memory_bytes,
+                hit: None,
+            },
+        };
+        let mut store = Store::new(engine.engine(), ctx);
+        store.limiter(|c| &mut c.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine.deadline_ticks());
+        let bindings = loaded.pre.instantiate(&mut store).map_err(|e| Error::Plugin {
+            plugin: loaded.name.to_string(),
+            task,
+            call: "instantiate".into(),
+            detail: describe(&e, store.data(), engine.settings().call_timeout.as_millis()),
+        })?;
+        Ok(Self {
+            plugin: loaded.name.clone(),
+            task,
+            store,
+            bindings,
+            deadline_ticks: engine.deadline_ticks(),
+            timeout_ms: engine.settings().call_timeout.as_millis(),
+            batches: 0,
+            failed: false,
+        })
+    }
+
+    /// The plugin name.
+    pub fn name(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Number of `process` calls so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Call `init`.
+    pub fn init(&mut self, config: &[(String, String)]) -> Result<()> {
+        let call = "init".to_string();
+        self.call(call, |b, s| b.weir_plugin_operator().call_init(s, config))
+    }
+
+    /// Call `process` with one batch.
+    pub fn process(&mut self, batch: &Batch, watermark: i64) -> Result<Outcome> {
+        self.batches += 1;
+        let call = format!("process (batch {}, {} records)", self.batches, batch.len());
+        let out = self.call(call.clone(), |b, s| {
+            b.weir_plugin_operator().call_process(s, batch, watermark)
+        })?;
+        self.check_outcome(out, call, batch.len())
+    }
+
+    /// Call `on-timers`.
+    pub fn on_timers(&mut self, fired: &[Timer], watermark: i64) -> Result<Outcome> {
+        let call = format!("on-timers ({} timers, watermark {watermark})", fired.len());
+        let out = self.call(call.clone(), |b, s| {
+            b.weir_plugin_operator().call_on_timers(s, fired, watermark)
+        })?;
+        self.check_outcome(out, call, 0)
+    }
+
+    /// The state schema version the plugin writes.
+    pub fn state_version(&mut self) -> Result<u32> {
+        self.call("state version".into(), |b, s| b.weir_plugin_state().call_version(s).map(Ok))
+    }
+
+    /// The state schema versions the plugin restores.
+    pub fn accepted_versions(&mut self) -> Result<Vec<u32>> {
+        self.call("state accepts".into(), |b, s| b.weir_plugin_state().call_accepts(s).map(Ok))
+    }
+
+    /// Serialize the plugin's state.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.call("snapshot".into(), |b, s| b.weir_plugin_state().call_snapshot(s))
+    }
+
+    /// Restore the plugin's state.
+    pub fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
+        self.call("restore".into(), |b, s| {
+            b.weir_plugin_state().call_restore(s, bytes, from_version)
+        })
+    }
+
+    fn call<T>(
+        &mut self,
+        call: String,
+        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+    ) -> Result<T> {
+        if self.failed {
+            return Err(self.error(call, "the instance failed earlier and cannot be called again".into()));
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.bindings, &mut self.store) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.error(call, format!("returned an error: {}", wit_error(&e)))),
+            Err(e) => {
+                self.failed = true;
+                let detail = describe(&e, self.store.data(), self.timeout_ms);
+                Err(self.error(call, detail))
+            }
+        }
+    }
+
+    fn check_outcome(&mut self, out: Outcome, call: String, inputs: usize) -> Result<Outcome> {
+        if !out.emitted.is_well_formed() {
+            return Err(self.error(call, "returned a malformed batch (offsets out of range)".into()));
+        }
+        if let Some(r) = out.rejected.iter().find(|r| r.index as usize >= inputs) {
+            return Err(self.error(
+                call,
+                format!("rejected record {} of a batch of {inputs}", r.index),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn error(&self, call: String, detail: String) -> Error {
+        Error::Plugin {
+            plugin: self.plugin.to_string(),
+            task: self.task,
+            call,
+            detail,
+        }
+    }
+}
+
+fn wit_error(e: &WitError) -> String {
+    match e {
+        WitError::Config(m) => format!("configuration: {m}"),
+        WitError::State(m) => format!("state: {m}"),
+        WitError::Other(m) => m.clone(),
+    }
+}
+
+/// A readable account of a wasmtime error: deadline, memory cap or trap.
+fn describe(e: &wasmtime::Error, ctx: &PluginCtx, timeout_ms: u128) -> String {
+    if let Some(asked) = ctx.memory.hit {
+        return format!(
+            "exceeded its memory cap of {} MiB (asked for {} MiB)",
+            ctx.memory.max_bytes >> 20,
+            asked >> 20
+        );
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("ran past its deadline of {timeout_ms} ms per call and was stopped"),
+        Some(trap) => {
+            let frames = e
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .map(|bt| {
+                    bt.frames()
+                        .iter()
+                        .take(4)
+                        .filter_map(|f| f.func_name().map(str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(" <- ")
+                })
+                .filter(|s| !s.is_empty())
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            format!("trapped: {trap}{frames}")
+        }
+        None => format!("{e:#}"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The dead-letter output: records a source could not parse and records an
+//! operator refused, each as one JSON line with the reason, where it came
+//! from and the record itself (`value`, lossy UTF-8, plus `value_base64`
+//! when the bytes are not UTF-8, so nothing is lost).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value, json};
+
+use crate::{Error, Result};
+
+/// Where a dead letter came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    /// The source could not parse the record.
+    Source,
+    /// An operator rejected the record.
+    Operator {
+        /// Operator name.
+        operator: &'a str,
+        /// Task index.
+        task: usize,
+    },
+}
+
+/// One dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// Who refused it.
+    pub stage: Stage<'a>,
+    /// Why.
+    pub reason: &'a str,
+    /// Source file, if known.
+    pub file: Option<&'a Path>,
+    /// 1-based line in that file, if known.
+    pub line: Option<u64>,
+    /// The record key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The record (for file sources: the whole line).
+    pub value: &'a [u8],
+}
+
+/// The shared dead-letter writer.
+pub struct DeadLetters {
+    path: Option<PathBuf>,
+    out: Mutex<Box<dyn Write + Send>>,
+    count: AtomicU64,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters").field("path", &self.path).finish()
+    }
+}
+
+impl DeadLetters {
+    /// Append to `path` (created with its folder), or write to standard error.
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(Error::io("creating dead-letter folder", dir))?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(Error::io("opening dead-letter file", p))?;
+                Box::new(std::io::BufWriter::new(f))
+            }
+            None => Box::new(std::io::stderr()),
+        };
+        Ok(Self {
+            path: path.map(Path::to_path_buf),
+            out: Mutex::new(out),
+            count: AtomicU64::new(0),
+        })
+    }
+
+    /// Write one dead letter.
+    pub fn write(&self, d: &DeadLetter<'_>) -> Result<()> {
+        let mut m = Map::new();
+        match d.stage {
+            Stage::Source => {
+                m.insert("stage".into(), json!("source"));
+            }
+            Stage::Operator { operator, task } => {
+                m.insert("stage".into(), json!("operator"));
+                m.insert("operator".into(), json!(operator));
+                m.insert("task".into(), json!(task));
+            }
+        }
+        m.insert("reason".into(), json!(d.reason));
+        if let Some(f) = d.file {
+            m.insert("file".into(), json!(f.display().to_string()));
+        }
+        if let Some(l) = d.line {
+            m.insert("line".into(), json!(l));
+        }
+        if let Some(k) = d.key {
+            m.insert("key".into(), json!(String::from_utf8_lossy(k)));
+        }
+        m.insert("value".into(), json!(String::from_utf8_lossy(d.value)));
+        if std::str::from_utf8(d.value).is_err() {
+            m.insert("value_base64".into(), json!(base64(d.value)));
+        }
+        let mut line = serde_json::to_vec(&Value::Object(m)).map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+        let mut out = self.out.lock().map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        out.write_all(&line).map_err(self.io_err())?;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flush buffered dead letters.
+    pub fn flush(&self) -> Result<()> {
+        let mut out = self.out.lock().map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        out.flush().map_err(self.io_err())
+    }
+
+    /// How many were written.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The file, if not standard error.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn io_err(&self) -> impl FnOnce(std::io::Error) -> Error {
+        Error::io("writing dead letters to", self.path.clone().unwrap_or_else(|| "stderr".into()))
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn writes_json_lines_with_raw_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl/dead.jsonl");
+        let dl = DeadLetters::open(Some(&path)).unwrap();
+        dl.write(&DeadLetter {
+            stage: Stage::Source,
+            reason: "not UTF-8",
+            file: Some(Path::new("a.csv")),
+            line: Some(3),
+            key: None,
+            value: b"\xff1,a",
+        })
+        .unwrap();
+        dl.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["line"], 3);
+        assert_eq!(v["reason"], "not UTF-8");
+        assert_eq!(v["value_base64"], "/zEsYQ==");
+        assert_eq!(dl.count(), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! Parsing one line of a file source: find the key and the event time in a
+//! `csv`, `jsonl` or `lines` record. The record value is always the whole
+//! line; only the key is copied out, and only when CSV quoting forces it.
+
+use std::borrow::Cow;
+
+use crate::batch::NO_TIMESTAMP;
+use crate::config::{Format, KeySpec};
+
+/// Key and event time of one line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// The key, or `None` for keyless records.
+    pub key: Option<Cow<'a, [u8]>>,
+    /// Event time in ms, [`NO_TIMESTAMP`] if none.
+    pub timestamp: i64,
+}
+
+/// Extracts keys and timestamps from lines of one format.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    format: Format,
+    key: KeySpec,
+    timestamp: KeySpec,
+}
+
+impl LineParser {
+    /// A parser for `format` with the given key and timestamp locations.
+    pub fn new(format: Format, key: KeySpec, timestamp: KeySpec) -> Self {
+        Self { format, key, timestamp }
+    }
+
+    /// Parse a line (without its line terminator). The error is the reason
+    /// the line goes to the dead-letter output.
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Parsed<'a>, String> {
+        let text = std::str::from_utf8(line)
+            .map_err(|e| format!("not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
+        match self.format {
+            Format::Lines => Ok(Parsed {
+                key: None,
+                timestamp: NO_TIMESTAMP,
+            }),
+            Format::Csv => self.csv(text),
+            Format::Jsonl => self.json(text),
+        }
+    }
+
+    fn csv<'a>(&self, text: &'a str) -> Result<Parsed<'a>, String> {
+        let key_col = match self.key {
+            KeySpec::Column(c) => Some(c),
+            _ => None,
+        };
+        let ts_col = match self.timestamp {
+            KeySpec::Column(c) => Some(c),
+            _ => None,
+        };
+        let mut key = None;
+        let mut timestamp = NO_TIMESTAMP;
+        let mut columns = 0;
+        for (i, field) in CsvFields::new(text.as_bytes()).enumerate() {
+            let field = field?;
+            columns = i + 1;
+            if Some(i) == key_col {
+                key = Some(field.clone());
+            }
+            if Some(i) == ts_col {
+                timestamp = parse_ms(&field).ok_or_else(|| {
+                    format!(
+                        "timestamp column {i}: {:?} is not an integer (ms)",
+                        String::from_utf8_lossy(&field)
+                    )
+                })?;
+            }
+        }
+        for (what, col) in [("key", key_col), ("timestamp", ts_col)] {
+            if let Some(c) = col.filter(|&c| c >= columns) {
+                return Err(format!("{what} column {c} missing: the line has {columns} column(s)"));
+            }
+        }
+        Ok(Parsed { key, timestamp })
+    }
+
+    fn json<'a>(&self, text: &'a str) -> Result<Parsed<'a>, String> {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+        let key = match &self.key {
+            KeySpec::Field(f) => Some(Cow::Owned(match obj.get(f) {
+                Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
+                Some(n @ serde_json::Value::Number(_)) => n.to_string().into_bytes(),
+                Some(other) => return Err(format!("key field `{f}` is {other}, not a string or number")),
+                None => return Err(format!("key field `{f}` missing")),
+            })),
+            _ => None,
+        };
+        let timestamp = match &self.timestamp {
+            KeySpec::Field(f) => obj
+                .get(f)
+                .ok_or_else(|| format!("timestamp field `{f}` missing"))?
+                .as_i64()
+                .ok_or_else(|| format!("timestamp field `{f}` is not an integer (ms)"))?,
+            _ => NO_TIMESTAMP,
+        };
+        Ok(Parsed { key, timestamp })
+    }
+}
+
+fn parse_ms(field: &[u8]) -> Option<i64> {
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+/// Iterator over the fields of one CSV line (RFC 4180 quoting: a quoted
+/// field may hold commas and doubled quotes).
+struct CsvFields<'a> {
+    line: &'a [u8],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> CsvFields<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        Self {
+            line,
+            at: 0,
+            done: false,
+        }
+    }
+
+    fn quoted(&mut self) -> Result<Cow<'a, [u8]>, String> {
+        let start = self.at + 1;
+        let mut i = start;
+        let mut owned: Option<Vec<u8>> = None;
+        let mut seg = start;
+        loop {
+            match memchr::memchr(b'"', &self.line[i..]) {
+                None => return Err(format!("unterminated quoted field starting at byte {}", self.at)),
+                Some(off) => {
+                    let q = i + off;
+                    if self.line.get(q + 1) == Some(&b'"') {
+                        let buf = owned.get_or_insert_with(Vec::new);
+                        buf.extend_from_slice(&self.line[seg..=q]);
+                        i = q + 2;
+                        seg = i;
+                        continue;
+                    }
+                    let field = match owned {
+                        Some(mut buf) => {
+                            buf.extend_from_slice(&self.line[seg..q]);
+                            Cow::Owned(buf)
+                        }
+                        None => Cow::Borrowed(&self.line[start..q]),
+                    };
+                    match self.line.get(q + 1) {
+                        None => self.done = true,
+                        Some(b',') => self.at = q + 2,
+                        Some(_) => return Err(format!("unexpected character after closing quote at byte {}", q + 1)),
+                    }
+                    return Ok(field);
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for CsvFields<'a> {
+    type Item = Result<Cow<'a, [u8]>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.line.get(self.at) == Some(&b'"') {
+            let r = self.quoted();
+            if r.is_err() {
+                self.done = true;
+            }
+            return Some(r);
+        }
+        let rest = &self.line[self.at..];
+        let (field, next) = match memchr::memchr(b',', rest) {
+            Some(i) => (&rest[..i], Some(self.at + i + 1)),
+            None => (rest, None),
+        };
+        if let Some(q) = memchr::memchr(b'"', field) {
+            self.done = true;
+            return Some(Err(format!("quote inside an unquoted field at byte {}", self.at + q)));
+        }
+        match next {
+            Some(n) => self.at = n,
+            None => self.done = true,
+        }
+        Some(Ok(Cow::Borrowed(field)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(key: usize, ts: Option<usize>) -> LineParser {
+        LineParser::new(
+            Format::Csv,
+            KeySpec::Column(key),
+            ts.map_or(KeySpec::None, KeySpec::Column),
+        )
+    }
+
+    #[test]
+    fn csv_key_and_timestamp() {
+        let p = csv(0, Some(2)).parse(b"42,a,1700000000000").unwrap();
+        assert_eq!(p.key.as_deref(), Some(&b"42"[..]));
+        assert_eq!(p.timestamp, 1_700_000_000_000);
+        let p = csv(1, None).parse(br#"x,"a ""quoted"", key",z"#).unwrap();
+        assert_eq!(p.key.as_deref(), Some(&br#"a "quoted", key"#[..]));
+        assert_eq!(p.timestamp, NO_TIMESTAMP);
+    }
+
+    #[test]
+    fn csv_errors_say_why() {
+        let p = csv(0, Some(2));
+        assert!(p.parse(b"42,a").unwrap_err().contains("timestamp column 2 missing"));
+        assert!(p.parse(b"42,a,soon").unwrap_err().contains("not an integer"));
+        assert!(p.parse(b"\"42,a,1").unwrap_err().contains("unterminated"));
+        assert!(p.parse(b"4\"2,a,1").unwrap_err().contains("quote inside"));
+        assert!(p.parse(b"\xff42,a,1").unwrap_err().contains("UTF-8"));
+        assert!(csv(3, None).parse(b"1,2").unwrap_err().contains("key column 3 missing"));
+    }
+
+    #[test]
+    fn json_lines() {
+        let p = LineParser::new(
+            Format::Jsonl,
+            KeySpec::Field("address".into()),
+            KeySpec::Field("ts".into()),
+        );
+        let r = p.parse(br#"{"address":7,"event":"a","ts":5}"#).unwrap();
+        assert_eq!(r.key.as_deref(), Some(&b"7"[..]));
+        assert_eq!(r.timestamp, 5);
+        assert!(p.parse(br#"{"event":"a","ts":5}"#).unwrap_err().contains("missing"));
+        assert!(p.parse(b"{oops").unwrap_err().contains("JSON"));
+    }
+
+    #[test]
+    fn lines_are_keyless() {
+        let p = LineParser::new(Format::Lines, KeySpec::None, KeySpec::None);
+        assert_eq!(p.parse(b"anything, really").unwrap(), Parsed { key: None, timestamp: NO_TIMESTAMP });
+    }
+}

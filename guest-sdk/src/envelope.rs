@@ -48,7 +48,8 @@ impl Writer {
     pub fn entry(&mut self, key: &[u8], value: &[u8]) {
         self.buf.extend_from_slice(&len32(key.len()).to_le_bytes());
         self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&len32(value.len()).to_le_bytes());
+        self.buf
+            .extend_from_slice(&len32(value.len()).to_le_bytes());
         self.buf.extend_from_slice(value);
         self.count += 1;
     }
@@ -161,10 +162,14 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -182,7 +187,10 @@ mod tests {
         assert_eq!(env.state_version, 3);
         assert_eq!(env.operator, b"op");
         let entries: Vec<_> = env.entries().collect::<Result<_, _>>().unwrap();
-        assert_eq!(entries, vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b"22"[..])]);
+        assert_eq!(
+            entries,
+            vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b"22"[..])]
+        );
     }
 
     #[test]

@@ -167,7 +167,12 @@ impl<'a> Ctx<'a> {
 
     /// Emit a record whose value is written by `write` straight into the
     /// output buffer (no intermediate allocation).
-    pub fn emit_with(&mut self, key: &[u8], timestamp: Option<i64>, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn emit_with(
+        &mut self,
+        key: &[u8],
+        timestamp: Option<i64>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         self.out
             .emit_with(key, timestamp.unwrap_or(NO_TIMESTAMP), write);
     }

@@ -100,7 +100,9 @@ impl<'a> BatchView<'a> {
                         timestamp: (ts != NO_TIMESTAMP).then_some(ts),
                     })
                 }
-                _ => Err(format!("malformed batch: record {i} has offsets out of range")),
+                _ => Err(format!(
+                    "malformed batch: record {i} has offsets out of range"
+                )),
             }
         })
     }
@@ -130,7 +132,12 @@ impl OutputBuf {
         self.emit_with(key, timestamp, |buf| buf.extend_from_slice(value));
     }
 
-    pub(crate) fn emit_with(&mut self, key: &[u8], timestamp: i64, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn emit_with(
+        &mut self,
+        key: &[u8],
+        timestamp: i64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let e = &mut self.emitted;
         e.keys.extend_from_slice(key);
         e.key_ends.push(offset(e.keys.len()));
@@ -236,7 +243,9 @@ impl<O: Operator> Runtime<O> {
                 None => {
                     let mut slot = None;
                     let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
-                    let r = self.op.on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
+                    let r = self
+                        .op
+                        .on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
                     if slot.is_some() {
                         self.state.insert(rec.key.into(), slot);
                     }
@@ -324,7 +333,10 @@ impl<O: Operator> Runtime<O> {
             let (key, value) = entry.map_err(Error::State)?;
             let value = if current {
                 decode(value).map_err(|e| {
-                    Error::State(format!("state of key {:?} does not decode: {e}", String::from_utf8_lossy(key)))
+                    Error::State(format!(
+                        "state of key {:?} does not decode: {e}",
+                        String::from_utf8_lossy(key)
+                    ))
                 })?
             } else {
                 O::migrate_state(from_version, value).map_err(Error::State)?
@@ -379,7 +391,10 @@ pub mod glue {
         }
     }
 
-    pub fn init<O: Operator>(rt: &mut Runtime<O>, config: Vec<(String, String)>) -> Result<(), wit::Error> {
+    pub fn init<O: Operator>(
+        rt: &mut Runtime<O>,
+        config: Vec<(String, String)>,
+    ) -> Result<(), wit::Error> {
         rt.init(&Config::new(config)).map_err(error)
     }
 
@@ -412,7 +427,11 @@ pub mod glue {
         rt.snapshot().map_err(error)
     }
 
-    pub fn restore<O: Operator>(rt: &mut Runtime<O>, bytes: &[u8], from_version: u32) -> Result<(), wit::Error> {
+    pub fn restore<O: Operator>(
+        rt: &mut Runtime<O>,
+        bytes: &[u8],
+        from_version: u32,
+    ) -> Result<(), wit::Error> {
         rt.restore(bytes, from_version).map_err(error)
     }
 }

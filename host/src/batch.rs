@@ -72,9 +72,19 @@ impl Batch {
     /// Record `i`, or `None` if out of range or if a plugin returned
     /// inconsistent offsets.
     pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
-        let start = |ends: &[u32]| if i == 0 { Some(0) } else { ends.get(i - 1).map(|&e| e as usize) };
-        let key = self.keys.get(start(&self.key_ends)?..*self.key_ends.get(i)? as usize)?;
-        let value = self.values.get(start(&self.value_ends)?..*self.value_ends.get(i)? as usize)?;
+        let start = |ends: &[u32]| {
+            if i == 0 {
+                Some(0)
+            } else {
+                ends.get(i - 1).map(|&e| e as usize)
+            }
+        };
+        let key = self
+            .keys
+            .get(start(&self.key_ends)?..*self.key_ends.get(i)? as usize)?;
+        let value = self
+            .values
+            .get(start(&self.value_ends)?..*self.value_ends.get(i)? as usize)?;
         Some(RecordRef {
             key,
             value,
@@ -87,7 +97,8 @@ impl Batch {
     pub fn is_well_formed(&self) -> bool {
         let n = self.key_ends.len();
         let monotonic = |ends: &[u32], len: usize| {
-            ends.windows(2).all(|w| w[0] <= w[1]) && ends.last().map_or(len == 0, |&e| e as usize == len)
+            ends.windows(2).all(|w| w[0] <= w[1])
+                && ends.last().map_or(len == 0, |&e| e as usize == len)
         };
         self.value_ends.len() == n
             && self.timestamps.len() == n
@@ -158,8 +169,14 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert!(b.is_well_formed());
         let r = b.get(1).unwrap();
-        assert_eq!((r.key, r.value, r.timestamp), (&b""[..], &b"value2"[..], NO_TIMESTAMP));
-        assert_eq!(b.iter().map(|r| r.value).collect::<Vec<_>>(), vec![&b"v1"[..], b"value2"]);
+        assert_eq!(
+            (r.key, r.value, r.timestamp),
+            (&b""[..], &b"value2"[..], NO_TIMESTAMP)
+        );
+        assert_eq!(
+            b.iter().map(|r| r.value).collect::<Vec<_>>(),
+            vec![&b"v1"[..], b"value2"]
+        );
         assert!(b.get(2).is_none());
         b.key_ends[0] = 9;
         assert!(!b.is_well_formed());

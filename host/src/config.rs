@@ -246,7 +246,9 @@ impl JobFile {
             return Err(Error::Config("parallelism must be at least 1".into()));
         }
         if self.operators.is_empty() {
-            return Err(Error::Config("a job needs at least one [[operators]] entry".into()));
+            return Err(Error::Config(
+                "a job needs at least one [[operators]] entry".into(),
+            ));
         }
         let SourceConfig::Files(src) = &self.source;
         let key = match (src.format, src.key_column, &src.key_field) {
@@ -254,13 +256,19 @@ impl JobFile {
             (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
             (_, None, None) => KeySpec::None,
             (Format::Csv, _, Some(_)) => {
-                return Err(Error::Config("csv sources take `key_column`, not `key_field`".into()));
+                return Err(Error::Config(
+                    "csv sources take `key_column`, not `key_field`".into(),
+                ));
             }
             (Format::Jsonl, Some(_), _) => {
-                return Err(Error::Config("jsonl sources take `key_field`, not `key_column`".into()));
+                return Err(Error::Config(
+                    "jsonl sources take `key_field`, not `key_column`".into(),
+                ));
             }
             (Format::Lines, _, _) => {
-                return Err(Error::Config("lines sources have no key: remove `key_column`/`key_field`".into()));
+                return Err(Error::Config(
+                    "lines sources have no key: remove `key_column`/`key_field`".into(),
+                ));
             }
         };
         let timestamp = match (src.format, src.timestamp_column, &src.timestamp_field) {
@@ -280,7 +288,10 @@ impl JobFile {
             .iter()
             .map(|op| {
                 if !names.insert(op.name.clone()) {
-                    return Err(Error::Config(format!("two operators are named `{}`", op.name)));
+                    return Err(Error::Config(format!(
+                        "two operators are named `{}`",
+                        op.name
+                    )));
                 }
                 Ok(OperatorSpec {
                     name: op.name.clone(),
@@ -294,7 +305,10 @@ impl JobFile {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Plan {
-            name: self.name.clone().unwrap_or_else(|| default_name.to_string()),
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| default_name.to_string()),
             parallelism: self.parallelism,
             source: FileSourceSpec {
                 dir: base.join(&src.path),
@@ -309,7 +323,9 @@ impl JobFile {
             operators,
             sink: match &self.sink {
                 SinkConfig::Stdout => SinkSpec::Stdout,
-                SinkConfig::File { path } => SinkSpec::Files { dir: base.join(path) },
+                SinkConfig::File { path } => SinkSpec::Files {
+                    dir: base.join(path),
+                },
             },
             dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
             engine: EngineSettings {
@@ -485,7 +501,10 @@ mod tests {
 
     #[test]
     fn resolves_paths_and_defaults() {
-        let plan = JobFile::parse(JOB).unwrap().resolve("job", Path::new("/jobs")).unwrap();
+        let plan = JobFile::parse(JOB)
+            .unwrap()
+            .resolve("job", Path::new("/jobs"))
+            .unwrap();
         assert_eq!(plan.name, "job");
         assert_eq!(plan.parallelism, 4);
         assert_eq!(plan.source.dir, Path::new("/jobs/in"));
@@ -493,7 +512,10 @@ mod tests {
         assert_eq!(plan.source.timestamp, KeySpec::Column(2));
         assert_eq!(
             plan.operators[0].config,
-            vec![("mode".into(), "strict".into()), ("timeout_ms".into(), "500".into())]
+            vec![
+                ("mode".into(), "strict".into()),
+                ("timeout_ms".into(), "500".into())
+            ]
         );
         assert!(matches!(plan.sink, SinkSpec::Files { ref dir } if dir == Path::new("/jobs/out")));
         assert_eq!(plan.engine.call_timeout, Duration::from_secs(10));

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    BatchSettings, EngineSettings, FileSourceSpec, Format, KeySpec, OperatorSpec, Plan, PluginSource, SinkSpec,
+    BatchSettings, EngineSettings, FileSourceSpec, Format, KeySpec, OperatorSpec, Plan,
+    PluginSource, SinkSpec,
 };
 use crate::generate::{GenerateConfig, generate};
 use crate::job::{JobReport, Progress, RunOptions, run};
@@ -15,7 +16,8 @@ use crate::{Error, Result};
 
 /// The state-machine plugin, built from `plugins/state-machine` by the build
 /// script.
-pub static STATE_MACHINE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/state-machine.wasm"));
+pub static STATE_MACHINE_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/state-machine.wasm"));
 
 /// Settings of `weir demo`.
 #[derive(Debug, Clone)]
@@ -34,7 +36,12 @@ pub struct DemoConfig {
 
 /// The plan the demo runs: CSV events keyed by address, the embedded
 /// state-machine plugin, alerts to `dir/out`.
-pub fn state_machine_plan(events_dir: &Path, out_dir: &Path, parallelism: usize, plugin: PluginSource) -> Plan {
+pub fn state_machine_plan(
+    events_dir: &Path,
+    out_dir: &Path,
+    parallelism: usize,
+    plugin: PluginSource,
+) -> Plan {
     Plan {
         name: "state-machine-demo".into(),
         parallelism,

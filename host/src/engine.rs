@@ -89,10 +89,14 @@ impl WeirEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e:#}")))?;
+        let engine =
+            Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
-        bindings::OperatorPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
-            .map_err(|e| Error::Internal(format!("linking host functions: {e:#}")))?;
+        bindings::OperatorPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(
+            &mut linker,
+            |c| c,
+        )
+        .map_err(|e| Error::Internal(format!("linking host functions: {e:#}")))?;
         start_ticker(&engine);
         let cache_dir = settings.cache_dir.clone().unwrap_or_else(default_cache_dir);
         Ok(Self {
@@ -172,7 +176,9 @@ impl WeirEngine {
             // which case we recompile.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e:#}")
+                }
             }
         }
         let compiled = engine
@@ -205,9 +211,11 @@ fn check_interface(engine: &Engine, component: &Component) -> Result<(), String>
         }
     }
     let Some(version) = version else {
-        return Err("it exports no `weir:plugin` interface: build it against the world \
+        return Err(
+            "it exports no `weir:plugin` interface: build it against the world \
                     `weir:plugin/operator-plugin` in wit/"
-            .into());
+                .into(),
+        );
     };
     if !ACCEPTED_WIT_VERSIONS.contains(&version.as_str()) {
         return Err(format!(
@@ -267,8 +275,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -94,7 +94,11 @@ pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
 
 /// Run `plan` with the given operator chain (the benchmark passes native
 /// operators here).
-pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options: RunOptions) -> Result<JobReport> {
+pub fn run_with(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    mut options: RunOptions,
+) -> Result<JobReport> {
     let started = Instant::now();
     let cpu_start = process_cpu_time();
     let metrics = Arc::new(Metrics::default());
@@ -107,7 +111,14 @@ pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options
     let mut tasks = Vec::with_capacity(n);
     for id in 0..n {
         let sink = crate::sink::open(&plan.sink, id)?;
-        tasks.push(Task::new(id, factories, sink, dead_letters.clone(), files.clone(), metrics.clone())?);
+        tasks.push(Task::new(
+            id,
+            factories,
+            sink,
+            dead_letters.clone(),
+            files.clone(),
+            metrics.clone(),
+        )?);
     }
 
     let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<SourceBatch>();

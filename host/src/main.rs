@@ -12,7 +12,11 @@ use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "A stream processor whose operators are WebAssembly components")]
+#[command(
+    name = "weir",
+    version,
+    about = "A stream processor whose operators are WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,7 +102,8 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "weir=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "weir=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -107,7 +112,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run { job, parallelism } => {
             let file = JobFile::load(&job)?;
             let base = job.parent().unwrap_or(Path::new("."));
-            let name = job.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = job
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut plan = file.resolve(&name, base)?;
             if let Some(p) = parallelism {
                 anyhow::ensure!(p > 0, "--parallelism must be at least 1");
@@ -122,7 +130,11 @@ fn main() -> anyhow::Result<()> {
                             records = p.now.records_read,
                             files = p.now.files_done,
                             mib = p.now.bytes_read >> 20,
-                            rate = format!("{:.0}/s", (p.now.records_read - p.previous.records_read) as f64 / p.interval.as_secs_f64()),
+                            rate = format!(
+                                "{:.0}/s",
+                                (p.now.records_read - p.previous.records_read) as f64
+                                    / p.interval.as_secs_f64()
+                            ),
                             emitted = p.now.emitted,
                             "progress"
                         );
@@ -164,7 +176,8 @@ fn main() -> anyhow::Result<()> {
                 events_per_ms,
                 ..GenerateConfig::default()
             };
-            let r = generate(&out, &cfg).with_context(|| format!("generating into {}", out.display()))?;
+            let r = generate(&out, &cfg)
+                .with_context(|| format!("generating into {}", out.display()))?;
             println!(
                 "wrote {} events ({} injected errors) in {} files ({} bytes) to {}",
                 r.events,

@@ -29,7 +29,12 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit = Some(desired);
             return Err(wasmtime::Error::msg(format!(
@@ -41,7 +46,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -98,12 +108,15 @@ impl PluginInstance {
         store.limiter(|c| &mut c.memory);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine.deadline_ticks());
-        let bindings = loaded.pre.instantiate(&mut store).map_err(|e| Error::Plugin {
-            plugin: loaded.name.to_string(),
-            task,
-            call: "instantiate".into(),
-            detail: describe(&e, store.data(), engine.settings().call_timeout.as_millis()),
-        })?;
+        let bindings = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::Plugin {
+                plugin: loaded.name.to_string(),
+                task,
+                call: "instantiate".into(),
+                detail: describe(&e, store.data(), engine.settings().call_timeout.as_millis()),
+            })?;
         Ok(Self {
             plugin: loaded.name.clone(),
             task,
@@ -153,17 +166,23 @@ impl PluginInstance {
 
     /// The state schema version the plugin writes.
     pub fn state_version(&mut self) -> Result<u32> {
-        self.call("state version".into(), |b, s| b.weir_plugin_state().call_version(s).map(Ok))
+        self.call("state version".into(), |b, s| {
+            b.weir_plugin_state().call_version(s).map(Ok)
+        })
     }
 
     /// The state schema versions the plugin restores.
     pub fn accepted_versions(&mut self) -> Result<Vec<u32>> {
-        self.call("state accepts".into(), |b, s| b.weir_plugin_state().call_accepts(s).map(Ok))
+        self.call("state accepts".into(), |b, s| {
+            b.weir_plugin_state().call_accepts(s).map(Ok)
+        })
     }
 
     /// Serialize the plugin's state.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.call("snapshot".into(), |b, s| b.weir_plugin_state().call_snapshot(s))
+        self.call("snapshot".into(), |b, s| {
+            b.weir_plugin_state().call_snapshot(s)
+        })
     }
 
     /// Restore the plugin's state.
@@ -179,7 +198,10 @@ impl PluginInstance {
         f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T> {
         if self.failed {
-            return Err(self.error(call, "the instance failed earlier and cannot be called again".into()));
+            return Err(self.error(
+                call,
+                "the instance failed earlier and cannot be called again".into(),
+            ));
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
@@ -195,7 +217,10 @@ impl PluginInstance {
 
     fn check_outcome(&mut self, out: Outcome, call: String, inputs: usize) -> Result<Outcome> {
         if !out.emitted.is_well_formed() {
-            return Err(self.error(call, "returned a malformed batch (offsets out of range)".into()));
+            return Err(self.error(
+                call,
+                "returned a malformed batch (offsets out of range)".into(),
+            ));
         }
         if let Some(r) = out.rejected.iter().find(|r| r.index as usize >= inputs) {
             return Err(self.error(
@@ -234,7 +259,9 @@ fn describe(e: &wasmtime::Error, ctx: &PluginCtx, timeout_ms: u128) -> String {
         );
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("ran past its deadline of {timeout_ms} ms per call and was stopped"),
+        Some(Trap::Interrupt) => {
+            format!("ran past its deadline of {timeout_ms} ms per call and was stopped")
+        }
         Some(trap) => {
             let frames = e
                 .downcast_ref::<wasmtime::WasmBacktrace>()

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::batch::{Batch, Origin, Outcome, SourceBatch, Timer};
 use crate::engine::{LoadedPlugin, WeirEngine};
@@ -16,6 +16,9 @@ use crate::sink::Sink;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::source::FileTable;
 use crate::{Error, Result};
+
+/// How long a task's input must be idle before it flushes its sink.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An operator instance as a task sees it: Wasm plugins implement it, and so
 /// does the benchmark's native build of the same logic.
@@ -68,7 +71,11 @@ pub struct WasmOperatorFactory {
 impl WasmOperatorFactory {
     /// A factory for `plugin` with its `init` configuration.
     pub fn new(engine: WeirEngine, plugin: LoadedPlugin, config: Vec<(String, String)>) -> Self {
-        Self { engine, plugin, config }
+        Self {
+            engine,
+            plugin,
+            config,
+        }
     }
 }
 
@@ -191,14 +198,32 @@ impl Task {
     /// Process messages until the source hangs up, then fire all remaining
     /// timers (end of input is the end of event time) and flush the sink.
     /// Emptied batches go back to the source through `recycle`.
-    pub fn run(mut self, input: Receiver<TaskMsg>, recycle: Sender<SourceBatch>) -> Result<TaskStats> {
-        for msg in input {
-            match msg {
-                TaskMsg::Batch(batch, watermark) => {
+    pub fn run(
+        mut self,
+        input: Receiver<TaskMsg>,
+        recycle: Sender<SourceBatch>,
+    ) -> Result<TaskStats> {
+        let mut unflushed = false;
+        loop {
+            match input.recv_timeout(IDLE_FLUSH) {
+                Ok(TaskMsg::Batch(batch, watermark)) => {
                     self.process(&batch, watermark)?;
                     let _ = recycle.send(batch);
+                    unflushed = true;
                 }
-                TaskMsg::Watermark(w) => self.advance(w)?,
+                Ok(TaskMsg::Watermark(w)) => {
+                    self.advance(w)?;
+                    unflushed = true;
+                }
+                Err(RecvTimeoutError::Timeout) if unflushed => {
+                    // Input is idle (a `follow` run waiting for files):
+                    // make what was written so far visible.
+                    self.sink.flush()?;
+                    self.dead_letters.flush()?;
+                    unflushed = false;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         self.advance(i64::MAX)?;
@@ -240,7 +265,13 @@ impl Task {
     }
 
     /// Run `input` through operators `start..` and write the result.
-    fn chain(&mut self, start: usize, input: &Batch, origins: Option<&[Origin]>, watermark: i64) -> Result<()> {
+    fn chain(
+        &mut self,
+        start: usize,
+        input: &Batch,
+        origins: Option<&[Origin]>,
+        watermark: i64,
+    ) -> Result<()> {
         let mut owned: Option<Batch> = None;
         for i in start..self.operators.len() {
             let current = owned.as_ref().unwrap_or(input);
@@ -271,7 +302,10 @@ impl Task {
         origins: Option<&[Origin]>,
         rejected: &[crate::batch::Rejection],
     ) -> Result<()> {
-        let files = self.files.read().map_err(|_| Error::Internal("file table lock poisoned".into()))?;
+        let files = self
+            .files
+            .read()
+            .map_err(|_| Error::Internal("file table lock poisoned".into()))?;
         for r in rejected {
             let i = r.index as usize;
             let rec = batch
@@ -284,7 +318,9 @@ impl Task {
                     task: self.id,
                 },
                 reason: &r.reason,
-                file: origin.and_then(|o| files.get(o.file as usize)).map(|p| p.as_path()),
+                file: origin
+                    .and_then(|o| files.get(o.file as usize))
+                    .map(|p| p.as_path()),
                 line: origin.map(|o| o.line),
                 key: Some(rec.key),
                 value: rec.value,

@@ -1,1 +1,120 @@
+//! Shared helpers of Weir's end-to-end tests and benchmarks: the plugins
+//! built from source, an independent implementation of the state-machine
+//! DFA, and readers of a job's output.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub mod native;
+
+use weir::config::{Plan, PluginSource};
+
+/// Paths of the plugin components built by `build.rs`.
+pub mod artifacts {
+    include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
+}
+
+/// The state-machine job over `events` writing to `out`, with the plugin at
+/// `plugin`.
+pub fn state_machine_plan(events: &Path, out: &Path, parallelism: usize, plugin: &str) -> Plan {
+    weir::demo::state_machine_plan(
+        events,
+        out,
+        parallelism,
+        PluginSource::Path(PathBuf::from(plugin)),
+    )
+}
+
+/// The alerts the classic state-machine example raises for the CSV files in
+/// `dir` (read in name order, sequentially), computed without Weir: a table
+/// of valid (state, event) -> state, a map address -> state, TERMINAL
+/// clears. Lines that are not `u32,letter[,..]` with a letter a-g are
+/// skipped (they are dead letters).
+pub fn reference_alerts(dir: &Path) -> Vec<String> {
+    const VALID: &[(&str, char, &str)] = &[
+        ("INITIAL", 'a', "W"),
+        ("INITIAL", 'c', "X"),
+        ("W", 'b', "Y"),
+        ("X", 'b', "Y"),
+        ("X", 'd', "Z"),
+        ("Y", 'e', "Z"),
+        ("Z", 'g', "TERMINAL"),
+    ];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    let mut state: HashMap<u32, &'static str> = HashMap::new();
+    let mut alerts = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for line in bytes.split(|&b| b == b'\n') {
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            let mut cols = line.split(',');
+            let (Some(addr), Some(ev)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            let Ok(addr) = addr.parse::<u32>() else {
+                continue;
+            };
+            let mut chars = ev.chars();
+            let (Some(ev), None) = (chars.next(), chars.next()) else {
+                continue;
+            };
+            if !('a'..='g').contains(&ev) {
+                continue;
+            }
+            let current = state.get(&addr).copied().unwrap_or("INITIAL");
+            match VALID.iter().find(|(s, e, _)| *s == current && *e == ev) {
+                Some((_, _, "TERMINAL")) => {
+                    state.remove(&addr);
+                }
+                Some((_, _, next)) => {
+                    state.insert(addr, next);
+                }
+                None => alerts.push(format!(
+                    r#"{{"address":{addr},"state":"{current}","event":"{ev}"}}"#
+                )),
+            }
+        }
+    }
+    alerts.sort();
+    alerts
+}
+
+/// Every line of every `part-*.jsonl` in `out`, sorted.
+pub fn read_output(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(out).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+        {
+            lines.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Every dead letter in `path`, parsed.
+pub fn read_dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

@@ -52,7 +52,9 @@ pub struct DeadLetters {
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters").field("path", &self.path).finish()
+        f.debug_struct("DeadLetters")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -62,7 +64,8 @@ impl DeadLetters {
         let out: Box<dyn Write + Send> = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(Error::io("creating dead-letter folder", dir))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(Error::io("creating dead-letter folder", dir))?;
                 }
                 let f = std::fs::OpenOptions::new()
                     .create(true)
@@ -107,9 +110,13 @@ impl DeadLetters {
         if std::str::from_utf8(d.value).is_err() {
             m.insert("value_base64".into(), json!(base64(d.value)));
         }
-        let mut line = serde_json::to_vec(&Value::Object(m)).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&Value::Object(m)).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
-        let mut out = self.out.lock().map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
         out.write_all(&line).map_err(self.io_err())?;
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -117,7 +124,10 @@ impl DeadLetters {
 
     /// Flush buffered dead letters.
     pub fn flush(&self) -> Result<()> {
-        let mut out = self.out.lock().map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
         out.flush().map_err(self.io_err())
     }
 
@@ -132,7 +142,10 @@ impl DeadLetters {
     }
 
     fn io_err(&self) -> impl FnOnce(std::io::Error) -> Error {
-        Error::io("writing dead letters to", self.path.clone().unwrap_or_else(|| "stderr".into()))
+        Error::io(
+            "writing dead letters to",
+            self.path.clone().unwrap_or_else(|| "stderr".into()),
+        )
     }
 }
 
@@ -141,7 +154,9 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);

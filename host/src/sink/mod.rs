@@ -6,9 +6,9 @@ pub mod dead_letter;
 pub mod file;
 pub mod stdout;
 
+use crate::Result;
 use crate::batch::Batch;
 use crate::config::SinkSpec;
-use crate::Result;
 
 /// A task's writer of emitted records.
 pub trait Sink: Send {

@@ -22,6 +22,8 @@ impl Sink for StdoutSink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        std::io::stdout().flush().map_err(Error::io("flushing", "stdout"))
+        std::io::stdout()
+            .flush()
+            .map_err(Error::io("flushing", "stdout"))
     }
 }

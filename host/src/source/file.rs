@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::format::LineParser;
 use super::{Router, Source};
 use crate::batch::Origin;
-use crate::config::{Format, KeySpec, FileSourceSpec};
+use crate::config::{FileSourceSpec, Format, KeySpec};
 use crate::{Error, Result};
 
 /// Read size; a line longer than this grows the buffer up to [`MAX_LINE`].
@@ -117,14 +117,19 @@ impl FileSource {
                     // A line longer than MAX_LINE: dead-letter its head, skip the rest.
                     line_no += 1;
                     let head = &self.buf[..1024];
-                    let reason = format!("line longer than {} MiB; value cut to its first KiB", MAX_LINE >> 20);
+                    let reason = format!(
+                        "line longer than {} MiB; value cut to its first KiB",
+                        MAX_LINE >> 20
+                    );
                     router.malformed(file_index, line_no, &reason, head)?;
                     self.position.offset += filled as u64;
                     filled = 0;
                     skipping_long_line = true;
                 }
             }
-            let n = f.read(&mut self.buf[filled..]).map_err(Error::io("reading", path))?;
+            let n = f
+                .read(&mut self.buf[filled..])
+                .map_err(Error::io("reading", path))?;
             router.metrics().add_read(0, n as u64);
             let eof = n == 0;
             filled += n;
@@ -159,15 +164,26 @@ impl FileSource {
         }
     }
 
-    fn handle_line(&self, file: u32, line_no: u64, start: usize, end: usize, router: &mut Router) -> Result<()> {
+    fn handle_line(
+        &self,
+        file: u32,
+        line_no: u64,
+        start: usize,
+        end: usize,
+        router: &mut Router,
+    ) -> Result<()> {
         let mut line = &self.buf[start..end];
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv) {
+        if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv)
+        {
             return Ok(());
         }
-        let origin = Origin { file, line: line_no };
+        let origin = Origin {
+            file,
+            line: line_no,
+        };
         match self.parser.parse(line) {
             Ok(p) => {
                 // A disconnected router is noticed by the read loop.

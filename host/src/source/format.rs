@@ -27,14 +27,22 @@ pub struct LineParser {
 impl LineParser {
     /// A parser for `format` with the given key and timestamp locations.
     pub fn new(format: Format, key: KeySpec, timestamp: KeySpec) -> Self {
-        Self { format, key, timestamp }
+        Self {
+            format,
+            key,
+            timestamp,
+        }
     }
 
     /// Parse a line (without its line terminator). The error is the reason
     /// the line goes to the dead-letter output.
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Parsed<'a>, String> {
-        let text = std::str::from_utf8(line)
-            .map_err(|e| format!("not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))?;
+        let text = std::str::from_utf8(line).map_err(|e| {
+            format!(
+                "not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            )
+        })?;
         match self.format {
             Format::Lines => Ok(Parsed {
                 key: None,
@@ -74,7 +82,9 @@ impl LineParser {
         }
         for (what, col) in [("key", key_col), ("timestamp", ts_col)] {
             if let Some(c) = col.filter(|&c| c >= columns) {
-                return Err(format!("{what} column {c} missing: the line has {columns} column(s)"));
+                return Err(format!(
+                    "{what} column {c} missing: the line has {columns} column(s)"
+                ));
             }
         }
         Ok(Parsed { key, timestamp })
@@ -87,7 +97,11 @@ impl LineParser {
             KeySpec::Field(f) => Some(Cow::Owned(match obj.get(f) {
                 Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
                 Some(n @ serde_json::Value::Number(_)) => n.to_string().into_bytes(),
-                Some(other) => return Err(format!("key field `{f}` is {other}, not a string or number")),
+                Some(other) => {
+                    return Err(format!(
+                        "key field `{f}` is {other}, not a string or number"
+                    ));
+                }
                 None => return Err(format!("key field `{f}` missing")),
             })),
             _ => None,
@@ -132,7 +146,12 @@ impl<'a> CsvFields<'a> {
         let mut seg = start;
         loop {
             match memchr::memchr(b'"', &self.line[i..]) {
-                None => return Err(format!("unterminated quoted field starting at byte {}", self.at)),
+                None => {
+                    return Err(format!(
+                        "unterminated quoted field starting at byte {}",
+                        self.at
+                    ));
+                }
                 Some(off) => {
                     let q = i + off;
                     if self.line.get(q + 1) == Some(&b'"') {
@@ -152,7 +171,12 @@ impl<'a> CsvFields<'a> {
                     match self.line.get(q + 1) {
                         None => self.done = true,
                         Some(b',') => self.at = q + 2,
-                        Some(_) => return Err(format!("unexpected character after closing quote at byte {}", q + 1)),
+                        Some(_) => {
+                            return Err(format!(
+                                "unexpected character after closing quote at byte {}",
+                                q + 1
+                            ));
+                        }
                     }
                     return Ok(field);
                 }
@@ -182,7 +206,10 @@ impl<'a> Iterator for CsvFields<'a> {
         };
         if let Some(q) = memchr::memchr(b'"', field) {
             self.done = true;
-            return Some(Err(format!("quote inside an unquoted field at byte {}", self.at + q)));
+            return Some(Err(format!(
+                "quote inside an unquoted field at byte {}",
+                self.at + q
+            )));
         }
         match next {
             Some(n) => self.at = n,
@@ -217,12 +244,25 @@ mod tests {
     #[test]
     fn csv_errors_say_why() {
         let p = csv(0, Some(2));
-        assert!(p.parse(b"42,a").unwrap_err().contains("timestamp column 2 missing"));
-        assert!(p.parse(b"42,a,soon").unwrap_err().contains("not an integer"));
+        assert!(
+            p.parse(b"42,a")
+                .unwrap_err()
+                .contains("timestamp column 2 missing")
+        );
+        assert!(
+            p.parse(b"42,a,soon")
+                .unwrap_err()
+                .contains("not an integer")
+        );
         assert!(p.parse(b"\"42,a,1").unwrap_err().contains("unterminated"));
         assert!(p.parse(b"4\"2,a,1").unwrap_err().contains("quote inside"));
         assert!(p.parse(b"\xff42,a,1").unwrap_err().contains("UTF-8"));
-        assert!(csv(3, None).parse(b"1,2").unwrap_err().contains("key column 3 missing"));
+        assert!(
+            csv(3, None)
+                .parse(b"1,2")
+                .unwrap_err()
+                .contains("key column 3 missing")
+        );
     }
 
     #[test]
@@ -235,13 +275,23 @@ mod tests {
         let r = p.parse(br#"{"address":7,"event":"a","ts":5}"#).unwrap();
         assert_eq!(r.key.as_deref(), Some(&b"7"[..]));
         assert_eq!(r.timestamp, 5);
-        assert!(p.parse(br#"{"event":"a","ts":5}"#).unwrap_err().contains("missing"));
+        assert!(
+            p.parse(br#"{"event":"a","ts":5}"#)
+                .unwrap_err()
+                .contains("missing")
+        );
         assert!(p.parse(b"{oops").unwrap_err().contains("JSON"));
     }
 
     #[test]
     fn lines_are_keyless() {
         let p = LineParser::new(Format::Lines, KeySpec::None, KeySpec::None);
-        assert_eq!(p.parse(b"anything, really").unwrap(), Parsed { key: None, timestamp: NO_TIMESTAMP });
+        assert_eq!(
+            p.parse(b"anything, really").unwrap(),
+            Parsed {
+                key: None,
+                timestamp: NO_TIMESTAMP
+            }
+        );
     }
 }

@@ -121,7 +121,9 @@ impl Router {
         }
         let batch = &mut self.pending[task];
         batch.push(key.unwrap_or_default(), value, timestamp, origin);
-        if batch.data.len() >= self.settings.max_records || batch.data.byte_size() >= self.settings.max_bytes {
+        if batch.data.len() >= self.settings.max_records
+            || batch.data.byte_size() >= self.settings.max_bytes
+        {
             self.send(task)?;
         }
         Ok(())
@@ -129,7 +131,10 @@ impl Router {
 
     /// Send a malformed input line to the dead-letter output.
     pub fn malformed(&mut self, file: u32, line: u64, reason: &str, raw: &[u8]) -> Result<()> {
-        let files = self.files.read().map_err(|_| Error::Internal("file table lock poisoned".into()))?;
+        let files = self
+            .files
+            .read()
+            .map_err(|_| Error::Internal("file table lock poisoned".into()))?;
         self.dead_letters.write(&DeadLetter {
             stage: Stage::Source,
             reason,

@@ -61,16 +61,27 @@ pub struct StateMachine;
 pub fn parse_event(line: &[u8]) -> Result<(u32, u8), String> {
     let mut fields = line.split(|&b| b == b',');
     let address = fields.next().unwrap_or_default();
-    let event = fields
-        .next()
-        .ok_or_else(|| format!("expected `address,event`, got {:?}", String::from_utf8_lossy(line)))?;
+    let event = fields.next().ok_or_else(|| {
+        format!(
+            "expected `address,event`, got {:?}",
+            String::from_utf8_lossy(line)
+        )
+    })?;
     let address = std::str::from_utf8(address)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
-        .ok_or_else(|| format!("address {:?} is not a u32", String::from_utf8_lossy(address)))?;
+        .ok_or_else(|| {
+            format!(
+                "address {:?} is not a u32",
+                String::from_utf8_lossy(address)
+            )
+        })?;
     match event {
         [e @ b'a'..=b'g'] => Ok((address, *e)),
-        _ => Err(format!("unknown event {:?} (expected a letter a-g)", String::from_utf8_lossy(event))),
+        _ => Err(format!(
+            "unknown event {:?} (expected a letter a-g)",
+            String::from_utf8_lossy(event)
+        )),
     }
 }
 

@@ -1,0 +1,117 @@
+//! Benchmark of the state-machine job, file source to file sink, one task:
+//! the Wasm plugin through the full host path, the same operator logic
+//! compiled natively into the same harness, and a no-op Wasm plugin (the
+//! host path alone). Prints events/s and events per CPU-second for 10k and
+//! 1M distinct addresses.
+//!
+//! `cargo bench -p weir-tests --bench state_machine`
+//! (`WEIR_BENCH_EVENTS` sets the event count, default 10 000 000;
+//! `WEIR_BENCH_PARALLELISM` the task count, default 1.)
+
+use std::sync::Arc;
+
+use weir::config::PluginSource;
+use weir::engine::WeirEngine;
+use weir::generate::{GenerateConfig, generate};
+use weir::job::{JobReport, RunOptions, load_operators, run_with};
+use weir::task::OperatorFactory;
+use weir_tests::artifacts;
+use weir_tests::native::NativeFactory;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // special either: run a small smoke version unless benchmarking.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let events = if benchmarking {
+        env_or("WEIR_BENCH_EVENTS", 10_000_000)
+    } else {
+        50_000
+    };
+    let parallelism = env_or("WEIR_BENCH_PARALLELISM", 1) as usize;
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!(
+        "state-machine job, {events} events, parallelism {parallelism}, file source -> file sink"
+    );
+    println!(
+        "{:<10} {:<22} {:>12} {:>16} {:>9} {:>8}",
+        "addresses", "operator", "events/s", "events/CPU-s", "alerts", "wall s"
+    );
+    for addresses in [10_000u32, 1_000_000] {
+        let events_dir = dir.path().join(format!("events-{addresses}"));
+        generate(
+            &events_dir,
+            &GenerateConfig {
+                seed: 1,
+                events,
+                max_address: addresses,
+                max_machines: (addresses / 10) as usize,
+                file_size: 64 << 20,
+                ..GenerateConfig::default()
+            },
+        )
+        .expect("generating events");
+        let out = dir.path().join("out");
+        let engine = WeirEngine::new(Default::default()).expect("engine");
+        let plan_for = |plugin: &str| {
+            weir::demo::state_machine_plan(
+                &events_dir,
+                &out,
+                parallelism,
+                PluginSource::Path(plugin.into()),
+            )
+        };
+        let wasm_plan = plan_for(artifacts::STATE_MACHINE);
+        let wasm = load_operators(&engine, &wasm_plan).expect("loading plugin");
+        let native: Vec<Arc<dyn OperatorFactory>> = vec![Arc::new(NativeFactory::<
+            state_machine::StateMachine,
+        >::new("state-machine"))];
+        let noop_plan = plan_for(artifacts::NOOP);
+        let noop = load_operators(&engine, &noop_plan).expect("loading plugin");
+
+        // Warm the page cache once.
+        run_with(&wasm_plan, &noop, RunOptions::default()).expect("warm-up");
+        let mut results = Vec::new();
+        for (label, factories) in [
+            ("wasm (full host path)", &wasm),
+            ("native (same logic)", &native),
+            ("wasm no-op (overhead)", &noop),
+        ] {
+            let best = (0..3)
+                .map(|_| run_with(&wasm_plan, factories, RunOptions::default()).expect("bench run"))
+                .max_by(|a, b| a.records_per_cpu_sec().total_cmp(&b.records_per_cpu_sec()))
+                .expect("three runs");
+            print_row(addresses, label, &best);
+            results.push(best);
+        }
+        println!(
+            "{:<10} wasm / native: {:.2} (events/s), {:.2} (events/CPU-s)",
+            "",
+            results[0].records_per_sec() / results[1].records_per_sec(),
+            results[0].records_per_cpu_sec() / results[1].records_per_cpu_sec()
+        );
+        assert_eq!(
+            results[0].totals.emitted, results[1].totals.emitted,
+            "wasm and native agree"
+        );
+        std::fs::remove_dir_all(&events_dir).ok();
+    }
+}
+
+fn print_row(addresses: u32, label: &str, r: &JobReport) {
+    println!(
+        "{:<10} {:<22} {:>12.0} {:>16.0} {:>9} {:>8.2}",
+        addresses,
+        label,
+        r.records_per_sec(),
+        r.records_per_cpu_sec(),
+        r.totals.emitted,
+        r.elapsed.as_secs_f64()
+    );
+}

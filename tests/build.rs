@@ -1,0 +1,38 @@
+//! Builds every plugin the tests and benchmarks use from source, and writes
+//! `artifacts.rs` with their paths; nothing is prebuilt or committed.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// (crate, constant) for every plugin the tests use.
+const PLUGINS: &[(&str, &str)] = &[
+    ("state-machine", "STATE_MACHINE"),
+    ("trap-plugin", "TRAP"),
+    ("loop-plugin", "LOOP"),
+    ("hog-plugin", "HOG"),
+    ("noop-plugin", "NOOP"),
+];
+
+fn main() {
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf();
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    weir_build_support::rerun_if_plugin_sources_change(&workspace, &["plugins", "tests/plugins"]);
+    let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
+    let paths = weir_build_support::build_rust_plugins(&workspace, &crates, &out);
+    let mut src = String::new();
+    for ((krate, konst), path) in PLUGINS.iter().zip(paths) {
+        writeln!(src, "/// The `{krate}` component, built from source.").unwrap();
+        writeln!(
+            src,
+            "pub const {konst}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    std::fs::write(out.join("artifacts.rs"), src).expect("writing artifacts.rs");
+}

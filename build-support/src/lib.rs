@@ -46,9 +46,12 @@ pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> 
         cmd.env_remove(var);
     }
     // Plugins ship without debug info (the workspace's release profile keeps
-    // line tables for host profiling).
+    // line tables for host profiling) and with whole-program optimization:
+    // small guests build in seconds with it, and run faster and smaller.
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));

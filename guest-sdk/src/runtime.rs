@@ -9,7 +9,66 @@ use std::hash::BuildHasherDefault;
 use crate::envelope;
 use crate::{Config, Ctx, KeyState, NO_TIMESTAMP, Operator, Record};
 
-type StateMap<S> = HashMap<Box<[u8]>, Option<S>, BuildHasherDefault<rustc_hash::FxHasher>>;
+type StateMap<S> = HashMap<Key, Option<S>, BuildHasherDefault<rustc_hash::FxHasher>>;
+
+/// Keys up to this long are stored inline in the map.
+const INLINE_KEY: usize = 22;
+
+/// A state map key. Short keys (addresses, ids) live inline in the map's
+/// slot, so a lookup touches one cache line instead of chasing a pointer.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    #[inline]
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(key.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+// Hash and Eq agree with `[u8]`'s, as `Borrow` requires.
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
 
 /// Records in packed form (the shape of WIT `batch`), owned.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -247,7 +306,7 @@ impl<O: Operator> Runtime<O> {
                         .op
                         .on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
                     if slot.is_some() {
-                        self.state.insert(rec.key.into(), slot);
+                        self.state.insert(Key::new(rec.key), slot);
                     }
                     r
                 }
@@ -271,7 +330,7 @@ impl<O: Operator> Runtime<O> {
             self.op
                 .on_timer(key, time, &mut KeyState::new(&mut slot), &mut ctx);
             if slot.is_some() {
-                self.state.insert(key.into(), slot);
+                self.state.insert(Key::new(key), slot);
             }
         }
         Ok(self.out.take())
@@ -284,7 +343,7 @@ impl<O: Operator> Runtime<O> {
         let mut entries: Vec<(&[u8], &O::State)> = self
             .state
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (&k[..], v)))
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_slice(), v)))
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut w = envelope::Writer::new(O::STATE_VERSION, &operator, entries.len() * 16);
@@ -341,7 +400,7 @@ impl<O: Operator> Runtime<O> {
             } else {
                 O::migrate_state(from_version, value).map_err(Error::State)?
             };
-            state.insert(key.into(), Some(value));
+            state.insert(Key::new(key), Some(value));
         }
         self.op = op;
         self.state = state;

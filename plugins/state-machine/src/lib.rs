@@ -59,23 +59,23 @@ pub struct StateMachine;
 
 /// Split `address,event[,...]` into the parsed address and event letter.
 pub fn parse_event(line: &[u8]) -> Result<(u32, u8), String> {
-    let mut fields = line.split(|&b| b == b',');
-    let address = fields.next().unwrap_or_default();
-    let event = fields.next().ok_or_else(|| {
+    let comma = line.iter().position(|&b| b == b',').ok_or_else(|| {
         format!(
             "expected `address,event`, got {:?}",
             String::from_utf8_lossy(line)
         )
     })?;
-    let address = std::str::from_utf8(address)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .ok_or_else(|| {
-            format!(
-                "address {:?} is not a u32",
-                String::from_utf8_lossy(address)
-            )
-        })?;
+    let (address, rest) = (&line[..comma], &line[comma + 1..]);
+    let event = match rest.iter().position(|&b| b == b',') {
+        Some(end) => &rest[..end],
+        None => rest,
+    };
+    let address = parse_u32(address).ok_or_else(|| {
+        format!(
+            "address {:?} is not a u32",
+            String::from_utf8_lossy(address)
+        )
+    })?;
     match event {
         [e @ b'a'..=b'g'] => Ok((address, *e)),
         _ => Err(format!(
@@ -83,6 +83,17 @@ pub fn parse_event(line: &[u8]) -> Result<(u32, u8), String> {
             String::from_utf8_lossy(event)
         )),
     }
+}
+
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 10 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |v, &d| {
+        d.is_ascii_digit()
+            .then(|| v.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+            .flatten()
+    })
 }
 
 impl Operator for StateMachine {
@@ -126,6 +137,9 @@ mod tests {
         assert!(parse_event(b"12,h").unwrap_err().contains("unknown event"));
         assert!(parse_event(b"x,a").unwrap_err().contains("not a u32"));
         assert!(parse_event(b"12").is_err());
+        assert!(parse_event(b"4294967296,a").is_err());
+        assert_eq!(parse_event(b"4294967295,a"), Ok((u32::MAX, b'a')));
+        assert!(parse_event(b",a").is_err());
     }
 
     #[test]

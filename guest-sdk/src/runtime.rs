@@ -125,7 +125,7 @@ pub struct BatchView<'a> {
 
 impl<'a> BatchView<'a> {
     /// Number of records; an error if the lists disagree.
-    pub fn len(&self) -> Result<usize, String> {
+    pub fn checked_len(&self) -> Result<usize, String> {
         let n = self.key_ends.len();
         if self.value_ends.len() != n || self.timestamps.len() != n {
             return Err(format!(
@@ -287,7 +287,7 @@ impl<O: Operator> Runtime<O> {
 
     /// Run `on_event` for every record of the batch.
     pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
-        batch.len().map_err(Error::Other)?;
+        batch.checked_len().map_err(Error::Other)?;
         for (i, rec) in batch.records().enumerate() {
             let rec = rec.map_err(Error::Other)?;
             let result = match self.state.get_mut(rec.key) {
@@ -454,6 +454,11 @@ pub mod glue {
         rt: &mut Runtime<O>,
         config: Vec<(String, String)>,
     ) -> Result<(), wit::Error> {
+        // A panic traps the instance; say why first, so the host's error
+        // carries the message.
+        std::panic::set_hook(Box::new(|info| {
+            crate::log(crate::Level::Error, &format!("panicked: {info}"));
+        }));
         rt.init(&Config::new(config)).map_err(error)
     }
 

@@ -18,13 +18,16 @@ use crate::{Error, Result};
 /// Batches in flight per task before the source waits (backpressure).
 const CHANNEL_DEPTH: usize = 8;
 
+/// Receives progress ticks.
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
 /// How a run is driven from outside.
 #[derive(Default)]
 pub struct RunOptions {
     /// Set to stop a `follow` run; the job then drains and ends cleanly.
     pub stop: Arc<AtomicBool>,
     /// Called about once per `progress_every` with the counters so far.
-    pub progress: Option<Box<dyn FnMut(&Progress) + Send>>,
+    pub progress: Option<ProgressFn>,
     /// Interval of `progress`. Default one second.
     pub progress_every: Option<Duration>,
 }

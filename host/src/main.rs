@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         events_per_ms: u64,
     },
+    /// Work with components.
+    Component {
+        #[command(subcommand)]
+        command: ComponentCommand,
+    },
     /// Generate events and run the state-machine plugin over them (no servers).
     Demo {
         /// Number of events.
@@ -76,6 +81,19 @@ enum Command {
         /// Working folder (default: a folder under the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComponentCommand {
+    /// Turn a core module built with `weir-guest` (for wasm32-unknown-unknown)
+    /// into a plugin component.
+    New {
+        /// The core module (`target/wasm32-unknown-unknown/release/<crate>.wasm`).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        out: PathBuf,
     },
 }
 
@@ -99,7 +117,14 @@ fn stop_on_signals() -> Arc<AtomicBool> {
     stop
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
@@ -186,6 +211,15 @@ fn main() -> anyhow::Result<()> {
                 r.bytes,
                 out.display()
             );
+        }
+        Command::Component {
+            command: ComponentCommand::New { module, out },
+        } => {
+            let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+            let component = weir_build_support::componentize(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display()))?;
+            std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
         }
         Command::Demo {
             events,

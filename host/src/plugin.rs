@@ -19,6 +19,9 @@ pub struct PluginCtx {
     plugin: Arc<str>,
     task: usize,
     memory: MemoryCap,
+    /// The plugin's last error-level log line (the SDKs log a panic's
+    /// message there before trapping), quoted in trap errors.
+    last_error: Option<String>,
 }
 
 /// Caps the linear memory (and tables) of one instance, remembering a hit
@@ -68,6 +71,9 @@ impl bindings::weir::plugin::host::Host for PluginCtx {
             Level::Warn => tracing::warn!(plugin, task, "{message}"),
             Level::Error => tracing::error!(plugin, task, "{message}"),
         }
+        if level == Level::Error {
+            self.last_error = Some(message);
+        }
     }
 }
 
@@ -103,6 +109,7 @@ impl PluginInstance {
                 max_bytes: engine.settings().memory_bytes,
                 hit: None,
             },
+            last_error: None,
         };
         let mut store = Store::new(engine.engine(), ctx);
         store.limiter(|c| &mut c.memory);
@@ -261,6 +268,9 @@ fn describe(e: &wasmtime::Error, ctx: &PluginCtx, timeout_ms: u128) -> String {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
             format!("ran past its deadline of {timeout_ms} ms per call and was stopped")
+        }
+        Some(trap) if ctx.last_error.is_some() => {
+            format!("trapped: {trap}; the plugin said: {}", ctx.last_error.as_deref().unwrap_or_default())
         }
         Some(trap) => {
             let frames = e

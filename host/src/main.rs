@@ -215,10 +215,13 @@ fn real_main() -> anyhow::Result<()> {
         Command::Component {
             command: ComponentCommand::New { module, out },
         } => {
-            let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
-            let component = weir_build_support::componentize(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display()))?;
-            std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
+            let bytes =
+                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+            let component = weir_build_support::componentize(&bytes).map_err(|e| {
+                anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display())
+            })?;
+            std::fs::write(&out, &component)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
         }
         Command::Demo {

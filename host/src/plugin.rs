@@ -270,7 +270,10 @@ fn describe(e: &wasmtime::Error, ctx: &PluginCtx, timeout_ms: u128) -> String {
             format!("ran past its deadline of {timeout_ms} ms per call and was stopped")
         }
         Some(trap) if ctx.last_error.is_some() => {
-            format!("trapped: {trap}; the plugin said: {}", ctx.last_error.as_deref().unwrap_or_default())
+            format!(
+                "trapped: {trap}; the plugin said: {}",
+                ctx.last_error.as_deref().unwrap_or_default()
+            )
         }
         Some(trap) => {
             let frames = e

@@ -14,13 +14,33 @@ fn weir(args: &[&str]) -> std::process::Output {
 fn generate_then_run_a_job_file() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events");
-    let out = weir(&["generate", "--out", events.to_str().unwrap(), "--events", "20000", "--error-prob", "0.05"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir(&[
+        "generate",
+        "--out",
+        events.to_str().unwrap(),
+        "--events",
+        "20000",
+        "--error-prob",
+        "0.05",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("wrote 20000 events ("), "{said}");
 
-    std::fs::write(dir.path().join("state-machine.wasm"), weir::demo::STATE_MACHINE_WASM).unwrap();
-    let job = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/state-machine.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("state-machine.wasm"),
+        weir::demo::STATE_MACHINE_WASM,
+    )
+    .unwrap();
+    let job = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/state-machine.toml"
+    ))
+    .unwrap();
     let job = job.replace("../", "");
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let out = weir(&["run", dir.path().join("job.toml").to_str().unwrap()]);
@@ -29,7 +49,9 @@ fn generate_then_run_a_job_file() {
     assert!(stderr.contains("20000 records in"), "{stderr}");
     let alerts: usize = (0..2)
         .map(|t| {
-            let part = dir.path().join(format!("weir-out/alerts/part-{t:04}.jsonl"));
+            let part = dir
+                .path()
+                .join(format!("weir-out/alerts/part-{t:04}.jsonl"));
             std::fs::read_to_string(part).unwrap().lines().count()
         })
         .sum();

@@ -56,7 +56,10 @@ fn a_trapping_plugin_fails_the_job_with_its_name() {
     let (plugin, detail) = plugin_error(Err(err));
     assert_eq!(plugin, "trapper");
     assert!(detail.contains("trapped"), "{detail}");
-    assert!(detail.contains("this plugin traps on purpose"), "the panic message is kept: {detail}");
+    assert!(
+        detail.contains("this plugin traps on purpose"),
+        "the panic message is kept: {detail}"
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::checkpoint::store::StoreSpec;
 use crate::{Error, Result};
 
 /// A job file as the user writes it.
@@ -59,6 +60,121 @@ pub struct JobFile {
     /// How records are grouped into batches for the Wasm boundary.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Where checkpoints and savepoints are stored.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Periodic checkpoints and scheduled savepoints.
+    #[serde(default)]
+    pub checkpoints: CheckpointConfig,
+    /// The control endpoint a running job serves.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// The state store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `file:///abs/path`, a folder path (relative to the job file),
+    /// `memory://` or `s3://bucket/prefix`. Default `weir-state`.
+    #[serde(default = "default_state_url")]
+    pub url: String,
+    /// S3 endpoint. Default `AWS_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// S3 region. Default `AWS_REGION`.
+    pub region: Option<String>,
+    /// S3 access key id. Default `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// S3 secret access key. Default `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP. Default `AWS_ALLOW_HTTP`.
+    pub allow_http: Option<bool>,
+}
+
+fn default_state_url() -> String {
+    "weir-state".into()
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            url: default_state_url(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: None,
+        }
+    }
+}
+
+/// Checkpointing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Checkpoint every this many ms; 0 turns periodic checkpoints off
+    /// (savepoints still work). Default 10000.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub interval_ms: u64,
+    /// Complete checkpoints kept. Default 3.
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+    /// Take a savepoint whenever the watermark crosses a multiple of this
+    /// many ms of event time (3600000: every hour). Default 0 (off).
+    #[serde(default)]
+    pub savepoint_every_event_time_ms: i64,
+    /// Turn checkpoints, savepoints and the exactly-once file sink off.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    10_000
+}
+fn default_retain() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_checkpoint_interval_ms(),
+            retain: default_retain(),
+            savepoint_every_event_time_ms: 0,
+            enabled: true,
+        }
+    }
+}
+
+/// The control endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address to serve on; must be a loopback address. Port 0 picks a
+    /// free port (the CLI finds it through a file in the run folder).
+    /// Default `127.0.0.1:0`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve it at all. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".into()
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            enabled: true,
+        }
+    }
 }
 
 fn default_parallelism() -> usize {
@@ -338,8 +454,50 @@ impl JobFile {
                 max_bytes: self.batch.max_bytes.max(1),
                 linger: Duration::from_millis(self.batch.linger_ms),
             },
+            checkpoint: self.checkpoints.enabled.then(|| CheckpointPlan {
+                store: StoreSpec {
+                    url: resolve_store_url(&self.state.url, base),
+                    endpoint: self.state.endpoint.clone(),
+                    region: self.state.region.clone(),
+                    access_key_id: self.state.access_key_id.clone(),
+                    secret_access_key: self.state.secret_access_key.clone(),
+                    allow_http: self.state.allow_http,
+                },
+                interval: (self.checkpoints.interval_ms > 0)
+                    .then(|| Duration::from_millis(self.checkpoints.interval_ms)),
+                retain: self.checkpoints.retain.max(1),
+                savepoint_every_event_time_ms: (self.checkpoints.savepoint_every_event_time_ms > 0)
+                    .then_some(self.checkpoints.savepoint_every_event_time_ms),
+            }),
+            control: if self.control.enabled {
+                let addr: std::net::SocketAddr = self.control.listen.parse().map_err(|e| {
+                    Error::Config(format!("control.listen `{}`: {e}", self.control.listen))
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(Error::Config(format!(
+                        "control.listen `{addr}` must be a loopback address (127.0.0.1)"
+                    )));
+                }
+                Some(addr)
+            } else {
+                None
+            },
         })
     }
+}
+
+/// A folder path becomes an absolute `file://` URL; URLs stay as they are.
+fn resolve_store_url(url: &str, base: &Path) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    let path = base.join(url);
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path)
+    };
+    format!("file://{}", path.display())
 }
 
 fn toml_scalar(v: &toml::Value) -> String {
@@ -457,6 +615,19 @@ impl Default for BatchSettings {
     }
 }
 
+/// Resolved checkpoint settings.
+#[derive(Debug, Clone)]
+pub struct CheckpointPlan {
+    /// The state store.
+    pub store: StoreSpec,
+    /// Periodic checkpoint interval (`None`: off).
+    pub interval: Option<Duration>,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+    /// Event-time savepoint schedule (ms).
+    pub savepoint_every_event_time_ms: Option<i64>,
+}
+
 /// What the runtime executes.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -476,6 +647,10 @@ pub struct Plan {
     pub engine: EngineSettings,
     /// Batching settings.
     pub batch: BatchSettings,
+    /// Checkpointing (`None`: no checkpoints, savepoints or restores).
+    pub checkpoint: Option<CheckpointPlan>,
+    /// Control endpoint address (`None`: not served).
+    pub control: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]

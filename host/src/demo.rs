@@ -66,6 +66,8 @@ pub fn state_machine_plan(
         dead_letter: Some(out_dir.join("dead-letters.jsonl")),
         engine: EngineSettings::default(),
         batch: BatchSettings::default(),
+        checkpoint: None,
+        control: None,
     }
 }
 

@@ -59,6 +59,24 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The state store (object store) failed.
+    #[error("state store {url}: {detail}")]
+    Store {
+        /// The store URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+
+    /// A savepoint or checkpoint cannot be used.
+    #[error("savepoint {location}: {detail}")]
+    Savepoint {
+        /// Where it is.
+        location: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// A bug: a broken invariant inside Weir.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,7 +87,8 @@ impl Error {
     pub fn domain(&self) -> Domain {
         match self {
             Error::Config(_) | Error::PluginLoad { .. } | Error::Plugin { .. } => Domain::User,
-            Error::Io { .. } => Domain::External,
+            Error::Savepoint { .. } => Domain::User,
+            Error::Io { .. } | Error::Store { .. } => Domain::External,
             Error::Internal(_) => Domain::Internal,
         }
     }

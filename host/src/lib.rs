@@ -17,13 +17,20 @@
 //! - [`source`]: sources (`file`) behind the [`source::Source`] trait.
 //! - [`sink`]: sinks (`stdout`, `file`) and the dead-letter output.
 //! - [`task`]: one pipeline instance: operator chain, timers, sink.
+//! - [`checkpoint`]: barriers, the coordinator, manifests, the state store,
+//!   restore.
+//! - [`control`]: the HTTP control endpoint of a running job.
 //! - [`job`]: runs a plan: source thread, task threads, progress, report.
 //! - [`generate`]: the state-machine event generator (`weir generate`).
 //! - [`demo`]: `weir demo`.
+//! - [`cli`]: the `weir` command line.
 //! - [`error`]: the library error type, which says who must act.
 
 pub mod batch;
+pub mod checkpoint;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -80,6 +80,7 @@ impl bindings::weir::plugin::host::Host for PluginCtx {
 /// A live plugin instance for one task.
 pub struct PluginInstance {
     plugin: Arc<str>,
+    digest: String,
     task: usize,
     store: Store<PluginCtx>,
     bindings: OperatorPlugin,
@@ -126,6 +127,7 @@ impl PluginInstance {
             })?;
         Ok(Self {
             plugin: loaded.name.clone(),
+            digest: loaded.digest.clone(),
             task,
             store,
             bindings,
@@ -139,6 +141,11 @@ impl PluginInstance {
     /// The plugin name.
     pub fn name(&self) -> &str {
         &self.plugin
+    }
+
+    /// Hex SHA-256 of the component.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// Number of `process` calls so far.

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::batch::{Batch, Origin, Outcome, SourceBatch, Timer};
+use crate::checkpoint::manifest::encode_timers;
+use crate::checkpoint::restore::{RestoredOperator, RestoredTask};
+use crate::checkpoint::{CoordMsg, OperatorSnapshot, TaskSnapshot};
 use crate::engine::{LoadedPlugin, WeirEngine};
 use crate::metrics::Metrics;
 use crate::plugin::PluginInstance;
@@ -33,14 +36,61 @@ pub trait Operator: Send {
     fn snapshot(&mut self) -> Result<Vec<u8>>;
     /// Restore a snapshot written by state version `from_version`.
     fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()>;
+    /// Call the operator's `init` with its configuration.
+    fn init_with(&mut self, config: &[(String, String)]) -> Result<()>;
+    /// Identity of the code (component digest), recorded in checkpoints.
+    fn digest(&self) -> &str;
+    /// The state schema version `snapshot` writes.
+    fn state_version(&mut self) -> Result<u32>;
+    /// The state schema versions `restore` accepts.
+    fn accepted_versions(&mut self) -> Result<Vec<u32>>;
 }
 
 /// Makes one [`Operator`] per task.
 pub trait OperatorFactory: Send + Sync {
     /// Name of the operator.
     fn name(&self) -> &str;
-    /// A new, initialized instance for `task`.
-    fn instantiate(&self, task: usize) -> Result<Box<dyn Operator>>;
+    /// A new instance for `task`, without state; `init` not yet called.
+    fn create(&self, task: usize) -> Result<Box<dyn Operator>>;
+    /// Call `init` on an instance with the job's configuration.
+    fn init(&self, op: &mut dyn Operator) -> Result<()>;
+
+    /// A new instance for `task`: created, restored from `restore` if given
+    /// (state written by another component digest is accepted only if the
+    /// plugin reads its state version), then initialized.
+    fn instantiate(&self, task: usize, restore: Option<&RestoredOperator>) -> Result<Box<dyn Operator>> {
+        let mut op = self.create(task)?;
+        if let Some(r) = restore {
+            if r.digest != op.digest() {
+                let accepted = op.accepted_versions()?;
+                if !accepted.contains(&r.state_version) {
+                    let writes = op.state_version()?;
+                    return Err(Error::Savepoint {
+                        location: format!("operator `{}`", r.name),
+                        detail: format!(
+                            "its state was written by plugin {} with state version {}; the plugin now \
+                             configured ({}) writes version {writes} and restores versions {accepted:?}: \
+                             no version meets",
+                            short(&r.digest),
+                            r.state_version,
+                            short(op.digest()),
+                        ),
+                    });
+                }
+                tracing::info!(
+                    operator = %r.name, from = short(&r.digest), to = short(op.digest()),
+                    version = r.state_version, "restoring state into another plugin version"
+                );
+            }
+            op.restore(&r.state, r.state_version)?;
+        }
+        self.init(op.as_mut())?;
+        Ok(op)
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 impl Operator for PluginInstance {
@@ -58,6 +108,18 @@ impl Operator for PluginInstance {
     }
     fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
         PluginInstance::restore(self, bytes, from_version)
+    }
+    fn init_with(&mut self, config: &[(String, String)]) -> Result<()> {
+        PluginInstance::init(self, config)
+    }
+    fn digest(&self) -> &str {
+        PluginInstance::digest(self)
+    }
+    fn state_version(&mut self) -> Result<u32> {
+        PluginInstance::state_version(self)
+    }
+    fn accepted_versions(&mut self) -> Result<Vec<u32>> {
+        PluginInstance::accepted_versions(self)
     }
 }
 
@@ -83,10 +145,11 @@ impl OperatorFactory for WasmOperatorFactory {
     fn name(&self) -> &str {
         &self.plugin.name
     }
-    fn instantiate(&self, task: usize) -> Result<Box<dyn Operator>> {
-        let mut p = PluginInstance::new(&self.engine, &self.plugin, task)?;
-        p.init(&self.config)?;
-        Ok(Box::new(p))
+    fn create(&self, task: usize) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(PluginInstance::new(&self.engine, &self.plugin, task)?))
+    }
+    fn init(&self, op: &mut dyn Operator) -> Result<()> {
+        op.init_with(&self.config)
     }
 }
 
@@ -97,6 +160,10 @@ pub enum TaskMsg {
     Batch(SourceBatch, i64),
     /// The watermark advanced.
     Watermark(i64),
+    /// Checkpoint barrier `id`: snapshot now, everything before it is in.
+    Barrier(u64),
+    /// The input ended: fire every remaining timer.
+    EndOfInput,
 }
 
 /// What a task did.
@@ -138,6 +205,19 @@ impl Timers {
             .collect()
     }
 
+    /// Encode for a checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        let all: Vec<Timer> = self
+            .set
+            .iter()
+            .map(|(time, key)| Timer {
+                key: key.clone(),
+                time: *time,
+            })
+            .collect();
+        encode_timers(&all)
+    }
+
     /// Number of pending timers.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -167,10 +247,16 @@ pub struct Task {
     pub metrics: Arc<Metrics>,
     /// Statistics.
     pub stats: TaskStats,
+    /// Current watermark.
+    pub watermark: i64,
+    /// Where snapshots go at barriers (`None`: no checkpointing).
+    pub coordinator: Option<Sender<CoordMsg>>,
 }
 
 impl Task {
-    /// Build a task, instantiating every operator.
+    /// Build a task, instantiating every operator (restored from `restored`
+    /// if given: state, timers, watermark).
+    #[allow(clippy::too_many_arguments)] // one call site, every part needed
     pub fn new(
         id: usize,
         factories: &[Arc<dyn OperatorFactory>],
@@ -178,20 +264,31 @@ impl Task {
         dead_letters: Arc<DeadLetters>,
         files: FileTable,
         metrics: Arc<Metrics>,
+        coordinator: Option<Sender<CoordMsg>>,
+        restored: Option<&RestoredTask>,
     ) -> Result<Self> {
-        let operators = factories
-            .iter()
-            .map(|f| f.instantiate(id))
-            .collect::<Result<Vec<_>>>()?;
+        let mut operators = Vec::with_capacity(factories.len());
+        let mut timers = Vec::with_capacity(factories.len());
+        for (i, f) in factories.iter().enumerate() {
+            let r = restored.and_then(|t| t.operators.get(i));
+            operators.push(f.instantiate(id, r)?);
+            let mut t = Timers::default();
+            for timer in r.map(|r| r.timers.clone()).unwrap_or_default() {
+                t.register(timer);
+            }
+            timers.push(t);
+        }
         Ok(Self {
             id,
-            timers: operators.iter().map(|_| Timers::default()).collect(),
+            timers,
             operators,
             sink,
             dead_letters,
             files,
             metrics,
             stats: TaskStats::default(),
+            watermark: restored.map_or(i64::MIN, |t| t.watermark),
+            coordinator,
         })
     }
 
@@ -215,6 +312,11 @@ impl Task {
                     self.advance(w)?;
                     unflushed = true;
                 }
+                Ok(TaskMsg::Barrier(id)) => self.checkpoint(id)?,
+                Ok(TaskMsg::EndOfInput) => {
+                    self.advance(i64::MAX)?;
+                    unflushed = true;
+                }
                 Err(RecvTimeoutError::Timeout) if unflushed => {
                     // Input is idle (a `follow` run waiting for files):
                     // make what was written so far visible.
@@ -226,9 +328,39 @@ impl Task {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.advance(i64::MAX)?;
-        self.sink.flush()?;
+        self.sink.end()?;
         Ok(self.stats)
+    }
+
+    /// At barrier `id`: snapshot every operator and its timers, close the
+    /// sink's current file, and hand it all to the coordinator.
+    fn checkpoint(&mut self, id: u64) -> Result<()> {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut operators = Vec::with_capacity(self.operators.len());
+        for (op, timers) in self.operators.iter_mut().zip(&self.timers) {
+            let state = op.snapshot()?;
+            operators.push(OperatorSnapshot {
+                name: op.name().to_string(),
+                digest: op.digest().to_string(),
+                state_version: op.state_version()?,
+                state,
+                timers: timers.encode(),
+                timer_count: timers.len() as u64,
+            });
+        }
+        let sink = self.sink.prepare_commit()?;
+        let _ = coordinator.send(CoordMsg::Task(TaskSnapshot {
+            id,
+            task: self.id,
+            watermark: self.watermark,
+            operators,
+            sink,
+            pause: started.elapsed(),
+        }));
+        Ok(())
     }
 
     /// Run one source batch through the chain, then fire due timers.
@@ -241,6 +373,7 @@ impl Task {
 
     /// Fire the timers due at `watermark`, operator by operator.
     pub fn advance(&mut self, watermark: i64) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
         for i in 0..self.operators.len() {
             loop {
                 let due = self.timers[i].due(watermark);

@@ -80,6 +80,20 @@ where
             .restore(bytes, from_version)
             .map_err(|e| fail(&self.name, e))
     }
+    fn init_with(&mut self, config: &[(String, String)]) -> Result<()> {
+        self.runtime
+            .init(&weir_guest::Config::new(config.to_vec()))
+            .map_err(|e| fail(&self.name, e))
+    }
+    fn digest(&self) -> &str {
+        "native"
+    }
+    fn state_version(&mut self) -> Result<u32> {
+        Ok(O::STATE_VERSION)
+    }
+    fn accepted_versions(&mut self) -> Result<Vec<u32>> {
+        Ok(runtime::accepted_versions::<O>())
+    }
 }
 
 /// Makes [`NativeOperator`]s.
@@ -105,10 +119,13 @@ where
     fn name(&self) -> &str {
         &self.name
     }
-    fn instantiate(&self, _task: usize) -> Result<Box<dyn Operator>> {
+    fn create(&self, _task: usize) -> Result<Box<dyn Operator>> {
         Ok(Box::new(NativeOperator::<O> {
             name: self.name.clone(),
             runtime: Runtime::new(),
         }))
+    }
+    fn init(&self, op: &mut dyn Operator) -> Result<()> {
+        op.init_with(&[])
     }
 }

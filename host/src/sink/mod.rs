@@ -14,14 +14,25 @@ use crate::config::SinkSpec;
 pub trait Sink: Send {
     /// Write every record of `batch`.
     fn write(&mut self, batch: &Batch) -> Result<()>;
-    /// Make everything written so far durable / visible.
+    /// Push buffered output out (and, without checkpoints, commit it).
     fn flush(&mut self) -> Result<()>;
+    /// At a barrier: close the current output so the checkpoint can commit
+    /// it. `None` for sinks without transactions.
+    fn prepare_commit(&mut self) -> Result<Option<crate::checkpoint::manifest::SinkState>> {
+        self.flush().map(|()| None)
+    }
+    /// The task is ending: close the current output (not committed).
+    fn end(&mut self) -> Result<()> {
+        self.flush()
+    }
 }
 
-/// Open the sink of `spec` for one task.
-pub fn open(spec: &SinkSpec, task: usize) -> Result<Box<dyn Sink>> {
+/// Open the sink of `spec` for one task. `next_seq` is the task's next part
+/// file number (from a restored checkpoint, else 0); `exactly_once` makes
+/// file output wait for checkpoints to commit.
+pub fn open(spec: &SinkSpec, task: usize, next_seq: u64, exactly_once: bool) -> Result<Box<dyn Sink>> {
     Ok(match spec {
         SinkSpec::Stdout => Box::new(stdout::StdoutSink),
-        SinkSpec::Files { dir } => Box::new(file::FileSink::create(dir, task)?),
+        SinkSpec::Files { dir } => Box::new(file::FileSink::create(dir, task, next_seq, exactly_once)?),
     })
 }

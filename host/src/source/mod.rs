@@ -9,11 +9,13 @@ pub mod format;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
+use crate::checkpoint::manifest::{Kind, SourcePosition, checkpoint_name};
+use crate::checkpoint::{Begin, CoordMsg, Reply, Trigger, event_time_savepoint_name, savepoint_name};
 use crate::config::BatchSettings;
 use crate::metrics::Metrics;
 use crate::partition::partition_for_key;
@@ -24,10 +26,61 @@ use crate::{Error, Result};
 /// Names of the files a source has opened, indexed by [`Origin::file`].
 pub type FileTable = Arc<RwLock<Vec<PathBuf>>>;
 
+/// How a source run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The input ended (a bounded source read everything).
+    EndOfInput,
+    /// The job was stopped (Ctrl-C, `weir stop`, a failed task).
+    Stopped,
+}
+
 /// A source of records.
 pub trait Source: Send {
     /// Produce records into `router` until the input ends or the job stops.
-    fn run(&mut self, router: &mut Router) -> Result<()>;
+    fn run(&mut self, router: &mut Router) -> Result<Completion>;
+}
+
+/// A barrier the source should inject at its next record boundary.
+#[derive(Debug)]
+pub struct BarrierRequest {
+    kind: Kind,
+    name: Option<String>,
+    stop: bool,
+    reply: Option<Reply>,
+}
+
+/// Barrier injection: periodic checkpoints, triggered savepoints and
+/// savepoints on an event-time schedule.
+pub struct Barriers {
+    coordinator: Sender<CoordMsg>,
+    triggers: Receiver<Trigger>,
+    interval: Option<Duration>,
+    next_periodic: Instant,
+    every_event_time: Option<i64>,
+    next_event_time: Option<i64>,
+    next_id: u64,
+}
+
+impl Barriers {
+    /// Barriers to `coordinator`; ids start at `next_id`.
+    pub fn new(
+        coordinator: Sender<CoordMsg>,
+        triggers: Receiver<Trigger>,
+        interval: Option<Duration>,
+        every_event_time: Option<i64>,
+        next_id: u64,
+    ) -> Self {
+        Self {
+            coordinator,
+            triggers,
+            next_periodic: Instant::now() + interval.unwrap_or(Duration::MAX / 4),
+            interval,
+            every_event_time: every_event_time.filter(|&e| e > 0),
+            next_event_time: None,
+            next_id,
+        }
+    }
 }
 
 /// The tasks hung up (one failed); the source should stop.
@@ -50,6 +103,7 @@ pub struct Router {
     files: FileTable,
     metrics: Arc<Metrics>,
     disconnected: bool,
+    barriers: Option<Barriers>,
 }
 
 impl Router {
@@ -79,7 +133,110 @@ impl Router {
             files,
             metrics,
             disconnected: false,
+            barriers: None,
         }
+    }
+
+    /// Inject checkpoint barriers through `barriers`.
+    pub fn with_barriers(mut self, barriers: Barriers) -> Self {
+        self.barriers = Some(barriers);
+        self
+    }
+
+    /// Continue from a restored watermark and largest event time.
+    pub fn resume_event_time(&mut self, watermark: i64, max_event_time: i64) {
+        self.watermark = watermark;
+        self.max_timestamp = max_event_time;
+        self.sent_watermark.iter_mut().for_each(|w| *w = watermark);
+    }
+
+    /// A barrier due now: a trigger from outside or the periodic interval.
+    /// Sources call this between records, about once per chunk of input.
+    pub fn pending_barrier(&mut self) -> Option<BarrierRequest> {
+        let b = self.barriers.as_mut()?;
+        if let Ok(Trigger::Savepoint { name, stop, reply }) = b.triggers.try_recv() {
+            return Some(BarrierRequest {
+                kind: Kind::Savepoint,
+                name,
+                stop,
+                reply,
+            });
+        }
+        let now = Instant::now();
+        if now >= b.next_periodic {
+            b.next_periodic = now + b.interval.unwrap_or(Duration::MAX / 4);
+            return Some(BarrierRequest {
+                kind: Kind::Checkpoint,
+                name: None,
+                stop: false,
+                reply: None,
+            });
+        }
+        None
+    }
+
+    /// Whether a record with event time `timestamp` moves the watermark
+    /// across a boundary of the event-time savepoint schedule; if so the
+    /// savepoint is due before the record.
+    #[inline]
+    pub fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest> {
+        let b = self.barriers.as_mut()?;
+        let every = b.every_event_time?;
+        if timestamp == NO_TIMESTAMP {
+            return None;
+        }
+        let after = timestamp.max(self.max_timestamp).saturating_sub(self.watermark_delay);
+        let next = *b
+            .next_event_time
+            .get_or_insert_with(|| (self.watermark.max(after).div_euclid(every) + 1) * every);
+        if after < next {
+            return None;
+        }
+        b.next_event_time = Some((after.div_euclid(every) + 1) * every);
+        Some(BarrierRequest {
+            kind: Kind::Savepoint,
+            name: Some(event_time_savepoint_name(next)),
+            stop: false,
+            reply: None,
+        })
+    }
+
+    /// Inject a barrier after everything routed so far, at source position
+    /// `position`. Returns whether the job should stop after it.
+    pub fn barrier(&mut self, req: BarrierRequest, position: SourcePosition) -> Result<bool, Disconnected> {
+        let Some(b) = self.barriers.as_mut() else {
+            if let Some(r) = req.reply {
+                let _ = r.send(Err("this job has no state store configured".into()));
+            }
+            return Ok(req.stop);
+        };
+        let id = b.next_id;
+        b.next_id += 1;
+        let name = match req.kind {
+            Kind::Checkpoint => checkpoint_name(id),
+            Kind::Savepoint => req.name.unwrap_or_else(|| savepoint_name(id)),
+        };
+        let wall_time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let begin = Begin {
+            id,
+            kind: req.kind,
+            name,
+            source: position,
+            watermark: self.watermark,
+            max_event_time: self.max_timestamp,
+            wall_time_ms,
+            reply: req.reply,
+        };
+        let _ = b.coordinator.send(CoordMsg::Begin(begin));
+        for task in 0..self.senders.len() {
+            if !self.pending[task].data.is_empty() {
+                self.send(task)?;
+            }
+            self.deliver(task, TaskMsg::Barrier(id))?;
+        }
+        Ok(req.stop)
     }
 
     /// Number of tasks.
@@ -194,9 +351,15 @@ impl Router {
         })
     }
 
-    /// Flush and hang up: the tasks then drain and finish.
-    pub fn finish(mut self) -> Result<(), Disconnected> {
-        let r = self.flush();
+    /// Flush and hang up: the tasks then drain and finish. At the end of
+    /// the input they also fire all remaining timers.
+    pub fn finish(mut self, completion: Completion) -> Result<(), Disconnected> {
+        let mut r = self.flush();
+        if completion == Completion::EndOfInput {
+            for task in 0..self.senders.len() {
+                r = r.and(self.deliver(task, TaskMsg::EndOfInput));
+            }
+        }
         self.senders.clear();
         r
     }

@@ -1,0 +1,354 @@
+//! The manifest: the commit point of a checkpoint or savepoint, written last.
+//! It names every blob with its size and SHA-256, so a restore can refuse a
+//! damaged savepoint before touching any state. Also: the timer blob
+//! encoding, and finding a checkpoint by name, `latest` or `before:TIME`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::StateStore;
+use crate::batch::Timer;
+use crate::engine::hex;
+use crate::{Error, Result};
+
+/// Layout version of manifests this host writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Checkpoint (periodic, pruned) or savepoint (user-triggered, kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Periodic; the newest N are kept.
+    Checkpoint,
+    /// Triggered by a user or a schedule; kept until deleted.
+    Savepoint,
+}
+
+/// Where the source was at the barrier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// File being read (name within the source folder); files sorting
+    /// before it are done. `None`: nothing read yet.
+    pub file: Option<String>,
+    /// Byte offset in `file` after the last record before the barrier.
+    pub offset: u64,
+    /// Lines of `file` before `offset`.
+    pub line: u64,
+}
+
+/// A blob of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Key relative to the checkpoint folder.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+}
+
+impl BlobRef {
+    /// Describe `bytes` stored at `path`.
+    pub fn of(path: String, bytes: &[u8]) -> Self {
+        Self {
+            path,
+            size: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(bytes)),
+        }
+    }
+}
+
+/// One operator of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorEntry {
+    /// Operator name in the job.
+    pub name: String,
+    /// SHA-256 of the component that wrote the state.
+    pub plugin_digest: String,
+    /// State schema version of the snapshot.
+    pub state_version: u32,
+    /// The `snapshot` bytes.
+    pub state: BlobRef,
+    /// Registered timers.
+    pub timers: BlobRef,
+    /// Number of timers.
+    pub timer_count: u64,
+}
+
+/// Output files of a task's exactly-once file sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkState {
+    /// Sequence number of the task's next part file.
+    pub next_seq: u64,
+    /// Part files complete at the barrier, committed with the checkpoint.
+    pub pending: Vec<String>,
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// Task index.
+    pub task: usize,
+    /// The task's watermark at the barrier.
+    pub watermark: i64,
+    /// Its file sink, if the job has one.
+    pub sink: Option<SinkState>,
+    /// Its operators, in chain order.
+    pub operators: Vec<OperatorEntry>,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// Job name.
+    pub job: String,
+    /// Checkpoint or savepoint.
+    pub kind: Kind,
+    /// Checkpoint id (savepoints share the sequence).
+    pub id: u64,
+    /// Savepoint name, or the checkpoint id as text.
+    pub name: String,
+    /// Wall time of the barrier, ms since the Unix epoch.
+    pub wall_time_ms: i64,
+    /// Watermark at the barrier (event time, ms).
+    pub watermark: i64,
+    /// Largest event time seen before the barrier.
+    pub max_event_time: i64,
+    /// Weir host version.
+    pub host_version: String,
+    /// WIT package version.
+    pub wit_version: String,
+    /// Number of tasks.
+    pub parallelism: usize,
+    /// Source position.
+    pub source: SourcePosition,
+    /// Per task.
+    pub tasks: Vec<TaskEntry>,
+}
+
+impl Manifest {
+    /// Total size of the blobs.
+    pub fn state_bytes(&self) -> u64 {
+        self.tasks
+            .iter()
+            .flat_map(|t| &t.operators)
+            .map(|o| o.state.size + o.timers.size)
+            .sum()
+    }
+}
+
+/// Folder (key prefix) of a job's checkpoint or savepoint.
+pub fn folder(job: &str, kind: Kind, name: &str) -> String {
+    match kind {
+        Kind::Checkpoint => format!("jobs/{job}/checkpoints/{name}"),
+        Kind::Savepoint => format!("jobs/{job}/savepoints/{name}"),
+    }
+}
+
+/// The folder name of checkpoint `id` (zero-padded so names sort by id).
+pub fn checkpoint_name(id: u64) -> String {
+    format!("{id:010}")
+}
+
+/// Encode timers: count (u64 LE), then per timer time (i64 LE), key length
+/// (u32 LE) and key.
+pub fn encode_timers(timers: &[Timer]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + timers.iter().map(|t| 12 + t.key.len()).sum::<usize>());
+    out.extend_from_slice(&(timers.len() as u64).to_le_bytes());
+    for t in timers {
+        out.extend_from_slice(&t.time.to_le_bytes());
+        out.extend_from_slice(&(t.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&t.key);
+    }
+    out
+}
+
+/// Decode [`encode_timers`] output.
+pub fn decode_timers(bytes: &[u8]) -> Result<Vec<Timer>, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let s = bytes
+            .get(at..at + n)
+            .ok_or_else(|| "timer blob truncated".to_string())?;
+        at += n;
+        Ok(s)
+    };
+    let count = u64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad count")?);
+    let mut timers = Vec::with_capacity(count.min(1 << 20) as usize);
+    for _ in 0..count {
+        let time = i64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad time")?);
+        let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "bad length")?) as usize;
+        timers.push(Timer {
+            key: take(len)?.to_vec(),
+            time,
+        });
+    }
+    if at != bytes.len() {
+        return Err("trailing bytes after the timers".into());
+    }
+    Ok(timers)
+}
+
+/// A manifest with the folder it was found in.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Folder (key prefix) in the store.
+    pub folder: String,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// Read and parse a manifest at `folder/manifest.json`.
+pub fn read(store: &StateStore, folder: &str) -> Result<Option<Manifest>> {
+    let Some(bytes) = store.get(&format!("{folder}/manifest.json"))? else {
+        return Ok(None);
+    };
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Savepoint {
+        location: format!("{}/{folder}", store.url()),
+        detail: format!("manifest.json does not parse: {e}"),
+    })?;
+    if m.format != MANIFEST_FORMAT {
+        return Err(Error::Savepoint {
+            location: format!("{}/{folder}", store.url()),
+            detail: format!("manifest format {} (this host reads {MANIFEST_FORMAT})", m.format),
+        });
+    }
+    Ok(Some(m))
+}
+
+/// Every complete checkpoint and savepoint of `job`, oldest first. A folder
+/// without a manifest is an incomplete checkpoint and is not listed.
+pub fn list(store: &StateStore, job: &str) -> Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for (key, _) in store.list(&format!("jobs/{job}"))? {
+        if let Some(folder) = key.strip_suffix("/manifest.json")
+            && let Some(m) = read(store, folder)?
+        {
+            found.push(Found {
+                folder: folder.to_string(),
+                manifest: m,
+            });
+        }
+    }
+    found.sort_by_key(|f| (f.manifest.id, f.manifest.wall_time_ms));
+    Ok(found)
+}
+
+/// Pick a checkpoint or savepoint of `job`: a savepoint name, a checkpoint
+/// id, `latest` (newest complete one of either kind) or `before:TIME`
+/// (newest whose watermark is before TIME: ms since the epoch or
+/// `YYYY-MM-DDTHH:MM:SS[Z]`).
+pub fn select(store: &StateStore, job: &str, selector: &str) -> Result<Found> {
+    let all = list(store, job)?;
+    let none = |what: String| Error::Savepoint {
+        location: format!("{}/jobs/{job}", store.url()),
+        detail: what,
+    };
+    if selector == "latest" {
+        return all
+            .into_iter()
+            .last()
+            .ok_or_else(|| none("no complete checkpoint or savepoint".into()));
+    }
+    if let Some(t) = selector.strip_prefix("before:") {
+        let time = parse_time(t).ok_or_else(|| none(format!("`{t}` is not a time (ms or YYYY-MM-DDTHH:MM:SSZ)")))?;
+        return all
+            .into_iter()
+            .filter(|f| f.manifest.watermark < time)
+            .max_by_key(|f| (f.manifest.watermark, f.manifest.id))
+            .ok_or_else(|| none(format!("no checkpoint or savepoint with event time before {t}")));
+    }
+    let mut named: Vec<Found> = all
+        .into_iter()
+        .filter(|f| {
+            (f.manifest.kind == Kind::Savepoint && f.manifest.name == selector)
+                || (f.manifest.kind == Kind::Checkpoint && selector.parse::<u64>().ok() == Some(f.manifest.id))
+        })
+        .collect();
+    named.sort_by_key(|f| f.manifest.kind == Kind::Savepoint);
+    named
+        .pop()
+        .ok_or_else(|| none(format!("no savepoint or checkpoint named `{selector}`")))
+}
+
+/// Milliseconds since the epoch, or a UTC date-time `YYYY-MM-DDTHH:MM:SS`
+/// (optional `Z`, optional fraction ignored).
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next().unwrap_or(Some(0))?, t.next().unwrap_or(Some(0))?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
+}
+
+/// Format ms since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_time(ms: i64) -> String {
+    if ms == i64::MIN {
+        return "-".into();
+    }
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_round_trip_and_refuse_damage() {
+        let t = vec![
+            Timer { key: b"a".to_vec(), time: 5 },
+            Timer { key: b"bb".to_vec(), time: -1 },
+        ];
+        let bytes = encode_timers(&t);
+        let back = decode_timers(&bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[1].key.as_slice(), back[1].time), (&b"bb"[..], -1));
+        assert!(decode_timers(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn times_parse_and_format() {
+        assert_eq!(parse_time("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(parse_time("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

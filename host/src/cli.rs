@@ -1,0 +1,395 @@
+//! The `weir` command line (clap; `anyhow` for errors, as CLI glue).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crate::checkpoint::manifest;
+use crate::checkpoint::store::StateStore;
+use crate::config::{JobFile, Plan};
+use crate::control;
+use crate::source::Completion;
+use crate::demo::{DemoConfig, run_demo};
+use crate::generate::{GenerateConfig, generate};
+use crate::job::{RunOptions, run};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "A stream processor whose operators are WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file until its input ends (or, with `follow`, until Ctrl-C).
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Override the job's parallelism.
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// Start from a savepoint or checkpoint: its name, `latest`,
+        /// `before:TIME` (ms or YYYY-MM-DDTHH:MM:SSZ, by event time), or the
+        /// URL of a savepoint folder.
+        #[arg(long, value_name = "SAVEPOINT")]
+        from_savepoint: Option<String>,
+    },
+    /// Savepoints of a job: trigger (on the running job), list, show, delete.
+    Savepoint {
+        #[command(subcommand)]
+        command: SavepointCommand,
+    },
+    /// Stop a running job, optionally with a final savepoint.
+    Stop {
+        /// The job file.
+        job: PathBuf,
+        /// Take a savepoint first; the job stops right after it.
+        #[arg(long)]
+        savepoint: bool,
+        /// Name of that savepoint.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Generate state-machine events into a folder of CSV files.
+    Generate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Random seed (same seed, same files).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Most state machines running at once.
+        #[arg(long, default_value_t = 1000)]
+        max_machines: usize,
+        /// Lowest address.
+        #[arg(long, default_value_t = 0)]
+        min_address: u32,
+        /// Highest address (exclusive).
+        #[arg(long, default_value_t = 100_000)]
+        max_address: u32,
+        /// Probability of an invalid event.
+        #[arg(long, default_value_t = 0.001)]
+        error_prob: f64,
+        /// Roll to a new file after this many bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        file_size: u64,
+        /// Events per millisecond of event time.
+        #[arg(long, default_value_t = 1)]
+        events_per_ms: u64,
+    },
+    /// Work with components.
+    Component {
+        #[command(subcommand)]
+        command: ComponentCommand,
+    },
+    /// Generate events and run the state-machine plugin over them (no servers).
+    Demo {
+        /// Number of events.
+        #[arg(long, default_value_t = 3_000_000)]
+        events: u64,
+        /// Tasks.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Distinct addresses.
+        #[arg(long, default_value_t = 100_000)]
+        addresses: u32,
+        /// Working folder (default: a folder under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SavepointCommand {
+    /// Take a savepoint of the running job and wait until it is complete.
+    Trigger {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name (default sp-<id>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List checkpoints and savepoints: name, wall time, event time,
+    /// position, size.
+    List {
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Print a savepoint's manifest.
+    Show {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name, checkpoint id, `latest` or `before:TIME`.
+        name: String,
+    },
+    /// Delete a savepoint.
+    Delete {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComponentCommand {
+    /// Turn a core module built with `weir-guest` (for wasm32-unknown-unknown)
+    /// into a plugin component.
+    New {
+        /// The core module (`target/wasm32-unknown-unknown/release/<crate>.wasm`).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+fn load_plan(job: &Path) -> anyhow::Result<Plan> {
+    let file = JobFile::load(job)?;
+    let base = job.parent().unwrap_or(Path::new("."));
+    let name = job.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(file.resolve(&name, base)?)
+}
+
+fn open_store(plan: &Plan) -> anyhow::Result<StateStore> {
+    let c = plan
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("job `{}` has checkpoints disabled", plan.name))?;
+    Ok(StateStore::open(&c.store, Path::new("."))?)
+}
+
+fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
+    match command {
+        SavepointCommand::Trigger { job, name } => {
+            let plan = load_plan(&job)?;
+            let addr = control::find(&plan.name)?;
+            let path = match name {
+                Some(n) => format!("/savepoint?name={n}"),
+                None => "/savepoint".into(),
+            };
+            let (status, body) = control::request(&addr, "POST", &path)?;
+            anyhow::ensure!(status == 200, "savepoint failed ({status}): {body}");
+            println!("{body}");
+        }
+        SavepointCommand::List { job } => {
+            let plan = load_plan(&job)?;
+            let store = open_store(&plan)?;
+            println!(
+                "{:<12} {:<28} {:<26} {:<26} {:>12}  position",
+                "kind", "name", "wall time", "event time (watermark)", "bytes"
+            );
+            for f in manifest::list(&store, &plan.name)? {
+                let m = &f.manifest;
+                let pos = match &m.source.file {
+                    Some(file) => format!("{file}@{} (line {})", m.source.offset, m.source.line),
+                    None => "start".into(),
+                };
+                println!(
+                    "{:<12} {:<28} {:<26} {:<26} {:>12}  {pos}",
+                    format!("{:?}", m.kind).to_lowercase(),
+                    m.name,
+                    manifest::format_time(m.wall_time_ms),
+                    manifest::format_time(m.watermark),
+                    m.state_bytes()
+                );
+            }
+        }
+        SavepointCommand::Show { job, name } => {
+            let plan = load_plan(&job)?;
+            let store = open_store(&plan)?;
+            let f = manifest::select(&store, &plan.name, &name)?;
+            println!("{}", serde_json::to_string_pretty(&f.manifest)?);
+        }
+        SavepointCommand::Delete { job, name } => {
+            let plan = load_plan(&job)?;
+            let store = open_store(&plan)?;
+            let folder = manifest::folder(&plan.name, manifest::Kind::Savepoint, &name);
+            anyhow::ensure!(
+                manifest::read(&store, &folder)?.is_some(),
+                "no savepoint named `{name}` for job `{}`",
+                plan.name
+            );
+            store.delete_prefix(&format!("{folder}/"))?;
+            println!("deleted savepoint {name}");
+        }
+    }
+    Ok(())
+}
+
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the job cleanly (a second one kills it).
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = STOP.get_or_init(Arc::default).clone();
+    // SAFETY: the handler only does an atomic load and store.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    stop
+}
+
+/// Run the CLI with the process arguments; exits the process on error.
+pub fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "weir=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            job,
+            parallelism,
+            from_savepoint,
+        } => {
+            let mut plan = load_plan(&job)?;
+            if let Some(p) = parallelism {
+                anyhow::ensure!(p > 0, "--parallelism must be at least 1");
+                plan.parallelism = p;
+            }
+            let report = run(
+                &plan,
+                RunOptions {
+                    stop: stop_on_signals(),
+                    progress: Some(Box::new(|p| {
+                        tracing::info!(
+                            records = p.now.records_read,
+                            files = p.now.files_done,
+                            mib = p.now.bytes_read >> 20,
+                            rate = format!(
+                                "{:.0}/s",
+                                (p.now.records_read - p.previous.records_read) as f64 / p.interval.as_secs_f64()
+                            ),
+                            emitted = p.now.emitted,
+                            "progress"
+                        );
+                    })),
+                    progress_every: Some(std::time::Duration::from_secs(5)),
+                    from_savepoint,
+                    triggers: None,
+                },
+            )
+            .with_context(|| format!("job `{}` failed", plan.name))?;
+            if let Some(from) = &report.restored_from {
+                eprintln!("restored from {from}");
+            }
+            eprintln!(
+                "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
+                report.name,
+                match report.completion {
+                    Completion::EndOfInput => "done",
+                    Completion::Stopped => "stopped",
+                },
+                report.totals.records_read,
+                report.totals.emitted,
+                report.dead_letters,
+                report.checkpoints.completed,
+                report.elapsed.as_secs_f64(),
+                report.records_per_sec(),
+                report.records_per_cpu_sec()
+            );
+        }
+        Command::Savepoint { command } => savepoint(command)?,
+        Command::Stop { job, savepoint, name } => {
+            let plan = load_plan(&job)?;
+            let addr = control::find(&plan.name)?;
+            let mut path = format!("/stop?savepoint={savepoint}");
+            if let Some(n) = name {
+                path.push_str(&format!("&name={n}"));
+            }
+            let (status, body) = control::request(&addr, "POST", &path)?;
+            anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
+            println!("{body}");
+        }
+        Command::Generate {
+            out,
+            events,
+            seed,
+            max_machines,
+            min_address,
+            max_address,
+            error_prob,
+            file_size,
+            events_per_ms,
+        } => {
+            let cfg = GenerateConfig {
+                seed,
+                events,
+                max_machines,
+                min_address,
+                max_address,
+                error_prob,
+                file_size,
+                events_per_ms,
+                ..GenerateConfig::default()
+            };
+            let r = generate(&out, &cfg)
+                .with_context(|| format!("generating into {}", out.display()))?;
+            println!(
+                "wrote {} events ({} injected errors) in {} files ({} bytes) to {}",
+                r.events,
+                r.injected_errors,
+                r.files.len(),
+                r.bytes,
+                out.display()
+            );
+        }
+        Command::Component {
+            command: ComponentCommand::New { module, out },
+        } => {
+            let bytes =
+                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+            let component = weir_build_support::componentize(&bytes).map_err(|e| {
+                anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display())
+            })?;
+            std::fs::write(&out, &component)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
+        }
+        Command::Demo {
+            events,
+            parallelism,
+            addresses,
+            dir,
+        } => {
+            anyhow::ensure!(parallelism > 0, "--parallelism must be at least 1");
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("weir-demo"));
+            run_demo(&DemoConfig {
+                dir,
+                events,
+                parallelism,
+                addresses,
+                seed: 42,
+            })?;
+        }
+    }
+    Ok(())
+}

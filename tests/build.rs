@@ -11,6 +11,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("loop-plugin", "LOOP"),
     ("hog-plugin", "HOG"),
     ("noop-plugin", "NOOP"),
+    ("session-plugin", "SESSION"),
 ];
 
 fn main() {

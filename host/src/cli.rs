@@ -4,16 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
 use crate::checkpoint::manifest;
 use crate::checkpoint::store::StateStore;
 use crate::config::{JobFile, Plan};
 use crate::control;
-use crate::source::Completion;
 use crate::demo::{DemoConfig, run_demo};
 use crate::generate::{GenerateConfig, generate};
 use crate::job::{RunOptions, run};
+use crate::source::Completion;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -157,7 +157,10 @@ enum ComponentCommand {
 fn load_plan(job: &Path) -> anyhow::Result<Plan> {
     let file = JobFile::load(job)?;
     let base = job.parent().unwrap_or(Path::new("."));
-    let name = job.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(file.resolve(&name, base)?)
 }
 
@@ -286,7 +289,8 @@ fn real_main() -> anyhow::Result<()> {
                             mib = p.now.bytes_read >> 20,
                             rate = format!(
                                 "{:.0}/s",
-                                (p.now.records_read - p.previous.records_read) as f64 / p.interval.as_secs_f64()
+                                (p.now.records_read - p.previous.records_read) as f64
+                                    / p.interval.as_secs_f64()
                             ),
                             emitted = p.now.emitted,
                             "progress"
@@ -318,7 +322,11 @@ fn real_main() -> anyhow::Result<()> {
             );
         }
         Command::Savepoint { command } => savepoint(command)?,
-        Command::Stop { job, savepoint, name } => {
+        Command::Stop {
+            job,
+            savepoint,
+            name,
+        } => {
             let plan = load_plan(&job)?;
             let addr = control::find(&plan.name)?;
             let mut path = format!("/stop?savepoint={savepoint}");

@@ -495,7 +495,9 @@ fn resolve_store_url(url: &str, base: &Path) -> String {
     let path = if path.is_absolute() {
         path
     } else {
-        std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path)
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
     };
     format!("file://{}", path.display())
 }

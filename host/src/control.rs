@@ -66,14 +66,17 @@ pub struct ControlServer {
 
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlServer").field("addr", &self.addr).finish()
+        f.debug_struct("ControlServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
 impl ControlServer {
     /// Bind `listen` and serve `job`.
     pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
-        let listener = TcpListener::bind(listen).map_err(Error::io("binding control endpoint", listen.to_string()))?;
+        let listener = TcpListener::bind(listen)
+            .map_err(Error::io("binding control endpoint", listen.to_string()))?;
         let addr = listener
             .local_addr()
             .map_err(Error::io("binding control endpoint", listen.to_string()))?;
@@ -126,7 +129,8 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if std::fs::read_to_string(&self.addr_file).ok().as_deref() == Some(&self.addr.to_string()) {
+        if std::fs::read_to_string(&self.addr_file).ok().as_deref() == Some(&self.addr.to_string())
+        {
             let _ = std::fs::remove_file(&self.addr_file);
         }
     }
@@ -170,7 +174,11 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
     let (status, body, content_type) = match (method, route) {
         ("GET", "/status") => {
             let m = job.metrics.snapshot();
-            let c = job.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let c = job
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let body = json!({
                 "job": job.job,
                 "records_read": m.records_read,
@@ -186,45 +194,82 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
         }
         ("GET", "/metrics") => {
             let m = job.metrics.snapshot();
-            let c = job.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let c = job
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let body = format!(
                 "weir_records_read_total {}\nweir_bytes_read_total {}\nweir_files_done_total {}\n\
                  weir_records_emitted_total {}\nweir_records_malformed_total {}\n\
                  weir_checkpoints_completed_total {}\nweir_checkpoints_failed_total {}\n",
-                m.records_read, m.bytes_read, m.files_done, m.emitted, m.malformed, c.completed, c.failed
+                m.records_read,
+                m.bytes_read,
+                m.files_done,
+                m.emitted,
+                m.malformed,
+                c.completed,
+                c.failed
             );
             (200, body, "text/plain; version=0.0.4")
         }
         ("POST", "/savepoint") | ("POST", "/stop") => {
             let stop = route == "/stop";
-            let with_savepoint = !stop || query(path, "savepoint").is_some_and(|v| v == "true" || v == "1");
+            let with_savepoint =
+                !stop || query(path, "savepoint").is_some_and(|v| v == "true" || v == "1");
             if !with_savepoint {
                 job.stop.store(true, Ordering::Relaxed);
-                (200, json!({"stopping": true}).to_string(), "application/json")
+                (
+                    200,
+                    json!({"stopping": true}).to_string(),
+                    "application/json",
+                )
             } else {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                let name = query(path, "name").filter(|n| !n.is_empty()).map(str::to_string);
-                if name.as_deref().is_some_and(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))) {
-                    (400, json!({"error": "a savepoint name may hold letters, digits, - _ ."}).to_string(), "application/json")
+                let name = query(path, "name")
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string);
+                if name.as_deref().is_some_and(|n| {
+                    !n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                }) {
+                    (
+                        400,
+                        json!({"error": "a savepoint name may hold letters, digits, - _ ."})
+                            .to_string(),
+                        "application/json",
+                    )
                 } else {
                     let sent = job.triggers.send(Trigger::Savepoint {
                         name,
                         stop,
                         reply: Some(tx),
                     });
-                    match sent.ok().and_then(|()| rx.recv_timeout(SAVEPOINT_WAIT).ok()) {
-                        Some(Ok(m)) => (200, manifest_json(&job.job, &m).to_string(), "application/json"),
+                    match sent
+                        .ok()
+                        .and_then(|()| rx.recv_timeout(SAVEPOINT_WAIT).ok())
+                    {
+                        Some(Ok(m)) => (
+                            200,
+                            manifest_json(&job.job, &m).to_string(),
+                            "application/json",
+                        ),
                         Some(Err(e)) => (500, json!({"error": e}).to_string(), "application/json"),
                         None => (
                             503,
-                            json!({"error": "the job ended before the savepoint completed"}).to_string(),
+                            json!({"error": "the job ended before the savepoint completed"})
+                                .to_string(),
                             "application/json",
                         ),
                     }
                 }
             }
         }
-        _ => (404, json!({"error": "no such endpoint"}).to_string(), "application/json"),
+        _ => (
+            404,
+            json!({"error": "no such endpoint"}).to_string(),
+            "application/json",
+        ),
     };
     let mut conn = reader.into_inner();
     write!(
@@ -240,8 +285,11 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
 pub fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
     let io = |e| Error::io("talking to the control endpoint at", addr.to_string())(e);
     let mut conn = TcpStream::connect(addr).map_err(io)?;
-    write!(conn, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .map_err(io)?;
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
     let mut response = String::new();
     conn.read_to_string(&mut response).map_err(io)?;
     let status = response
@@ -249,14 +297,22 @@ pub fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 /// The control address of a running job, from its address file.
 pub fn find(job: &str) -> Result<String> {
     let f = addr_file(job);
-    std::fs::read_to_string(&f).map(|s| s.trim().to_string()).map_err(|_| {
-        Error::Config(format!("job `{job}` does not seem to run here (no {})", f.display()))
-    })
+    std::fs::read_to_string(&f)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| {
+            Error::Config(format!(
+                "job `{job}` does not seem to run here (no {})",
+                f.display()
+            ))
+        })
 }

@@ -13,10 +13,10 @@ use crate::checkpoint::store::StateStore;
 use crate::checkpoint::{CheckpointStats, CoordMsg, Coordinator, Trigger};
 use crate::config::{Plan, PluginSource, SinkSpec};
 use crate::control::{ControlServer, JobHandle};
-use crate::sink::file as file_sink;
 use crate::engine::WeirEngine;
 use crate::metrics::{Metrics, Snapshot, process_cpu_time};
 use crate::sink::dead_letter::DeadLetters;
+use crate::sink::file as file_sink;
 use crate::source::file::FileSource;
 use crate::source::{Barriers, Completion, FileTable, Router, Source};
 use crate::task::{OperatorFactory, Task, TaskMsg, TaskStats, WasmOperatorFactory};
@@ -116,7 +116,11 @@ pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
 
 /// Run `plan` with the given operator chain (the benchmark passes native
 /// operators here).
-pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options: RunOptions) -> Result<JobReport> {
+pub fn run_with(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    mut options: RunOptions,
+) -> Result<JobReport> {
     let started = Instant::now();
     let cpu_start = process_cpu_time();
     let metrics = Arc::new(Metrics::default());
@@ -132,7 +136,9 @@ pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options
     let restored = match (&options.from_savepoint, &store) {
         (Some(sel), Some(store)) => Some(load_for_plan(store, plan, sel)?),
         (Some(_), None) => {
-            return Err(Error::Config("--from-savepoint needs checkpoints enabled (a [state] store)".into()));
+            return Err(Error::Config(
+                "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
+            ));
         }
         _ => None,
     };
@@ -140,13 +146,14 @@ pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options
         SinkSpec::Files { dir } => Some(dir.clone()),
         SinkSpec::Stdout => None,
     };
-    let next_seqs = match (&sink_dir, &restored) {
-        (Some(dir), Some(r)) => file_sink::recover(dir, &r.manifest.tasks)?,
-        (Some(dir), None) => {
-            file_sink::clear(dir)?;
-            vec![0; n]
-        }
-        _ => vec![0; n],
+    let next_seqs: Vec<u64> = match &restored {
+        Some(r) => r
+            .manifest
+            .tasks
+            .iter()
+            .map(|t| t.sink.as_ref().map_or(0, |s| s.next_seq))
+            .collect(),
+        None => vec![0; n],
     };
     let dead_letters = Arc::new(DeadLetters::open(plan.dead_letter.as_deref())?);
 
@@ -155,7 +162,14 @@ pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options
     let (coord_tx, coordinator) = match (&plan.checkpoint, &store) {
         (Some(c), Some(store)) => {
             let (tx, rx) = crossbeam_channel::unbounded::<CoordMsg>();
-            let coord = Coordinator::new(store.clone(), &plan.name, n, c.retain, sink_dir.clone(), stats.clone());
+            let coord = Coordinator::new(
+                store.clone(),
+                &plan.name,
+                n,
+                c.retain,
+                sink_dir.clone(),
+                stats.clone(),
+            );
             let handle = std::thread::Builder::new()
                 .name("weir-checkpoints".into())
                 .spawn(move || coord.run(rx))
@@ -181,6 +195,16 @@ pub fn run_with(plan: &Plan, factories: &[Arc<dyn OperatorFactory>], mut options
             coord_tx.clone(),
             restored.as_ref().and_then(|r| r.tasks.get(id)),
         )?);
+    }
+
+    // Every operator accepted its state: only now bring the output folder
+    // to the restored point (or clear it for a fresh run).
+    match (&sink_dir, &restored) {
+        (Some(dir), Some(r)) => {
+            file_sink::recover(dir, &r.manifest.tasks)?;
+        }
+        (Some(dir), None) => file_sink::clear(dir)?,
+        _ => {}
     }
 
     let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<SourceBatch>();
@@ -339,10 +363,16 @@ pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<
             r.manifest.parallelism, r.manifest.parallelism
         )));
     }
-    let theirs: Vec<&str> = r.manifest.tasks[0].operators.iter().map(|o| o.name.as_str()).collect();
+    let theirs: Vec<&str> = r.manifest.tasks[0]
+        .operators
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
     let ours: Vec<&str> = plan.operators.iter().map(|o| o.name.as_str()).collect();
     if theirs != ours {
-        return Err(r.error(format!("it holds operators {theirs:?}; this job has {ours:?}")));
+        return Err(r.error(format!(
+            "it holds operators {theirs:?}; this job has {ours:?}"
+        )));
     }
     Ok(r)
 }

@@ -58,7 +58,11 @@ pub trait OperatorFactory: Send + Sync {
     /// A new instance for `task`: created, restored from `restore` if given
     /// (state written by another component digest is accepted only if the
     /// plugin reads its state version), then initialized.
-    fn instantiate(&self, task: usize, restore: Option<&RestoredOperator>) -> Result<Box<dyn Operator>> {
+    fn instantiate(
+        &self,
+        task: usize,
+        restore: Option<&RestoredOperator>,
+    ) -> Result<Box<dyn Operator>> {
         let mut op = self.create(task)?;
         if let Some(r) = restore {
             if r.digest != op.digest() {
@@ -146,7 +150,11 @@ impl OperatorFactory for WasmOperatorFactory {
         &self.plugin.name
     }
     fn create(&self, task: usize) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(PluginInstance::new(&self.engine, &self.plugin, task)?))
+        Ok(Box::new(PluginInstance::new(
+            &self.engine,
+            &self.plugin,
+            task,
+        )?))
     }
     fn init(&self, op: &mut dyn Operator) -> Result<()> {
         op.init_with(&self.config)

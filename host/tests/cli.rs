@@ -50,7 +50,15 @@ fn generate_then_run_a_job_file() {
     let alerts: usize = std::fs::read_dir(dir.path().join("weir-out/alerts"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .inspect(|p| assert!(p.file_name().unwrap().to_string_lossy().starts_with("part-"), "{p:?}"))
+        .inspect(|p| {
+            assert!(
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("part-"),
+                "{p:?}"
+            )
+        })
         .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
         .sum();
     assert!(alerts > 0, "alerts were written");

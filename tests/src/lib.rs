@@ -118,3 +118,23 @@ pub fn read_dead_letters(path: &Path) -> Vec<serde_json::Value> {
         Err(_) => Vec::new(),
     }
 }
+
+/// Assert two sorted outputs are equal, reporting counts and the first
+/// difference rather than both lists.
+pub fn assert_same_output(actual: &[String], expected: &[String], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let first = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| a != e)
+        .unwrap_or(actual.len().min(expected.len()));
+    panic!(
+        "{what}: {} lines, expected {}; first difference at sorted line {first}: {:?} vs expected {:?}",
+        actual.len(),
+        expected.len(),
+        actual.get(first),
+        expected.get(first)
+    );
+}

@@ -213,7 +213,10 @@ pub fn read(store: &StateStore, folder: &str) -> Result<Option<Manifest>> {
     if m.format != MANIFEST_FORMAT {
         return Err(Error::Savepoint {
             location: format!("{}/{folder}", store.url()),
-            detail: format!("manifest format {} (this host reads {MANIFEST_FORMAT})", m.format),
+            detail: format!(
+                "manifest format {} (this host reads {MANIFEST_FORMAT})",
+                m.format
+            ),
         });
     }
     Ok(Some(m))
@@ -254,18 +257,24 @@ pub fn select(store: &StateStore, job: &str, selector: &str) -> Result<Found> {
             .ok_or_else(|| none("no complete checkpoint or savepoint".into()));
     }
     if let Some(t) = selector.strip_prefix("before:") {
-        let time = parse_time(t).ok_or_else(|| none(format!("`{t}` is not a time (ms or YYYY-MM-DDTHH:MM:SSZ)")))?;
+        let time = parse_time(t)
+            .ok_or_else(|| none(format!("`{t}` is not a time (ms or YYYY-MM-DDTHH:MM:SSZ)")))?;
         return all
             .into_iter()
             .filter(|f| f.manifest.watermark < time)
             .max_by_key(|f| (f.manifest.watermark, f.manifest.id))
-            .ok_or_else(|| none(format!("no checkpoint or savepoint with event time before {t}")));
+            .ok_or_else(|| {
+                none(format!(
+                    "no checkpoint or savepoint with event time before {t}"
+                ))
+            });
     }
     let mut named: Vec<Found> = all
         .into_iter()
         .filter(|f| {
             (f.manifest.kind == Kind::Savepoint && f.manifest.name == selector)
-                || (f.manifest.kind == Kind::Checkpoint && selector.parse::<u64>().ok() == Some(f.manifest.id))
+                || (f.manifest.kind == Kind::Checkpoint
+                    && selector.parse::<u64>().ok() == Some(f.manifest.id))
         })
         .collect();
     named.sort_by_key(|f| f.manifest.kind == Kind::Savepoint);
@@ -286,7 +295,11 @@ pub fn parse_time(s: &str) -> Option<i64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let time = time.split('.').next()?;
     let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next().unwrap_or(Some(0))?, t.next().unwrap_or(Some(0))?);
+    let (hh, mm, ss) = (
+        t.next()??,
+        t.next().unwrap_or(Some(0))?,
+        t.next().unwrap_or(Some(0))?,
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
@@ -333,8 +346,14 @@ mod tests {
     #[test]
     fn timers_round_trip_and_refuse_damage() {
         let t = vec![
-            Timer { key: b"a".to_vec(), time: 5 },
-            Timer { key: b"bb".to_vec(), time: -1 },
+            Timer {
+                key: b"a".to_vec(),
+                time: 5,
+            },
+            Timer {
+                key: b"bb".to_vec(),
+                time: -1,
+            },
         ];
         let bytes = encode_timers(&t);
         let back = decode_timers(&bytes).unwrap();

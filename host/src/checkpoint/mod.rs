@@ -23,8 +23,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use manifest::{
-    BlobRef, Kind, MANIFEST_FORMAT, Manifest, OperatorEntry, SinkState, SourcePosition, TaskEntry, checkpoint_name,
-    folder,
+    BlobRef, Kind, MANIFEST_FORMAT, Manifest, OperatorEntry, SinkState, SourcePosition, TaskEntry,
+    checkpoint_name, folder,
 };
 use store::StateStore;
 
@@ -292,8 +292,10 @@ impl Coordinator {
         };
         let upload = Instant::now();
         let written = self.store.put_all(blobs).and_then(|()| {
-            let json = serde_json::to_vec_pretty(&manifest).map_err(|e| crate::Error::Internal(e.to_string()))?;
-            self.store.put(&format!("{dir}/manifest.json"), Bytes::from(json))
+            let json = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| crate::Error::Internal(e.to_string()))?;
+            self.store
+                .put(&format!("{dir}/manifest.json"), Bytes::from(json))
         });
         if let Err(e) = written {
             // Not committed: its sink files wait for the next checkpoint.
@@ -329,8 +331,12 @@ impl Coordinator {
         let mut complete: Vec<String> = Vec::new();
         let mut all: Vec<String> = Vec::new();
         for (key, _) in self.store.list(&prefix)? {
-            let Some(rest) = key.strip_prefix(&prefix) else { continue };
-            let Some((name, file)) = rest.split_once('/') else { continue };
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((name, file)) = rest.split_once('/') else {
+                continue;
+            };
             if all.last().map(String::as_str) != Some(name) {
                 all.push(name.to_string());
             }

@@ -79,16 +79,29 @@ pub fn load(store: &StateStore, job: &str, selector: &str) -> Result<Restored> {
     verify(store, &found.folder, location, found.manifest, job)
 }
 
-fn verify(store: &StateStore, folder: &str, location: String, m: Manifest, job: &str) -> Result<Restored> {
+fn verify(
+    store: &StateStore,
+    folder: &str,
+    location: String,
+    m: Manifest,
+    job: &str,
+) -> Result<Restored> {
     let err = |detail: String| Error::Savepoint {
         location: location.clone(),
         detail,
     };
     if m.job != job {
-        return Err(err(format!("its manifest belongs to job `{}`, not `{job}`", m.job)));
+        return Err(err(format!(
+            "its manifest belongs to job `{}`, not `{job}`",
+            m.job
+        )));
     }
     if m.tasks.len() != m.parallelism {
-        return Err(err(format!("manifest lists {} tasks for parallelism {}", m.tasks.len(), m.parallelism)));
+        return Err(err(format!(
+            "manifest lists {} tasks for parallelism {}",
+            m.tasks.len(),
+            m.parallelism
+        )));
     }
     let fetch = |blob: &BlobRef| -> Result<Bytes> {
         let key = if folder.is_empty() {
@@ -108,7 +121,10 @@ fn verify(store: &StateStore, folder: &str, location: String, m: Manifest, job: 
             )));
         }
         if hex(&Sha256::digest(&bytes)) != blob.sha256 {
-            return Err(err(format!("blob {} is corrupt: its SHA-256 does not match the manifest", blob.path)));
+            return Err(err(format!(
+                "blob {} is corrupt: its SHA-256 does not match the manifest",
+                blob.path
+            )));
         }
         Ok(bytes)
     };

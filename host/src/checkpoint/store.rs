@@ -42,7 +42,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("url", &self.url).finish()
+        f.debug_struct("StateStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -62,7 +64,10 @@ impl StateStore {
             .map_err(|e| Error::Internal(format!("tokio runtime: {e}")))?;
         let url = spec.url.trim();
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = if url.starts_with("memory://") {
-            (Arc::new(object_store::memory::InMemory::new()), Path::from(url.trim_start_matches("memory://")))
+            (
+                Arc::new(object_store::memory::InMemory::new()),
+                Path::from(url.trim_start_matches("memory://")),
+            )
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
@@ -81,7 +86,9 @@ impl StateStore {
             if let Some(v) = spec.allow_http {
                 b = b.with_allow_http(v);
             }
-            let s3 = b.build().map_err(|e| Error::Config(format!("state store {url}: {e}")))?;
+            let s3 = b
+                .build()
+                .map_err(|e| Error::Config(format!("state store {url}: {e}")))?;
             (Arc::new(s3), Path::from(prefix))
         } else {
             let path = url.strip_prefix("file://").unwrap_or(url);
@@ -147,13 +154,19 @@ impl StateStore {
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let path = self.path(prefix);
         let base = self.prefix.as_ref().len();
-        let r: Result<Vec<_>, _> = self.rt.block_on(self.store.list(Some(&path)).try_collect::<Vec<_>>());
+        let r: Result<Vec<_>, _> = self
+            .rt
+            .block_on(self.store.list(Some(&path)).try_collect::<Vec<_>>());
         let mut out: Vec<(String, u64)> = r
             .map_err(external(&self.url))?
             .into_iter()
             .map(|m| {
                 let full = m.location.as_ref();
-                let rel = full.get(base..).unwrap_or(full).trim_start_matches('/').to_string();
+                let rel = full
+                    .get(base..)
+                    .unwrap_or(full)
+                    .trim_start_matches('/')
+                    .to_string();
                 (rel, m.size)
             })
             .collect();
@@ -180,10 +193,22 @@ mod tests {
     #[test]
     fn put_get_list_delete_on_a_folder_and_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        for url in [format!("file://{}", dir.path().display()), "memory://".to_string(), "rel".into()] {
-            let s = StateStore::open(&StoreSpec { url, ..Default::default() }, dir.path()).unwrap();
+        for url in [
+            format!("file://{}", dir.path().display()),
+            "memory://".to_string(),
+            "rel".into(),
+        ] {
+            let s = StateStore::open(
+                &StoreSpec {
+                    url,
+                    ..Default::default()
+                },
+                dir.path(),
+            )
+            .unwrap();
             s.put("jobs/a/x/1", Bytes::from_static(b"one")).unwrap();
-            s.put_all(vec![("jobs/a/x/2".into(), Bytes::from_static(b"two!"))]).unwrap();
+            s.put_all(vec![("jobs/a/x/2".into(), Bytes::from_static(b"two!"))])
+                .unwrap();
             assert_eq!(s.get("jobs/a/x/1").unwrap().as_deref(), Some(&b"one"[..]));
             assert_eq!(s.get("jobs/a/nope").unwrap(), None);
             assert_eq!(

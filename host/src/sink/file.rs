@@ -31,7 +31,10 @@ fn in_progress(dir: &Path, name: &str) -> PathBuf {
 
 /// (task, seq) of a committed or in-progress part file name.
 fn parse_name(file: &str) -> Option<(usize, u64, bool)> {
-    let (name, committed) = match file.strip_prefix('.').and_then(|f| f.strip_suffix(".inprogress")) {
+    let (name, committed) = match file
+        .strip_prefix('.')
+        .and_then(|f| f.strip_suffix(".inprogress"))
+    {
         Some(n) => (n, false),
         None => (file, true),
     };
@@ -59,7 +62,9 @@ fn part_files(dir: &Path) -> Result<Vec<(String, usize, u64, bool)>> {
         Err(e) => return Err(Error::io("listing sink folder", dir)(e)),
     };
     for entry in rd {
-        let name = entry.map_err(Error::io("listing sink folder", dir))?.file_name();
+        let name = entry
+            .map_err(Error::io("listing sink folder", dir))?
+            .file_name();
         let name = name.to_string_lossy().into_owned();
         if let Some((t, s, committed)) = parse_name(&name) {
             out.push((name, t, s, committed));
@@ -103,7 +108,8 @@ pub fn recover(dir: &Path, tasks: &[TaskEntry]) -> Result<Vec<u64>> {
     for (name, t, seq, committed) in part_files(dir)? {
         let after = next.get(t).is_none_or(|&n| seq >= n);
         if !committed || after {
-            std::fs::remove_file(dir.join(&name)).map_err(Error::io("removing", dir.join(&name)))?;
+            std::fs::remove_file(dir.join(&name))
+                .map_err(Error::io("removing", dir.join(&name)))?;
         }
     }
     Ok(next)
@@ -150,7 +156,9 @@ impl FileSink {
         if let Some((name, mut w)) = self.current.take() {
             let path = in_progress(&self.dir, &name);
             w.flush().map_err(Error::io("flushing", &path))?;
-            w.get_ref().sync_data().map_err(Error::io("syncing", &path))?;
+            w.get_ref()
+                .sync_data()
+                .map_err(Error::io("syncing", &path))?;
             self.pending.push(name);
         }
         Ok(())
@@ -172,7 +180,8 @@ impl Sink for FileSink {
     fn flush(&mut self) -> Result<()> {
         if self.exactly_once {
             if let Some((name, w)) = &mut self.current {
-                w.flush().map_err(Error::io("flushing", in_progress(&self.dir, name)))?;
+                w.flush()
+                    .map_err(Error::io("flushing", in_progress(&self.dir, name)))?;
             }
             return Ok(());
         }
@@ -234,7 +243,10 @@ mod tests {
         assert_eq!(next, vec![1]);
         let names: Vec<_> = part_files(d).unwrap().into_iter().map(|p| p.0).collect();
         assert_eq!(names, vec!["part-0000-000000.jsonl".to_string()]);
-        assert_eq!(std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(),
+            "one\n"
+        );
         // Restoring an older point removes committed files after it.
         let next = recover(d, &[entry(0, 0, &[])]).unwrap();
         assert_eq!(next, vec![0]);

@@ -30,9 +30,16 @@ pub trait Sink: Send {
 /// Open the sink of `spec` for one task. `next_seq` is the task's next part
 /// file number (from a restored checkpoint, else 0); `exactly_once` makes
 /// file output wait for checkpoints to commit.
-pub fn open(spec: &SinkSpec, task: usize, next_seq: u64, exactly_once: bool) -> Result<Box<dyn Sink>> {
+pub fn open(
+    spec: &SinkSpec,
+    task: usize,
+    next_seq: u64,
+    exactly_once: bool,
+) -> Result<Box<dyn Sink>> {
     Ok(match spec {
         SinkSpec::Stdout => Box::new(stdout::StdoutSink),
-        SinkSpec::Files { dir } => Box::new(file::FileSink::create(dir, task, next_seq, exactly_once)?),
+        SinkSpec::Files { dir } => {
+            Box::new(file::FileSink::create(dir, task, next_seq, exactly_once)?)
+        }
     })
 }

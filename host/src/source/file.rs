@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::format::LineParser;
 use super::{Completion, Router, Source};
-use crate::checkpoint::manifest::SourcePosition;
 use crate::batch::Origin;
+use crate::checkpoint::manifest::SourcePosition;
 use crate::config::{FileSourceSpec, Format, KeySpec};
 use crate::{Error, Result};
 
@@ -105,7 +105,8 @@ impl FileSource {
         };
         let mut f = File::open(path).map_err(Error::io("opening", path))?;
         if resume.0 > 0 {
-            f.seek(SeekFrom::Start(resume.0)).map_err(Error::io("seeking in", path))?;
+            f.seek(SeekFrom::Start(resume.0))
+                .map_err(Error::io("seeking in", path))?;
         }
         self.position = SourcePosition {
             file: Some(name.to_string_lossy().into_owned()),
@@ -126,14 +127,19 @@ impl FileSource {
                     // A line longer than MAX_LINE: dead-letter its head, skip the rest.
                     line_no += 1;
                     let head = &self.buf[..1024];
-                    let reason = format!("line longer than {} MiB; value cut to its first KiB", MAX_LINE >> 20);
+                    let reason = format!(
+                        "line longer than {} MiB; value cut to its first KiB",
+                        MAX_LINE >> 20
+                    );
                     router.malformed(file_index, line_no, &reason, head)?;
                     self.position.offset += filled as u64;
                     filled = 0;
                     skipping_long_line = true;
                 }
             }
-            let n = f.read(&mut self.buf[filled..]).map_err(Error::io("reading", path))?;
+            let n = f
+                .read(&mut self.buf[filled..])
+                .map_err(Error::io("reading", path))?;
             router.metrics().add_read(0, n as u64);
             let eof = n == 0;
             filled += n;
@@ -181,15 +187,26 @@ impl FileSource {
 
     /// Route one line. Returns true when the job must stop (a savepoint
     /// with stop was taken, or the tasks hung up).
-    fn handle_line(&self, file: u32, line_no: u64, start: usize, end: usize, router: &mut Router) -> Result<bool> {
+    fn handle_line(
+        &self,
+        file: u32,
+        line_no: u64,
+        start: usize,
+        end: usize,
+        router: &mut Router,
+    ) -> Result<bool> {
         let mut line = &self.buf[start..end];
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv) {
+        if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv)
+        {
             return Ok(false);
         }
-        let origin = Origin { file, line: line_no };
+        let origin = Origin {
+            file,
+            line: line_no,
+        };
         match self.parser.parse(line) {
             Ok(p) => {
                 if let Some(req) = router.event_time_barrier(p.timestamp) {
@@ -202,9 +219,13 @@ impl FileSource {
                         return Ok(true);
                     }
                 }
-                Ok(router.record(p.key.as_deref(), line, p.timestamp, origin).is_err())
+                Ok(router
+                    .record(p.key.as_deref(), line, p.timestamp, origin)
+                    .is_err())
             }
-            Err(reason) => router.malformed(file, line_no, &reason, line).map(|()| false),
+            Err(reason) => router
+                .malformed(file, line_no, &reason, line)
+                .map(|()| false),
         }
     }
 }
@@ -220,7 +241,10 @@ impl Source for FileSource {
         if self.spec.format == Format::Lines && self.spec.key != KeySpec::None {
             return Err(Error::Config("lines sources have no key".into()));
         }
-        let mut resume = self.start.take().and_then(|s| s.file.map(|f| (OsString::from(f), s.offset, s.line)));
+        let mut resume = self
+            .start
+            .take()
+            .and_then(|s| s.file.map(|f| (OsString::from(f), s.offset, s.line)));
         if let Some((file, ..)) = &resume {
             // Files before the restored position were read to the end.
             let before: Vec<OsString> = self

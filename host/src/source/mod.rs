@@ -15,7 +15,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
 use crate::checkpoint::manifest::{Kind, SourcePosition, checkpoint_name};
-use crate::checkpoint::{Begin, CoordMsg, Reply, Trigger, event_time_savepoint_name, savepoint_name};
+use crate::checkpoint::{
+    Begin, CoordMsg, Reply, Trigger, event_time_savepoint_name, savepoint_name,
+};
 use crate::config::BatchSettings;
 use crate::metrics::Metrics;
 use crate::partition::partition_for_key;
@@ -185,7 +187,9 @@ impl Router {
         if timestamp == NO_TIMESTAMP {
             return None;
         }
-        let after = timestamp.max(self.max_timestamp).saturating_sub(self.watermark_delay);
+        let after = timestamp
+            .max(self.max_timestamp)
+            .saturating_sub(self.watermark_delay);
         let next = *b
             .next_event_time
             .get_or_insert_with(|| (self.watermark.max(after).div_euclid(every) + 1) * every);
@@ -203,7 +207,11 @@ impl Router {
 
     /// Inject a barrier after everything routed so far, at source position
     /// `position`. Returns whether the job should stop after it.
-    pub fn barrier(&mut self, req: BarrierRequest, position: SourcePosition) -> Result<bool, Disconnected> {
+    pub fn barrier(
+        &mut self,
+        req: BarrierRequest,
+        position: SourcePosition,
+    ) -> Result<bool, Disconnected> {
         let Some(b) = self.barriers.as_mut() else {
             if let Some(r) = req.reply {
                 let _ = r.send(Err("this job has no state store configured".into()));

@@ -4,4 +4,5 @@
 mod dead_letters;
 mod faults;
 mod follow;
+mod savepoints;
 mod state_machine;

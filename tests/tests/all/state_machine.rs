@@ -73,7 +73,8 @@ fn keys_are_routed_with_kafkas_partitioner() {
     .unwrap();
     let mut seen = 0;
     for task in 0..3u32 {
-        let part = std::fs::read_to_string(out.join(format!("part-{task:04}-000000.jsonl"))).unwrap();
+        let part =
+            std::fs::read_to_string(out.join(format!("part-{task:04}-000000.jsonl"))).unwrap();
         for line in part.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let addr = v["address"].as_u64().unwrap().to_string();

@@ -1,0 +1,555 @@
+//! Checkpoints and savepoints, end to end: the `weir` binary killed with
+//! SIGKILL and restarted from a savepoint must commit exactly the output of
+//! an uninterrupted run; damaged savepoints are refused before any task
+//! starts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::Error;
+use weir::checkpoint::manifest::{self, Kind};
+use weir::checkpoint::store::{StateStore, StoreSpec};
+use weir::config::JobFile;
+use weir::generate::{GenerateConfig, generate};
+use weir::job::{RunOptions, run};
+use weir_tests::{artifacts, assert_same_output, read_output};
+
+/// A job folder: events, job file, state, output.
+pub struct Job {
+    /// Keeps the folder alive.
+    _dir: tempfile::TempDir,
+    /// The folder.
+    pub root: PathBuf,
+    /// Job name (unique per test, so control address files never clash).
+    pub name: String,
+    /// Total events in the input.
+    pub events: u64,
+}
+
+impl Job {
+    /// Generate `events` events and write a job file running `plugin`.
+    pub fn new(name: &str, events: u64, plugin: &str, parallelism: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        generate(
+            &root.join("events"),
+            &GenerateConfig {
+                seed: 11,
+                events,
+                max_address: 50_000,
+                error_prob: 0.01,
+                file_size: 8 << 20,
+                ..GenerateConfig::default()
+            },
+        )
+        .unwrap();
+        let job = Self {
+            _dir: dir,
+            root,
+            name: name.into(),
+            events,
+        };
+        job.write(plugin, parallelism, extra);
+        job
+    }
+
+    /// (Re)write the job file.
+    pub fn write(&self, plugin: &str, parallelism: usize, extra: &str) {
+        let text = format!(
+            r#"
+name = "{name}"
+parallelism = {parallelism}
+[source]
+type = "files"
+path = "events"
+format = "csv"
+key_column = 0
+timestamp_column = 2
+[[operators]]
+name = "op"
+plugin = "{plugin}"
+config = {{ gap_ms = 40 }}
+[sink]
+type = "file"
+path = "out"
+[dead_letter]
+path = "dead-letters.jsonl"
+{extra}
+"#,
+            name = self.name
+        );
+        let text = if extra.contains("[checkpoints]") {
+            text
+        } else {
+            format!("{text}\n[checkpoints]\ninterval_ms = 0\n")
+        };
+        std::fs::write(self.root.join("job.toml"), text).unwrap();
+    }
+
+    /// The job file.
+    pub fn file(&self) -> PathBuf {
+        self.root.join("job.toml")
+    }
+
+    /// `weir-it` with this job's run folder.
+    pub fn weir(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.env("WEIR_RUN_DIR", self.root.join("run"))
+            .env("WEIR_LOG", "warn");
+        c
+    }
+
+    /// Start `weir run` (optionally from a savepoint).
+    pub fn spawn(&self, from: Option<&str>) -> Child {
+        let mut c = self.weir();
+        c.arg("run").arg(self.file());
+        if let Some(f) = from {
+            c.arg("--from-savepoint").arg(f);
+        }
+        c.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Run `weir` to completion; panics with its stderr on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.weir().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "weir {args:?} failed: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &err
+    }
+
+    /// The committed output.
+    pub fn output(&self) -> Vec<String> {
+        read_output(&self.root.join("out"))
+    }
+
+    /// The output of one uninterrupted run, in another folder.
+    pub fn reference(&self) -> Vec<String> {
+        let file = JobFile::load(&self.file()).unwrap();
+        let mut plan = file.resolve(&self.name, &self.root).unwrap();
+        plan.name = format!("{}-reference", self.name);
+        let out = self.root.join("reference-out");
+        plan.sink = weir::config::SinkSpec::Files { dir: out.clone() };
+        plan.control = None;
+        run(&plan, RunOptions::default()).unwrap();
+        read_output(&out)
+    }
+
+    /// Wait until the running job's control endpoint answers and it has
+    /// read some records.
+    pub fn wait_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "the job did not start");
+            let addr =
+                std::fs::read_to_string(self.root.join("run").join(format!("{}.addr", self.name)));
+            if let Ok(addr) = addr
+                && let Ok((200, body)) = weir::control::request(addr.trim(), "GET", "/status")
+            {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if v["records_read"].as_u64().unwrap_or(0) > 0 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The job's state store.
+    pub fn store(&self) -> StateStore {
+        StateStore::open(
+            &StoreSpec {
+                url: format!("file://{}", self.root.join("weir-state").display()),
+                ..Default::default()
+            },
+            Path::new("."),
+        )
+        .unwrap()
+    }
+}
+
+/// Savepoint in the middle, SIGKILL, restore: both runs' committed output
+/// equals an uninterrupted run.
+fn stop_resume(job: &Job) {
+    let expected = job.reference();
+    assert!(!expected.is_empty());
+    let mut child = job.spawn(None);
+    job.wait_running();
+    let said = job.run_ok(&[
+        "savepoint",
+        "trigger",
+        job.file().to_str().unwrap(),
+        "--name",
+        "mid",
+    ]);
+    assert!(said.contains("\"name\":\"mid\""), "{said}");
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the job was killed, not finished");
+    let sp = manifest::select(&job.store(), &job.name, "mid")
+        .unwrap()
+        .manifest;
+    assert_eq!(sp.kind, Kind::Savepoint);
+    assert!(
+        sp.source.file.is_some(),
+        "the savepoint is in the middle of the input"
+    );
+
+    let said = job.run_ok(&[
+        "run",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        "mid",
+    ]);
+    assert!(said.contains("restored from"), "{said}");
+    assert_same_output(&job.output(), &expected, "output after restore");
+}
+
+#[test]
+fn savepoint_sigkill_restore_equals_uninterrupted_run() {
+    let job = Job::new("sp-p1", 3_000_000, artifacts::STATE_MACHINE, 1, "");
+    stop_resume(&job);
+}
+
+#[test]
+fn savepoint_sigkill_restore_with_parallelism_4() {
+    let job = Job::new("sp-p4", 3_000_000, artifacts::STATE_MACHINE, 4, "");
+    stop_resume(&job);
+}
+
+#[test]
+fn savepoint_with_pending_timers() {
+    let job = Job::new("sp-timers", 2_000_000, artifacts::SESSION, 2, "");
+    stop_resume(&job);
+    let sp = manifest::select(&job.store(), &job.name, "mid")
+        .unwrap()
+        .manifest;
+    let timers: u64 = sp
+        .tasks
+        .iter()
+        .flat_map(|t| &t.operators)
+        .map(|o| o.timer_count)
+        .sum();
+    assert!(timers > 0, "timers were pending at the savepoint");
+}
+
+#[test]
+fn crash_anywhere_and_restart_from_latest() {
+    let job = Job::new(
+        "crash",
+        2_000_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 25\nretain = 2\n",
+    );
+    let expected = job.reference();
+    let kills = std::env::var("WEIR_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut restored = 0;
+    for _ in 0..kills {
+        let has_checkpoint = !manifest::list(&job.store(), &job.name).unwrap().is_empty();
+        let mut child = job.spawn(has_checkpoint.then_some("latest"));
+        restored += usize::from(has_checkpoint);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(20 + rng % 400));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(restored > 0, "some runs restored from a checkpoint");
+    let has_checkpoint = !manifest::list(&job.store(), &job.name).unwrap().is_empty();
+    let file = job.file();
+    let mut args = vec!["run", file.to_str().unwrap()];
+    if has_checkpoint {
+        args.extend(["--from-savepoint", "latest"]);
+    }
+    job.run_ok(&args);
+    assert_same_output(
+        &job.output(),
+        &expected,
+        &format!("output after {kills} crashes"),
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(job.root.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no in-progress files remain: {leftovers:?}"
+    );
+}
+
+/// A savepoint taken from files; the job restarted from it in `follow`
+/// mode while new files arrive: every record is read exactly once.
+#[test]
+fn savepoint_then_follow_new_files() {
+    let job = Job::new("follow", 200_000, artifacts::STATE_MACHINE, 2, "");
+    // Move the later files away; they arrive while the restored job runs.
+    let events = job.root.join("events");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 1);
+    let expected = job.reference();
+    let total = job.events;
+    // A single file: split it in two so one arrives later.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    std::fs::write(&files[0], first.join("\n") + "\n").unwrap();
+    for f in &files[1..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    // Run 1 over what is there, stopped with a savepoint at the end.
+    let mut child = job.spawn(None);
+    let _ = child.wait().unwrap();
+    let file = JobFile::load(&job.file()).unwrap();
+    let plan = file.resolve(&job.name, &job.root).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    // Take the savepoint at the very end of run 1's input: rerun it with
+    // `follow`, trigger when idle, stop with it.
+    let mut follow_plan = plan.clone();
+    follow_plan.source.follow = true;
+    follow_plan.source.poll_interval = Duration::from_millis(10);
+    follow_plan.control = None;
+    let handle = std::thread::spawn({
+        let p = follow_plan.clone();
+        move || {
+            run(
+                &p,
+                RunOptions {
+                    triggers: Some(rx),
+                    ..RunOptions::default()
+                },
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    tx.send(weir::checkpoint::Trigger::Savepoint {
+        name: Some("files".into()),
+        stop: true,
+        reply: Some(reply_tx),
+    })
+    .unwrap();
+    let sp = reply_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    let first_run = handle.join().unwrap().unwrap();
+    assert_eq!(first_run.totals.records_read, first.len() as u64);
+    assert_eq!(sp.source.line, first.len() as u64);
+
+    // Run 2: from the savepoint, following; the rest arrives as new files.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx2, rx2) = crossbeam_channel::unbounded();
+    let handle = std::thread::spawn({
+        let p = follow_plan.clone();
+        let stop = stop.clone();
+        move || {
+            run(
+                &p,
+                RunOptions {
+                    stop,
+                    triggers: Some(rx2),
+                    from_savepoint: Some("files".into()),
+                    ..RunOptions::default()
+                },
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let half = second.len() / 2;
+    std::fs::write(
+        events.join("events-000001.csv"),
+        second[..half].join("\n") + "\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(
+        events.join("events-000002.csv"),
+        second[half..].join("\n") + "\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    tx2.send(weir::checkpoint::Trigger::Savepoint {
+        name: Some("end".into()),
+        stop: true,
+        reply: Some(reply_tx),
+    })
+    .unwrap();
+    reply_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    let second_run = handle.join().unwrap().unwrap();
+    assert_eq!(
+        first_run.totals.records_read + second_run.totals.records_read,
+        total,
+        "every record read exactly once"
+    );
+    // Timers and alerts: the committed output equals one bounded run.
+    assert_same_output(&job.output(), &expected, "output of both runs");
+}
+
+/// Build a job with a savepoint `good` (taken on an event-time schedule and
+/// renamed) and return it with the savepoint's folder.
+fn job_with_savepoint(name: &str) -> (Job, PathBuf) {
+    let job = Job::new(
+        name,
+        300_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
+    );
+    job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let all = manifest::list(&job.store(), &job.name).unwrap();
+    let names: Vec<&str> = all.iter().map(|f| f.manifest.name.as_str()).collect();
+    // 300k events at 1 per ms: boundaries every 100 s of event time.
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("et-")), "{names:?}");
+    for f in &all {
+        assert_eq!(f.manifest.kind, Kind::Savepoint);
+        assert!(f.manifest.watermark < 100_000 * (f.manifest.watermark / 100_000 + 1));
+    }
+    let dir = job.root.join("weir-state").join(&all[0].folder);
+    (job, dir)
+}
+
+fn refused(job: &Job, from: &str) -> String {
+    let out_before = job.output();
+    let file = JobFile::load(&job.file()).unwrap();
+    let plan = file.resolve(&job.name, &job.root).unwrap();
+    let err = run(
+        &plan,
+        RunOptions {
+            from_savepoint: Some(from.into()),
+            ..RunOptions::default()
+        },
+    )
+    .expect_err("a damaged savepoint must be refused");
+    assert_same_output(&job.output(), &out_before, "output after a refused restore");
+    assert!(matches!(err, Error::Savepoint { .. }), "{err:?}");
+    err.to_string()
+}
+
+fn blob(dir: &Path) -> PathBuf {
+    dir.join("task-0001").join("op-0-op.state")
+}
+
+#[test]
+fn corrupt_savepoints_are_refused_before_any_task_starts() {
+    let (job, dir) = job_with_savepoint("corrupt");
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let original = std::fs::read(blob(&dir)).unwrap();
+    assert!(original.len() > 100);
+
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    std::fs::write(blob(&dir), &flipped).unwrap();
+    let e = refused(&job, &name);
+    assert!(e.contains("op-0-op.state is corrupt"), "{e}");
+
+    std::fs::write(blob(&dir), &original[..original.len() - 7]).unwrap();
+    let e = refused(&job, &name);
+    assert!(e.contains("truncated"), "{e}");
+
+    std::fs::remove_file(blob(&dir)).unwrap();
+    let e = refused(&job, &name);
+    assert!(e.contains("op-0-op.state is missing"), "{e}");
+    std::fs::write(blob(&dir), &original).unwrap();
+
+    // A manifest of another job, put where this job's savepoints are.
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(
+        &manifest_path,
+        text.replace("\"job\": \"corrupt\"", "\"job\": \"someone-else\""),
+    )
+    .unwrap();
+    let e = refused(&job, &name);
+    assert!(e.contains("belongs to job `someone-else`"), "{e}");
+
+    // State written by another plugin with a state version this one does
+    // not read.
+    let other = text
+        .replace("\"state_version\": 1", "\"state_version\": 7")
+        .replace("\"plugin_digest\": \"", "\"plugin_digest\": \"0000");
+    std::fs::write(&manifest_path, other).unwrap();
+    let e = refused(&job, &name);
+    assert!(
+        e.contains("state version 7") && e.contains("[1]") && e.contains("no version meets"),
+        "{e}"
+    );
+    std::fs::write(&manifest_path, &text).unwrap();
+
+    // The intact savepoint restores.
+    let file = JobFile::load(&job.file()).unwrap();
+    let plan = file.resolve(&job.name, &job.root).unwrap();
+    run(
+        &plan,
+        RunOptions {
+            from_savepoint: Some(name.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn latest_skips_a_checkpoint_without_manifest() {
+    let (job, dir) = job_with_savepoint("latest");
+    let newest = manifest::select(&job.store(), &job.name, "latest").unwrap();
+    // An incomplete checkpoint with a higher id: blobs but no manifest.
+    let incomplete = job
+        .root
+        .join("weir-state/jobs/latest/checkpoints/9999999999/task-0000");
+    std::fs::create_dir_all(&incomplete).unwrap();
+    std::fs::copy(blob(&dir), incomplete.join("op-0-op.state")).unwrap();
+    let again = manifest::select(&job.store(), &job.name, "latest").unwrap();
+    assert_eq!(again.folder, newest.folder);
+    // before:TIME picks by event time.
+    let all = manifest::list(&job.store(), &job.name).unwrap();
+    let second = &all[1].manifest;
+    let picked = manifest::select(
+        &job.store(),
+        &job.name,
+        &format!("before:{}", second.watermark),
+    )
+    .unwrap();
+    assert_eq!(picked.manifest.name, all[0].manifest.name);
+    // The CLI lists and shows them, and deletes one.
+    let listed = job.run_ok(&["savepoint", "list", job.file().to_str().unwrap()]);
+    assert!(
+        listed.contains(&all[0].manifest.name) && listed.contains("savepoint"),
+        "{listed}"
+    );
+    let shown = job.run_ok(&[
+        "savepoint",
+        "show",
+        job.file().to_str().unwrap(),
+        &all[0].manifest.name,
+    ]);
+    assert!(shown.contains("\"plugin_digest\""), "{shown}");
+    job.run_ok(&[
+        "savepoint",
+        "delete",
+        job.file().to_str().unwrap(),
+        &all[0].manifest.name,
+    ]);
+    assert_eq!(
+        manifest::list(&job.store(), &job.name).unwrap().len(),
+        all.len() - 1
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use weir::Error;
 use weir::checkpoint::manifest::{self, Kind};
-use weir::checkpoint::store::{StateStore, StoreSpec};
+use weir::checkpoint::store::StateStore;
 use weir::config::JobFile;
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
@@ -158,16 +158,10 @@ path = "dead-letters.jsonl"
         }
     }
 
-    /// The job's state store.
+    /// The job's state store, as its job file configures it.
     pub fn store(&self) -> StateStore {
-        StateStore::open(
-            &StoreSpec {
-                url: format!("file://{}", self.root.join("weir-state").display()),
-                ..Default::default()
-            },
-            Path::new("."),
-        )
-        .unwrap()
+        let plan = JobFile::load(&self.file()).unwrap().resolve(&self.name, &self.root).unwrap();
+        StateStore::open(&plan.checkpoint.unwrap().store, Path::new(".")).unwrap()
     }
 }
 
@@ -552,4 +546,33 @@ fn latest_skips_a_checkpoint_without_manifest() {
         manifest::list(&job.store(), &job.name).unwrap().len(),
         all.len() - 1
     );
+}
+
+/// The stop/resume test against a real S3-compatible server on 127.0.0.1
+/// (`scripts/s3-server.sh` starts one and exports `WEIR_S3_URL` and the
+/// `AWS_*` settings; `scripts/test.sh` does that for the suite).
+#[test]
+fn savepoint_sigkill_restore_on_s3() {
+    let url = std::env::var("WEIR_S3_URL").expect(
+        "WEIR_S3_URL is not set: start the S3 test server with \
+         `eval \"$(scripts/s3-server.sh start)\"` (scripts/test.sh does)",
+    );
+    let prefix = format!(
+        "{}/run-{}-{}",
+        url.trim_end_matches('/'),
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
+    let job = Job::new(
+        "sp-s3",
+        3_000_000,
+        artifacts::STATE_MACHINE,
+        2,
+        &format!("[state]\nurl = \"{prefix}\"\n"),
+    );
+    stop_resume(&job);
+    let all = manifest::list(&job.store(), &job.name).unwrap();
+    assert!(all.iter().any(|f| f.manifest.name == "mid"), "the savepoint is in S3");
+    assert!(job.store().url().starts_with("s3://"));
+    assert!(!job.root.join("weir-state").exists(), "nothing was written to a local folder");
 }

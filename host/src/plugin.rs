@@ -114,6 +114,9 @@ impl PluginInstance {
         };
         let mut store = Store::new(engine.engine(), ctx);
         store.limiter(|c| &mut c.memory);
+        // Results a plugin returns (a snapshot can be large) are bounded by
+        // its memory cap, not by wasmtime's 128 MiB default.
+        store.set_hostcall_fuel(engine.settings().memory_bytes.max(128 << 20));
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine.deadline_ticks());
         let bindings = loaded

@@ -34,18 +34,29 @@ fn main() {
     let mut stores = vec![("file".to_string(), None)];
     match std::env::var("WEIR_S3_URL") {
         Ok(url) => stores.push(("s3".to_string(), Some(url))),
-        Err(_) => println!("note: WEIR_S3_URL is not set, so the S3 rows are not measured (see scripts/s3-server.sh)"),
+        Err(_) => println!(
+            "note: WEIR_S3_URL is not set, so the S3 rows are not measured (see scripts/s3-server.sh)"
+        ),
     }
     println!(
         "{:<6} {:>10} {:>12} {:>10} {:>12} {:>11} {:>11} {:>11} {:>10}",
-        "store", "keys", "state MiB", "pause ms", "complete ms", "upload MB/s", "plain MB/s", "restore ms", "pause/100MB"
+        "store",
+        "keys",
+        "state MiB",
+        "pause ms",
+        "complete ms",
+        "upload MB/s",
+        "plain MB/s",
+        "restore ms",
+        "pause/100MB"
     );
     for &n in &keys {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events");
         std::fs::create_dir_all(&events).unwrap();
         // One `a` per address: every key ends in state W.
-        let mut w = std::io::BufWriter::new(std::fs::File::create(events.join("keys.csv")).unwrap());
+        let mut w =
+            std::io::BufWriter::new(std::fs::File::create(events.join("keys.csv")).unwrap());
         for i in 0..n {
             writeln!(w, "{i},a,{}", 1_700_000_000_000u64 + i).unwrap();
         }
@@ -53,8 +64,15 @@ fn main() {
         drop(w);
         for (label, url) in &stores {
             let url = match url {
-                Some(u) => format!("{}/bench-{}-{n}", u.trim_end_matches('/'), std::process::id()),
-                None => format!("file://{}", dir.path().join(format!("state-{label}")).display()),
+                Some(u) => format!(
+                    "{}/bench-{}-{n}",
+                    u.trim_end_matches('/'),
+                    std::process::id()
+                ),
+                None => format!(
+                    "file://{}",
+                    dir.path().join(format!("state-{label}")).display()
+                ),
             };
             measure(label, n, &events, &dir.path().join("out"), &url);
         }
@@ -62,7 +80,12 @@ fn main() {
 }
 
 fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path, url: &str) {
-    let mut plan = weir::demo::state_machine_plan(events, out, 1, PluginSource::Path(artifacts::STATE_MACHINE.into()));
+    let mut plan = weir::demo::state_machine_plan(
+        events,
+        out,
+        1,
+        PluginSource::Path(artifacts::STATE_MACHINE.into()),
+    );
     plan.name = format!("bench-{n}");
     plan.source.follow = true;
     plan.source.poll_interval = Duration::from_millis(5);
@@ -105,7 +128,10 @@ fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path,
         },
     )
     .expect("bench job");
-    let manifest = reply_rx.recv().expect("savepoint reply").expect("savepoint");
+    let manifest = reply_rx
+        .recv()
+        .expect("savepoint reply")
+        .expect("savepoint");
     let stats: CheckpointStats = report.checkpoints;
     let bytes = manifest.state_bytes();
 
@@ -113,17 +139,26 @@ fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path,
     let store = StateStore::open(&spec, std::path::Path::new(".")).unwrap();
     let blob = Bytes::from(vec![7u8; bytes as usize]);
     let t = Instant::now();
-    store.put(&format!("jobs/{}/plain-put", plan.name), blob).unwrap();
+    store
+        .put(&format!("jobs/{}/plain-put", plan.name), blob)
+        .unwrap();
     let plain = t.elapsed();
 
     // Restore: fetch and verify, then restore into a fresh instance.
     let t = Instant::now();
     let restored = load_for_plan(&store, &plan, "bench").expect("load");
     let engine = WeirEngine::new(plan.engine.clone()).unwrap();
-    let loaded = engine.load_file("state-machine", std::path::Path::new(artifacts::STATE_MACHINE)).unwrap();
+    let loaded = engine
+        .load_file(
+            "state-machine",
+            std::path::Path::new(artifacts::STATE_MACHINE),
+        )
+        .unwrap();
     let mut instance = PluginInstance::new(&engine, &loaded, 0).unwrap();
     let op = &restored.tasks[0].operators[0];
-    instance.restore(&op.state, op.state_version).expect("restore");
+    instance
+        .restore(&op.state, op.state_version)
+        .expect("restore");
     let restore = t.elapsed();
 
     let mb = bytes as f64 / 1e6;

@@ -160,7 +160,10 @@ path = "dead-letters.jsonl"
 
     /// The job's state store, as its job file configures it.
     pub fn store(&self) -> StateStore {
-        let plan = JobFile::load(&self.file()).unwrap().resolve(&self.name, &self.root).unwrap();
+        let plan = JobFile::load(&self.file())
+            .unwrap()
+            .resolve(&self.name, &self.root)
+            .unwrap();
         StateStore::open(&plan.checkpoint.unwrap().store, Path::new(".")).unwrap()
     }
 }
@@ -561,7 +564,10 @@ fn savepoint_sigkill_restore_on_s3() {
         "{}/run-{}-{}",
         url.trim_end_matches('/'),
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
     );
     let job = Job::new(
         "sp-s3",
@@ -572,7 +578,13 @@ fn savepoint_sigkill_restore_on_s3() {
     );
     stop_resume(&job);
     let all = manifest::list(&job.store(), &job.name).unwrap();
-    assert!(all.iter().any(|f| f.manifest.name == "mid"), "the savepoint is in S3");
+    assert!(
+        all.iter().any(|f| f.manifest.name == "mid"),
+        "the savepoint is in S3"
+    );
     assert!(job.store().url().starts_with("s3://"));
-    assert!(!job.root.join("weir-state").exists(), "nothing was written to a local folder");
+    assert!(
+        !job.root.join("weir-state").exists(),
+        "nothing was written to a local folder"
+    );
 }

@@ -183,8 +183,8 @@ pub fn run_with(
     // anything, so a broken plugin or savepoint fails the job before any
     // input is consumed.
     let mut tasks = Vec::with_capacity(n);
-    for id in 0..n {
-        let sink = crate::sink::open(&plan.sink, id, next_seqs[id], plan.checkpoint.is_some())?;
+    for (id, &next_seq) in next_seqs.iter().enumerate().take(n) {
+        let sink = crate::sink::open(&plan.sink, id, next_seq, plan.checkpoint.is_some())?;
         tasks.push(Task::new(
             id,
             factories,

@@ -33,7 +33,7 @@
 //! - [`envelope`]: the language-neutral keyed state encoding (`wit/STATE.md`).
 //! - [`bindings`]: the `wit-bindgen` output for `wit/weir.wit`.
 
-pub mod envelope;
+pub use weir_envelope as envelope;
 pub mod runtime;
 
 #[doc(hidden)]

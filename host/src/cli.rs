@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::checkpoint::manifest;
 use crate::checkpoint::store::StateStore;
+use crate::checkpoint::{manifest, restore};
 use crate::config::{JobFile, Plan};
 use crate::control;
 use crate::demo::{DemoConfig, run_demo};
@@ -125,12 +125,20 @@ enum SavepointCommand {
         /// The job file.
         job: PathBuf,
     },
-    /// Print a savepoint's manifest.
+    /// Print a savepoint's manifest; with `--keys`, also count and list the
+    /// keys of every task's state (read from the keyed state envelope,
+    /// without the plugin).
     Show {
         /// The job file.
         job: PathBuf,
         /// Savepoint name, checkpoint id, `latest` or `before:TIME`.
         name: String,
+        /// Count the keys and list some of them.
+        #[arg(long)]
+        keys: bool,
+        /// How many keys to list per task and operator with `--keys`.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
     },
     /// Delete a savepoint.
     Delete {
@@ -208,11 +216,47 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        SavepointCommand::Show { job, name } => {
+        SavepointCommand::Show {
+            job,
+            name,
+            keys,
+            limit,
+        } => {
             let plan = load_plan(&job)?;
             let store = open_store(&plan)?;
-            let f = manifest::select(&store, &plan.name, &name)?;
-            println!("{}", serde_json::to_string_pretty(&f.manifest)?);
+            if !keys {
+                let f = manifest::select(&store, &plan.name, &name)?;
+                println!("{}", serde_json::to_string_pretty(&f.manifest)?);
+                return Ok(());
+            }
+            let restored = restore::load(&store, &plan.name, &name)?;
+            for (t, task) in restored.tasks.iter().enumerate() {
+                for op in &task.operators {
+                    let env = weir_envelope::Envelope::parse(&op.state).map_err(|e| {
+                        anyhow::anyhow!(
+                            "task {t}, operator `{}`: not a keyed state envelope: {e}",
+                            op.name
+                        )
+                    })?;
+                    println!(
+                        "task {t} operator `{}`: state version {}, {} keys, {} operator bytes, {} timers",
+                        op.name,
+                        env.state_version,
+                        env.count,
+                        env.operator.len(),
+                        op.timers.len()
+                    );
+                    for entry in env.entries().take(limit) {
+                        let (key, value) = entry.map_err(|e| anyhow::anyhow!("task {t}: {e}"))?;
+                        println!(
+                            "  {:<24} {} bytes: {}",
+                            String::from_utf8_lossy(key),
+                            value.len(),
+                            crate::engine::hex(value)
+                        );
+                    }
+                }
+            }
         }
         SavepointCommand::Delete { job, name } => {
             let plan = load_plan(&job)?;

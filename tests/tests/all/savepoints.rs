@@ -536,6 +536,32 @@ fn latest_skips_a_checkpoint_without_manifest() {
         &all[0].manifest.name,
     ]);
     assert!(shown.contains("\"plugin_digest\""), "{shown}");
+    // Keys are listed without the plugin, from the keyed state envelope.
+    let keys = job.run_ok(&[
+        "savepoint",
+        "show",
+        job.file().to_str().unwrap(),
+        &all[0].manifest.name,
+        "--keys",
+        "--limit",
+        "3",
+    ]);
+    let counted: u64 = keys
+        .lines()
+        .filter_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .strip_suffix(" keys")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(counted > 100, "{keys}");
+    assert_eq!(
+        keys.lines().filter(|l| l.starts_with("  ")).count(),
+        6,
+        "3 keys listed per task: {keys}"
+    );
     job.run_ok(&[
         "savepoint",
         "delete",

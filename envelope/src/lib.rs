@@ -1,5 +1,7 @@
-//! The keyed state envelope: the language-neutral layout of a snapshot blob
-//! (specified in `wit/STATE.md`).
+//! The keyed state envelope: the language-neutral layout of a snapshot blob,
+//! specified in `wit/STATE.md`. The Rust guest SDK writes and reads it; the
+//! host reads it to count and list the keys of any savepoint without the
+//! plugin.
 //!
 //! ```text
 //! magic            4 bytes  "WEIR"

@@ -56,6 +56,13 @@ pub struct JobHandle {
     pub checkpoints: Arc<Mutex<CheckpointStats>>,
 }
 
+impl JobHandle {
+    fn counters(&self) -> (crate::metrics::Snapshot, CheckpointStats) {
+        let c = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (self.metrics.snapshot(), c)
+    }
+}
+
 /// A running control server; stops when dropped.
 pub struct ControlServer {
     addr: SocketAddr,

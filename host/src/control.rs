@@ -180,12 +180,7 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
     let route = path.split('?').next().unwrap_or("");
     let (status, body, content_type) = match (method, route) {
         ("GET", "/status") => {
-            let m = job.metrics.snapshot();
-            let c = job
-                .checkpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let (m, c) = job.counters();
             let body = json!({
                 "job": job.job,
                 "records_read": m.records_read,
@@ -200,12 +195,7 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
             (200, body.to_string(), "application/json")
         }
         ("GET", "/metrics") => {
-            let m = job.metrics.snapshot();
-            let c = job
-                .checkpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let (m, c) = job.counters();
             let body = format!(
                 "weir_records_read_total {}\nweir_bytes_read_total {}\nweir_files_done_total {}\n\
                  weir_records_emitted_total {}\nweir_records_malformed_total {}\n\

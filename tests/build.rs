@@ -22,7 +22,10 @@ fn main() {
         .expect("tests/ is inside the workspace")
         .to_path_buf();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    weir_build_support::rerun_if_plugin_sources_change(&workspace, &["plugins", "tests/plugins"]);
+    weir_build_support::rerun_if_plugin_sources_change(
+        &workspace,
+        &["plugins", "tests/plugins", "guest-sdk/python"],
+    );
     let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
     let paths = weir_build_support::build_rust_plugins(&workspace, &crates, &out);
     let mut src = String::new();
@@ -35,5 +38,22 @@ fn main() {
         )
         .unwrap();
     }
+    let py = weir_build_support::build_python_plugin(
+        &workspace,
+        "plugins/state-machine-py",
+        "state-machine-py",
+        &out,
+    );
+    writeln!(
+        src,
+        "/// The `state-machine-py` component (Python), built from source."
+    )
+    .unwrap();
+    writeln!(
+        src,
+        "pub const STATE_MACHINE_PY: &str = {:?};",
+        py.display().to_string()
+    )
+    .unwrap();
     std::fs::write(out.join("artifacts.rs"), src).expect("writing artifacts.rs");
 }

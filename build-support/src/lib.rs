@@ -79,6 +79,53 @@ pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> 
         .collect()
 }
 
+/// The `componentize-py` to use: `$WEIR_COMPONENTIZE_PY`, else the one
+/// `scripts/install-toolchains.sh` installs, else the one on `PATH`.
+fn componentize_py() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_COMPONENTIZE_PY") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("WEIR_PY_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir/py-venv")));
+    match venv.map(|v| v.join("bin/componentize-py")) {
+        Some(p) if p.is_file() => p,
+        _ => PathBuf::from("componentize-py"),
+    }
+}
+
+/// Build the Python plugin in `workspace/plugin_dir` (entry module `app`,
+/// with the Python SDK in `guest-sdk/python`) into `out_dir/<name>.wasm`
+/// with componentize-py, WASI stubbed out.
+pub fn build_python_plugin(
+    workspace: &Path,
+    plugin_dir: &str,
+    name: &str,
+    out_dir: &Path,
+) -> PathBuf {
+    let out = out_dir.join(format!("{name}.wasm"));
+    let tool = componentize_py();
+    let status = Command::new(&tool)
+        .current_dir(workspace)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(["-d", "wit", "-w", "operator-plugin", "componentize", "app", "-p"])
+        .arg(plugin_dir)
+        .args(["-p", "guest-sdk/python", "-s", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} to build {plugin_dir}: {e} (install it with scripts/install-toolchains.sh)",
+                tool.display()
+            )
+        });
+    assert!(
+        status.success(),
+        "componentize-py failed to build {plugin_dir}"
+    );
+    out
+}
+
 /// Turn a core module carrying wit-bindgen's component-type section into a
 /// component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {

@@ -58,7 +58,11 @@ pub struct JobHandle {
 
 impl JobHandle {
     fn counters(&self) -> (crate::metrics::Snapshot, CheckpointStats) {
-        let c = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let c = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         (self.metrics.snapshot(), c)
     }
 }

@@ -29,6 +29,8 @@ pub struct PluginCtx {
 struct MemoryCap {
     max_bytes: usize,
     hit: Option<usize>,
+    /// Largest linear memory granted so far.
+    peak: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -46,6 +48,7 @@ impl ResourceLimiter for MemoryCap {
                 desired >> 20
             )));
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -109,6 +112,7 @@ impl PluginInstance {
             memory: MemoryCap {
                 max_bytes: engine.settings().memory_bytes,
                 hit: None,
+                peak: 0,
             },
             last_error: None,
         };
@@ -149,6 +153,11 @@ impl PluginInstance {
     /// Hex SHA-256 of the component.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Largest linear memory the instance has had, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.store.data().memory.peak
     }
 
     /// Number of `process` calls so far.

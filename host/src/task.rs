@@ -81,7 +81,7 @@ pub trait OperatorFactory: Send + Sync {
                         ),
                     });
                 }
-                tracing::info!(
+                tracing::warn!(
                     operator = %r.name, from = short(&r.digest), to = short(op.digest()),
                     version = r.state_version, "restoring state into another plugin version"
                 );

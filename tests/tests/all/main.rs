@@ -4,5 +4,6 @@
 mod dead_letters;
 mod faults;
 mod follow;
+mod languages;
 mod savepoints;
 mod state_machine;

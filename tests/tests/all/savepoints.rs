@@ -141,7 +141,8 @@ path = "dead-letters.jsonl"
     /// Wait until the running job's control endpoint answers and it has
     /// read some records.
     pub fn wait_running(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a large (Python) component may be compiled on first use.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             assert!(Instant::now() < deadline, "the job did not start");
             let addr =
@@ -170,7 +171,13 @@ path = "dead-letters.jsonl"
 
 /// Savepoint in the middle, SIGKILL, restore: both runs' committed output
 /// equals an uninterrupted run.
-fn stop_resume(job: &Job) {
+pub fn stop_resume(job: &Job) {
+    stop_resume_into(job, None);
+}
+
+/// As [`stop_resume`], restoring into `other_plugin` (another build, or the
+/// same operator in another language) when given.
+pub fn stop_resume_into(job: &Job, other_plugin: Option<(&str, usize)>) {
     let expected = job.reference();
     assert!(!expected.is_empty());
     let mut child = job.spawn(None);
@@ -195,6 +202,9 @@ fn stop_resume(job: &Job) {
         "the savepoint is in the middle of the input"
     );
 
+    if let Some((plugin, parallelism)) = other_plugin {
+        job.write(plugin, parallelism, "");
+    }
     let said = job.run_ok(&[
         "run",
         job.file().to_str().unwrap(),
@@ -202,6 +212,12 @@ fn stop_resume(job: &Job) {
         "mid",
     ]);
     assert!(said.contains("restored from"), "{said}");
+    if other_plugin.is_some() {
+        assert!(
+            said.contains("restoring state into another plugin version"),
+            "{said}"
+        );
+    }
     assert_same_output(&job.output(), &expected, "output after restore");
 }
 

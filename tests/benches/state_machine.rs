@@ -102,6 +102,87 @@ fn main() {
         );
         std::fs::remove_dir_all(&events_dir).ok();
     }
+    languages(if benchmarking { 1_000_000 } else { 20_000 });
+}
+
+/// One row per plugin language: events per CPU-second on the job (one
+/// task), component size, cold start from the compiled-component cache
+/// (engine, load, instantiate, init) and peak linear memory of an instance
+/// that processed the same events.
+fn languages(events: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events_dir = dir.path().join("events");
+    generate(
+        &events_dir,
+        &GenerateConfig {
+            seed: 5,
+            events,
+            max_address: 10_000,
+            ..GenerateConfig::default()
+        },
+    )
+    .expect("generating events");
+    println!();
+    println!("plugin languages, {events} events, 10k addresses, one task");
+    println!(
+        "{:<10} {:>14} {:>12} {:>16} {:>14}",
+        "language", "events/CPU-s", "size KiB", "cold start ms", "memory MiB"
+    );
+    for (label, plugin) in [
+        ("rust", artifacts::STATE_MACHINE),
+        ("python", artifacts::STATE_MACHINE_PY),
+    ] {
+        let plan = weir::demo::state_machine_plan(
+            &events_dir,
+            &dir.path().join("out"),
+            1,
+            PluginSource::Path(plugin.into()),
+        );
+        // Warm the compiled-component cache, then time a cold start from it.
+        WeirEngine::new(Default::default())
+            .unwrap()
+            .load_file(label, plugin.as_ref())
+            .unwrap();
+        let t = std::time::Instant::now();
+        let engine = WeirEngine::new(Default::default()).unwrap();
+        let loaded = engine.load_file(label, plugin.as_ref()).unwrap();
+        assert!(loaded.from_cache);
+        let mut instance = weir::plugin::PluginInstance::new(&engine, &loaded, 0).unwrap();
+        instance.init(&[]).unwrap();
+        let cold = t.elapsed();
+        // Memory: the same events through one instance.
+        let text = std::fs::read_to_string(
+            std::fs::read_dir(&events_dir)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap();
+        let mut batch = weir::batch::Batch::new();
+        for line in text.lines() {
+            batch.push(
+                line.split(',').next().unwrap().as_bytes(),
+                line.as_bytes(),
+                0,
+            );
+            if batch.len() == 1024 {
+                instance.process(&batch, 0).unwrap();
+                batch.clear();
+            }
+        }
+        let factories = load_operators(&engine, &plan).unwrap();
+        let report = run_with(&plan, &factories, RunOptions::default()).expect("bench run");
+        println!(
+            "{:<10} {:>14.0} {:>12} {:>16.2} {:>14.1}",
+            label,
+            report.records_per_cpu_sec(),
+            std::fs::metadata(plugin).unwrap().len() / 1024,
+            cold.as_secs_f64() * 1000.0,
+            instance.memory_peak() as f64 / (1 << 20) as f64
+        );
+    }
 }
 
 fn print_row(addresses: u32, label: &str, r: &JobReport) {

@@ -24,7 +24,14 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     weir_build_support::rerun_if_plugin_sources_change(
         &workspace,
-        &["plugins", "tests/plugins", "guest-sdk/python"],
+        &[
+            "plugins",
+            "tests/plugins",
+            "guest-sdk/python",
+            "guest-sdk/js/weir-guest.js",
+            "guest-sdk/js/build.mjs",
+            "guest-sdk/js/package-lock.json",
+        ],
     );
     let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
     let paths = weir_build_support::build_rust_plugins(&workspace, &crates, &out);
@@ -53,6 +60,23 @@ fn main() {
         src,
         "pub const STATE_MACHINE_PY: &str = {:?};",
         py.display().to_string()
+    )
+    .unwrap();
+    let js = weir_build_support::build_js_plugin(
+        &workspace,
+        "plugins/state-machine-js/state-machine.js",
+        "state-machine-js",
+        &out,
+    );
+    writeln!(
+        src,
+        "/// The `state-machine-js` component (JavaScript), built from source."
+    )
+    .unwrap();
+    writeln!(
+        src,
+        "pub const STATE_MACHINE_JS: &str = {:?};",
+        js.display().to_string()
     )
     .unwrap();
     std::fs::write(out.join("artifacts.rs"), src).expect("writing artifacts.rs");

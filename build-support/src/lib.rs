@@ -126,6 +126,25 @@ pub fn build_python_plugin(
     out
 }
 
+/// Build the JavaScript plugin whose entry module is `workspace/entry` into
+/// `out_dir/<name>.wasm` with componentize-js (`guest-sdk/js/build.mjs`;
+/// `npm ci` in `guest-sdk/js` first, as `scripts/install-toolchains.sh` does).
+pub fn build_js_plugin(workspace: &Path, entry: &str, name: &str, out_dir: &Path) -> PathBuf {
+    let out = out_dir.join(format!("{name}.wasm"));
+    let status = Command::new("node")
+        .current_dir(workspace)
+        .arg("guest-sdk/js/build.mjs")
+        .arg(entry)
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run node to build {entry}: {e}"));
+    assert!(
+        status.success(),
+        "building {entry} failed (is componentize-js installed? run scripts/install-toolchains.sh)"
+    );
+    out
+}
+
 /// Turn a core module carrying wit-bindgen's component-type section into a
 /// component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {

@@ -131,6 +131,7 @@ fn languages(events: u64) {
     for (label, plugin) in [
         ("rust", artifacts::STATE_MACHINE),
         ("python", artifacts::STATE_MACHINE_PY),
+        ("javascript", artifacts::STATE_MACHINE_JS),
     ] {
         let plan = weir::demo::state_machine_plan(
             &events_dir,

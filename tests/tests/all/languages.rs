@@ -1,6 +1,6 @@
 //! Operators in other languages, held to the Rust plugin's results: the
-//! Python state-machine plugin raises the same alerts, survives SIGKILL and
-//! restore, and its savepoints restore into the Rust plugin (and back).
+//! Python and JavaScript state-machine plugins raise the same alerts, survive
+//! SIGKILL and restore, and savepoints move between languages.
 
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
@@ -12,7 +12,7 @@ use weir_tests::{
 use crate::savepoints::{Job, stop_resume, stop_resume_into};
 
 #[test]
-fn rust_and_python_raise_the_same_alerts_with_parallelism_1_and_4() {
+fn rust_python_and_js_raise_the_same_alerts_with_parallelism_1_and_4() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events");
     generate(
@@ -93,6 +93,46 @@ fn a_python_exception_sends_the_record_to_dead_letters() {
     );
     assert_eq!(dead[0]["line"], 2);
     // The job went on: the later record was processed.
+    assert_eq!(
+        read_output(&out),
+        vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]
+    );
+}
+
+#[test]
+fn js_savepoint_sigkill_restore() {
+    let job = Job::new("js-sp", 400_000, artifacts::STATE_MACHINE_JS, 2, "");
+    stop_resume(&job);
+}
+
+#[test]
+fn a_rust_savepoint_restores_into_the_js_plugin() {
+    let job = Job::new("rust-to-js", 3_000_000, artifacts::STATE_MACHINE, 2, "");
+    stop_resume_into(&job, Some((artifacts::STATE_MACHINE_JS, 2)));
+}
+
+#[test]
+fn a_js_exception_sends_the_record_to_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    std::fs::write(events.join("a.csv"), "1,a,1\nx,a,2\n2,h,3\n1,a,4\n").unwrap();
+    let out = dir.path().join("out");
+    let report = run(
+        &state_machine_plan(&events, &out, 1, artifacts::STATE_MACHINE_JS),
+        RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.totals.records_read, 4);
+    let dead = read_dead_letters(&out.join("dead-letters.jsonl"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "Error: address is not a u32",
+            "Error: unknown event 'h' (expected a letter a-g)"
+        ]
+    );
     assert_eq!(
         read_output(&out),
         vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]

@@ -79,5 +79,22 @@ fn main() {
         js.display().to_string()
     )
     .unwrap();
+    let c = weir_build_support::build_c_plugin(
+        &workspace,
+        "plugins/state-machine-c/state-machine.c",
+        "state-machine-c",
+        &out,
+    );
+    writeln!(
+        src,
+        "/// The `state-machine-c` component (C), built from source."
+    )
+    .unwrap();
+    writeln!(
+        src,
+        "pub const STATE_MACHINE_C: &str = {:?};",
+        c.display().to_string()
+    )
+    .unwrap();
     std::fs::write(out.join("artifacts.rs"), src).expect("writing artifacts.rs");
 }

@@ -145,6 +145,65 @@ pub fn build_js_plugin(workspace: &Path, entry: &str, name: &str, out_dir: &Path
     out
 }
 
+/// Generate the C bindings of the `operator-plugin` world (`wit-bindgen c`
+/// as a library) into `out_dir`: `operator_plugin.h`, `operator_plugin.c`
+/// and `operator_plugin_component_type.o`.
+pub fn generate_c_bindings(workspace: &Path, out_dir: &Path) -> Result<(), String> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(workspace.join("wit"))
+        .map_err(|e| format!("{e:#}"))?;
+    let world = resolve
+        .select_world(&[pkg], Some("operator-plugin"))
+        .map_err(|e| format!("{e:#}"))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)
+        .map_err(|e| format!("{e:#}"))?;
+    for (name, contents) in files.iter() {
+        write_if_changed(&out_dir.join(name), contents);
+    }
+    Ok(())
+}
+
+/// Build the C plugin whose source is `workspace/source` (with the header-only
+/// helper in `guest-sdk/c`) into `out_dir/<name>.wasm`: bindings by
+/// [`generate_c_bindings`], clang for `wasm32-wasi` (Debian's clang, lld and
+/// wasi-libc), then [`componentize`].
+pub fn build_c_plugin(workspace: &Path, source: &str, name: &str, out_dir: &Path) -> PathBuf {
+    let gen_dir = out_dir.join(format!("{name}-bindings"));
+    std::fs::create_dir_all(&gen_dir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", gen_dir.display()));
+    generate_c_bindings(workspace, &gen_dir)
+        .unwrap_or_else(|e| panic!("generating C bindings: {e}"));
+    let module = out_dir.join(format!("{name}.core.wasm"));
+    let clang = std::env::var("WEIR_CLANG").unwrap_or_else(|_| "clang".into());
+    let status = Command::new(&clang)
+        .current_dir(workspace)
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-mexec-model=reactor", "-O2", "-Wall", "-Werror"])
+        .arg("-I")
+        .arg(&gen_dir)
+        .args(["-I", "guest-sdk/c"])
+        .arg(source)
+        .arg(gen_dir.join("operator_plugin.c"))
+        .arg(gen_dir.join("operator_plugin_component_type.o"))
+        .arg("-o")
+        .arg(&module)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {clang} to build {source}: {e} (install clang, lld, wasi-libc: scripts/install-toolchains.sh)")
+        });
+    assert!(status.success(), "clang failed to build {source}");
+    let bytes =
+        std::fs::read(&module).unwrap_or_else(|e| panic!("reading {}: {e}", module.display()));
+    let component =
+        componentize(&bytes).unwrap_or_else(|e| panic!("making a component of {name}: {e}"));
+    let out = out_dir.join(format!("{name}.wasm"));
+    write_if_changed(&out, &component);
+    out
+}
+
 /// Turn a core module carrying wit-bindgen's component-type section into a
 /// component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {

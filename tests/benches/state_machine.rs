@@ -132,6 +132,7 @@ fn languages(events: u64) {
         ("rust", artifacts::STATE_MACHINE),
         ("python", artifacts::STATE_MACHINE_PY),
         ("javascript", artifacts::STATE_MACHINE_JS),
+        ("c", artifacts::STATE_MACHINE_C),
     ] {
         let plan = weir::demo::state_machine_plan(
             &events_dir,

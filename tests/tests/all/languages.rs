@@ -1,6 +1,6 @@
 //! Operators in other languages, held to the Rust plugin's results: the
-//! Python and JavaScript state-machine plugins raise the same alerts, survive
-//! SIGKILL and restore, and savepoints move between languages.
+//! Python, JavaScript and C state-machine plugins raise the same alerts,
+//! survive SIGKILL and restore, and savepoints move between languages.
 
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
@@ -12,7 +12,7 @@ use weir_tests::{
 use crate::savepoints::{Job, stop_resume, stop_resume_into};
 
 #[test]
-fn rust_python_and_js_raise_the_same_alerts_with_parallelism_1_and_4() {
+fn rust_python_js_and_c_raise_the_same_alerts_with_parallelism_1_and_4() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events");
     generate(
@@ -137,4 +137,16 @@ fn a_js_exception_sends_the_record_to_dead_letters() {
         read_output(&out),
         vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]
     );
+}
+
+#[test]
+fn c_savepoint_sigkill_restore() {
+    let job = Job::new("c-sp", 3_000_000, artifacts::STATE_MACHINE_C, 2, "");
+    stop_resume(&job);
+}
+
+#[test]
+fn a_c_savepoint_restores_into_the_rust_plugin() {
+    let job = Job::new("c-to-rust", 3_000_000, artifacts::STATE_MACHINE_C, 2, "");
+    stop_resume_into(&job, Some((artifacts::STATE_MACHINE, 2)));
 }

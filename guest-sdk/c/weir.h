@@ -1,0 +1,355 @@
+/*
+ * weir.h: a header-only helper for Weir operators in C, over the bindings
+ * `wit-bindgen c` generates for the `operator-plugin` world.
+ *
+ * An operator defines
+ *
+ *   int weir_on_event(weir_ctx *ctx, const uint8_t *key, size_t key_len,
+ *                     const uint8_t *value, size_t value_len, int64_t timestamp);
+ *
+ * (return 0, or call weir_reject(ctx, "reason") and return nonzero to send the
+ * record to the dead-letter output), optionally sets WEIR_STATE_VERSION, and
+ * includes this header once. The helper implements every export: it decodes
+ * packed batches, keeps per-key state (byte strings, in an open-addressing
+ * hash table: weir_state_get / weir_state_put / weir_state_del), builds the
+ * packed output, and writes and reads snapshots as the keyed state envelope
+ * of wit/STATE.md. Timers are not offered by this helper yet.
+ *
+ * Build: clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor with
+ * the generated operator_plugin.c and operator_plugin_component_type.o, then
+ * turn the module into a component (build-support does all of it).
+ */
+#ifndef WEIR_H
+#define WEIR_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "operator_plugin.h"
+
+#ifndef WEIR_STATE_VERSION
+#define WEIR_STATE_VERSION 1
+#endif
+
+#define WEIR_NO_TIMESTAMP INT64_MIN
+
+/* ---- growable buffers ---- */
+
+typedef struct { uint8_t *ptr; size_t len, cap; } weir_bytes;
+typedef struct { uint32_t *ptr; size_t len, cap; } weir_u32s;
+typedef struct { int64_t *ptr; size_t len, cap; } weir_i64s;
+
+static void *weir_grow(void *ptr, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return ptr;
+    size_t c = *cap ? *cap * 2 : 64;
+    while (c < need) c *= 2;
+    void *p = realloc(ptr, c * elem);
+    if (!p) abort();
+    *cap = c;
+    return p;
+}
+
+static void weir_bytes_push(weir_bytes *b, const void *src, size_t n) {
+    b->ptr = weir_grow(b->ptr, &b->cap, b->len + n, 1);
+    memcpy(b->ptr + b->len, src, n);
+    b->len += n;
+}
+
+static void weir_bytes_u32(weir_bytes *b, uint32_t v) { weir_bytes_push(b, &v, 4); } /* wasm is little-endian */
+static void weir_bytes_u64(weir_bytes *b, uint64_t v) { weir_bytes_push(b, &v, 8); }
+
+static void weir_u32s_push(weir_u32s *b, uint32_t v) {
+    b->ptr = weir_grow(b->ptr, &b->cap, b->len + 1, 4);
+    b->ptr[b->len++] = v;
+}
+
+static void weir_i64s_push(weir_i64s *b, int64_t v) {
+    b->ptr = weir_grow(b->ptr, &b->cap, b->len + 1, 8);
+    b->ptr[b->len++] = v;
+}
+
+/* ---- keyed state: open addressing, FNV-1a ---- */
+
+typedef struct {
+    uint8_t *key; size_t key_len;
+    uint8_t *val; size_t val_len;
+    int used; /* 0 empty, 1 live, 2 deleted */
+} weir_slot;
+
+static weir_slot *weir_slots;
+static size_t weir_cap, weir_live, weir_dead;
+
+static uint64_t weir_hash(const uint8_t *k, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) { h ^= k[i]; h *= 1099511628211ULL; }
+    return h;
+}
+
+static weir_slot *weir_find(const uint8_t *key, size_t n, int for_insert) {
+    if (!weir_cap) return NULL;
+    size_t i = weir_hash(key, n) & (weir_cap - 1);
+    weir_slot *tomb = NULL;
+    for (;;) {
+        weir_slot *s = &weir_slots[i];
+        if (s->used == 0) return for_insert ? (tomb ? tomb : s) : NULL;
+        if (s->used == 2) { if (!tomb) tomb = s; }
+        else if (s->key_len == n && memcmp(s->key, key, n) == 0) return s;
+        i = (i + 1) & (weir_cap - 1);
+    }
+}
+
+static void weir_rehash(size_t cap) {
+    weir_slot *old = weir_slots;
+    size_t old_cap = weir_cap;
+    weir_slots = calloc(cap, sizeof(weir_slot));
+    if (!weir_slots) abort();
+    weir_cap = cap;
+    weir_dead = 0;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].used == 1) *weir_find(old[i].key, old[i].key_len, 1) = old[i];
+    free(old);
+}
+
+/** The value of `key`, or NULL (its length in *len). */
+static const uint8_t *weir_state_get(const uint8_t *key, size_t n, size_t *len) {
+    weir_slot *s = weir_find(key, n, 0);
+    if (!s) return NULL;
+    *len = s->val_len;
+    return s->val;
+}
+
+/** Set the value of `key` (copied). */
+static void weir_state_put(const uint8_t *key, size_t n, const uint8_t *val, size_t val_len) {
+    if ((weir_live + weir_dead + 1) * 4 >= weir_cap * 3) weir_rehash(weir_cap ? weir_cap * 2 : 1024);
+    weir_slot *s = weir_find(key, n, 1);
+    if (s->used == 1) {
+        if (s->val_len != val_len) { s->val = realloc(s->val, val_len ? val_len : 1); if (!s->val) abort(); }
+    } else {
+        if (s->used == 2) weir_dead--;
+        s->key = malloc(n ? n : 1);
+        s->val = malloc(val_len ? val_len : 1);
+        if (!s->key || !s->val) abort();
+        memcpy(s->key, key, n);
+        s->key_len = n;
+        s->used = 1;
+        weir_live++;
+    }
+    memcpy(s->val, val, val_len);
+    s->val_len = val_len;
+}
+
+/** Forget `key`. */
+static void weir_state_del(const uint8_t *key, size_t n) {
+    weir_slot *s = weir_find(key, n, 0);
+    if (!s) return;
+    free(s->key);
+    free(s->val);
+    s->key = s->val = NULL;
+    s->used = 2;
+    weir_live--;
+    weir_dead++;
+}
+
+static void weir_state_clear_all(void) {
+    for (size_t i = 0; i < weir_cap; i++)
+        if (weir_slots[i].used == 1) { free(weir_slots[i].key); free(weir_slots[i].val); }
+    free(weir_slots);
+    weir_slots = NULL;
+    weir_cap = weir_live = weir_dead = 0;
+}
+
+/* ---- one call's output ---- */
+
+typedef struct {
+    weir_bytes keys, values;
+    weir_u32s key_ends, value_ends;
+    weir_i64s timestamps;
+    weir_plugin_types_rejection_t *rejected;
+    size_t rejected_len, rejected_cap;
+    uint32_t index;
+} weir_ctx;
+
+/** Emit a record downstream. */
+static void weir_emit(weir_ctx *ctx, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len,
+                      int64_t timestamp) {
+    weir_bytes_push(&ctx->keys, key, key_len);
+    weir_u32s_push(&ctx->key_ends, (uint32_t)ctx->keys.len);
+    weir_bytes_push(&ctx->values, value, value_len);
+    weir_u32s_push(&ctx->value_ends, (uint32_t)ctx->values.len);
+    weir_i64s_push(&ctx->timestamps, timestamp);
+}
+
+/** Reject the current record with `reason` (copied). */
+static void weir_reject(weir_ctx *ctx, const char *reason) {
+    ctx->rejected = weir_grow(ctx->rejected, &ctx->rejected_cap, ctx->rejected_len + 1,
+                              sizeof(weir_plugin_types_rejection_t));
+    weir_plugin_types_rejection_t *r = &ctx->rejected[ctx->rejected_len++];
+    r->index = ctx->index;
+    operator_plugin_string_dup(&r->reason, reason);
+}
+
+int weir_on_event(weir_ctx *ctx, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len,
+                  int64_t timestamp);
+
+static void weir_outcome(weir_ctx *ctx, exports_weir_plugin_operator_outcome_t *ret) {
+    ret->emitted.keys.ptr = ctx->keys.ptr;
+    ret->emitted.keys.len = ctx->keys.len;
+    ret->emitted.key_ends.ptr = ctx->key_ends.ptr;
+    ret->emitted.key_ends.len = ctx->key_ends.len;
+    ret->emitted.values.ptr = ctx->values.ptr;
+    ret->emitted.values.len = ctx->values.len;
+    ret->emitted.value_ends.ptr = ctx->value_ends.ptr;
+    ret->emitted.value_ends.len = ctx->value_ends.len;
+    ret->emitted.timestamps.ptr = ctx->timestamps.ptr;
+    ret->emitted.timestamps.len = ctx->timestamps.len;
+    ret->timers.ptr = NULL;
+    ret->timers.len = 0;
+    ret->rejected.ptr = ctx->rejected;
+    ret->rejected.len = ctx->rejected_len;
+}
+
+static void weir_error(weir_plugin_types_error_t *err, uint8_t tag, const char *msg) {
+    err->tag = tag;
+    operator_plugin_string_dup(&err->val.other, msg);
+}
+
+/* ---- exports ---- */
+
+bool exports_weir_plugin_operator_init(operator_plugin_list_tuple2_string_string_t *config,
+                                       exports_weir_plugin_operator_error_t *err) {
+    (void)err;
+    operator_plugin_list_tuple2_string_string_free(config);
+    return true;
+}
+
+bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *input, int64_t watermark,
+                                          exports_weir_plugin_operator_outcome_t *ret,
+                                          exports_weir_plugin_operator_error_t *err) {
+    (void)watermark;
+    size_t n = input->key_ends.len;
+    if (input->value_ends.len != n || input->timestamps.len != n) {
+        weir_error(err, WEIR_PLUGIN_TYPES_ERROR_OTHER, "malformed batch");
+        exports_weir_plugin_operator_batch_free(input);
+        return false;
+    }
+    weir_ctx ctx = {0};
+    uint32_t ks = 0, vs = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ke = input->key_ends.ptr[i], ve = input->value_ends.ptr[i];
+        if (ke < ks || ke > input->keys.len || ve < vs || ve > input->values.len) {
+            weir_error(err, WEIR_PLUGIN_TYPES_ERROR_OTHER, "malformed batch: offsets out of range");
+            exports_weir_plugin_operator_batch_free(input);
+            return false;
+        }
+        ctx.index = (uint32_t)i;
+        weir_on_event(&ctx, input->keys.ptr + ks, ke - ks, input->values.ptr + vs, ve - vs, input->timestamps.ptr[i]);
+        ks = ke;
+        vs = ve;
+    }
+    exports_weir_plugin_operator_batch_free(input);
+    weir_outcome(&ctx, ret);
+    return true;
+}
+
+bool exports_weir_plugin_operator_on_timers(exports_weir_plugin_operator_list_timer_t *fired, int64_t watermark,
+                                            exports_weir_plugin_operator_outcome_t *ret,
+                                            exports_weir_plugin_operator_error_t *err) {
+    (void)watermark;
+    (void)err;
+    exports_weir_plugin_operator_list_timer_free(fired);
+    weir_ctx ctx = {0};
+    weir_outcome(&ctx, ret);
+    return true;
+}
+
+uint32_t exports_weir_plugin_state_version(void) { return WEIR_STATE_VERSION; }
+
+void exports_weir_plugin_state_accepts(operator_plugin_list_u32_t *ret) {
+    ret->ptr = malloc(sizeof(uint32_t));
+    if (!ret->ptr) abort();
+    ret->ptr[0] = WEIR_STATE_VERSION;
+    ret->len = 1;
+}
+
+static int weir_cmp_slots(const void *a, const void *b) {
+    const weir_slot *x = *(weir_slot *const *)a, *y = *(weir_slot *const *)b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    if (c) return c;
+    return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
+}
+
+bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_weir_plugin_state_error_t *err) {
+    (void)err;
+    weir_slot **live = malloc((weir_live ? weir_live : 1) * sizeof(weir_slot *));
+    if (!live) abort();
+    size_t n = 0;
+    for (size_t i = 0; i < weir_cap; i++)
+        if (weir_slots[i].used == 1) live[n++] = &weir_slots[i];
+    qsort(live, n, sizeof(weir_slot *), weir_cmp_slots);
+    weir_bytes out = {0};
+    weir_bytes_push(&out, "WEIR", 4);
+    uint8_t format = 1;
+    weir_bytes_push(&out, &format, 1);
+    weir_bytes_u32(&out, WEIR_STATE_VERSION);
+    weir_bytes_u32(&out, 0); /* no operator-wide bytes */
+    weir_bytes_u64(&out, n);
+    for (size_t i = 0; i < n; i++) {
+        weir_bytes_u32(&out, (uint32_t)live[i]->key_len);
+        weir_bytes_push(&out, live[i]->key, live[i]->key_len);
+        weir_bytes_u32(&out, (uint32_t)live[i]->val_len);
+        weir_bytes_push(&out, live[i]->val, live[i]->val_len);
+    }
+    free(live);
+    ret->ptr = out.ptr;
+    ret->len = out.len;
+    return true;
+}
+
+static int weir_read(const uint8_t *p, size_t len, size_t *at, void *dst, size_t n) {
+    if (*at + n > len) return 0;
+    memcpy(dst, p + *at, n);
+    *at += n;
+    return 1;
+}
+
+bool exports_weir_plugin_state_restore(operator_plugin_list_u8_t *bytes, uint32_t from_version,
+                                       exports_weir_plugin_state_error_t *err) {
+    const uint8_t *p = bytes->ptr;
+    size_t len = bytes->len, at = 0;
+    uint8_t magic[4], format;
+    uint32_t version, op_len;
+    uint64_t count;
+    const char *problem = NULL;
+    if (from_version != WEIR_STATE_VERSION) problem = "state version not accepted by this operator";
+    else if (!weir_read(p, len, &at, magic, 4) || memcmp(magic, "WEIR", 4)) problem = "not a Weir state envelope";
+    else if (!weir_read(p, len, &at, &format, 1) || format != 1) problem = "unsupported envelope format";
+    else if (!weir_read(p, len, &at, &version, 4) || version != from_version) problem = "state version mismatch";
+    else if (!weir_read(p, len, &at, &op_len, 4) || at + op_len > len) problem = "state envelope truncated";
+    else {
+        at += op_len;
+        if (!weir_read(p, len, &at, &count, 8)) problem = "state envelope truncated";
+    }
+    if (!problem) {
+        weir_state_clear_all();
+        for (uint64_t i = 0; i < count && !problem; i++) {
+            uint32_t klen, vlen;
+            if (!weir_read(p, len, &at, &klen, 4) || at + klen > len) { problem = "state envelope truncated"; break; }
+            const uint8_t *key = p + at;
+            at += klen;
+            if (!weir_read(p, len, &at, &vlen, 4) || at + vlen > len) { problem = "state envelope truncated"; break; }
+            weir_state_put(key, klen, p + at, vlen);
+            at += vlen;
+        }
+        if (!problem && at != len) problem = "trailing bytes after the last state entry";
+    }
+    operator_plugin_list_u8_free(bytes);
+    if (problem) {
+        weir_error(err, WEIR_PLUGIN_TYPES_ERROR_STATE, problem);
+        return false;
+    }
+    return true;
+}
+
+#endif

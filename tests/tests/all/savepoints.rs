@@ -333,19 +333,23 @@ fn savepoint_then_follow_new_files() {
     follow_plan.source.follow = true;
     follow_plan.source.poll_interval = Duration::from_millis(10);
     follow_plan.control = None;
+    let read = counter();
     let handle = std::thread::spawn({
         let p = follow_plan.clone();
+        let read = read.clone();
         move || {
             run(
                 &p,
                 RunOptions {
                     triggers: Some(rx),
+                    progress: Some(track(read)),
+                    progress_every: Some(Duration::from_millis(5)),
                     ..RunOptions::default()
                 },
             )
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(&read, first.len() as u64);
     tx.send(weir::checkpoint::Trigger::Savepoint {
         name: Some("files".into()),
         stop: true,
@@ -363,9 +367,11 @@ fn savepoint_then_follow_new_files() {
     // Run 2: from the savepoint, following; the rest arrives as new files.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx2, rx2) = crossbeam_channel::unbounded();
+    let read = counter();
     let handle = std::thread::spawn({
         let p = follow_plan.clone();
         let stop = stop.clone();
+        let read = read.clone();
         move || {
             run(
                 &p,
@@ -373,6 +379,8 @@ fn savepoint_then_follow_new_files() {
                     stop,
                     triggers: Some(rx2),
                     from_savepoint: Some("files".into()),
+                    progress: Some(track(read)),
+                    progress_every: Some(Duration::from_millis(5)),
                     ..RunOptions::default()
                 },
             )
@@ -391,7 +399,7 @@ fn savepoint_then_follow_new_files() {
         second[half..].join("\n") + "\n",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(&read, second.len() as u64);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     tx2.send(weir::checkpoint::Trigger::Savepoint {
         name: Some("end".into()),
@@ -411,6 +419,27 @@ fn savepoint_then_follow_new_files() {
     );
     // Timers and alerts: the committed output equals one bounded run.
     assert_same_output(&job.output(), &expected, "output of both runs");
+}
+
+fn counter() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    std::sync::Arc::default()
+}
+
+/// A progress callback that publishes the records read so far.
+fn track(read: std::sync::Arc<std::sync::atomic::AtomicU64>) -> weir::job::ProgressFn {
+    Box::new(move |p| read.store(p.now.records_read, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Wait (bounded) until `read` reaches `n`.
+fn wait_for(read: &std::sync::atomic::AtomicU64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the job did not read {n} records in time"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Build a job with a savepoint `good` (taken on an event-time schedule and

@@ -270,7 +270,18 @@ pub fn run_with(
         });
     }
     if let (Some(c), Some(tx)) = (&plan.checkpoint, &coord_tx) {
-        let next_id = restored.as_ref().map_or(1, |r| r.manifest.id + 1);
+        // Ids continue after every complete checkpoint or savepoint of the
+        // job (not only the restored one), so a new checkpoint never reuses
+        // the folder of an existing one.
+        let newest = match &store {
+            Some(s) => crate::checkpoint::manifest::list(s, &plan.name)?
+                .iter()
+                .map(|f| f.manifest.id)
+                .max()
+                .unwrap_or(0),
+            None => 0,
+        };
+        let next_id = newest.max(restored.as_ref().map_or(0, |r| r.manifest.id)) + 1;
         router = router.with_barriers(Barriers::new(
             tx.clone(),
             trigger_rx,

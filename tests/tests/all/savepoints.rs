@@ -655,3 +655,21 @@ fn savepoint_sigkill_restore_on_s3() {
         "nothing was written to a local folder"
     );
 }
+
+#[test]
+fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
+    let (job, _) = job_with_savepoint("ids");
+    let before = manifest::list(&job.store(), &job.name).unwrap();
+    let newest = before.iter().map(|f| f.manifest.id).max().unwrap();
+    // Restore the oldest savepoint: the schedule takes the later ones again.
+    let oldest = &before[0].manifest.name;
+    job.run_ok(&["run", job.file().to_str().unwrap(), "--from-savepoint", oldest]);
+    let after = manifest::list(&job.store(), &job.name).unwrap();
+    let retaken: Vec<u64> = after
+        .iter()
+        .filter(|f| f.manifest.name != *oldest)
+        .map(|f| f.manifest.id)
+        .collect();
+    assert!(!retaken.is_empty());
+    assert!(retaken.iter().all(|&id| id > newest), "{retaken:?} after {newest}");
+}

@@ -23,6 +23,11 @@ const MAGIC = [0x57, 0x45, 0x49, 0x52]; // "WEIR"
 const FORMAT_VERSION = 1;
 
 function keyString(bytes) {
+  // Keys are short; one call beats a concatenation per byte.
+  return bytes.length <= 4096 ? String.fromCharCode.apply(null, bytes) : slowKeyString(bytes);
+}
+
+function slowKeyString(bytes) {
   let s = '';
   for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
   return s;

@@ -366,6 +366,19 @@ impl JobFile {
                 "a job needs at least one [[operators]] entry".into(),
             ));
         }
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name.to_string());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(Error::Config(format!(
+                "job name `{name}`: use letters, digits, `-`, `_` and `.` (it names folders in the state store)"
+            )));
+        }
         let SourceConfig::Files(src) = &self.source;
         let key = match (src.format, src.key_column, &src.key_field) {
             (Format::Csv, Some(c), None) => KeySpec::Column(c),
@@ -708,5 +721,8 @@ mod tests {
         assert!(err.to_string().contains("key_column"), "{err}");
         let job = JobFile::parse(&JOB.replace("parallelism = 4", "parallelism = 0")).unwrap();
         assert!(job.resolve("job", Path::new("/")).is_err());
+        let job = JobFile::parse(&format!("name = \"../x\"\n{JOB}")).unwrap();
+        let err = job.resolve("job", Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("job name"), "{err}");
     }
 }

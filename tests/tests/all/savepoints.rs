@@ -663,7 +663,12 @@ fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
     let newest = before.iter().map(|f| f.manifest.id).max().unwrap();
     // Restore the oldest savepoint: the schedule takes the later ones again.
     let oldest = &before[0].manifest.name;
-    job.run_ok(&["run", job.file().to_str().unwrap(), "--from-savepoint", oldest]);
+    job.run_ok(&[
+        "run",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        oldest,
+    ]);
     let after = manifest::list(&job.store(), &job.name).unwrap();
     let retaken: Vec<u64> = after
         .iter()
@@ -671,5 +676,8 @@ fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
         .map(|f| f.manifest.id)
         .collect();
     assert!(!retaken.is_empty());
-    assert!(retaken.iter().all(|&id| id > newest), "{retaken:?} after {newest}");
+    assert!(
+        retaken.iter().all(|&id| id > newest),
+        "{retaken:?} after {newest}"
+    );
 }

@@ -35,9 +35,44 @@ fn main() {
     );
     let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
     let paths = weir_build_support::build_rust_plugins(&workspace, &crates, &out);
+    let mut built: Vec<(String, &str, PathBuf)> = PLUGINS
+        .iter()
+        .zip(paths)
+        .map(|((krate, konst), path)| (format!("`{krate}`"), *konst, path))
+        .collect();
+    built.push((
+        "`state-machine-py` (Python)".into(),
+        "STATE_MACHINE_PY",
+        weir_build_support::build_python_plugin(
+            &workspace,
+            "plugins/state-machine-py",
+            "state-machine-py",
+            &out,
+        ),
+    ));
+    built.push((
+        "`state-machine-js` (JavaScript)".into(),
+        "STATE_MACHINE_JS",
+        weir_build_support::build_js_plugin(
+            &workspace,
+            "plugins/state-machine-js/state-machine.js",
+            "state-machine-js",
+            &out,
+        ),
+    ));
+    built.push((
+        "`state-machine-c` (C)".into(),
+        "STATE_MACHINE_C",
+        weir_build_support::build_c_plugin(
+            &workspace,
+            "plugins/state-machine-c/state-machine.c",
+            "state-machine-c",
+            &out,
+        ),
+    ));
     let mut src = String::new();
-    for ((krate, konst), path) in PLUGINS.iter().zip(paths) {
-        writeln!(src, "/// The `{krate}` component, built from source.").unwrap();
+    for (what, konst, path) in built {
+        writeln!(src, "/// The {what} component, built from source.").unwrap();
         writeln!(
             src,
             "pub const {konst}: &str = {:?};",
@@ -45,56 +80,5 @@ fn main() {
         )
         .unwrap();
     }
-    let py = weir_build_support::build_python_plugin(
-        &workspace,
-        "plugins/state-machine-py",
-        "state-machine-py",
-        &out,
-    );
-    writeln!(
-        src,
-        "/// The `state-machine-py` component (Python), built from source."
-    )
-    .unwrap();
-    writeln!(
-        src,
-        "pub const STATE_MACHINE_PY: &str = {:?};",
-        py.display().to_string()
-    )
-    .unwrap();
-    let js = weir_build_support::build_js_plugin(
-        &workspace,
-        "plugins/state-machine-js/state-machine.js",
-        "state-machine-js",
-        &out,
-    );
-    writeln!(
-        src,
-        "/// The `state-machine-js` component (JavaScript), built from source."
-    )
-    .unwrap();
-    writeln!(
-        src,
-        "pub const STATE_MACHINE_JS: &str = {:?};",
-        js.display().to_string()
-    )
-    .unwrap();
-    let c = weir_build_support::build_c_plugin(
-        &workspace,
-        "plugins/state-machine-c/state-machine.c",
-        "state-machine-c",
-        &out,
-    );
-    writeln!(
-        src,
-        "/// The `state-machine-c` component (C), built from source."
-    )
-    .unwrap();
-    writeln!(
-        src,
-        "pub const STATE_MACHINE_C: &str = {:?};",
-        c.display().to_string()
-    )
-    .unwrap();
     std::fs::write(out.join("artifacts.rs"), src).expect("writing artifacts.rs");
 }

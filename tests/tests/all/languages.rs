@@ -68,38 +68,6 @@ fn a_rust_savepoint_restores_into_the_python_plugin() {
 }
 
 #[test]
-fn a_python_exception_sends_the_record_to_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events");
-    std::fs::create_dir_all(&events).unwrap();
-    std::fs::write(events.join("a.csv"), "1,a,1\nx,a,2\n2,h,3\n1,a,4\n").unwrap();
-    let out = dir.path().join("out");
-    let report = run(
-        &state_machine_plan(&events, &out, 1, artifacts::STATE_MACHINE_PY),
-        RunOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(report.totals.records_read, 4);
-    let dead = read_dead_letters(&out.join("dead-letters.jsonl"));
-    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(dead.len(), 2, "{reasons:?}");
-    assert!(
-        reasons[0].starts_with("ValueError: invalid literal for int()"),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons[1].starts_with("ValueError: unknown event 'h'"),
-        "{reasons:?}"
-    );
-    assert_eq!(dead[0]["line"], 2);
-    // The job went on: the later record was processed.
-    assert_eq!(
-        read_output(&out),
-        vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]
-    );
-}
-
-#[test]
 fn js_savepoint_sigkill_restore() {
     let job = Job::new("js-sp", 400_000, artifacts::STATE_MACHINE_JS, 2, "");
     stop_resume(&job);
@@ -112,34 +80,6 @@ fn a_rust_savepoint_restores_into_the_js_plugin() {
 }
 
 #[test]
-fn a_js_exception_sends_the_record_to_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events");
-    std::fs::create_dir_all(&events).unwrap();
-    std::fs::write(events.join("a.csv"), "1,a,1\nx,a,2\n2,h,3\n1,a,4\n").unwrap();
-    let out = dir.path().join("out");
-    let report = run(
-        &state_machine_plan(&events, &out, 1, artifacts::STATE_MACHINE_JS),
-        RunOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(report.totals.records_read, 4);
-    let dead = read_dead_letters(&out.join("dead-letters.jsonl"));
-    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(
-        reasons,
-        vec![
-            "Error: address is not a u32",
-            "Error: unknown event 'h' (expected a letter a-g)"
-        ]
-    );
-    assert_eq!(
-        read_output(&out),
-        vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]
-    );
-}
-
-#[test]
 fn c_savepoint_sigkill_restore() {
     let job = Job::new("c-sp", 3_000_000, artifacts::STATE_MACHINE_C, 2, "");
     stop_resume(&job);
@@ -149,4 +89,60 @@ fn c_savepoint_sigkill_restore() {
 fn a_c_savepoint_restores_into_the_rust_plugin() {
     let job = Job::new("c-to-rust", 3_000_000, artifacts::STATE_MACHINE_C, 2, "");
     stop_resume_into(&job, Some((artifacts::STATE_MACHINE, 2)));
+}
+
+/// Run the state-machine plugin `plugin` over two bad lines between good
+/// ones; return the dead-letter reasons after checking the job went on.
+fn dead_letter_reasons(plugin: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    std::fs::write(events.join("a.csv"), "1,a,1\nx,a,2\n2,h,3\n1,a,4\n").unwrap();
+    let out = dir.path().join("out");
+    let report = run(
+        &state_machine_plan(&events, &out, 1, plugin),
+        RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.totals.records_read, 4);
+    let dead = read_dead_letters(&out.join("dead-letters.jsonl"));
+    assert_eq!(
+        dead.iter()
+            .map(|d| d["line"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    // The job went on: the later record was processed.
+    assert_eq!(
+        read_output(&out),
+        vec![r#"{"address":1,"state":"W","event":"a"}"#.to_string()]
+    );
+    dead.iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_python_exception_sends_the_record_to_dead_letters() {
+    let reasons = dead_letter_reasons(artifacts::STATE_MACHINE_PY);
+    assert!(
+        reasons[0].starts_with("ValueError: invalid literal for int()"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("ValueError: unknown event 'h'"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_js_exception_sends_the_record_to_dead_letters() {
+    let reasons = dead_letter_reasons(artifacts::STATE_MACHINE_JS);
+    assert_eq!(
+        reasons,
+        vec![
+            "Error: address is not a u32",
+            "Error: unknown event 'h' (expected a letter a-g)"
+        ]
+    );
 }

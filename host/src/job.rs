@@ -146,13 +146,8 @@ pub fn run_with(
         SinkSpec::Files { dir } => Some(dir.clone()),
         SinkSpec::Stdout => None,
     };
-    let next_seqs: Vec<u64> = match &restored {
-        Some(r) => r
-            .manifest
-            .tasks
-            .iter()
-            .map(|t| t.sink.as_ref().map_or(0, |s| s.next_seq))
-            .collect(),
+    let next_seqs = match &restored {
+        Some(r) => file_sink::next_seqs(&r.manifest.tasks),
         None => vec![0; n],
     };
     let dead_letters = Arc::new(DeadLetters::open(plan.dead_letter.as_deref())?);

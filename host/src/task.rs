@@ -215,15 +215,7 @@ impl Timers {
 
     /// Encode for a checkpoint.
     pub fn encode(&self) -> Vec<u8> {
-        let all: Vec<Timer> = self
-            .set
-            .iter()
-            .map(|(time, key)| Timer {
-                key: key.clone(),
-                time: *time,
-            })
-            .collect();
-        encode_timers(&all)
+        encode_timers(self.set.iter().map(|(time, key)| (*time, &key[..])))
     }
 
     /// Number of pending timers.

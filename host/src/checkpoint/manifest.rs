@@ -155,13 +155,16 @@ pub fn checkpoint_name(id: u64) -> String {
 
 /// Encode timers: count (u64 LE), then per timer time (i64 LE), key length
 /// (u32 LE) and key.
-pub fn encode_timers(timers: &[Timer]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + timers.iter().map(|t| 12 + t.key.len()).sum::<usize>());
+pub fn encode_timers<'a>(
+    timers: impl ExactSizeIterator<Item = (i64, &'a [u8])> + Clone,
+) -> Vec<u8> {
+    let size: usize = timers.clone().map(|(_, key)| 12 + key.len()).sum();
+    let mut out = Vec::with_capacity(8 + size);
     out.extend_from_slice(&(timers.len() as u64).to_le_bytes());
-    for t in timers {
-        out.extend_from_slice(&t.time.to_le_bytes());
-        out.extend_from_slice(&(t.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&t.key);
+    for (time, key) in timers {
+        out.extend_from_slice(&time.to_le_bytes());
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
     }
     out
 }
@@ -345,7 +348,7 @@ mod tests {
 
     #[test]
     fn timers_round_trip_and_refuse_damage() {
-        let t = vec![
+        let t = [
             Timer {
                 key: b"a".to_vec(),
                 time: 5,
@@ -355,7 +358,7 @@ mod tests {
                 time: -1,
             },
         ];
-        let bytes = encode_timers(&t);
+        let bytes = encode_timers(t.iter().map(|t| (t.time, &t.key[..])));
         let back = decode_timers(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!((back[1].key.as_slice(), back[1].time), (&b"bb"[..], -1));

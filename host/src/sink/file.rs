@@ -83,13 +83,21 @@ pub fn clear(dir: &Path) -> Result<()> {
 
 /// Commit every in-progress file (the input ended: all output is final).
 pub fn commit_all(dir: &Path) -> Result<()> {
-    for (name, t, s, committed) in part_files(dir)? {
+    for (_, t, s, committed) in part_files(dir)? {
         if !committed {
             commit(dir, &part_name(t, s))?;
         }
-        let _ = name;
     }
     Ok(())
+}
+
+/// Each task's next part-file sequence number recorded in a checkpoint.
+pub fn next_seqs(tasks: &[TaskEntry]) -> Vec<u64> {
+    let mut next = vec![0u64; tasks.len()];
+    for t in tasks {
+        next[t.task] = t.sink.as_ref().map_or(0, |s| s.next_seq);
+    }
+    next
 }
 
 /// Bring `dir` to the state of a restored checkpoint: commit what it
@@ -97,14 +105,13 @@ pub fn commit_all(dir: &Path) -> Result<()> {
 /// sequence number.
 pub fn recover(dir: &Path, tasks: &[TaskEntry]) -> Result<Vec<u64>> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
-    let mut next = vec![0u64; tasks.len()];
-    for t in tasks {
-        let s = t.sink.clone().unwrap_or(SinkState::default());
-        for name in &s.pending {
-            commit(dir, name)?;
-        }
-        next[t.task] = s.next_seq;
+    for name in tasks
+        .iter()
+        .flat_map(|t| t.sink.iter().flat_map(|s| &s.pending))
+    {
+        commit(dir, name)?;
     }
+    let next = next_seqs(tasks);
     for (name, t, seq, committed) in part_files(dir)? {
         let after = next.get(t).is_none_or(|&n| seq >= n);
         if !committed || after {

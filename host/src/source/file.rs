@@ -172,11 +172,8 @@ impl FileSource {
             if router.tick().is_err() {
                 return Ok(Some(Completion::Stopped));
             }
-            if let Some(req) = router.pending_barrier() {
-                match router.barrier(req, self.position.clone()) {
-                    Ok(false) => {}
-                    Ok(true) | Err(_) => return Ok(Some(Completion::Stopped)),
-                }
+            if router.barrier_if_due(&self.position) {
+                return Ok(Some(Completion::Stopped));
             }
             if eof {
                 router.metrics().add_file();
@@ -289,11 +286,8 @@ impl Source for FileSource {
                 if router.flush().is_err() {
                     return Ok(Completion::Stopped);
                 }
-                if let Some(req) = router.pending_barrier() {
-                    match router.barrier(req, self.position.clone()) {
-                        Ok(false) => {}
-                        Ok(true) | Err(_) => return Ok(Completion::Stopped),
-                    }
+                if router.barrier_if_due(&self.position) {
+                    return Ok(Completion::Stopped);
                 }
                 std::thread::sleep(self.spec.poll_interval);
             }

@@ -205,6 +205,16 @@ impl Router {
         })
     }
 
+    /// Inject the barrier due now (see [`Router::pending_barrier`]), if
+    /// any, at `position`. Returns whether the source must stop: a
+    /// savepoint with stop was taken, or the tasks hung up.
+    pub fn barrier_if_due(&mut self, position: &SourcePosition) -> bool {
+        match self.pending_barrier() {
+            Some(req) => self.barrier(req, position.clone()).unwrap_or(true),
+            None => false,
+        }
+    }
+
     /// Inject a barrier after everything routed so far, at source position
     /// `position`. Returns whether the job should stop after it.
     pub fn barrier(

@@ -2,7 +2,7 @@
 //! values each in one buffer with end offsets, timestamps beside them. One
 //! batch costs a handful of guest allocations, whatever its record count.
 
-pub use crate::engine::bindings::weir::plugin::types::{Batch, Outcome, Rejection, Timer};
+pub use crate::plugin::wit::{Batch, Outcome, Rejection, Timer};
 
 /// Event time of a record without one (WIT: `i64::MIN`).
 pub const NO_TIMESTAMP: i64 = i64::MIN;
@@ -124,17 +124,25 @@ impl Batch {
     }
 }
 
-/// Where a record came from, for dead letters: index into the source's file
-/// table and 1-based line number.
+/// Where a record came from, for dead letters. The runtime carries it
+/// without looking inside; the source that made it says what it means
+/// ([`Origins`]): for files, (file index, line); for Kafka, (partition,
+/// offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    /// Index into the source's file table.
-    pub file: u32,
-    /// 1-based line number in that file.
-    pub line: u64,
+    /// The source's unit: a file index, a Kafka partition.
+    pub unit: u32,
+    /// The place in that unit: a line number, an offset.
+    pub offset: u64,
 }
 
-/// A batch on its way from the source to one task.
+/// Turns a source's [`Origin`]s into the fields of a dead letter.
+pub trait Origins: Send + Sync {
+    /// Add the fields that locate `origin` (e.g. `file` and `line`).
+    fn describe(&self, origin: Origin, out: &mut serde_json::Map<String, serde_json::Value>);
+}
+
+/// A batch on its way from the source to one partition.
 #[derive(Debug, Default)]
 pub struct SourceBatch {
     /// The records.

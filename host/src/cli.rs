@@ -7,10 +7,10 @@ use std::sync::{Arc, OnceLock};
 use crate::checkpoint::store::StateStore;
 use crate::checkpoint::{manifest, restore};
 use crate::config::{JobFile, Plan};
-use crate::control;
 use crate::demo::{DemoConfig, run_demo};
 use crate::generate::{GenerateConfig, generate};
 use crate::job::{RunOptions, run};
+use crate::runtime::control;
 use crate::source::Completion;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -202,10 +202,7 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
             );
             for f in manifest::list(&store, &plan.name)? {
                 let m = &f.manifest;
-                let pos = match &m.source.file {
-                    Some(file) => format!("{file}@{} (line {})", m.source.offset, m.source.line),
-                    None => "start".into(),
-                };
+                let pos = describe_position(&m.source);
                 println!(
                     "{:<12} {:<28} {:<26} {:<26} {:>12}  {pos}",
                     format!("{:?}", m.kind).to_lowercase(),
@@ -230,16 +227,16 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let restored = restore::load(&store, &plan.name, &name)?;
-            for (t, task) in restored.tasks.iter().enumerate() {
+            for (t, task) in restored.partitions.iter().enumerate() {
                 for op in &task.operators {
                     let env = weir_envelope::Envelope::parse(&op.state).map_err(|e| {
                         anyhow::anyhow!(
-                            "task {t}, operator `{}`: not a keyed state envelope: {e}",
+                            "partition {t}, operator `{}`: not a keyed state envelope: {e}",
                             op.name
                         )
                     })?;
                     println!(
-                        "task {t} operator `{}`: state version {}, {} keys, {} operator bytes, {} timers",
+                        "partition {t} operator `{}`: state version {}, {} keys, {} operator bytes, {} timers",
                         op.name,
                         env.state_version,
                         env.count,
@@ -247,12 +244,13 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
                         op.timers.len()
                     );
                     for entry in env.entries().take(limit) {
-                        let (key, value) = entry.map_err(|e| anyhow::anyhow!("task {t}: {e}"))?;
+                        let (key, value) =
+                            entry.map_err(|e| anyhow::anyhow!("partition {t}: {e}"))?;
                         println!(
                             "  {:<24} {} bytes: {}",
                             String::from_utf8_lossy(key),
                             value.len(),
-                            crate::engine::hex(value)
+                            crate::digest::hex(value)
                         );
                     }
                 }
@@ -272,6 +270,19 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A source position for `savepoint list`: the file source's as
+/// `file@offset (line n)`, others as their JSON.
+fn describe_position(p: &manifest::SourcePosition) -> String {
+    let file = crate::source::file::FilePosition::from_value(&p.position);
+    match (p.connector.as_str(), file) {
+        ("files", Ok(f)) => match f.file {
+            Some(file) => format!("{file}@{} (line {})", f.offset, f.line),
+            None => "start".into(),
+        },
+        _ => format!("{}: {}", p.connector, p.position),
+    }
 }
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -310,77 +321,18 @@ fn real_main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Run {
             job,
             parallelism,
             from_savepoint,
-        } => {
-            let mut plan = load_plan(&job)?;
-            if let Some(p) = parallelism {
-                anyhow::ensure!(p > 0, "--parallelism must be at least 1");
-                plan.parallelism = p;
-            }
-            let report = run(
-                &plan,
-                RunOptions {
-                    stop: stop_on_signals(),
-                    progress: Some(Box::new(|p| {
-                        tracing::info!(
-                            records = p.now.records_read,
-                            files = p.now.files_done,
-                            mib = p.now.bytes_read >> 20,
-                            rate = format!(
-                                "{:.0}/s",
-                                (p.now.records_read - p.previous.records_read) as f64
-                                    / p.interval.as_secs_f64()
-                            ),
-                            emitted = p.now.emitted,
-                            "progress"
-                        );
-                    })),
-                    progress_every: Some(std::time::Duration::from_secs(5)),
-                    from_savepoint,
-                    triggers: None,
-                },
-            )
-            .with_context(|| format!("job `{}` failed", plan.name))?;
-            if let Some(from) = &report.restored_from {
-                eprintln!("restored from {from}");
-            }
-            eprintln!(
-                "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
-                report.name,
-                match report.completion {
-                    Completion::EndOfInput => "done",
-                    Completion::Stopped => "stopped",
-                },
-                report.totals.records_read,
-                report.totals.emitted,
-                report.dead_letters,
-                report.checkpoints.completed,
-                report.elapsed.as_secs_f64(),
-                report.records_per_sec(),
-                report.records_per_cpu_sec()
-            );
-        }
-        Command::Savepoint { command } => savepoint(command)?,
+        } => run_job(&job, parallelism, from_savepoint),
+        Command::Savepoint { command } => savepoint(command),
         Command::Stop {
             job,
             savepoint,
             name,
-        } => {
-            let plan = load_plan(&job)?;
-            let addr = control::find(&plan.name)?;
-            let mut path = format!("/stop?savepoint={savepoint}");
-            if let Some(n) = name {
-                path.push_str(&format!("&name={n}"));
-            }
-            let (status, body) = control::request(&addr, "POST", &path)?;
-            anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
-            println!("{body}");
-        }
+        } => stop_job(&job, savepoint, name),
         Command::Generate {
             out,
             events,
@@ -391,8 +343,9 @@ fn real_main() -> anyhow::Result<()> {
             error_prob,
             file_size,
             events_per_ms,
-        } => {
-            let cfg = GenerateConfig {
+        } => generate_events(
+            &out,
+            &GenerateConfig {
                 seed,
                 events,
                 max_machines,
@@ -402,30 +355,11 @@ fn real_main() -> anyhow::Result<()> {
                 file_size,
                 events_per_ms,
                 ..GenerateConfig::default()
-            };
-            let r = generate(&out, &cfg)
-                .with_context(|| format!("generating into {}", out.display()))?;
-            println!(
-                "wrote {} events ({} injected errors) in {} files ({} bytes) to {}",
-                r.events,
-                r.injected_errors,
-                r.files.len(),
-                r.bytes,
-                out.display()
-            );
-        }
+            },
+        ),
         Command::Component {
             command: ComponentCommand::New { module, out },
-        } => {
-            let bytes =
-                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
-            let component = weir_build_support::componentize(&bytes).map_err(|e| {
-                anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display())
-            })?;
-            std::fs::write(&out, &component)
-                .with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
-        }
+        } => new_component(&module, &out),
         Command::Demo {
             events,
             parallelism,
@@ -441,7 +375,105 @@ fn real_main() -> anyhow::Result<()> {
                 addresses,
                 seed: 42,
             })?;
+            Ok(())
         }
     }
+}
+
+/// `weir run`: run a job until its input ends or it is stopped.
+fn run_job(
+    job: &Path,
+    parallelism: Option<usize>,
+    from_savepoint: Option<String>,
+) -> anyhow::Result<()> {
+    let mut plan = load_plan(job)?;
+    if let Some(p) = parallelism {
+        anyhow::ensure!(p > 0, "--parallelism must be at least 1");
+        // Partitions follow the parallelism unless the job file sets them.
+        if plan.partitions == plan.parallelism && JobFile::load(job)?.partitions.is_none() {
+            plan.partitions = p;
+        }
+        plan.parallelism = p;
+    }
+    let report = run(
+        &plan,
+        RunOptions {
+            stop: stop_on_signals(),
+            progress: Some(Box::new(|p| {
+                tracing::info!(
+                    records = p.now.records_read,
+                    files = p.now.files_done,
+                    mib = p.now.bytes_read >> 20,
+                    rate = format!(
+                        "{:.0}/s",
+                        (p.now.records_read - p.previous.records_read) as f64
+                            / p.interval.as_secs_f64()
+                    ),
+                    emitted = p.now.emitted,
+                    "progress"
+                );
+            })),
+            progress_every: Some(std::time::Duration::from_secs(5)),
+            from_savepoint,
+            triggers: None,
+        },
+    )
+    .with_context(|| format!("job `{}` failed", plan.name))?;
+    if let Some(from) = &report.restored_from {
+        eprintln!("restored from {from}");
+    }
+    eprintln!(
+        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
+        report.name,
+        match report.completion {
+            Completion::EndOfInput => "done",
+            Completion::Stopped => "stopped",
+        },
+        report.totals.records_read,
+        report.totals.emitted,
+        report.dead_letters,
+        report.checkpoints.completed,
+        report.elapsed.as_secs_f64(),
+        report.records_per_sec(),
+        report.records_per_cpu_sec()
+    );
+    Ok(())
+}
+
+/// `weir stop`: stop a running job, with a savepoint first if asked.
+fn stop_job(job: &Path, savepoint: bool, name: Option<String>) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let addr = control::find(&plan.name)?;
+    let mut path = format!("/stop?savepoint={savepoint}");
+    if let Some(n) = name {
+        path.push_str(&format!("&name={n}"));
+    }
+    let (status, body) = control::request(&addr, "POST", &path)?;
+    anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
+    println!("{body}");
+    Ok(())
+}
+
+/// `weir generate`: write state-machine events.
+fn generate_events(out: &Path, cfg: &GenerateConfig) -> anyhow::Result<()> {
+    let r = generate(out, cfg).with_context(|| format!("generating into {}", out.display()))?;
+    println!(
+        "wrote {} events ({} injected errors) in {} files ({} bytes) to {}",
+        r.events,
+        r.injected_errors,
+        r.files.len(),
+        r.bytes,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `weir component new`: a plugin component from a `weir-guest` module.
+fn new_component(module: &Path, out: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let component = weir_build_support::componentize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display()))?;
+    std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
     Ok(())
 }

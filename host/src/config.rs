@@ -34,6 +34,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::checkpoint::store::StoreSpec;
+pub use crate::sink::{FileSinkSpec, SinkSpec};
+pub use crate::source::SourceSpec;
+pub use crate::source::file::{FileSourceSpec, Format, KeySpec};
 use crate::{Error, Result};
 
 /// A job file as the user writes it.
@@ -42,9 +45,15 @@ use crate::{Error, Result};
 pub struct JobFile {
     /// Job name, used in logs. Default: the job file's name without extension.
     pub name: Option<String>,
-    /// Number of tasks; records are routed to them by key. Default 1.
+    /// Worker threads; they run the partitions. Default 1.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
+    /// Partitions: the unit of state. Records are routed to them by key
+    /// (Kafka's default partitioner); each has its own operator instances,
+    /// state, timers and sink output. A savepoint restores only into the
+    /// same number of partitions, with any parallelism. Default: the
+    /// parallelism.
+    pub partitions: Option<usize>,
     /// Where records come from.
     pub source: SourceConfig,
     /// The operator chain, applied in order. At least one.
@@ -187,18 +196,6 @@ fn default_parallelism() -> usize {
 pub enum SourceConfig {
     /// A directory of files read as one ordered stream.
     Files(FileSourceConfig),
-}
-
-/// Record format of a file source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Comma-separated values (RFC 4180 quoting); the value is the whole line.
-    Csv,
-    /// One JSON object per line; the value is the whole line.
-    Jsonl,
-    /// Plain lines; no key (records are spread round-robin) and no timestamp.
-    Lines,
 }
 
 /// A directory of files, read in name order as one stream.
@@ -361,11 +358,42 @@ impl JobFile {
         if self.parallelism == 0 {
             return Err(Error::Config("parallelism must be at least 1".into()));
         }
-        if self.operators.is_empty() {
-            return Err(Error::Config(
-                "a job needs at least one [[operators]] entry".into(),
-            ));
+        if self.partitions == Some(0) {
+            return Err(Error::Config("partitions must be at least 1".into()));
         }
+        let name = self.job_name(default_name)?;
+        let (source, watermark_delay_ms) = self.resolve_source(base)?;
+        Ok(Plan {
+            name,
+            parallelism: self.parallelism,
+            partitions: self.partitions.unwrap_or(self.parallelism),
+            source,
+            watermark_delay_ms,
+            operators: self.resolve_operators(base)?,
+            sink: match &self.sink {
+                SinkConfig::Stdout => SinkSpec::Stdout,
+                SinkConfig::File { path } => SinkSpec::Files(FileSinkSpec {
+                    dir: base.join(path),
+                }),
+            },
+            dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
+            engine: EngineSettings {
+                call_timeout: Duration::from_millis(self.engine.call_timeout_ms.max(1)),
+                memory_bytes: self.engine.memory_mb.saturating_mul(1 << 20) as usize,
+                cache_dir: self.engine.cache_dir.as_ref().map(|d| base.join(d)),
+            },
+            batch: BatchSettings {
+                max_records: self.batch.max_records.max(1),
+                max_bytes: self.batch.max_bytes.max(1),
+                linger: Duration::from_millis(self.batch.linger_ms),
+            },
+            checkpoint: self.resolve_checkpoints(base),
+            control: self.resolve_control()?,
+        })
+    }
+
+    /// The job name: it names folders in the state store.
+    fn job_name(&self, default_name: &str) -> Result<String> {
         let name = self
             .name
             .clone()
@@ -379,6 +407,11 @@ impl JobFile {
                 "job name `{name}`: use letters, digits, `-`, `_` and `.` (it names folders in the state store)"
             )));
         }
+        Ok(name)
+    }
+
+    /// The source and the watermark delay.
+    fn resolve_source(&self, base: &Path) -> Result<(SourceSpec, i64)> {
         let SourceConfig::Files(src) = &self.source;
         let key = match (src.format, src.key_column, &src.key_field) {
             (Format::Csv, Some(c), None) => KeySpec::Column(c),
@@ -411,9 +444,27 @@ impl JobFile {
                 ));
             }
         };
+        let spec = FileSourceSpec {
+            dir: base.join(&src.path),
+            format: src.format,
+            key,
+            timestamp,
+            header: src.header,
+            follow: src.follow,
+            poll_interval: Duration::from_millis(src.poll_interval_ms.max(1)),
+        };
+        Ok((SourceSpec::Files(spec), src.watermark_delay_ms.max(0)))
+    }
+
+    /// The operator chain: at least one, names unique.
+    fn resolve_operators(&self, base: &Path) -> Result<Vec<OperatorSpec>> {
+        if self.operators.is_empty() {
+            return Err(Error::Config(
+                "a job needs at least one [[operators]] entry".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
-        let operators = self
-            .operators
+        self.operators
             .iter()
             .map(|op| {
                 if !names.insert(op.name.clone()) {
@@ -432,70 +483,42 @@ impl JobFile {
                         .collect(),
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Plan {
-            name: self
-                .name
-                .clone()
-                .unwrap_or_else(|| default_name.to_string()),
-            parallelism: self.parallelism,
-            source: FileSourceSpec {
-                dir: base.join(&src.path),
-                format: src.format,
-                key,
-                timestamp,
-                header: src.header,
-                follow: src.follow,
-                poll_interval: Duration::from_millis(src.poll_interval_ms.max(1)),
-                watermark_delay_ms: src.watermark_delay_ms.max(0),
+            .collect()
+    }
+
+    fn resolve_checkpoints(&self, base: &Path) -> Option<CheckpointPlan> {
+        self.checkpoints.enabled.then(|| CheckpointPlan {
+            store: StoreSpec {
+                url: resolve_store_url(&self.state.url, base),
+                endpoint: self.state.endpoint.clone(),
+                region: self.state.region.clone(),
+                access_key_id: self.state.access_key_id.clone(),
+                secret_access_key: self.state.secret_access_key.clone(),
+                allow_http: self.state.allow_http,
             },
-            operators,
-            sink: match &self.sink {
-                SinkConfig::Stdout => SinkSpec::Stdout,
-                SinkConfig::File { path } => SinkSpec::Files {
-                    dir: base.join(path),
-                },
-            },
-            dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
-            engine: EngineSettings {
-                call_timeout: Duration::from_millis(self.engine.call_timeout_ms.max(1)),
-                memory_bytes: self.engine.memory_mb.saturating_mul(1 << 20) as usize,
-                cache_dir: self.engine.cache_dir.as_ref().map(|d| base.join(d)),
-            },
-            batch: BatchSettings {
-                max_records: self.batch.max_records.max(1),
-                max_bytes: self.batch.max_bytes.max(1),
-                linger: Duration::from_millis(self.batch.linger_ms),
-            },
-            checkpoint: self.checkpoints.enabled.then(|| CheckpointPlan {
-                store: StoreSpec {
-                    url: resolve_store_url(&self.state.url, base),
-                    endpoint: self.state.endpoint.clone(),
-                    region: self.state.region.clone(),
-                    access_key_id: self.state.access_key_id.clone(),
-                    secret_access_key: self.state.secret_access_key.clone(),
-                    allow_http: self.state.allow_http,
-                },
-                interval: (self.checkpoints.interval_ms > 0)
-                    .then(|| Duration::from_millis(self.checkpoints.interval_ms)),
-                retain: self.checkpoints.retain.max(1),
-                savepoint_every_event_time_ms: (self.checkpoints.savepoint_every_event_time_ms > 0)
-                    .then_some(self.checkpoints.savepoint_every_event_time_ms),
-            }),
-            control: if self.control.enabled {
-                let addr: std::net::SocketAddr = self.control.listen.parse().map_err(|e| {
-                    Error::Config(format!("control.listen `{}`: {e}", self.control.listen))
-                })?;
-                if !addr.ip().is_loopback() {
-                    return Err(Error::Config(format!(
-                        "control.listen `{addr}` must be a loopback address (127.0.0.1)"
-                    )));
-                }
-                Some(addr)
-            } else {
-                None
-            },
+            interval: (self.checkpoints.interval_ms > 0)
+                .then(|| Duration::from_millis(self.checkpoints.interval_ms)),
+            retain: self.checkpoints.retain.max(1),
+            savepoint_every_event_time_ms: (self.checkpoints.savepoint_every_event_time_ms > 0)
+                .then_some(self.checkpoints.savepoint_every_event_time_ms),
         })
+    }
+
+    /// The control endpoint's address: loopback only.
+    fn resolve_control(&self) -> Result<Option<std::net::SocketAddr>> {
+        if !self.control.enabled {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr =
+            self.control.listen.parse().map_err(|e| {
+                Error::Config(format!("control.listen `{}`: {e}", self.control.listen))
+            })?;
+        if !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "control.listen `{addr}` must be a loopback address (127.0.0.1)"
+            )));
+        }
+        Ok(Some(addr))
     }
 }
 
@@ -522,17 +545,6 @@ fn toml_scalar(v: &toml::Value) -> String {
     }
 }
 
-/// Which part of a record holds the key or the timestamp.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySpec {
-    /// Not present.
-    None,
-    /// A CSV column (0-based).
-    Column(usize),
-    /// A top-level JSON field.
-    Field(String),
-}
-
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
 pub enum PluginSource {
@@ -551,39 +563,6 @@ pub struct OperatorSpec {
     pub plugin: PluginSource,
     /// `init` configuration.
     pub config: Vec<(String, String)>,
-}
-
-/// A resolved file source.
-#[derive(Debug, Clone)]
-pub struct FileSourceSpec {
-    /// Directory to read.
-    pub dir: PathBuf,
-    /// Record format.
-    pub format: Format,
-    /// Key location.
-    pub key: KeySpec,
-    /// Event-time location.
-    pub timestamp: KeySpec,
-    /// Skip each file's first line (CSV).
-    pub header: bool,
-    /// Watch for new files until stopped.
-    pub follow: bool,
-    /// Poll interval of `follow`.
-    pub poll_interval: Duration,
-    /// Watermark delay (ms).
-    pub watermark_delay_ms: i64,
-}
-
-/// A resolved sink.
-#[derive(Debug, Clone)]
-pub enum SinkSpec {
-    /// Standard output.
-    Stdout,
-    /// A directory of per-task part files.
-    Files {
-        /// The directory.
-        dir: PathBuf,
-    },
 }
 
 /// Resolved sandbox settings.
@@ -648,10 +627,15 @@ pub struct CheckpointPlan {
 pub struct Plan {
     /// Job name.
     pub name: String,
-    /// Number of tasks.
+    /// Worker threads.
     pub parallelism: usize,
+    /// Partitions (the unit of state); partition `p` runs on thread
+    /// `p % parallelism`.
+    pub partitions: usize,
     /// The source.
-    pub source: FileSourceSpec,
+    pub source: SourceSpec,
+    /// The watermark trails the largest event time seen by this much (ms).
+    pub watermark_delay_ms: i64,
     /// The operator chain.
     pub operators: Vec<OperatorSpec>,
     /// The sink.
@@ -697,9 +681,11 @@ mod tests {
             .unwrap();
         assert_eq!(plan.name, "job");
         assert_eq!(plan.parallelism, 4);
-        assert_eq!(plan.source.dir, Path::new("/jobs/in"));
-        assert_eq!(plan.source.key, KeySpec::Column(0));
-        assert_eq!(plan.source.timestamp, KeySpec::Column(2));
+        assert_eq!(plan.partitions, 4);
+        let SourceSpec::Files(src) = &plan.source;
+        assert_eq!(src.dir, Path::new("/jobs/in"));
+        assert_eq!(src.key, KeySpec::Column(0));
+        assert_eq!(src.timestamp, KeySpec::Column(2));
         assert_eq!(
             plan.operators[0].config,
             vec![
@@ -707,7 +693,7 @@ mod tests {
                 ("timeout_ms".into(), "500".into())
             ]
         );
-        assert!(matches!(plan.sink, SinkSpec::Files { ref dir } if dir == Path::new("/jobs/out")));
+        assert!(matches!(plan.sink, SinkSpec::Files(ref s) if s.dir == Path::new("/jobs/out")));
         assert_eq!(plan.engine.call_timeout, Duration::from_secs(10));
         assert_eq!(plan.batch.max_records, 1024);
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    BatchSettings, EngineSettings, FileSourceSpec, Format, KeySpec, OperatorSpec, Plan,
-    PluginSource, SinkSpec,
+    BatchSettings, EngineSettings, FileSinkSpec, FileSourceSpec, Format, KeySpec, OperatorSpec,
+    Plan, PluginSource, SinkSpec, SourceSpec,
 };
 use crate::generate::{GenerateConfig, generate};
 use crate::job::{JobReport, Progress, RunOptions, run};
@@ -45,7 +45,8 @@ pub fn state_machine_plan(
     Plan {
         name: "state-machine-demo".into(),
         parallelism,
-        source: FileSourceSpec {
+        partitions: parallelism,
+        source: SourceSpec::Files(FileSourceSpec {
             dir: events_dir.to_path_buf(),
             format: Format::Csv,
             key: KeySpec::Column(0),
@@ -53,16 +54,16 @@ pub fn state_machine_plan(
             header: false,
             follow: false,
             poll_interval: Duration::from_millis(200),
-            watermark_delay_ms: 0,
-        },
+        }),
+        watermark_delay_ms: 0,
         operators: vec![OperatorSpec {
             name: "state-machine".into(),
             plugin,
             config: vec![],
         }],
-        sink: SinkSpec::Files {
+        sink: SinkSpec::Files(FileSinkSpec {
             dir: out_dir.to_path_buf(),
-        },
+        }),
         dead_letter: Some(out_dir.join("dead-letters.jsonl")),
         engine: EngineSettings::default(),
         batch: BatchSettings::default(),

@@ -2,20 +2,10 @@
 //! file, plugin, input), an external system (filesystem), or us (a bug).
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Who must act on an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Domain {
-    /// The job's author: configuration, plugin code, input.
-    User,
-    /// Something outside Weir: the filesystem, a broker, an object store.
-    External,
-    /// A bug in Weir.
-    Internal,
-}
 
 /// An error of the Weir library.
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +73,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Who must act.
-    pub fn domain(&self) -> Domain {
-        match self {
-            Error::Config(_) | Error::PluginLoad { .. } | Error::Plugin { .. } => Domain::User,
-            Error::Savepoint { .. } => Domain::User,
-            Error::Io { .. } | Error::Store { .. } => Domain::External,
-            Error::Internal(_) => Domain::Internal,
-        }
-    }
-
     /// An [`Error::Io`] builder for `map_err`.
     pub fn io(
         action: &'static str,
@@ -105,4 +85,11 @@ impl Error {
             source,
         }
     }
+}
+
+/// Lock `m`; a poisoned lock (a thread panicked holding it) is a bug,
+/// reported as one naming `what` the lock guards.
+pub(crate) fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
+    m.lock()
+        .map_err(|_| Error::Internal(format!("{what}: lock poisoned by a panicked thread")))
 }

@@ -1,28 +1,34 @@
-//! Running a job: load the plugins, start one thread per task, run the
-//! source on the calling thread, then join everything and report.
+//! Running a job: resolve its source, sink and plugins and check them,
+//! restore its partitions, settle the output, start the coordinator and one
+//! worker thread per unit of parallelism, run the source on the calling
+//! thread, then join everything and report. Each step is a function below,
+//! in the order [`run_with`] calls them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-use crossbeam_channel::Receiver;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
+
 use crate::batch::SourceBatch;
+use crate::checkpoint::Trigger;
+use crate::checkpoint::manifest;
 use crate::checkpoint::restore::{self, Restored};
 use crate::checkpoint::store::StateStore;
-use crate::checkpoint::{CheckpointStats, CoordMsg, Coordinator, Trigger};
-use crate::config::{Plan, PluginSource, SinkSpec};
-use crate::control::{ControlServer, JobHandle};
-use crate::engine::WeirEngine;
-use crate::metrics::{Metrics, Snapshot, process_cpu_time};
+use crate::config::{Plan, PluginSource};
+use crate::plugin::{OperatorFactory, WasmOperatorFactory, WeirEngine};
+use crate::runtime::control::{ControlServer, JobHandle};
+use crate::runtime::{
+    Barriers, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router, Shared,
+    Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
+};
 use crate::sink::dead_letter::DeadLetters;
-use crate::sink::file as file_sink;
-use crate::source::file::FileSource;
-use crate::source::{Barriers, Completion, FileTable, Router, Source};
-use crate::task::{OperatorFactory, Task, TaskMsg, TaskStats, WasmOperatorFactory};
+use crate::sink::{self, SinkFactory};
+use crate::source::{self, Completion};
 use crate::{Error, Result};
 
-/// Batches in flight per task before the source waits (backpressure).
+/// Batches in flight per partition before the source waits (backpressure).
 const CHANNEL_DEPTH: usize = 8;
 
 /// Receives progress ticks.
@@ -67,7 +73,7 @@ pub struct JobReport {
     pub totals: Snapshot,
     /// Dead letters written (malformed plus rejected).
     pub dead_letters: u64,
-    /// Per-task statistics.
+    /// Per worker thread statistics.
     pub tasks: Vec<TaskStats>,
     /// Wall time.
     pub elapsed: Duration,
@@ -123,106 +129,306 @@ pub fn run_with(
 ) -> Result<JobReport> {
     let started = Instant::now();
     let cpu_start = process_cpu_time();
-    let metrics = Arc::new(Metrics::default());
-    let files: FileTable = Arc::default();
-    let n = plan.parallelism;
 
-    // Restore: find and verify the savepoint before anything else.
-    let store = plan
-        .checkpoint
+    // Everything that can be refused is checked before output or state is
+    // touched: the savepoint, the source, the sink, every operator.
+    let store = open_store(plan)?;
+    let restored = find_restore_point(plan, store.as_ref(), options.from_savepoint.as_deref())?;
+    let mut source = source::open(
+        &plan.source,
+        options.stop.clone(),
+        restored.as_ref().map(source_position),
+    )?;
+    let sinks = sink::open(&plan.sink, plan.checkpoint.is_some())?;
+    sinks.validate()?;
+    let shared = Shared {
+        dead_letters: Arc::new(DeadLetters::open(
+            plan.dead_letter.as_deref(),
+            source.origins(),
+        )?),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let partitions = build_partitions(plan, factories, sinks.as_ref(), restored.as_ref())?;
+
+    // Every operator accepted its state: only now bring the output to the
+    // restored point (or clear it for a fresh run).
+    let sink_states: Option<Vec<_>> = restored
+        .as_ref()
+        .map(|r| r.partitions.iter().map(|p| p.sink.clone()).collect());
+    sinks.recover(sink_states.as_deref())?;
+
+    let stats = Arc::new(Mutex::new(CheckpointStats::default()));
+    let threads = plan.parallelism.min(plan.partitions);
+    let (decision_txs, decision_rxs): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| crossbeam_channel::unbounded::<Decision>())
+        .unzip();
+    let (coord_tx, coordinator) = start_coordinator(plan, store.as_ref(), decision_txs, &stats)?;
+    let (senders, recycle_rx, workers) = start_workers(
+        threads,
+        partitions,
+        &shared,
+        coord_tx.as_ref(),
+        decision_rxs,
+    )?;
+    let progress = start_progress(&mut options, &shared.metrics, started);
+
+    let mut router = Router::new(
+        senders,
+        plan.partitions,
+        recycle_rx,
+        plan.batch.clone(),
+        plan.watermark_delay_ms,
+        shared.dead_letters.clone(),
+        shared.metrics.clone(),
+        source.connector(),
+    );
+    let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded::<Trigger>();
+    forward_triggers(options.triggers.take(), &trigger_tx);
+    if let (Some(c), Some(tx), Some(store)) = (&plan.checkpoint, &coord_tx, &store) {
+        let next_id = next_checkpoint_id(store, plan, restored.as_ref())?;
+        router = router.with_barriers(Barriers::new(
+            tx.clone(),
+            trigger_rx,
+            c.interval,
+            c.savepoint_every_event_time_ms,
+            next_id,
+        ));
+    }
+    if let Some(r) = &restored {
+        router.resume_event_time(r.manifest.watermark, r.manifest.max_event_time);
+    }
+    drop(coord_tx);
+    let control = match plan.control {
+        Some(addr) => Some(ControlServer::start(
+            addr,
+            JobHandle {
+                job: plan.name.clone(),
+                triggers: trigger_tx.clone(),
+                stop: options.stop.clone(),
+                metrics: shared.metrics.clone(),
+                checkpoints: stats.clone(),
+            },
+        )?),
+        None => None,
+    };
+    drop(trigger_tx);
+
+    let source_result = source.run(&mut router);
+    let completion = *source_result.as_ref().unwrap_or(&Completion::Stopped);
+    let _ = router.finish(completion);
+
+    let mut first_error = source_result.err();
+    let task_stats = join_workers(workers, &mut first_error);
+    // Every sender is gone now: the coordinator finishes what is in flight.
+    if let Some(c) = coordinator {
+        let _ = c.join();
+    }
+    drop(control);
+    progress.stop();
+    shared.dead_letters.flush()?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let checkpoints = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(JobReport {
+        name: plan.name.clone(),
+        totals: shared.metrics.snapshot(),
+        dead_letters: shared.dead_letters.count(),
+        tasks: task_stats,
+        elapsed: started.elapsed(),
+        cpu: process_cpu_time().saturating_sub(cpu_start),
+        completion,
+        checkpoints,
+        restored_from: restored.map(|r| r.location),
+    })
+}
+
+/// The state store, when checkpoints are on.
+fn open_store(plan: &Plan) -> Result<Option<StateStore>> {
+    plan.checkpoint
         .as_ref()
         .map(|c| StateStore::open(&c.store, std::path::Path::new(".")))
-        .transpose()?;
-    let restored = match (&options.from_savepoint, &store) {
-        (Some(sel), Some(store)) => Some(load_for_plan(store, plan, sel)?),
-        (Some(_), None) => {
-            return Err(Error::Config(
-                "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
-            ));
-        }
-        _ => None,
-    };
-    let sink_dir = match &plan.sink {
-        SinkSpec::Files { dir } => Some(dir.clone()),
-        SinkSpec::Stdout => None,
-    };
-    let next_seqs = match &restored {
-        Some(r) => file_sink::next_seqs(&r.manifest.tasks),
-        None => vec![0; n],
-    };
-    let dead_letters = Arc::new(DeadLetters::open(plan.dead_letter.as_deref())?);
+        .transpose()
+}
 
-    // The coordinator, when checkpointing.
-    let stats = Arc::new(Mutex::new(CheckpointStats::default()));
-    let (coord_tx, coordinator) = match (&plan.checkpoint, &store) {
-        (Some(c), Some(store)) => {
-            let (tx, rx) = crossbeam_channel::unbounded::<CoordMsg>();
-            let coord = Coordinator::new(
-                store.clone(),
-                &plan.name,
-                n,
-                c.retain,
-                sink_dir.clone(),
-                stats.clone(),
-            );
-            let handle = std::thread::Builder::new()
-                .name("weir-checkpoints".into())
-                .spawn(move || coord.run(rx))
-                .map_err(|e| Error::Internal(format!("spawning coordinator: {e}")))?;
-            (Some(tx), Some(handle))
-        }
-        _ => (None, None),
-    };
-
-    // Instantiate (and restore) every task's operators before reading
-    // anything, so a broken plugin or savepoint fails the job before any
-    // input is consumed.
-    let mut tasks = Vec::with_capacity(n);
-    for (id, &next_seq) in next_seqs.iter().enumerate().take(n) {
-        let sink = crate::sink::open(&plan.sink, id, next_seq, plan.checkpoint.is_some())?;
-        tasks.push(Task::new(
-            id,
-            factories,
-            sink,
-            dead_letters.clone(),
-            files.clone(),
-            metrics.clone(),
-            coord_tx.clone(),
-            restored.as_ref().and_then(|r| r.tasks.get(id)),
-        )?);
+/// Find and verify the checkpoint or savepoint to start from, if asked.
+fn find_restore_point(
+    plan: &Plan,
+    store: Option<&StateStore>,
+    selector: Option<&str>,
+) -> Result<Option<Restored>> {
+    match (selector, store) {
+        (Some(sel), Some(store)) => Ok(Some(load_for_plan(store, plan, sel)?)),
+        (Some(_), None) => Err(Error::Config(
+            "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
+        )),
+        (None, _) => Ok(None),
     }
+}
 
-    // Every operator accepted its state: only now bring the output folder
-    // to the restored point (or clear it for a fresh run).
-    match (&sink_dir, &restored) {
-        (Some(dir), Some(r)) => {
-            file_sink::recover(dir, &r.manifest.tasks)?;
-        }
-        (Some(dir), None) => file_sink::clear(dir)?,
-        _ => {}
+/// What the source recorded in a restored checkpoint.
+fn source_position(r: &Restored) -> source::Restored {
+    source::Restored {
+        connector: r.manifest.source.connector.clone(),
+        reader: r.manifest.source.position.clone(),
+        partitions: r.partitions.iter().map(|p| p.source.clone()).collect(),
     }
+}
 
+/// Instantiate (and restore) every partition's operators and sink before
+/// reading anything, so a broken plugin or savepoint fails the job before
+/// any input is consumed or output touched.
+fn build_partitions(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    sinks: &dyn SinkFactory,
+    restored: Option<&Restored>,
+) -> Result<Vec<Partition>> {
+    (0..plan.partitions)
+        .map(|p| {
+            let r = restored.and_then(|r| r.partitions.get(p));
+            Partition::new(p, factories, sinks, r)
+        })
+        .collect()
+}
+
+/// The coordinator's input and thread, when checkpointing.
+type CoordinatorThread = (Option<Sender<CoordMsg>>, Option<JoinHandle<()>>);
+
+/// The coordinator thread, when checkpointing.
+fn start_coordinator(
+    plan: &Plan,
+    store: Option<&StateStore>,
+    decisions: Vec<Sender<Decision>>,
+    stats: &Arc<Mutex<CheckpointStats>>,
+) -> Result<CoordinatorThread> {
+    let (Some(c), Some(store)) = (&plan.checkpoint, store) else {
+        return Ok((None, None));
+    };
+    let (tx, rx) = crossbeam_channel::unbounded::<CoordMsg>();
+    let coord = Coordinator::new(
+        store.clone(),
+        &plan.name,
+        (plan.parallelism, plan.partitions),
+        c.retain,
+        decisions,
+        stats.clone(),
+    );
+    let handle = std::thread::Builder::new()
+        .name("weir-checkpoints".into())
+        .spawn(move || coord.run(rx))
+        .map_err(|e| Error::Internal(format!("spawning coordinator: {e}")))?;
+    Ok((Some(tx), Some(handle)))
+}
+
+type Started = (
+    Vec<Sender<TaskMsg>>,
+    Receiver<SourceBatch>,
+    Vec<JoinHandle<Result<TaskStats>>>,
+);
+
+/// One worker thread per unit of parallelism; partition `p` goes to thread
+/// `p % threads`.
+fn start_workers(
+    threads: usize,
+    partitions: Vec<Partition>,
+    shared: &Shared,
+    coordinator: Option<&Sender<CoordMsg>>,
+    decisions: Vec<Receiver<Decision>>,
+) -> Result<Started> {
+    let mut per_thread: Vec<Vec<Partition>> = (0..threads).map(|_| Vec::new()).collect();
+    for (p, partition) in partitions.into_iter().enumerate() {
+        per_thread[p % threads].push(partition);
+    }
     let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<SourceBatch>();
-    let mut senders = Vec::with_capacity(n);
-    let mut handles = Vec::with_capacity(n);
-    for task in tasks {
-        let (tx, rx) = crossbeam_channel::bounded::<TaskMsg>(CHANNEL_DEPTH);
+    let mut senders = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for (thread, (parts, decisions)) in per_thread.into_iter().zip(decisions).enumerate() {
+        let (tx, rx) = crossbeam_channel::bounded::<TaskMsg>(CHANNEL_DEPTH * parts.len().max(1));
         senders.push(tx);
+        let worker = Worker::new(thread, threads, parts, shared.clone(), coordinator.cloned());
         let recycle = recycle_tx.clone();
-        let id = task.id;
         let handle = std::thread::Builder::new()
-            .name(format!("weir-task-{id}"))
-            .spawn(move || task.run(rx, recycle))
+            .name(format!("weir-task-{thread}"))
+            .spawn(move || worker.run(rx, decisions, recycle))
             .map_err(|e| Error::Internal(format!("spawning task thread: {e}")))?;
         handles.push(handle);
     }
-    drop(recycle_tx);
+    Ok((senders, recycle_rx, handles))
+}
 
-    let progress_done = Arc::new(AtomicBool::new(false));
-    let progress_thread = options.progress.take().map(|mut report| {
+/// Join the workers; the first error (after the source's) is kept.
+fn join_workers(
+    workers: Vec<JoinHandle<Result<TaskStats>>>,
+    first_error: &mut Option<Error>,
+) -> Vec<TaskStats> {
+    let mut stats = Vec::with_capacity(workers.len());
+    for h in workers {
+        match h.join() {
+            Ok(Ok(s)) => stats.push(s),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(Error::Internal("a task thread panicked".into()));
+            }
+        }
+    }
+    stats
+}
+
+/// Extra barrier requests (tests, embedding programs) join the control
+/// endpoint's.
+fn forward_triggers(extra: Option<Receiver<Trigger>>, to: &Sender<Trigger>) {
+    if let Some(extra) = extra {
+        let tx = to.clone();
+        std::thread::spawn(move || {
+            for t in extra {
+                if tx.send(t).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Ids continue after every complete checkpoint or savepoint of the job
+/// (not only the restored one), so a new checkpoint never reuses the folder
+/// of an existing one.
+fn next_checkpoint_id(store: &StateStore, plan: &Plan, restored: Option<&Restored>) -> Result<u64> {
+    let newest = manifest::list(store, &plan.name)?
+        .iter()
+        .map(|f| f.manifest.id)
+        .max()
+        .unwrap_or(0);
+    Ok(newest.max(restored.map_or(0, |r| r.manifest.id)) + 1)
+}
+
+/// The progress reporter thread, if the caller wants ticks.
+struct ProgressThread {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ProgressThread {
+    fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_progress(
+    options: &mut RunOptions,
+    metrics: &Arc<Metrics>,
+    started: Instant,
+) -> ProgressThread {
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = options.progress.take().map(|mut report| {
         let every = options.progress_every.unwrap_or(Duration::from_secs(1));
         let metrics = metrics.clone();
-        let done = progress_done.clone();
+        let done = done.clone();
         std::thread::spawn(move || {
             let mut previous = Snapshot::default();
             let mut last = Instant::now();
@@ -243,137 +449,28 @@ pub fn run_with(
             }
         })
     });
-
-    let mut router = Router::new(
-        senders,
-        recycle_rx,
-        plan.batch.clone(),
-        plan.source.watermark_delay_ms,
-        dead_letters.clone(),
-        files,
-        metrics.clone(),
-    );
-    let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded::<Trigger>();
-    if let Some(extra) = options.triggers.take() {
-        let tx = trigger_tx.clone();
-        std::thread::spawn(move || {
-            for t in extra {
-                if tx.send(t).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    if let (Some(c), Some(tx)) = (&plan.checkpoint, &coord_tx) {
-        // Ids continue after every complete checkpoint or savepoint of the
-        // job (not only the restored one), so a new checkpoint never reuses
-        // the folder of an existing one.
-        let newest = match &store {
-            Some(s) => crate::checkpoint::manifest::list(s, &plan.name)?
-                .iter()
-                .map(|f| f.manifest.id)
-                .max()
-                .unwrap_or(0),
-            None => 0,
-        };
-        let next_id = newest.max(restored.as_ref().map_or(0, |r| r.manifest.id)) + 1;
-        router = router.with_barriers(Barriers::new(
-            tx.clone(),
-            trigger_rx,
-            c.interval,
-            c.savepoint_every_event_time_ms,
-            next_id,
-        ));
-    }
-    if let Some(r) = &restored {
-        router.resume_event_time(r.manifest.watermark, r.manifest.max_event_time);
-    }
-    drop(coord_tx);
-    let control = match plan.control {
-        Some(addr) => Some(ControlServer::start(
-            addr,
-            JobHandle {
-                job: plan.name.clone(),
-                triggers: trigger_tx.clone(),
-                stop: options.stop.clone(),
-                metrics: metrics.clone(),
-                checkpoints: stats.clone(),
-            },
-        )?),
-        None => None,
-    };
-    drop(trigger_tx);
-
-    let mut source = FileSource::new(
-        plan.source.clone(),
-        options.stop.clone(),
-        restored.as_ref().map(|r| r.manifest.source.clone()),
-    );
-    let source_result = source.run(&mut router);
-    let completion = *source_result.as_ref().unwrap_or(&Completion::Stopped);
-    let _ = router.finish(completion);
-
-    let mut first_error = source_result.err();
-    let mut task_stats = Vec::with_capacity(n);
-    for h in handles {
-        match h.join() {
-            Ok(Ok(s)) => task_stats.push(s),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(Error::Internal("a task thread panicked".into()));
-            }
-        }
-    }
-    // Every sender is gone now: the coordinator finishes what is in flight.
-    if let Some(c) = coordinator {
-        let _ = c.join();
-    }
-    drop(control);
-    progress_done.store(true, Ordering::Relaxed);
-    if let Some(t) = progress_thread {
-        let _ = t.join();
-    }
-    dead_letters.flush()?;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    if completion == Completion::EndOfInput
-        && let Some(dir) = &sink_dir
-    {
-        // All input is processed: everything written is final.
-        file_sink::commit_all(dir)?;
-    }
-    let checkpoints = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok(JobReport {
-        name: plan.name.clone(),
-        totals: metrics.snapshot(),
-        dead_letters: dead_letters.count(),
-        tasks: task_stats,
-        elapsed: started.elapsed(),
-        cpu: process_cpu_time().saturating_sub(cpu_start),
-        completion,
-        checkpoints,
-        restored_from: restored.map(|r| r.location),
-    })
+    ProgressThread { done, thread }
 }
 
-/// Load `selector` for `plan` and check it fits: same parallelism, same
-/// operator chain.
+/// Load `selector` for `plan` and check it fits: same partitions, same
+/// operator chain. The parallelism may differ: partitions move between
+/// threads.
 pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<Restored> {
     let r = restore::load(store, &plan.name, selector)?;
-    if r.manifest.parallelism != plan.parallelism {
+    let theirs = r.manifest.partitions.len();
+    if theirs != plan.partitions {
         return Err(r.error(format!(
-            "it was taken with parallelism {}; run the job with parallelism {} to restore it",
-            r.manifest.parallelism, r.manifest.parallelism
+            "it holds {theirs} partitions; this job has {} (set `partitions = {theirs}` in the job \
+             file, or `--parallelism {theirs}` when the partitions default to the parallelism)",
+            plan.partitions
         )));
     }
-    let theirs: Vec<&str> = r.manifest.tasks[0]
-        .operators
-        .iter()
-        .map(|o| o.name.as_str())
-        .collect();
+    let theirs: Vec<&str> = r
+        .manifest
+        .partitions
+        .first()
+        .map(|p| p.operators.iter().map(|o| o.name.as_str()).collect())
+        .unwrap_or_default();
     let ours: Vec<&str> = plan.operators.iter().map(|o| o.name.as_str()).collect();
     if theirs != ours {
         return Err(r.error(format!(

@@ -1,48 +1,71 @@
 //! # Weir: a stream processor whose operators are WebAssembly components
 //!
-//! A job reads records from a source, routes them by key to `parallelism`
-//! tasks, runs each task's chain of operator plugins (Wasm components, one
-//! instance per task) over packed batches, and writes what they emit to a
+//! A job reads records from a source, routes them by key to partitions (the
+//! unit of state; each has its own instance of the operator chain), runs
+//! each partition's chain of operator plugins (Wasm components) over packed
+//! batches on `parallelism` worker threads, and writes what they emit to a
 //! sink. Records a source cannot parse or an operator refuses go to the
 //! dead-letter output with a reason; nothing is dropped silently.
 //!
 //! # Layout
-//! - [`config`]: the user's job file (TOML) and its resolution into a plan.
-//! - [`engine`]: the wasmtime engine, sandbox limits (epoch deadline per call,
-//!   memory cap per instance) and the on-disk compiled-component cache.
-//! - [`plugin`]: one loaded operator instance: init, process, timers,
-//!   snapshot, restore; maps traps to errors naming the plugin.
-//! - [`batch`]: the packed batch that crosses the Wasm boundary.
-//! - [`partition`]: Kafka's default partitioner (murmur2), for routing.
-//! - [`source`]: sources (`file`) behind the [`source::Source`] trait.
-//! - [`sink`]: sinks (`stdout`, `file`) and the dead-letter output.
-//! - [`task`]: one pipeline instance: operator chain, timers, sink.
-//! - [`checkpoint`]: barriers, the coordinator, manifests, the state store,
-//!   restore.
-//! - [`control`]: the HTTP control endpoint of a running job.
-//! - [`job`]: runs a plan: source thread, task threads, progress, report.
-//! - [`generate`]: the state-machine event generator (`weir generate`).
-//! - [`demo`]: `weir demo`.
-//! - [`cli`]: the `weir` command line.
-//! - [`error`]: the library error type, which says who must act.
+//! Arrows point down only: `cli` -> `job` -> `runtime` -> (`plugin`,
+//! `source`, `sink`, `checkpoint`).
+//! - [`cli`]: the `weir` command line; [`demo`], [`generate`]: its `demo`
+//!   and `generate` commands.
+//! - [`config`]: the user's job file (TOML) and its resolution into a
+//!   [`config::Plan`].
+//! - [`job`]: assembles a plan (connectors, plugins, state) and runs it.
+//! - [`runtime`]: the same for every connector: the router (partitioning,
+//!   batching, watermarks, barrier injection), partitions and the worker
+//!   threads that run them, the checkpoint coordinator, the control
+//!   endpoint. It sees sources, sinks and plugins only through traits.
+//! - [`plugin`]: plugin hosting: the wasmtime engine, sandbox limits,
+//!   compiled-component cache, one instance per partition.
+//! - Connectors, one folder each: [`source`] (`source/file/`) and [`sink`]
+//!   (`sink/file.rs`, `sink/stdout.rs`, and the dead-letter output).
+//! - [`checkpoint`]: the state store, manifests, restore.
+//! - [`batch`], [`partition`], [`error`], [`digest`]: shared vocabulary.
+//!
+//! A new connector is a module under `source/` or `sink/` implementing
+//! [`source::Source`] or [`sink::SinkFactory`] + [`sink::Sink`], a variant
+//! of [`config::SourceSpec`] / [`config::SinkSpec`], and one arm in
+//! [`source::open`] / [`sink::open`]. Its position and commit state are
+//! opaque JSON to the runtime.
+//!
+//! # A checkpoint, step by step
+//! 1. The router sees a barrier is due (interval, trigger, event-time
+//!    schedule) at a record boundary; the source hands over its position.
+//! 2. The router tells the coordinator (`Begin`), flushes every partition's
+//!    batch and sends the barrier to every worker behind them.
+//! 3. Each worker, on the barrier, snapshots each of its partitions (every
+//!    operator's state and timers, the watermark) and calls the sink's
+//!    `pre_commit`, then sends it all to the coordinator and goes on.
+//! 4. When every partition has reported, the coordinator uploads the blobs
+//!    and writes `manifest.json` last: the commit point.
+//! 5. The coordinator tells every worker `Commit(id)`; each sink commits what
+//!    it pre-committed (the file sink renames its part files). A failed
+//!    upload sends `Abort(id)` instead, and what it covered is committed by
+//!    the next checkpoint.
+//! 6. On restore, the sink factory's `recover` commits what the checkpoint
+//!    covers and removes what was written after it, the source resumes at
+//!    its recorded position, every partition at its state.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod demo;
-pub mod engine;
+pub mod digest;
 pub mod error;
 pub mod generate;
 pub mod job;
-pub mod metrics;
 pub mod partition;
 pub mod plugin;
+pub mod runtime;
 pub mod sink;
 pub mod source;
-pub mod task;
 
+pub(crate) use error::lock;
 pub use error::{Error, Result};
 
 /// The Weir host version.

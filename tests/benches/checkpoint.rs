@@ -12,12 +12,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use weir::checkpoint::Trigger;
 use weir::checkpoint::store::{StateStore, StoreSpec};
-use weir::checkpoint::{CheckpointStats, Trigger};
 use weir::config::{CheckpointPlan, EngineSettings, PluginSource};
-use weir::engine::WeirEngine;
 use weir::job::{RunOptions, load_for_plan, run};
-use weir::plugin::PluginInstance;
+use weir::plugin::{PluginInstance, WeirEngine};
+use weir::runtime::CheckpointStats;
 use weir_tests::artifacts;
 
 fn main() {
@@ -87,8 +87,8 @@ fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path,
         PluginSource::Path(artifacts::STATE_MACHINE.into()),
     );
     plan.name = format!("bench-{n}");
-    plan.source.follow = true;
-    plan.source.poll_interval = Duration::from_millis(5);
+    weir_tests::file_source(&mut plan).follow = true;
+    weir_tests::file_source(&mut plan).poll_interval = Duration::from_millis(5);
     plan.engine = EngineSettings {
         memory_bytes: 3 << 30,
         call_timeout: Duration::from_secs(120),
@@ -155,7 +155,7 @@ fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path,
         )
         .unwrap();
     let mut instance = PluginInstance::new(&engine, &loaded, 0).unwrap();
-    let op = &restored.tasks[0].operators[0];
+    let op = &restored.partitions[0].operators[0];
     instance
         .restore(&op.state, op.state_version)
         .expect("restore");

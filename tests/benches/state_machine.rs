@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use weir::config::PluginSource;
-use weir::engine::WeirEngine;
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{JobReport, RunOptions, load_operators, run_with};
-use weir::task::OperatorFactory;
+use weir::plugin::OperatorFactory;
+use weir::plugin::WeirEngine;
 use weir_tests::artifacts;
 use weir_tests::native::NativeFactory;
 

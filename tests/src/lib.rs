@@ -25,6 +25,13 @@ pub fn state_machine_plan(events: &Path, out: &Path, parallelism: usize, plugin:
     )
 }
 
+/// The file source of `plan`, to change its settings.
+pub fn file_source(plan: &mut Plan) -> &mut weir::config::FileSourceSpec {
+    match &mut plan.source {
+        weir::config::SourceSpec::Files(s) => s,
+    }
+}
+
 /// The alerts the classic state-machine example raises for the CSV files in
 /// `dir` (read in name order, sequentially), computed without Weir: a table
 /// of valid (state, event) -> state, a map address -> state, TERMINAL

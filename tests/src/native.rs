@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use weir::batch::{Batch, Outcome, Rejection, Timer};
-use weir::task::{Operator, OperatorFactory};
+use weir::plugin::{Operator, OperatorFactory};
 use weir::{Error, Result};
 use weir_guest::runtime::{self, BatchView, Runtime};
 

@@ -4,15 +4,16 @@
 //! encoding, and finding a checkpoint by name, `latest` or `before:TIME`.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
 use super::store::StateStore;
 use crate::batch::Timer;
-use crate::engine::hex;
+use crate::digest::sha256_hex;
 use crate::{Error, Result};
 
-/// Layout version of manifests this host writes and reads.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Layout version of manifests this host writes. Format 1 (one file
+/// position, per-task file-sink state) is still read, converted on read.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// Checkpoint (periodic, pruned) or savepoint (user-triggered, kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,16 +25,17 @@ pub enum Kind {
     Savepoint,
 }
 
-/// Where the source was at the barrier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the source was at the barrier. The runtime never looks inside:
+/// the connector that wrote it reads it back on restore.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourcePosition {
-    /// File being read (name within the source folder); files sorting
-    /// before it are done. `None`: nothing read yet.
-    pub file: Option<String>,
-    /// Byte offset in `file` after the last record before the barrier.
-    pub offset: u64,
-    /// Lines of `file` before `offset`.
-    pub line: u64,
+    /// The connector that wrote it (`files`, `kafka`); a restore with
+    /// another source type is refused.
+    pub connector: String,
+    /// The reader's own position (the file source: file, byte offset,
+    /// line), `null` when it has none beyond its partitions'.
+    #[serde(default)]
+    pub position: Value,
 }
 
 /// A blob of a checkpoint.
@@ -53,7 +55,7 @@ impl BlobRef {
         Self {
             path,
             size: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(bytes)),
+            sha256: sha256_hex(bytes),
         }
     }
 }
@@ -75,30 +77,28 @@ pub struct OperatorEntry {
     pub timer_count: u64,
 }
 
-/// Output files of a task's exactly-once file sink.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SinkState {
-    /// Sequence number of the task's next part file.
-    pub next_seq: u64,
-    /// Part files complete at the barrier, committed with the checkpoint.
-    pub pending: Vec<String>,
-}
-
-/// One task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskEntry {
-    /// Task index.
-    pub task: usize,
-    /// The task's watermark at the barrier.
+/// One partition: its operators' state and timers, and the opaque
+/// positions of the source and sink in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    /// Partition index.
+    pub partition: usize,
+    /// The partition's watermark at the barrier.
     pub watermark: i64,
-    /// Its file sink, if the job has one.
-    pub sink: Option<SinkState>,
+    /// The source's position in this partition (Kafka: the next offset),
+    /// `null` for sources with one position for all.
+    #[serde(default)]
+    pub source: Value,
+    /// What the partition's sink recorded at the barrier
+    /// ([`crate::sink::Sink::pre_commit`]), if anything.
+    #[serde(default)]
+    pub sink: Option<Value>,
     /// Its operators, in chain order.
     pub operators: Vec<OperatorEntry>,
 }
 
 /// The manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`MANIFEST_FORMAT`].
@@ -121,18 +121,19 @@ pub struct Manifest {
     pub host_version: String,
     /// WIT package version.
     pub wit_version: String,
-    /// Number of tasks.
+    /// Worker threads of the run that took it (informational: a restore
+    /// may use another parallelism; the partitions must match).
     pub parallelism: usize,
     /// Source position.
     pub source: SourcePosition,
-    /// Per task.
-    pub tasks: Vec<TaskEntry>,
+    /// Per partition, in partition order.
+    pub partitions: Vec<PartitionEntry>,
 }
 
 impl Manifest {
     /// Total size of the blobs.
     pub fn state_bytes(&self) -> u64 {
-        self.tasks
+        self.partitions
             .iter()
             .flat_map(|t| &t.operators)
             .map(|o| o.state.size + o.timers.size)
@@ -209,20 +210,109 @@ pub fn read(store: &StateStore, folder: &str) -> Result<Option<Manifest>> {
     let Some(bytes) = store.get(&format!("{folder}/manifest.json"))? else {
         return Ok(None);
     };
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Savepoint {
-        location: format!("{}/{folder}", store.url()),
-        detail: format!("manifest.json does not parse: {e}"),
+    let location = || format!("{}/{folder}", store.url());
+    let m = parse(&bytes).map_err(|detail| Error::Savepoint {
+        location: location(),
+        detail,
     })?;
-    if m.format != MANIFEST_FORMAT {
-        return Err(Error::Savepoint {
-            location: format!("{}/{folder}", store.url()),
-            detail: format!(
-                "manifest format {} (this host reads {MANIFEST_FORMAT})",
-                m.format
-            ),
-        });
-    }
     Ok(Some(m))
+}
+
+/// Parse a manifest of format 1 or 2 (format 1 converted on read).
+pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let Format { format } =
+        serde_json::from_slice(bytes).map_err(|e| format!("manifest.json does not parse: {e}"))?;
+    let parsed = match format {
+        1 => serde_json::from_slice::<v1::Manifest>(bytes).map(v1::Manifest::convert),
+        MANIFEST_FORMAT => serde_json::from_slice::<Manifest>(bytes),
+        other => {
+            return Err(format!(
+                "manifest format {other} (this host reads formats 1 and {MANIFEST_FORMAT})"
+            ));
+        }
+    };
+    parsed.map_err(|e| format!("manifest.json does not parse: {e}"))
+}
+
+/// Manifest format 1 (Weir 0.1 before partitions): one file position and
+/// one entry per task, with the file sink's state typed. Read only.
+mod v1 {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::{Kind, OperatorEntry};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Manifest {
+        format: u32,
+        job: String,
+        kind: Kind,
+        id: u64,
+        name: String,
+        wall_time_ms: i64,
+        watermark: i64,
+        max_event_time: i64,
+        host_version: String,
+        wit_version: String,
+        parallelism: usize,
+        source: serde_json::Value,
+        tasks: Vec<TaskEntry>,
+    }
+
+    #[derive(Deserialize)]
+    struct TaskEntry {
+        task: usize,
+        watermark: i64,
+        sink: Option<serde_json::Value>,
+        operators: Vec<OperatorEntry>,
+    }
+
+    impl Manifest {
+        /// Format 1 ran files only, one partition per task: the file
+        /// position becomes the file source's position, each task a
+        /// partition, its sink state the file sink's opaque state (same
+        /// shape).
+        pub fn convert(self) -> super::Manifest {
+            let _ = self.format;
+            super::Manifest {
+                format: super::MANIFEST_FORMAT,
+                job: self.job,
+                kind: self.kind,
+                id: self.id,
+                name: self.name,
+                wall_time_ms: self.wall_time_ms,
+                watermark: self.watermark,
+                max_event_time: self.max_event_time,
+                host_version: self.host_version,
+                wit_version: self.wit_version,
+                parallelism: self.parallelism,
+                source: super::SourcePosition {
+                    connector: "files".into(),
+                    position: if self.source["file"].is_null() {
+                        json!(null)
+                    } else {
+                        self.source
+                    },
+                },
+                partitions: self
+                    .tasks
+                    .into_iter()
+                    .map(|t| super::PartitionEntry {
+                        partition: t.task,
+                        watermark: t.watermark,
+                        source: json!(null),
+                        sink: t.sink,
+                        operators: t.operators,
+                    })
+                    .collect(),
+            }
+        }
+    }
 }
 
 /// Every complete checkpoint and savepoint of `job`, oldest first. A folder

@@ -4,12 +4,12 @@
 //! with a message naming the problem before any task starts.
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
-use super::manifest::{self, BlobRef, Manifest, SinkState};
+use super::manifest::{self, BlobRef, Manifest};
 use super::store::{StateStore, StoreSpec};
 use crate::batch::Timer;
-use crate::engine::hex;
+use crate::digest::sha256_hex;
 use crate::{Error, Result};
 
 /// One operator's restored state.
@@ -27,13 +27,15 @@ pub struct RestoredOperator {
     pub timers: Vec<Timer>,
 }
 
-/// One task's restored state.
+/// One partition's restored state.
 #[derive(Debug, Clone)]
-pub struct RestoredTask {
+pub struct RestoredPartition {
     /// Watermark at the barrier.
     pub watermark: i64,
-    /// File sink state.
-    pub sink: Option<SinkState>,
+    /// The source's position in the partition (opaque).
+    pub source: Value,
+    /// The sink's state (opaque).
+    pub sink: Option<Value>,
     /// Operators in chain order.
     pub operators: Vec<RestoredOperator>,
 }
@@ -45,8 +47,8 @@ pub struct Restored {
     pub location: String,
     /// Its manifest.
     pub manifest: Manifest,
-    /// Per task.
-    pub tasks: Vec<RestoredTask>,
+    /// Per partition.
+    pub partitions: Vec<RestoredPartition>,
 }
 
 impl Restored {
@@ -96,11 +98,15 @@ fn verify(
             m.job
         )));
     }
-    if m.tasks.len() != m.parallelism {
+    if let Some((i, p)) = m
+        .partitions
+        .iter()
+        .enumerate()
+        .find(|(i, p)| p.partition != *i)
+    {
         return Err(err(format!(
-            "manifest lists {} tasks for parallelism {}",
-            m.tasks.len(),
-            m.parallelism
+            "manifest entry {i} is for partition {}; partitions must be listed in order",
+            p.partition
         )));
     }
     let fetch = |blob: &BlobRef| -> Result<Bytes> {
@@ -120,7 +126,7 @@ fn verify(
                 blob.size
             )));
         }
-        if hex(&Sha256::digest(&bytes)) != blob.sha256 {
+        if sha256_hex(&bytes) != blob.sha256 {
             return Err(err(format!(
                 "blob {} is corrupt: its SHA-256 does not match the manifest",
                 blob.path
@@ -128,8 +134,8 @@ fn verify(
         }
         Ok(bytes)
     };
-    let mut tasks = Vec::with_capacity(m.tasks.len());
-    for t in &m.tasks {
+    let mut partitions = Vec::with_capacity(m.partitions.len());
+    for t in &m.partitions {
         let mut operators = Vec::new();
         for op in &t.operators {
             let state = fetch(&op.state)?;
@@ -143,8 +149,9 @@ fn verify(
                 timers,
             });
         }
-        tasks.push(RestoredTask {
+        partitions.push(RestoredPartition {
             watermark: t.watermark,
+            source: t.source.clone(),
             sink: t.sink.clone(),
             operators,
         });
@@ -152,6 +159,6 @@ fn verify(
     Ok(Restored {
         location,
         manifest: m,
-        tasks,
+        partitions,
     })
 }

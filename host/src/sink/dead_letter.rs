@@ -5,12 +5,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
-use crate::{Error, Result};
+use crate::batch::{Origin, Origins};
+use crate::{Error, Result, lock};
 
 /// Where a dead letter came from.
 #[derive(Debug, Clone, Copy)]
@@ -21,8 +22,8 @@ pub enum Stage<'a> {
     Operator {
         /// Operator name.
         operator: &'a str,
-        /// Task index.
-        task: usize,
+        /// The partition whose instance refused it.
+        partition: usize,
     },
 }
 
@@ -33,10 +34,9 @@ pub struct DeadLetter<'a> {
     pub stage: Stage<'a>,
     /// Why.
     pub reason: &'a str,
-    /// Source file, if known.
-    pub file: Option<&'a Path>,
-    /// 1-based line in that file, if known.
-    pub line: Option<u64>,
+    /// Where the source read it, if known (described by the source's
+    /// [`Origins`]: file and line, topic partition and offset).
+    pub origin: Option<Origin>,
     /// The record key, if any.
     pub key: Option<&'a [u8]>,
     /// The record (for file sources: the whole line).
@@ -47,6 +47,7 @@ pub struct DeadLetter<'a> {
 pub struct DeadLetters {
     path: Option<PathBuf>,
     out: Mutex<Box<dyn Write + Send>>,
+    origins: Arc<dyn Origins>,
     count: AtomicU64,
 }
 
@@ -59,8 +60,9 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    /// Append to `path` (created with its folder), or write to standard error.
-    pub fn open(path: Option<&Path>) -> Result<Self> {
+    /// Append to `path` (created with its folder), or write to standard
+    /// error; `origins` describes where records came from.
+    pub fn open(path: Option<&Path>, origins: Arc<dyn Origins>) -> Result<Self> {
         let out: Box<dyn Write + Send> = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -79,6 +81,7 @@ impl DeadLetters {
         Ok(Self {
             path: path.map(Path::to_path_buf),
             out: Mutex::new(out),
+            origins,
             count: AtomicU64::new(0),
         })
     }
@@ -90,18 +93,18 @@ impl DeadLetters {
             Stage::Source => {
                 m.insert("stage".into(), json!("source"));
             }
-            Stage::Operator { operator, task } => {
+            Stage::Operator {
+                operator,
+                partition,
+            } => {
                 m.insert("stage".into(), json!("operator"));
                 m.insert("operator".into(), json!(operator));
-                m.insert("task".into(), json!(task));
+                m.insert("partition".into(), json!(partition));
             }
         }
         m.insert("reason".into(), json!(d.reason));
-        if let Some(f) = d.file {
-            m.insert("file".into(), json!(f.display().to_string()));
-        }
-        if let Some(l) = d.line {
-            m.insert("line".into(), json!(l));
+        if let Some(o) = d.origin {
+            self.origins.describe(o, &mut m);
         }
         if let Some(k) = d.key {
             m.insert("key".into(), json!(String::from_utf8_lossy(k)));
@@ -113,10 +116,7 @@ impl DeadLetters {
         let mut line =
             serde_json::to_vec(&Value::Object(m)).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
-        let mut out = self
-            .out
-            .lock()
-            .map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        let mut out = lock(&self.out, "dead-letter output")?;
         out.write_all(&line).map_err(self.io_err())?;
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -124,10 +124,7 @@ impl DeadLetters {
 
     /// Flush buffered dead letters.
     pub fn flush(&self) -> Result<()> {
-        let mut out = self
-            .out
-            .lock()
-            .map_err(|_| Error::Internal("dead-letter lock poisoned".into()))?;
+        let mut out = lock(&self.out, "dead-letter output")?;
         out.flush().map_err(self.io_err())
     }
 
@@ -185,12 +182,17 @@ mod tests {
     fn writes_json_lines_with_raw_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dl/dead.jsonl");
-        let dl = DeadLetters::open(Some(&path)).unwrap();
+        struct Lines;
+        impl Origins for Lines {
+            fn describe(&self, o: Origin, out: &mut Map<String, Value>) {
+                out.insert("line".into(), json!(o.offset));
+            }
+        }
+        let dl = DeadLetters::open(Some(&path), Arc::new(Lines)).unwrap();
         dl.write(&DeadLetter {
             stage: Stage::Source,
             reason: "not UTF-8",
-            file: Some(Path::new("a.csv")),
-            line: Some(3),
+            origin: Some(Origin { unit: 0, offset: 3 }),
             key: None,
             value: b"\xff1,a",
         })

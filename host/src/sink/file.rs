@@ -1,35 +1,62 @@
-//! A directory of JSON-lines part files, one sequence per task
-//! (`part-TTTT-SSSSSS.jsonl`), so tasks never contend for a lock. Each
+//! A directory of JSON-lines part files, one sequence per partition
+//! (`part-PPPP-SSSSSS.jsonl`), so partitions never contend for a lock. Each
 //! emitted value is one line; operators emit JSON.
 //!
-//! Exactly once, as a two-phase commit with checkpoints: a task writes to a
-//! hidden in-progress file (`.part-....jsonl.inprogress`); at a barrier it
-//! closes the file (flushed and synced) and hands its name to the
-//! checkpoint, which renames it to its committed name once the manifest is
-//! written. A restore commits what the restored checkpoint covers and
-//! deletes everything written after it, so restored plus committed output
-//! equals an uninterrupted run. Without checkpoints, files are committed
-//! whenever the input is idle and at the end.
+//! Exactly once, as a two-phase commit with checkpoints: a partition writes
+//! to a hidden in-progress file (`.part-....jsonl.inprogress`); at a barrier
+//! it closes the file (flushed and synced) and records its name in the
+//! checkpoint ([`Sink::pre_commit`]); once the manifest is durable the task
+//! renames it to its committed name ([`Sink::commit`]). A restore commits
+//! what the restored checkpoint covers and deletes everything written after
+//! it, so restored plus committed output equals an uninterrupted run.
+//! Without checkpoints, files are committed whenever the input is idle and
+//! at the end.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::Sink;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{End, Sink, SinkFactory};
 use crate::batch::Batch;
-use crate::checkpoint::manifest::{SinkState, TaskEntry};
 use crate::{Error, Result};
 
-/// The committed name of a task's part file.
-pub fn part_name(task: usize, seq: u64) -> String {
-    format!("part-{task:04}-{seq:06}.jsonl")
+/// A resolved file sink.
+#[derive(Debug, Clone)]
+pub struct FileSinkSpec {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+/// What a partition's file sink records in a checkpoint (its opaque sink
+/// state; the same shape manifest format 1 stored per task).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FileSinkState {
+    /// Sequence number of the partition's next part file.
+    next_seq: u64,
+    /// Part files complete at the barrier, committed with the checkpoint.
+    pending: Vec<String>,
+}
+
+impl FileSinkState {
+    fn parse(v: &Value) -> Result<Self> {
+        serde_json::from_value(v.clone())
+            .map_err(|e| Error::Internal(format!("file sink state in a checkpoint: {e}")))
+    }
+}
+
+/// The committed name of a partition's part file.
+pub fn part_name(partition: usize, seq: u64) -> String {
+    format!("part-{partition:04}-{seq:06}.jsonl")
 }
 
 fn in_progress(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.inprogress"))
 }
 
-/// (task, seq) of a committed or in-progress part file name.
+/// (partition, seq, committed) of a committed or in-progress part file name.
 fn parse_name(file: &str) -> Option<(usize, u64, bool)> {
     let (name, committed) = match file
         .strip_prefix('.')
@@ -45,7 +72,7 @@ fn parse_name(file: &str) -> Option<(usize, u64, bool)> {
 
 /// Commit one part file: rename it from in-progress to its name. A file
 /// already committed (a retried commit) is fine.
-pub fn commit(dir: &Path, name: &str) -> Result<()> {
+fn commit(dir: &Path, name: &str) -> Result<()> {
     let from = in_progress(dir, name);
     match std::fs::rename(&from, dir.join(name)) {
         Ok(()) => Ok(()),
@@ -54,7 +81,14 @@ pub fn commit(dir: &Path, name: &str) -> Result<()> {
     }
 }
 
-fn part_files(dir: &Path) -> Result<Vec<(String, usize, u64, bool)>> {
+struct PartFile {
+    name: String,
+    partition: usize,
+    seq: u64,
+    committed: bool,
+}
+
+fn part_files(dir: &Path) -> Result<Vec<PartFile>> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -66,90 +100,125 @@ fn part_files(dir: &Path) -> Result<Vec<(String, usize, u64, bool)>> {
             .map_err(Error::io("listing sink folder", dir))?
             .file_name();
         let name = name.to_string_lossy().into_owned();
-        if let Some((t, s, committed)) = parse_name(&name) {
-            out.push((name, t, s, committed));
+        if let Some((partition, seq, committed)) = parse_name(&name) {
+            out.push(PartFile {
+                name,
+                partition,
+                seq,
+                committed,
+            });
         }
     }
     Ok(out)
 }
 
-/// A fresh run: remove every part file (committed or not) from `dir`.
-pub fn clear(dir: &Path) -> Result<()> {
-    for (name, ..) in part_files(dir)? {
-        std::fs::remove_file(dir.join(&name)).map_err(Error::io("removing", dir.join(&name)))?;
-    }
-    Ok(())
+fn remove(dir: &Path, name: &str) -> Result<()> {
+    std::fs::remove_file(dir.join(name)).map_err(Error::io("removing", dir.join(name)))
 }
 
-/// Commit every in-progress file (the input ended: all output is final).
-pub fn commit_all(dir: &Path) -> Result<()> {
-    for (_, t, s, committed) in part_files(dir)? {
-        if !committed {
-            commit(dir, &part_name(t, s))?;
+/// Makes the partitions' [`FileSink`]s and settles the folder on start.
+#[derive(Debug)]
+pub struct FileSinkFactory {
+    spec: FileSinkSpec,
+    exactly_once: bool,
+}
+
+impl FileSinkFactory {
+    /// A factory writing into `spec.dir`.
+    pub fn new(spec: FileSinkSpec, exactly_once: bool) -> Self {
+        Self { spec, exactly_once }
+    }
+}
+
+impl SinkFactory for FileSinkFactory {
+    fn validate(&self) -> Result<()> {
+        let dir = &self.spec.dir;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "sink path {} exists and is not a folder",
+                dir.display()
+            )));
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Each task's next part-file sequence number recorded in a checkpoint.
-pub fn next_seqs(tasks: &[TaskEntry]) -> Vec<u64> {
-    let mut next = vec![0u64; tasks.len()];
-    for t in tasks {
-        next[t.task] = t.sink.as_ref().map_or(0, |s| s.next_seq);
-    }
-    next
-}
-
-/// Bring `dir` to the state of a restored checkpoint: commit what it
-/// covers, delete what was written after it. Returns each task's next
-/// sequence number.
-pub fn recover(dir: &Path, tasks: &[TaskEntry]) -> Result<Vec<u64>> {
-    std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
-    for name in tasks
-        .iter()
-        .flat_map(|t| t.sink.iter().flat_map(|s| &s.pending))
-    {
-        commit(dir, name)?;
-    }
-    let next = next_seqs(tasks);
-    for (name, t, seq, committed) in part_files(dir)? {
-        let after = next.get(t).is_none_or(|&n| seq >= n);
-        if !committed || after {
-            std::fs::remove_file(dir.join(&name))
-                .map_err(Error::io("removing", dir.join(&name)))?;
+    /// A restore commits what the checkpoint covers and deletes what was
+    /// written after it (committed or not); a fresh run removes every part
+    /// file.
+    fn recover(&self, restored: Option<&[Option<Value>]>) -> Result<()> {
+        let dir = &self.spec.dir;
+        let Some(states) = restored else {
+            for f in part_files(dir)? {
+                remove(dir, &f.name)?;
+            }
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
+        let mut next = Vec::with_capacity(states.len());
+        for state in states {
+            let s = state.as_ref().map(FileSinkState::parse).transpose()?;
+            let s = s.unwrap_or_default();
+            for name in &s.pending {
+                commit(dir, name)?;
+            }
+            next.push(s.next_seq);
         }
+        for f in part_files(dir)? {
+            let after = next.get(f.partition).is_none_or(|&n| f.seq >= n);
+            if !f.committed || after {
+                remove(dir, &f.name)?;
+            }
+        }
+        Ok(())
     }
-    Ok(next)
+
+    fn create(&self, partition: usize, restored: Option<&Value>) -> Result<Box<dyn Sink>> {
+        let next_seq = restored
+            .map(FileSinkState::parse)
+            .transpose()?
+            .map_or(0, |s| s.next_seq);
+        Ok(Box::new(FileSink::create(
+            &self.spec.dir,
+            partition,
+            next_seq,
+            self.exactly_once,
+        )?))
+    }
 }
 
-/// One task's writer.
+/// One partition's writer.
 #[derive(Debug)]
 pub struct FileSink {
     dir: PathBuf,
-    task: usize,
+    partition: usize,
     next_seq: u64,
     current: Option<(String, BufWriter<File>)>,
+    /// Closed files no checkpoint covers yet (including those of a failed
+    /// checkpoint, which the next one commits).
     pending: Vec<String>,
+    /// Files recorded in checkpoints not yet committed, by checkpoint id.
+    pre_committed: Vec<(u64, Vec<String>)>,
     exactly_once: bool,
 }
 
 impl FileSink {
-    /// A writer for `task` in `dir`, starting at part `next_seq`.
-    pub fn create(dir: &Path, task: usize, next_seq: u64, exactly_once: bool) -> Result<Self> {
+    /// A writer for `partition` in `dir`, starting at part `next_seq`.
+    fn create(dir: &Path, partition: usize, next_seq: u64, exactly_once: bool) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            task,
+            partition,
             next_seq,
             current: None,
             pending: Vec::new(),
+            pre_committed: Vec::new(),
             exactly_once,
         })
     }
 
     fn open(&mut self) -> Result<&mut BufWriter<File>> {
         if self.current.is_none() {
-            let name = part_name(self.task, self.next_seq);
+            let name = part_name(self.partition, self.next_seq);
             let path = in_progress(&self.dir, &name);
             let file = File::create(&path).map_err(Error::io("creating", &path))?;
             self.next_seq += 1;
@@ -167,6 +236,13 @@ impl FileSink {
                 .sync_data()
                 .map_err(Error::io("syncing", &path))?;
             self.pending.push(name);
+        }
+        Ok(())
+    }
+
+    fn commit_pending(&mut self) -> Result<()> {
+        for name in std::mem::take(&mut self.pending) {
+            commit(&self.dir, &name)?;
         }
         Ok(())
     }
@@ -193,22 +269,61 @@ impl Sink for FileSink {
             return Ok(());
         }
         self.close()?;
-        for name in std::mem::take(&mut self.pending) {
-            commit(&self.dir, &name)?;
+        self.commit_pending()
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>> {
+        self.close()?;
+        let pending = std::mem::take(&mut self.pending);
+        let state = FileSinkState {
+            next_seq: self.next_seq,
+            pending: pending.clone(),
+        };
+        self.pre_committed.push((checkpoint, pending));
+        serde_json::to_value(state)
+            .map(Some)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let done = self
+            .pre_committed
+            .iter()
+            .filter(|(id, _)| *id <= checkpoint)
+            .count();
+        for (_, names) in self.pre_committed.drain(..done) {
+            for name in names {
+                commit(&self.dir, &name)?;
+            }
         }
         Ok(())
     }
 
-    fn prepare_commit(&mut self) -> Result<Option<SinkState>> {
-        self.close()?;
-        Ok(Some(SinkState {
-            next_seq: self.next_seq,
-            pending: std::mem::take(&mut self.pending),
-        }))
+    fn abort(&mut self, checkpoint: u64) -> Result<()> {
+        if let Some(i) = self
+            .pre_committed
+            .iter()
+            .position(|(id, _)| *id == checkpoint)
+        {
+            let (_, mut names) = self.pre_committed.remove(i);
+            names.append(&mut self.pending);
+            self.pending = names;
+        }
+        Ok(())
     }
 
-    fn end(&mut self) -> Result<()> {
-        self.close()
+    fn end(&mut self, end: End) -> Result<()> {
+        self.close()?;
+        if end == End::EndOfInput {
+            // All input is processed: everything written is final.
+            for (_, names) in std::mem::take(&mut self.pre_committed) {
+                for name in names {
+                    commit(&self.dir, &name)?;
+                }
+            }
+            self.commit_pending()?;
+        }
+        Ok(())
     }
 }
 
@@ -216,29 +331,33 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
 
-    fn entry(task: usize, next_seq: u64, pending: &[&str]) -> TaskEntry {
-        TaskEntry {
-            task,
-            watermark: 0,
-            sink: Some(SinkState {
+    fn state(next_seq: u64, pending: &[&str]) -> Option<Value> {
+        Some(
+            serde_json::to_value(FileSinkState {
                 next_seq,
                 pending: pending.iter().map(|s| s.to_string()).collect(),
-            }),
-            operators: vec![],
-        }
+            })
+            .unwrap(),
+        )
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut n: Vec<_> = part_files(d).unwrap().into_iter().map(|p| p.name).collect();
+        n.sort();
+        n
     }
 
     #[test]
     fn two_phase_commit_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut sink = FileSink::create(d, 0, 0, true).unwrap();
+        let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
+        let mut sink = factory.create(0, None).unwrap();
         let mut b = Batch::new();
         b.push(b"k", b"one", 0);
         sink.write(&b).unwrap();
-        let cp = sink.prepare_commit().unwrap().unwrap();
-        assert_eq!(cp.pending, vec!["part-0000-000000.jsonl".to_string()]);
-        assert_eq!(cp.next_seq, 1);
+        let cp = sink.pre_commit(1).unwrap();
+        assert_eq!(cp, state(1, &["part-0000-000000.jsonl"]));
         sink.write(&b).unwrap();
         sink.flush().unwrap();
         // Nothing is visible as committed before the checkpoint completes.
@@ -246,17 +365,39 @@ mod tests {
         // Crash; restore from the checkpoint: its file is committed, the
         // later one discarded.
         drop(sink);
-        let next = recover(d, &[entry(0, cp.next_seq, &["part-0000-000000.jsonl"])]).unwrap();
-        assert_eq!(next, vec![1]);
-        let names: Vec<_> = part_files(d).unwrap().into_iter().map(|p| p.0).collect();
-        assert_eq!(names, vec!["part-0000-000000.jsonl".to_string()]);
+        factory.recover(Some(&[cp])).unwrap();
+        assert_eq!(names(d), vec!["part-0000-000000.jsonl".to_string()]);
         assert_eq!(
             std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(),
             "one\n"
         );
         // Restoring an older point removes committed files after it.
-        let next = recover(d, &[entry(0, 0, &[])]).unwrap();
-        assert_eq!(next, vec![0]);
-        assert!(part_files(d).unwrap().is_empty());
+        factory.recover(Some(&[state(0, &[])])).unwrap();
+        assert!(names(d).is_empty());
+    }
+
+    #[test]
+    fn an_aborted_checkpoint_is_committed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
+        let mut sink = factory.create(3, None).unwrap();
+        let mut b = Batch::new();
+        b.push(b"k", b"one", 0);
+        sink.write(&b).unwrap();
+        sink.pre_commit(1).unwrap();
+        sink.abort(1).unwrap();
+        assert!(names(d).iter().all(|n| n.starts_with('.')));
+        sink.write(&b).unwrap();
+        let cp = sink.pre_commit(2).unwrap();
+        assert_eq!(
+            cp,
+            state(2, &["part-0003-000000.jsonl", "part-0003-000001.jsonl"])
+        );
+        sink.commit(2).unwrap();
+        assert_eq!(
+            names(d),
+            vec!["part-0003-000000.jsonl", "part-0003-000001.jsonl"]
+        );
     }
 }

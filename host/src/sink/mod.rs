@@ -1,45 +1,84 @@
-//! Sinks: where emitted records go. The runtime sees only [`Sink`]; each
-//! kind lives in its own module. Dead letters have their own output,
+//! Sinks: where emitted records go, as lifecycles the runtime drives.
+//!
+//! A [`SinkFactory`] is resolved from the job file ([`open`]). Before any
+//! task starts it checks what it can ([`SinkFactory::validate`]), then brings
+//! the output to the restored checkpoint or clears it for a fresh run
+//! ([`SinkFactory::recover`]), and makes one [`Sink`] per partition. The
+//! partition's task thread owns its sink: it writes, and at a barrier calls
+//! [`Sink::pre_commit`], whose answer goes into the checkpoint as the sink's
+//! opaque state. Once the checkpoint's manifest is durable, the coordinator
+//! tells every task and each sink [`Sink::commit`]s; a failed checkpoint is
+//! [`Sink::abort`]ed. The runtime never knows how a sink commits (renaming
+//! files, a Kafka transaction). Dead letters have their own output,
 //! [`dead_letter::DeadLetters`], shared by the source and all tasks.
 
 pub mod dead_letter;
-pub mod file;
-pub mod stdout;
+mod file;
+mod stdout;
+
+use serde_json::Value;
 
 use crate::Result;
 use crate::batch::Batch;
-use crate::config::SinkSpec;
 
-/// A task's writer of emitted records.
+pub use file::{FileSinkSpec, part_name};
+
+/// A resolved sink.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    /// Standard output.
+    Stdout,
+    /// A directory of per-partition part files.
+    Files(FileSinkSpec),
+}
+
+/// How a run ended, as sinks need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// All input was processed: what was written is final.
+    EndOfInput,
+    /// The job stopped (or failed): what no checkpoint covers stays
+    /// uncommitted, for the next restore to settle.
+    Stopped,
+}
+
+/// One partition's writer of emitted records.
 pub trait Sink: Send {
     /// Write every record of `batch`.
     fn write(&mut self, batch: &Batch) -> Result<()>;
     /// Push buffered output out (and, without checkpoints, commit it).
     fn flush(&mut self) -> Result<()>;
-    /// At a barrier: close the current output so the checkpoint can commit
-    /// it. `None` for sinks without transactions.
-    fn prepare_commit(&mut self) -> Result<Option<crate::checkpoint::manifest::SinkState>> {
-        self.flush().map(|()| None)
-    }
-    /// The task is ending: close the current output (not committed).
-    fn end(&mut self) -> Result<()> {
-        self.flush()
-    }
+    /// At barrier `checkpoint`: close the epoch's output so the checkpoint
+    /// can commit it. The returned state is stored in the checkpoint and
+    /// given back to [`SinkFactory::recover`] and [`SinkFactory::create`] on
+    /// restore; `None` for sinks without transactions.
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>>;
+    /// Checkpoint `checkpoint` is durable: make what it covers visible.
+    fn commit(&mut self, checkpoint: u64) -> Result<()>;
+    /// Checkpoint `checkpoint` failed: what it covered waits for the next
+    /// one.
+    fn abort(&mut self, checkpoint: u64) -> Result<()>;
+    /// The partition is done; `end` says whether its output is final.
+    fn end(&mut self, end: End) -> Result<()>;
 }
 
-/// Open the sink of `spec` for one task. `next_seq` is the task's next part
-/// file number (from a restored checkpoint, else 0); `exactly_once` makes
-/// file output wait for checkpoints to commit.
-pub fn open(
-    spec: &SinkSpec,
-    task: usize,
-    next_seq: u64,
-    exactly_once: bool,
-) -> Result<Box<dyn Sink>> {
+/// Makes a job's sinks and settles its output on start.
+pub trait SinkFactory: Send + Sync {
+    /// Check what can be checked without touching output.
+    fn validate(&self) -> Result<()>;
+    /// Bring the output to a restored checkpoint (`restored`: each
+    /// partition's sink state in it) or, for a fresh run (`None`), clear it.
+    /// Called once, after every operator accepted its state.
+    fn recover(&self, restored: Option<&[Option<Value>]>) -> Result<()>;
+    /// The sink of `partition`, continuing from its restored state.
+    fn create(&self, partition: usize, restored: Option<&Value>) -> Result<Box<dyn Sink>>;
+}
+
+/// The sink factory for `spec`; `exactly_once` makes output wait for
+/// checkpoints to commit.
+pub fn open(spec: &SinkSpec, exactly_once: bool) -> Result<Box<dyn SinkFactory>> {
     Ok(match spec {
-        SinkSpec::Stdout => Box::new(stdout::StdoutSink),
-        SinkSpec::Files { dir } => {
-            Box::new(file::FileSink::create(dir, task, next_seq, exactly_once)?)
-        }
+        SinkSpec::Stdout => Box::new(stdout::StdoutFactory),
+        SinkSpec::Files(spec) => Box::new(file::FileSinkFactory::new(spec.clone(), exactly_once)),
     })
 }

@@ -2,9 +2,27 @@
 
 use std::io::Write;
 
-use super::Sink;
+use serde_json::Value;
+
+use super::{End, Sink, SinkFactory};
 use crate::batch::Batch;
 use crate::{Error, Result};
+
+/// Makes [`StdoutSink`]s; nothing to settle on start.
+#[derive(Debug)]
+pub struct StdoutFactory;
+
+impl SinkFactory for StdoutFactory {
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    fn recover(&self, _: Option<&[Option<Value>]>) -> Result<()> {
+        Ok(())
+    }
+    fn create(&self, _: usize, _: Option<&Value>) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(StdoutSink))
+    }
+}
 
 /// Writes values as lines to standard output (one lock per batch).
 #[derive(Debug)]
@@ -25,5 +43,21 @@ impl Sink for StdoutSink {
         std::io::stdout()
             .flush()
             .map_err(Error::io("flushing", "stdout"))
+    }
+
+    fn pre_commit(&mut self, _: u64) -> Result<Option<Value>> {
+        self.flush().map(|()| None)
+    }
+
+    fn commit(&mut self, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn abort(&mut self, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn end(&mut self, _: End) -> Result<()> {
+        self.flush()
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weir::job::{RunOptions, run};
-use weir_tests::{artifacts, read_output, state_machine_plan};
+use weir_tests::{artifacts, file_source, read_output, state_machine_plan};
 
 #[test]
 fn follow_reads_files_that_arrive_later_once_each() {
@@ -15,8 +15,8 @@ fn follow_reads_files_that_arrive_later_once_each() {
     std::fs::write(events.join("0001.csv"), "1,a,1\n1,a,2\n").unwrap();
     let out = dir.path().join("out");
     let mut plan = state_machine_plan(&events, &out, 2, artifacts::STATE_MACHINE);
-    plan.source.follow = true;
-    plan.source.poll_interval = Duration::from_millis(20);
+    file_source(&mut plan).follow = true;
+    file_source(&mut plan).poll_interval = Duration::from_millis(20);
     let stop = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
         stop: stop.clone(),

@@ -5,5 +5,6 @@ mod dead_letters;
 mod faults;
 mod follow;
 mod languages;
+mod partitions;
 mod savepoints;
 mod state_machine;

@@ -13,7 +13,7 @@ use weir::checkpoint::store::StateStore;
 use weir::config::JobFile;
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
-use weir_tests::{artifacts, assert_same_output, read_output};
+use weir_tests::{artifacts, assert_same_output, file_source, read_output};
 
 /// A job folder: events, job file, state, output.
 pub struct Job {
@@ -132,7 +132,7 @@ path = "dead-letters.jsonl"
         let mut plan = file.resolve(&self.name, &self.root).unwrap();
         plan.name = format!("{}-reference", self.name);
         let out = self.root.join("reference-out");
-        plan.sink = weir::config::SinkSpec::Files { dir: out.clone() };
+        plan.sink = weir::config::SinkSpec::Files(weir::config::FileSinkSpec { dir: out.clone() });
         plan.control = None;
         run(&plan, RunOptions::default()).unwrap();
         read_output(&out)
@@ -148,7 +148,8 @@ path = "dead-letters.jsonl"
             let addr =
                 std::fs::read_to_string(self.root.join("run").join(format!("{}.addr", self.name)));
             if let Ok(addr) = addr
-                && let Ok((200, body)) = weir::control::request(addr.trim(), "GET", "/status")
+                && let Ok((200, body)) =
+                    weir::runtime::control::request(addr.trim(), "GET", "/status")
             {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 if v["records_read"].as_u64().unwrap_or(0) > 0 {
@@ -169,17 +170,8 @@ path = "dead-letters.jsonl"
     }
 }
 
-/// Savepoint in the middle, SIGKILL, restore: both runs' committed output
-/// equals an uninterrupted run.
-pub fn stop_resume(job: &Job) {
-    stop_resume_into(job, None);
-}
-
-/// As [`stop_resume`], restoring into `other_plugin` (another build, or the
-/// same operator in another language) when given.
-pub fn stop_resume_into(job: &Job, other_plugin: Option<(&str, usize)>) {
-    let expected = job.reference();
-    assert!(!expected.is_empty());
+/// Run the job, take savepoint `mid` while it runs, kill it (SIGKILL).
+pub fn savepoint_then_kill(job: &Job) {
     let mut child = job.spawn(None);
     job.wait_running();
     let said = job.run_ok(&[
@@ -193,12 +185,26 @@ pub fn stop_resume_into(job: &Job, other_plugin: Option<(&str, usize)>) {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success(), "the job was killed, not finished");
+}
+
+/// Savepoint in the middle, SIGKILL, restore: both runs' committed output
+/// equals an uninterrupted run.
+pub fn stop_resume(job: &Job) {
+    stop_resume_into(job, None);
+}
+
+/// As [`stop_resume`], restoring into `other_plugin` (another build, or the
+/// same operator in another language) when given.
+pub fn stop_resume_into(job: &Job, other_plugin: Option<(&str, usize)>) {
+    let expected = job.reference();
+    assert!(!expected.is_empty());
+    savepoint_then_kill(job);
     let sp = manifest::select(&job.store(), &job.name, "mid")
         .unwrap()
         .manifest;
     assert_eq!(sp.kind, Kind::Savepoint);
     assert!(
-        sp.source.file.is_some(),
+        sp.source.position["file"].is_string(),
         "the savepoint is in the middle of the input"
     );
 
@@ -241,7 +247,7 @@ fn savepoint_with_pending_timers() {
         .unwrap()
         .manifest;
     let timers: u64 = sp
-        .tasks
+        .partitions
         .iter()
         .flat_map(|t| &t.operators)
         .map(|o| o.timer_count)
@@ -330,8 +336,8 @@ fn savepoint_then_follow_new_files() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     let mut follow_plan = plan.clone();
-    follow_plan.source.follow = true;
-    follow_plan.source.poll_interval = Duration::from_millis(10);
+    file_source(&mut follow_plan).follow = true;
+    file_source(&mut follow_plan).poll_interval = Duration::from_millis(10);
     follow_plan.control = None;
     let read = counter();
     let handle = std::thread::spawn({
@@ -362,7 +368,7 @@ fn savepoint_then_follow_new_files() {
         .unwrap();
     let first_run = handle.join().unwrap().unwrap();
     assert_eq!(first_run.totals.records_read, first.len() as u64);
-    assert_eq!(sp.source.line, first.len() as u64);
+    assert_eq!(sp.source.position["line"], first.len() as u64);
 
     // Run 2: from the savepoint, following; the rest arrives as new files.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -387,17 +393,16 @@ fn savepoint_then_follow_new_files() {
     });
     std::thread::sleep(Duration::from_millis(100));
     let half = second.len() / 2;
-    std::fs::write(
-        events.join("events-000001.csv"),
-        second[..half].join("\n") + "\n",
-    )
-    .unwrap();
+    // Written hidden, then renamed when complete (the documented way: a
+    // file the source lists is read to its end once).
+    let arrive = |name: &str, lines: &[&str]| {
+        let hidden = events.join(format!(".{name}"));
+        std::fs::write(&hidden, lines.join("\n") + "\n").unwrap();
+        std::fs::rename(&hidden, events.join(name)).unwrap();
+    };
+    arrive("events-000001.csv", &second[..half]);
     std::thread::sleep(Duration::from_millis(100));
-    std::fs::write(
-        events.join("events-000002.csv"),
-        second[half..].join("\n") + "\n",
-    )
-    .unwrap();
+    arrive("events-000002.csv", &second[half..]);
     wait_for(&read, second.len() as u64);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     tx2.send(weir::checkpoint::Trigger::Savepoint {
@@ -483,7 +488,7 @@ fn refused(job: &Job, from: &str) -> String {
 }
 
 fn blob(dir: &Path) -> PathBuf {
-    dir.join("task-0001").join("op-0-op.state")
+    dir.join("partition-0001").join("op-0-op.state")
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn compiled_components_are_cached_on_disk() {
         ..Default::default()
     };
     let path = std::path::Path::new(artifacts::STATE_MACHINE);
-    let first = weir::engine::WeirEngine::new(settings.clone())
+    let first = weir::plugin::WeirEngine::new(settings.clone())
         .unwrap()
         .load_file("sm", path)
         .unwrap();
@@ -105,7 +105,7 @@ fn compiled_components_are_cached_on_disk() {
     let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
     assert_eq!(cached.len(), 1, "one compiled component in the cache");
     // A new engine (as after a restart) loads it without compiling.
-    let second = weir::engine::WeirEngine::new(settings)
+    let second = weir::plugin::WeirEngine::new(settings)
         .unwrap()
         .load_file("sm", path)
         .unwrap();

@@ -6,79 +6,13 @@
 
 use std::sync::Arc;
 
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 
+use super::bindings::weir::plugin::types::Error as WitError;
+use super::bindings::{MemoryCap, OperatorPlugin, PluginCtx};
+use super::engine::{LoadedPlugin, WeirEngine};
 use crate::batch::{Batch, Outcome, Timer};
-use crate::engine::bindings::weir::plugin::types::{Error as WitError, Level};
-use crate::engine::bindings::{self, OperatorPlugin};
-use crate::engine::{LoadedPlugin, WeirEngine};
 use crate::{Error, Result};
-
-/// Per-store host state.
-pub struct PluginCtx {
-    plugin: Arc<str>,
-    task: usize,
-    memory: MemoryCap,
-    /// The plugin's last error-level log line (the SDKs log a panic's
-    /// message there before trapping), quoted in trap errors.
-    last_error: Option<String>,
-}
-
-/// Caps the linear memory (and tables) of one instance, remembering a hit
-/// so the error can say so.
-struct MemoryCap {
-    max_bytes: usize,
-    hit: Option<usize>,
-    /// Largest linear memory granted so far.
-    peak: usize,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = Some(desired);
-            return Err(wasmtime::Error::msg(format!(
-                "memory cap of {} MiB reached (asked for {} MiB)",
-                self.max_bytes >> 20,
-                desired >> 20
-            )));
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
-    }
-}
-
-impl bindings::weir::plugin::types::Host for PluginCtx {}
-
-impl bindings::weir::plugin::host::Host for PluginCtx {
-    fn log(&mut self, level: Level, message: String) {
-        let (plugin, task) = (&*self.plugin, self.task);
-        match level {
-            Level::Trace => tracing::trace!(plugin, task, "{message}"),
-            Level::Debug => tracing::debug!(plugin, task, "{message}"),
-            Level::Info => tracing::info!(plugin, task, "{message}"),
-            Level::Warn => tracing::warn!(plugin, task, "{message}"),
-            Level::Error => tracing::error!(plugin, task, "{message}"),
-        }
-        if level == Level::Error {
-            self.last_error = Some(message);
-        }
-    }
-}
 
 /// A live plugin instance for one task.
 pub struct PluginInstance {

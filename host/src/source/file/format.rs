@@ -5,7 +5,30 @@
 use std::borrow::Cow;
 
 use crate::batch::NO_TIMESTAMP;
-use crate::config::{Format, KeySpec};
+use serde::Deserialize;
+
+/// Record format of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated values (RFC 4180 quoting); the value is the whole line.
+    Csv,
+    /// One JSON object per line; the value is the whole line.
+    Jsonl,
+    /// Plain lines; no key (records are spread round-robin) and no timestamp.
+    Lines,
+}
+
+/// Which part of a record holds the key or the timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// Not present.
+    None,
+    /// A CSV column (0-based).
+    Column(usize),
+    /// A top-level JSON field.
+    Field(String),
+}
 
 /// Key and event time of one line.
 #[derive(Debug, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use serde_json::json;
 
+use super::{CheckpointStats, Metrics};
+use crate::checkpoint::Trigger;
 use crate::checkpoint::manifest::{Manifest, folder};
-use crate::checkpoint::{CheckpointStats, Trigger};
-use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// Longest a savepoint request waits for completion.
@@ -57,7 +57,7 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
-    fn counters(&self) -> (crate::metrics::Snapshot, CheckpointStats) {
+    fn counters(&self) -> (super::Snapshot, CheckpointStats) {
         let c = self
             .checkpoints
             .lock()
@@ -167,6 +167,14 @@ fn manifest_json(job: &str, m: &Manifest) -> serde_json::Value {
     })
 }
 
+/// An answer: status, body, content type.
+type Answer = (u16, String, &'static str);
+
+fn json_answer(status: u16, body: serde_json::Value) -> Answer {
+    (status, body.to_string(), "application/json")
+}
+
+/// Read one request, answer it, close.
 fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -183,94 +191,17 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     let route = path.split('?').next().unwrap_or("");
     let (status, body, content_type) = match (method, route) {
-        ("GET", "/status") => {
-            let (m, c) = job.counters();
-            let body = json!({
-                "job": job.job,
-                "records_read": m.records_read,
-                "bytes_read": m.bytes_read,
-                "files_done": m.files_done,
-                "emitted": m.emitted,
-                "malformed": m.malformed,
-                "checkpoints_completed": c.completed,
-                "checkpoints_failed": c.failed,
-                "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
-            });
-            (200, body.to_string(), "application/json")
+        ("GET", "/status") => status(job),
+        ("GET", "/metrics") => metrics(job),
+        ("POST", "/savepoint") => savepoint(job, path, false),
+        ("POST", "/stop") if query(path, "savepoint").is_some_and(|v| v == "true" || v == "1") => {
+            savepoint(job, path, true)
         }
-        ("GET", "/metrics") => {
-            let (m, c) = job.counters();
-            let body = format!(
-                "weir_records_read_total {}\nweir_bytes_read_total {}\nweir_files_done_total {}\n\
-                 weir_records_emitted_total {}\nweir_records_malformed_total {}\n\
-                 weir_checkpoints_completed_total {}\nweir_checkpoints_failed_total {}\n",
-                m.records_read,
-                m.bytes_read,
-                m.files_done,
-                m.emitted,
-                m.malformed,
-                c.completed,
-                c.failed
-            );
-            (200, body, "text/plain; version=0.0.4")
+        ("POST", "/stop") => {
+            job.stop.store(true, Ordering::Relaxed);
+            json_answer(200, json!({"stopping": true}))
         }
-        ("POST", "/savepoint") | ("POST", "/stop") => {
-            let stop = route == "/stop";
-            let with_savepoint =
-                !stop || query(path, "savepoint").is_some_and(|v| v == "true" || v == "1");
-            if !with_savepoint {
-                job.stop.store(true, Ordering::Relaxed);
-                (
-                    200,
-                    json!({"stopping": true}).to_string(),
-                    "application/json",
-                )
-            } else {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let name = query(path, "name")
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_string);
-                if name.as_deref().is_some_and(|n| {
-                    !n.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                }) {
-                    (
-                        400,
-                        json!({"error": "a savepoint name may hold letters, digits, - _ ."})
-                            .to_string(),
-                        "application/json",
-                    )
-                } else {
-                    let sent = job.triggers.send(Trigger::Savepoint {
-                        name,
-                        stop,
-                        reply: Some(tx),
-                    });
-                    match sent
-                        .ok()
-                        .and_then(|()| rx.recv_timeout(SAVEPOINT_WAIT).ok())
-                    {
-                        Some(Ok(m)) => (
-                            200,
-                            manifest_json(&job.job, &m).to_string(),
-                            "application/json",
-                        ),
-                        Some(Err(e)) => (500, json!({"error": e}).to_string(), "application/json"),
-                        None => (
-                            503,
-                            json!({"error": "the job ended before the savepoint completed"})
-                                .to_string(),
-                            "application/json",
-                        ),
-                    }
-                }
-            }
-        }
-        _ => (
-            404,
-            json!({"error": "no such endpoint"}).to_string(),
-            "application/json",
-        ),
+        _ => json_answer(404, json!({"error": "no such endpoint"})),
     };
     let mut conn = reader.into_inner();
     write!(
@@ -280,6 +211,71 @@ fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
         body.len()
     )?;
     conn.flush()
+}
+
+/// `GET /status`: counters and the last checkpoint, as JSON.
+fn status(job: &JobHandle) -> Answer {
+    let (m, c) = job.counters();
+    json_answer(
+        200,
+        json!({
+            "job": job.job,
+            "records_read": m.records_read,
+            "bytes_read": m.bytes_read,
+            "files_done": m.files_done,
+            "emitted": m.emitted,
+            "malformed": m.malformed,
+            "checkpoints_completed": c.completed,
+            "checkpoints_failed": c.failed,
+            "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
+        }),
+    )
+}
+
+/// `GET /metrics`: the counters in Prometheus text format.
+fn metrics(job: &JobHandle) -> Answer {
+    let (m, c) = job.counters();
+    let body = format!(
+        "weir_records_read_total {}\nweir_bytes_read_total {}\nweir_files_done_total {}\n\
+         weir_records_emitted_total {}\nweir_records_malformed_total {}\n\
+         weir_checkpoints_completed_total {}\nweir_checkpoints_failed_total {}\n",
+        m.records_read, m.bytes_read, m.files_done, m.emitted, m.malformed, c.completed, c.failed
+    );
+    (200, body, "text/plain; version=0.0.4")
+}
+
+/// `POST /savepoint?name=N` and `POST /stop?savepoint=true&name=N`: take
+/// a savepoint (then stop), answer when it is complete.
+fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
+    let name = query(path, "name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    if name.as_deref().is_some_and(|n| {
+        !n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }) {
+        return json_answer(
+            400,
+            json!({"error": "a savepoint name may hold letters, digits, - _ ."}),
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let sent = job.triggers.send(Trigger::Savepoint {
+        name,
+        stop,
+        reply: Some(tx),
+    });
+    match sent
+        .ok()
+        .and_then(|()| rx.recv_timeout(SAVEPOINT_WAIT).ok())
+    {
+        Some(Ok(m)) => json_answer(200, manifest_json(&job.job, &m)),
+        Some(Err(e)) => json_answer(500, json!({"error": e})),
+        None => json_answer(
+            503,
+            json!({"error": "the job ended before the savepoint completed"}),
+        ),
+    }
 }
 
 /// Send a request to a job's control endpoint; returns status and body.

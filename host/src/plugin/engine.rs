@@ -9,26 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
+use super::bindings::{self, PluginCtx};
 use crate::config::EngineSettings;
-use crate::plugin::PluginCtx;
+use crate::digest::sha256_hex;
 use crate::{Error, Result};
-
-/// Host bindings generated from `wit/weir.wit`.
-///
-/// `operator-plugin` is the world every plugin targets: it exports
-/// `weir:plugin/operator` and `weir:plugin/state` and imports only
-/// `weir:plugin/host` (a log function). No WASI is linked, so a component
-/// that imports any WASI interface is refused at load time.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "operator-plugin",
-        path: "../wit",
-    });
-}
 
 /// The versions of the `weir:plugin` WIT package this host accepts.
 pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
@@ -136,7 +123,7 @@ impl WeirEngine {
             plugin: name.to_string(),
             detail,
         };
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = sha256_hex(bytes);
         let (component, from_cache) = self.compile_cached(&digest, bytes).map_err(load_err)?;
         check_interface(&self.inner.engine, &component).map_err(load_err)?;
         let pre = self
@@ -270,15 +257,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }

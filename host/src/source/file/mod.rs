@@ -7,22 +7,103 @@
 //! The source's position is (file name, byte offset after the last line
 //! handed on, lines before it); a checkpoint records it and a restored job
 //! resumes there: files sorting before it are skipped, that file is read
-//! from the offset.
+//! from the offset. One reader feeds every partition, so the position is
+//! the reader's, not per partition.
+
+mod format;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use super::format::LineParser;
-use super::{Completion, Router, Source};
-use crate::batch::Origin;
-use crate::checkpoint::manifest::SourcePosition;
-use crate::config::{FileSourceSpec, Format, KeySpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Completion, Output, Position, Restored, Source};
+use crate::batch::{Origin, Origins};
 use crate::{Error, Result};
+use format::LineParser;
+pub use format::{Format, KeySpec};
+
+/// The connector name in checkpoints.
+const CONNECTOR: &str = "files";
+
+/// A resolved file source.
+#[derive(Debug, Clone)]
+pub struct FileSourceSpec {
+    /// Directory to read.
+    pub dir: PathBuf,
+    /// Record format.
+    pub format: Format,
+    /// Key location.
+    pub key: KeySpec,
+    /// Event-time location.
+    pub timestamp: KeySpec,
+    /// Skip each file's first line (CSV).
+    pub header: bool,
+    /// Watch for new files until stopped.
+    pub follow: bool,
+    /// Poll interval of `follow`.
+    pub poll_interval: Duration,
+}
+
+/// Where the reader is: the file source's checkpointed position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    /// File being read (name within the source folder); files sorting
+    /// before it are done. `None`: nothing read yet.
+    pub file: Option<String>,
+    /// Byte offset in `file` after the last record before the barrier.
+    pub offset: u64,
+    /// Lines of `file` before `offset`.
+    pub line: u64,
+}
+
+impl FilePosition {
+    /// Read a position recorded by this source (`null`: the start).
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        if v.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(v.clone()).map_err(|e| format!("not a file source position: {e}"))
+    }
+
+    fn to_position(&self) -> Position {
+        Position {
+            reader: json!(self),
+            partitions: Vec::new(),
+        }
+    }
+}
+
+/// Names of the files the source has opened, indexed by [`Origin::unit`];
+/// describes origins as `file` and `line` in dead letters.
+#[derive(Debug, Default)]
+struct FileTable(RwLock<Vec<PathBuf>>);
+
+impl FileTable {
+    fn add(&self, path: &Path) -> u32 {
+        let mut files = self.0.write().unwrap_or_else(|e| e.into_inner());
+        files.push(path.to_path_buf());
+        (files.len() - 1) as u32
+    }
+}
+
+impl Origins for FileTable {
+    fn describe(&self, origin: Origin, out: &mut Map<String, Value>) {
+        let files = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = files.get(origin.unit as usize) {
+            out.insert("file".into(), json!(f.display().to_string()));
+        }
+        out.insert("line".into(), json!(origin.offset));
+    }
+}
 
 /// Read size; a line longer than this grows the buffer up to [`MAX_LINE`].
 const CHUNK: usize = 1 << 20;
@@ -35,31 +116,67 @@ pub struct FileSource {
     parser: LineParser,
     stop: Arc<AtomicBool>,
     done: HashSet<OsString>,
+    files: Arc<FileTable>,
     /// Offset of the current chunk's first byte in the current file.
-    position: SourcePosition,
+    position: FilePosition,
     /// Where a restored job resumes.
-    start: Option<SourcePosition>,
+    start: Option<FilePosition>,
     buf: Vec<u8>,
 }
 
 impl FileSource {
-    /// A source over `spec.dir`; `stop` ends a `follow` run.
-    pub fn new(spec: FileSourceSpec, stop: Arc<AtomicBool>, start: Option<SourcePosition>) -> Self {
+    /// A source over `spec.dir`, resuming at `restored`; `stop` ends a
+    /// `follow` run. Refuses a missing folder, a key on a `lines` source, a
+    /// position written by another connector or in a file that is gone.
+    pub fn open(
+        spec: FileSourceSpec,
+        stop: Arc<AtomicBool>,
+        restored: Option<Restored>,
+    ) -> Result<Self> {
+        if !spec.dir.is_dir() {
+            return Err(Error::Config(format!(
+                "source folder {} does not exist",
+                spec.dir.display()
+            )));
+        }
+        if spec.format == Format::Lines && spec.key != KeySpec::None {
+            return Err(Error::Config("lines sources have no key".into()));
+        }
+        let start = match restored {
+            Some(r) => {
+                let refuse = |detail: String| Error::Savepoint {
+                    location: spec.dir.display().to_string(),
+                    detail,
+                };
+                if r.connector != CONNECTOR {
+                    return Err(refuse(format!(
+                        "it was taken from a `{}` source; this job reads files",
+                        r.connector
+                    )));
+                }
+                let p = FilePosition::from_value(&r.reader).map_err(refuse)?;
+                if let Some(file) = &p.file
+                    && !spec.dir.join(file).is_file()
+                {
+                    return Err(refuse(format!(
+                        "the restored position is in file {file}, which is not in the source folder"
+                    )));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
-        Self {
+        Ok(Self {
             spec,
             parser,
             stop,
             done: HashSet::new(),
-            position: SourcePosition::default(),
+            files: Arc::default(),
+            position: FilePosition::default(),
             start,
             buf: vec![0; CHUNK],
-        }
-    }
-
-    /// The position of the chunk being read.
-    pub fn position(&self) -> &SourcePosition {
-        &self.position
+        })
     }
 
     /// Files not read yet, in name order. Hidden files (`.name`) are
@@ -93,22 +210,15 @@ impl FileSource {
         name: &OsString,
         path: &Path,
         resume: (u64, u64),
-        router: &mut Router,
+        out: &mut dyn Output,
     ) -> Result<Option<Completion>> {
-        let file_index = {
-            let mut files = router
-                .files()
-                .write()
-                .map_err(|_| Error::Internal("file table lock poisoned".into()))?;
-            files.push(path.to_path_buf());
-            (files.len() - 1) as u32
-        };
+        let file_index = self.files.add(path);
         let mut f = File::open(path).map_err(Error::io("opening", path))?;
         if resume.0 > 0 {
             f.seek(SeekFrom::Start(resume.0))
                 .map_err(Error::io("seeking in", path))?;
         }
-        self.position = SourcePosition {
+        self.position = FilePosition {
             file: Some(name.to_string_lossy().into_owned()),
             offset: resume.0,
             line: resume.1,
@@ -117,7 +227,7 @@ impl FileSource {
         let mut filled = 0usize;
         let mut skipping_long_line = false;
         loop {
-            if self.stop.load(Ordering::Relaxed) || router.is_disconnected() {
+            if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Some(Completion::Stopped));
             }
             if filled == self.buf.len() {
@@ -131,7 +241,11 @@ impl FileSource {
                         "line longer than {} MiB; value cut to its first KiB",
                         MAX_LINE >> 20
                     );
-                    router.malformed(file_index, line_no, &reason, head)?;
+                    let origin = Origin {
+                        unit: file_index,
+                        offset: line_no,
+                    };
+                    out.malformed(origin, &reason, head)?;
                     self.position.offset += filled as u64;
                     filled = 0;
                     skipping_long_line = true;
@@ -140,7 +254,7 @@ impl FileSource {
             let n = f
                 .read(&mut self.buf[filled..])
                 .map_err(Error::io("reading", path))?;
-            router.metrics().add_read(0, n as u64);
+            out.read_bytes(n as u64);
             let eof = n == 0;
             filled += n;
             let mut start = 0usize;
@@ -150,7 +264,10 @@ impl FileSource {
                     skipping_long_line = false;
                 } else {
                     line_no += 1;
-                    if self.handle_line(file_index, line_no, start, end, router)? {
+                    if self
+                        .handle_line(file_index, line_no, start, end, out)?
+                        .is_break()
+                    {
                         return Ok(Some(Completion::Stopped));
                     }
                 }
@@ -159,7 +276,10 @@ impl FileSource {
             if eof && start < filled {
                 if !skipping_long_line {
                     line_no += 1;
-                    if self.handle_line(file_index, line_no, start, filled, router)? {
+                    if self
+                        .handle_line(file_index, line_no, start, filled, out)?
+                        .is_break()
+                    {
                         return Ok(Some(Completion::Stopped));
                     }
                 }
@@ -169,75 +289,76 @@ impl FileSource {
             self.position.line = line_no;
             self.buf.copy_within(start..filled, 0);
             filled -= start;
-            if router.tick().is_err() {
-                return Ok(Some(Completion::Stopped));
-            }
-            if router.barrier_if_due(&self.position) {
+            if out.tick().is_break() || self.barrier_if_due(out).is_break() {
                 return Ok(Some(Completion::Stopped));
             }
             if eof {
-                router.metrics().add_file();
+                out.unit_done();
                 return Ok(None);
             }
         }
     }
 
-    /// Route one line. Returns true when the job must stop (a savepoint
-    /// with stop was taken, or the tasks hung up).
+    /// Inject the barrier due now, if any, at the current position.
+    fn barrier_if_due(&self, out: &mut dyn Output) -> ControlFlow<()> {
+        match out.barrier_due() {
+            Some(req) => out.barrier(req, self.position.to_position()),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Route one line; `Break` when the job must stop.
     fn handle_line(
         &self,
         file: u32,
         line_no: u64,
         start: usize,
         end: usize,
-        router: &mut Router,
-    ) -> Result<bool> {
+        out: &mut dyn Output,
+    ) -> Result<ControlFlow<()>> {
         let mut line = &self.buf[start..end];
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
         if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv)
         {
-            return Ok(false);
+            return Ok(ControlFlow::Continue(()));
         }
         let origin = Origin {
-            file,
-            line: line_no,
+            unit: file,
+            offset: line_no,
         };
         match self.parser.parse(line) {
             Ok(p) => {
-                if let Some(req) = router.event_time_barrier(p.timestamp) {
-                    let at = SourcePosition {
+                if let Some(req) = out.event_time_barrier(p.timestamp) {
+                    let at = FilePosition {
                         file: self.position.file.clone(),
                         offset: self.position.offset + start as u64,
                         line: line_no - 1,
                     };
-                    if router.barrier(req, at).unwrap_or(true) {
-                        return Ok(true);
+                    if out.barrier(req, at.to_position()).is_break() {
+                        return Ok(ControlFlow::Break(()));
                     }
                 }
-                Ok(router
-                    .record(p.key.as_deref(), line, p.timestamp, origin)
-                    .is_err())
+                Ok(out.record(p.key.as_deref(), line, p.timestamp, origin))
             }
-            Err(reason) => router
-                .malformed(file, line_no, &reason, line)
-                .map(|()| false),
+            Err(reason) => out
+                .malformed(origin, &reason, line)
+                .map(|()| ControlFlow::Continue(())),
         }
     }
 }
 
 impl Source for FileSource {
-    fn run(&mut self, router: &mut Router) -> Result<Completion> {
-        if !self.spec.dir.is_dir() {
-            return Err(Error::Config(format!(
-                "source folder {} does not exist",
-                self.spec.dir.display()
-            )));
-        }
-        if self.spec.format == Format::Lines && self.spec.key != KeySpec::None {
-            return Err(Error::Config("lines sources have no key".into()));
-        }
+    fn connector(&self) -> &'static str {
+        CONNECTOR
+    }
+
+    fn origins(&self) -> Arc<dyn Origins> {
+        self.files.clone()
+    }
+
+    fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         let mut resume = self
             .start
             .take()
@@ -251,15 +372,6 @@ impl Source for FileSource {
                 .filter(|n| n < file)
                 .collect();
             self.done.extend(before);
-            if !self.spec.dir.join(file).is_file() {
-                return Err(Error::Savepoint {
-                    location: self.spec.dir.display().to_string(),
-                    detail: format!(
-                        "the restored position is in file {}, which is not in the source folder",
-                        file.to_string_lossy()
-                    ),
-                });
-            }
         }
         loop {
             let files = self.pending_files()?;
@@ -269,7 +381,7 @@ impl Source for FileSource {
                     Some((f, offset, line)) if *f == name => (*offset, *line),
                     _ => (0, 0),
                 };
-                if let Some(stopped) = self.read_file(&name, &path, from, router)? {
+                if let Some(stopped) = self.read_file(&name, &path, from, out)? {
                     return Ok(stopped);
                 }
                 resume = None;
@@ -283,10 +395,7 @@ impl Source for FileSource {
                 return Ok(Completion::Stopped);
             }
             if idle {
-                if router.flush().is_err() {
-                    return Ok(Completion::Stopped);
-                }
-                if router.barrier_if_due(&self.position) {
+                if out.flush().is_break() || self.barrier_if_due(out).is_break() {
                     return Ok(Completion::Stopped);
                 }
                 std::thread::sleep(self.spec.poll_interval);

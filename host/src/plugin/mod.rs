@@ -1,0 +1,23 @@
+//! Plugin hosting: operators compiled to Wasm components, run in a sandbox.
+//!
+//! - [`bindings`](self): the host side of the WIT contract (`wit/weir.wit`)
+//!   and the per-store context (log import, memory cap).
+//! - [`WeirEngine`]: the wasmtime engine, epoch deadlines, the check of the
+//!   WIT version and imports, and the compiled-component cache.
+//! - [`PluginInstance`]: one instance in its own store, called per batch.
+//! - [`Operator`] / [`OperatorFactory`]: what the runtime sees of an
+//!   operator; Wasm plugins implement them, and so does the benchmark's
+//!   native build of the same logic.
+//!
+//! Arrows point down only: `operator` -> `instance` -> `engine` ->
+//! `bindings`.
+
+mod bindings;
+mod engine;
+mod instance;
+mod operator;
+
+pub(crate) use bindings::weir::plugin::types as wit;
+pub use engine::{ACCEPTED_WIT_VERSIONS, LoadedPlugin, WeirEngine, default_cache_dir};
+pub use instance::PluginInstance;
+pub use operator::{Operator, OperatorFactory, WasmOperatorFactory};

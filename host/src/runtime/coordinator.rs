@@ -1,0 +1,339 @@
+//! The checkpoint coordinator: a thread that collects every partition's
+//! snapshot for a barrier, uploads the blobs, writes `manifest.json` last
+//! (the commit point), prunes old checkpoints, then tells every worker the
+//! decision so each sink commits (or, for a failed checkpoint, aborts) what
+//! it pre-committed. It never knows how a sink commits.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+use crate::checkpoint::Reply;
+use crate::checkpoint::manifest::{
+    BlobRef, Kind, MANIFEST_FORMAT, Manifest, OperatorEntry, PartitionEntry, SourcePosition, folder,
+};
+use crate::checkpoint::store::StateStore;
+use crate::source::Position;
+use crate::{Result, lock};
+
+/// The coordinator's decision on a checkpoint, sent to every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The manifest is durable: commit what the checkpoint covers.
+    Commit(u64),
+    /// The checkpoint failed or can no longer complete: what it covered
+    /// waits for the next one.
+    Abort(u64),
+}
+
+/// What the source tells the coordinator when it injects a barrier.
+#[derive(Debug)]
+pub struct Begin {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Kind.
+    pub kind: Kind,
+    /// Folder name.
+    pub name: String,
+    /// The source's connector name.
+    pub connector: &'static str,
+    /// Source position at the barrier.
+    pub source: Position,
+    /// Watermark at the barrier.
+    pub watermark: i64,
+    /// Largest event time before the barrier.
+    pub max_event_time: i64,
+    /// Wall time of the barrier.
+    pub wall_time_ms: i64,
+    /// Who to tell when it completes.
+    pub reply: Option<Reply>,
+}
+
+/// One operator's part of a task snapshot.
+#[derive(Debug)]
+pub struct OperatorSnapshot {
+    /// Operator name.
+    pub name: String,
+    /// Digest of the component.
+    pub digest: String,
+    /// State schema version.
+    pub state_version: u32,
+    /// `snapshot` bytes.
+    pub state: Vec<u8>,
+    /// Encoded timers.
+    pub timers: Vec<u8>,
+    /// Number of timers.
+    pub timer_count: u64,
+}
+
+/// What a partition hands over at a barrier.
+#[derive(Debug)]
+pub struct PartitionSnapshot {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Partition index.
+    pub partition: usize,
+    /// The partition's watermark.
+    pub watermark: i64,
+    /// Operators in chain order.
+    pub operators: Vec<OperatorSnapshot>,
+    /// What its sink pre-committed, if anything.
+    pub sink: Option<Value>,
+    /// How long the partition paused.
+    pub pause: Duration,
+}
+
+/// Messages to the coordinator.
+#[derive(Debug)]
+pub enum CoordMsg {
+    /// A barrier was injected.
+    Begin(Begin),
+    /// A partition reached it.
+    Partition(PartitionSnapshot),
+}
+
+/// Figures of completed checkpoints, for reports and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStats {
+    /// Completed checkpoints and savepoints.
+    pub completed: u64,
+    /// Failed ones.
+    pub failed: u64,
+    /// The last completed manifest.
+    pub last: Option<Manifest>,
+    /// Longest partition pause of the last one.
+    pub last_max_pause: Duration,
+    /// Barrier-to-manifest time of the last one.
+    pub last_duration: Duration,
+    /// Time spent uploading blobs and the manifest, last one.
+    pub last_upload: Duration,
+}
+
+struct InFlight {
+    begin: Begin,
+    started: Instant,
+    partitions: Vec<Option<PartitionSnapshot>>,
+}
+
+/// The coordinator thread's state.
+pub struct Coordinator {
+    store: StateStore,
+    job: String,
+    /// Worker threads, recorded in manifests.
+    parallelism: usize,
+    partitions: usize,
+    retain: usize,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// One per worker: where decisions go.
+    decisions: Vec<Sender<Decision>>,
+    stats: Arc<Mutex<CheckpointStats>>,
+}
+
+impl Coordinator {
+    /// A coordinator for `job` with `partitions` partitions on `parallelism`
+    /// threads, telling workers through `decisions`.
+    pub fn new(
+        store: StateStore,
+        job: &str,
+        (parallelism, partitions): (usize, usize),
+        retain: usize,
+        decisions: Vec<Sender<Decision>>,
+        stats: Arc<Mutex<CheckpointStats>>,
+    ) -> Self {
+        Self {
+            store,
+            job: job.to_string(),
+            parallelism,
+            partitions,
+            retain: retain.max(1),
+            in_flight: BTreeMap::new(),
+            decisions,
+            stats,
+        }
+    }
+
+    /// Serve until every sender hangs up; checkpoints that can no longer
+    /// complete are then aborted.
+    pub fn run(mut self, rx: Receiver<CoordMsg>) {
+        for msg in rx {
+            match msg {
+                CoordMsg::Begin(b) => {
+                    let id = b.id;
+                    self.in_flight.insert(
+                        id,
+                        InFlight {
+                            begin: b,
+                            started: Instant::now(),
+                            partitions: (0..self.partitions).map(|_| None).collect(),
+                        },
+                    );
+                }
+                CoordMsg::Partition(t) => {
+                    let id = t.id;
+                    let Some(f) = self.in_flight.get_mut(&id) else {
+                        tracing::error!(id, "partition snapshot for an unknown checkpoint");
+                        continue;
+                    };
+                    let p = t.partition;
+                    f.partitions[p] = Some(t);
+                    if f.partitions.iter().all(Option::is_some) {
+                        let f = self.in_flight.remove(&id).expect("present");
+                        self.complete(f);
+                    }
+                }
+            }
+        }
+        for (id, f) in std::mem::take(&mut self.in_flight) {
+            tracing::warn!(id, name = %f.begin.name, "checkpoint not complete when the job ended");
+            self.decide(Decision::Abort(id));
+            if let Some(r) = f.begin.reply {
+                let _ = r.send(Err("the job ended before the savepoint was complete".into()));
+            }
+        }
+    }
+
+    fn decide(&self, d: Decision) {
+        for w in &self.decisions {
+            let _ = w.send(d);
+        }
+    }
+
+    fn complete(&mut self, f: InFlight) {
+        let reply = f.begin.reply.clone();
+        let kind = f.begin.kind;
+        let id = f.begin.id;
+        let result = self.write(f);
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(m) => {
+                stats.completed += 1;
+                stats.last = Some(m.clone());
+                tracing::info!(
+                    kind = ?kind, name = %m.name, bytes = m.state_bytes(),
+                    ms = stats.last_duration.as_millis() as u64, "checkpoint complete"
+                );
+            }
+            Err(e) => {
+                stats.failed += 1;
+                tracing::error!("checkpoint failed: {e}");
+            }
+        }
+        drop(stats);
+        self.decide(match result {
+            Ok(_) => Decision::Commit(id),
+            Err(_) => Decision::Abort(id),
+        });
+        if let Some(r) = reply {
+            let _ = r.send(result.map_err(|e| e.to_string()));
+        }
+    }
+
+    fn write(&mut self, f: InFlight) -> Result<Manifest> {
+        let b = &f.begin;
+        let dir = folder(&self.job, b.kind, &b.name);
+        let mut blobs = Vec::new();
+        let mut partitions = Vec::with_capacity(self.partitions);
+        let mut max_pause = Duration::ZERO;
+        let mut source_positions: BTreeMap<usize, Value> =
+            b.source.partitions.iter().cloned().collect();
+        for (p, snap) in f.partitions.into_iter().enumerate() {
+            let snap = snap.expect("complete");
+            max_pause = max_pause.max(snap.pause);
+            let mut operators = Vec::new();
+            for (i, op) in snap.operators.into_iter().enumerate() {
+                let base = format!("partition-{p:04}/op-{i}-{}", op.name);
+                let state = BlobRef::of(format!("{base}.state"), &op.state);
+                let timers = BlobRef::of(format!("{base}.timers"), &op.timers);
+                blobs.push((format!("{dir}/{}", state.path), Bytes::from(op.state)));
+                blobs.push((format!("{dir}/{}", timers.path), Bytes::from(op.timers)));
+                operators.push(OperatorEntry {
+                    name: op.name,
+                    plugin_digest: op.digest,
+                    state_version: op.state_version,
+                    state,
+                    timers,
+                    timer_count: op.timer_count,
+                });
+            }
+            partitions.push(PartitionEntry {
+                partition: p,
+                watermark: snap.watermark,
+                source: source_positions.remove(&p).unwrap_or(Value::Null),
+                sink: snap.sink,
+                operators,
+            });
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            job: self.job.clone(),
+            kind: b.kind,
+            id: b.id,
+            name: b.name.clone(),
+            wall_time_ms: b.wall_time_ms,
+            watermark: b.watermark,
+            max_event_time: b.max_event_time,
+            host_version: crate::VERSION.into(),
+            wit_version: crate::plugin::ACCEPTED_WIT_VERSIONS[0].into(),
+            parallelism: self.parallelism,
+            source: SourcePosition {
+                connector: b.connector.to_string(),
+                position: b.source.reader.clone(),
+            },
+            partitions,
+        };
+        let upload = Instant::now();
+        self.store.put_all(blobs)?;
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+        self.store
+            .put(&format!("{dir}/manifest.json"), Bytes::from(json))?;
+        let upload = upload.elapsed();
+        if b.kind == Kind::Checkpoint
+            && let Err(e) = self.prune()
+        {
+            // The checkpoint is complete; old ones are pruned next time.
+            tracing::warn!("pruning old checkpoints: {e}");
+        }
+        let mut stats = lock(&self.stats, "checkpoint figures")?;
+        stats.last_max_pause = max_pause;
+        stats.last_duration = f.started.elapsed();
+        stats.last_upload = upload;
+        Ok(manifest)
+    }
+
+    /// Keep the newest `retain` complete checkpoints (and any newer
+    /// incomplete ones, which may still be in flight).
+    fn prune(&self) -> Result<()> {
+        let prefix = format!("jobs/{}/checkpoints/", self.job);
+        let mut complete: Vec<String> = Vec::new();
+        let mut all: Vec<String> = Vec::new();
+        for (key, _) in self.store.list(&prefix)? {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((name, file)) = rest.split_once('/') else {
+                continue;
+            };
+            if all.last().map(String::as_str) != Some(name) {
+                all.push(name.to_string());
+            }
+            if file == "manifest.json" {
+                complete.push(name.to_string());
+            }
+        }
+        if complete.len() <= self.retain {
+            return Ok(());
+        }
+        let oldest_kept = complete[complete.len() - self.retain].clone();
+        for name in all.iter().filter(|n| **n < oldest_kept) {
+            // The manifest sorts before the blobs, so it goes first and the
+            // checkpoint stops existing before its blobs do.
+            self.store.delete_prefix(&format!("{prefix}{name}/"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! The runtime: the same for every connector. It knows sources and sinks
+//! only through their traits ([`crate::source::Output`],
+//! [`crate::sink::Sink`]) and state only as opaque bytes and JSON values.
+//!
+//! - `router`: the source's [`crate::source::Output`]: routes records to
+//!   partitions by key (Kafka's default partitioner), batches them, tracks
+//!   the watermark and injects barriers.
+//! - `task`: partitions (operator chain instance, timers, watermark, sink
+//!   writer: the unit of state) and the worker threads that run them.
+//! - `coordinator`: collects a barrier's partition snapshots, writes the
+//!   checkpoint and tells workers to commit or abort.
+//! - [`control`]: the HTTP control endpoint of a running job.
+//! - `metrics`: shared counters.
+
+pub mod control;
+mod coordinator;
+mod metrics;
+mod router;
+mod task;
+
+pub use coordinator::CheckpointStats;
+pub(crate) use coordinator::{CoordMsg, Coordinator, Decision};
+pub use metrics::{Metrics, Snapshot, process_cpu_time};
+pub(crate) use router::{Barriers, Router};
+pub use task::TaskStats;
+pub(crate) use task::{Partition, Shared, TaskMsg, Worker};

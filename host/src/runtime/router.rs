@@ -1,0 +1,355 @@
+//! The router: the runtime's side of a source ([`Output`]). It assigns each
+//! record to a partition by key with Kafka's default partitioner, packs
+//! records into per-partition batches, tracks the watermark and sends
+//! batches to the worker thread running the partition. It also injects
+//! barriers: when one is due (see [`Barriers`]) the source hands over its
+//! position, the router flushes every partition's batch and sends the
+//! barrier to every worker after it, so each partition snapshots exactly
+//! what arrived before it.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::coordinator::{Begin, CoordMsg};
+use super::metrics::Metrics;
+use super::task::TaskMsg;
+use crate::Result;
+use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
+use crate::checkpoint::manifest::{Kind, checkpoint_name};
+use crate::checkpoint::{BarrierRequest, Trigger, event_time_savepoint_name, savepoint_name};
+use crate::config::BatchSettings;
+use crate::partition::partition_for_key;
+use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
+use crate::source::{Completion, Output, Position};
+
+/// Barrier scheduling: periodic checkpoints, triggered savepoints and
+/// savepoints on an event-time schedule.
+pub struct Barriers {
+    coordinator: Sender<CoordMsg>,
+    triggers: Receiver<Trigger>,
+    interval: Option<Duration>,
+    next_periodic: Instant,
+    every_event_time: Option<i64>,
+    next_event_time: Option<i64>,
+    next_id: u64,
+}
+
+impl Barriers {
+    /// Barriers to `coordinator`; ids start at `next_id`.
+    pub fn new(
+        coordinator: Sender<CoordMsg>,
+        triggers: Receiver<Trigger>,
+        interval: Option<Duration>,
+        every_event_time: Option<i64>,
+        next_id: u64,
+    ) -> Self {
+        Self {
+            coordinator,
+            triggers,
+            next_periodic: Instant::now() + interval.unwrap_or(Duration::MAX / 4),
+            interval,
+            every_event_time: every_event_time.filter(|&e| e > 0),
+            next_event_time: None,
+            next_id,
+        }
+    }
+}
+
+/// Routes records to partitions in packed batches.
+pub struct Router {
+    /// One per worker thread; partition `p` runs on thread `p % threads`.
+    senders: Vec<Sender<TaskMsg>>,
+    /// The batch being filled, per partition.
+    pending: Vec<SourceBatch>,
+    recycled: Receiver<SourceBatch>,
+    settings: BatchSettings,
+    watermark_delay: i64,
+    max_timestamp: i64,
+    watermark: i64,
+    sent_watermark: Vec<i64>,
+    next_round_robin: usize,
+    last_flush: Instant,
+    dead_letters: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
+    disconnected: bool,
+    /// The source's connector name, recorded with its positions.
+    connector: &'static str,
+    barriers: Option<Barriers>,
+}
+
+impl Router {
+    /// A router over `partitions` partitions run by the workers behind
+    /// `senders`.
+    #[allow(clippy::too_many_arguments)] // one call site; every part is needed
+    pub fn new(
+        senders: Vec<Sender<TaskMsg>>,
+        partitions: usize,
+        recycled: Receiver<SourceBatch>,
+        settings: BatchSettings,
+        watermark_delay: i64,
+        dead_letters: Arc<DeadLetters>,
+        metrics: Arc<Metrics>,
+        connector: &'static str,
+    ) -> Self {
+        Self {
+            pending: (0..partitions).map(|_| SourceBatch::default()).collect(),
+            sent_watermark: vec![i64::MIN; partitions],
+            senders,
+            recycled,
+            settings,
+            watermark_delay,
+            max_timestamp: i64::MIN,
+            watermark: i64::MIN,
+            next_round_robin: 0,
+            last_flush: Instant::now(),
+            dead_letters,
+            metrics,
+            disconnected: false,
+            connector,
+            barriers: None,
+        }
+    }
+
+    /// Inject checkpoint barriers through `barriers`.
+    pub fn with_barriers(mut self, barriers: Barriers) -> Self {
+        self.barriers = Some(barriers);
+        self
+    }
+
+    /// Continue from a restored watermark and largest event time.
+    pub fn resume_event_time(&mut self, watermark: i64, max_event_time: i64) {
+        self.watermark = watermark;
+        self.max_timestamp = max_event_time;
+        self.sent_watermark.iter_mut().for_each(|w| *w = watermark);
+    }
+
+    fn partitions(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn send(&mut self, partition: usize) -> ControlFlow<()> {
+        let fresh = self.recycled.try_recv().map(|mut b| {
+            b.clear();
+            b
+        });
+        let batch = std::mem::replace(&mut self.pending[partition], fresh.unwrap_or_default());
+        self.metrics.add_read(batch.data.len() as u64, 0);
+        self.sent_watermark[partition] = self.watermark;
+        let watermark = self.watermark;
+        self.deliver(
+            partition % self.senders.len(),
+            TaskMsg::Batch {
+                partition,
+                batch,
+                watermark,
+            },
+        )
+    }
+
+    fn deliver(&mut self, thread: usize, msg: TaskMsg) -> ControlFlow<()> {
+        match self.senders[thread].send(msg) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => {
+                self.disconnected = true;
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Flush and hang up: the workers then drain and finish. At the end of
+    /// the input they also fire all remaining timers.
+    pub fn finish(mut self, completion: Completion) -> ControlFlow<()> {
+        let mut r = Output::flush(&mut self);
+        if completion == Completion::EndOfInput {
+            for thread in 0..self.senders.len() {
+                if self.deliver(thread, TaskMsg::EndOfInput).is_break() {
+                    r = ControlFlow::Break(());
+                }
+            }
+        }
+        self.senders.clear();
+        r
+    }
+}
+
+impl Output for Router {
+    #[inline]
+    fn record(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+        origin: Origin,
+    ) -> ControlFlow<()> {
+        let n = self.partitions();
+        let partition = match key {
+            Some(k) if n > 1 => partition_for_key(k, n as u32) as usize,
+            Some(_) => 0,
+            None => {
+                self.next_round_robin = (self.next_round_robin + 1) % n;
+                self.next_round_robin
+            }
+        };
+        if timestamp != NO_TIMESTAMP && timestamp > self.max_timestamp {
+            self.max_timestamp = timestamp;
+            self.watermark = timestamp.saturating_sub(self.watermark_delay);
+        }
+        let batch = &mut self.pending[partition];
+        batch.push(key.unwrap_or_default(), value, timestamp, origin);
+        if batch.data.len() >= self.settings.max_records
+            || batch.data.byte_size() >= self.settings.max_bytes
+        {
+            return self.send(partition);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()> {
+        self.dead_letters.write(&DeadLetter {
+            stage: Stage::Source,
+            reason,
+            origin: Some(origin),
+            key: None,
+            value: raw,
+        })?;
+        self.metrics.add_malformed(1);
+        Ok(())
+    }
+
+    fn tick(&mut self) -> ControlFlow<()> {
+        if self.last_flush.elapsed() >= self.settings.linger {
+            return Output::flush(self);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn flush(&mut self) -> ControlFlow<()> {
+        for p in 0..self.partitions() {
+            if !self.pending[p].data.is_empty() {
+                self.send(p)?;
+            } else if self.sent_watermark[p] < self.watermark {
+                self.sent_watermark[p] = self.watermark;
+                let watermark = self.watermark;
+                self.deliver(
+                    p % self.senders.len(),
+                    TaskMsg::Watermark {
+                        partition: p,
+                        watermark,
+                    },
+                )?;
+            }
+        }
+        self.last_flush = Instant::now();
+        ControlFlow::Continue(())
+    }
+
+    fn barrier_due(&mut self) -> Option<BarrierRequest> {
+        let b = self.barriers.as_mut()?;
+        if let Ok(Trigger::Savepoint { name, stop, reply }) = b.triggers.try_recv() {
+            return Some(BarrierRequest {
+                kind: Kind::Savepoint,
+                name,
+                stop,
+                reply,
+            });
+        }
+        let now = Instant::now();
+        if now >= b.next_periodic {
+            b.next_periodic = now + b.interval.unwrap_or(Duration::MAX / 4);
+            return Some(BarrierRequest {
+                kind: Kind::Checkpoint,
+                name: None,
+                stop: false,
+                reply: None,
+            });
+        }
+        None
+    }
+
+    #[inline]
+    fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest> {
+        let b = self.barriers.as_mut()?;
+        let every = b.every_event_time?;
+        if timestamp == NO_TIMESTAMP {
+            return None;
+        }
+        let after = timestamp
+            .max(self.max_timestamp)
+            .saturating_sub(self.watermark_delay);
+        let next = *b
+            .next_event_time
+            .get_or_insert_with(|| (self.watermark.max(after).div_euclid(every) + 1) * every);
+        if after < next {
+            return None;
+        }
+        b.next_event_time = Some((after.div_euclid(every) + 1) * every);
+        Some(BarrierRequest {
+            kind: Kind::Savepoint,
+            name: Some(event_time_savepoint_name(next)),
+            stop: false,
+            reply: None,
+        })
+    }
+
+    fn barrier(&mut self, req: BarrierRequest, position: Position) -> ControlFlow<()> {
+        let Some(b) = self.barriers.as_mut() else {
+            if let Some(r) = req.reply {
+                let _ = r.send(Err("this job has no state store configured".into()));
+            }
+            return if req.stop {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            };
+        };
+        let id = b.next_id;
+        b.next_id += 1;
+        let name = match req.kind {
+            Kind::Checkpoint => checkpoint_name(id),
+            Kind::Savepoint => req.name.unwrap_or_else(|| savepoint_name(id)),
+        };
+        let wall_time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let begin = Begin {
+            id,
+            kind: req.kind,
+            name,
+            connector: self.connector,
+            source: position,
+            watermark: self.watermark,
+            max_event_time: self.max_timestamp,
+            wall_time_ms,
+            reply: req.reply,
+        };
+        let _ = b.coordinator.send(CoordMsg::Begin(begin));
+        for p in 0..self.partitions() {
+            if !self.pending[p].data.is_empty() {
+                self.send(p)?;
+            }
+        }
+        for thread in 0..self.senders.len() {
+            self.deliver(thread, TaskMsg::Barrier(id))?;
+        }
+        if req.stop {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.disconnected
+    }
+
+    fn read_bytes(&mut self, n: u64) {
+        self.metrics.add_read(0, n);
+    }
+
+    fn unit_done(&mut self) {
+        self.metrics.add_file();
+    }
+}

@@ -1,0 +1,520 @@
+//! Tasks: worker threads that run partitions.
+//!
+//! A [`Partition`] is one instance of the operator chain with its timers,
+//! watermark and sink writer: the unit of state. A [`Worker`] is a thread
+//! running the partitions `p` with `p % parallelism == thread`. It receives
+//! packed batches addressed to its partitions and runs them through their
+//! chains; rejected records go to the dead-letter output. At a barrier it
+//! snapshots each of its partitions and hands them to the coordinator;
+//! when the coordinator says the checkpoint is durable (or failed), each
+//! partition's sink commits (or aborts) what it pre-committed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
+
+use super::coordinator::{CoordMsg, Decision, OperatorSnapshot, PartitionSnapshot};
+use super::metrics::Metrics;
+use crate::batch::{Batch, Origin, Outcome, Rejection, SourceBatch, Timer};
+use crate::checkpoint::manifest::encode_timers;
+use crate::checkpoint::restore::{RestoredOperator, RestoredPartition};
+use crate::plugin::{Operator, OperatorFactory};
+use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
+use crate::sink::{End, Sink, SinkFactory};
+use crate::{Error, Result};
+
+/// How long a worker's input must be idle before it flushes its sinks.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// A message from the source's router to a worker.
+#[derive(Debug)]
+pub enum TaskMsg {
+    /// Records for `partition`, and the watermark as of the last of them.
+    Batch {
+        /// Partition index.
+        partition: usize,
+        /// The records.
+        batch: SourceBatch,
+        /// Watermark after them.
+        watermark: i64,
+    },
+    /// The watermark of `partition` advanced.
+    Watermark {
+        /// Partition index.
+        partition: usize,
+        /// The new watermark.
+        watermark: i64,
+    },
+    /// Checkpoint barrier `id`: everything before it is in; snapshot every
+    /// partition of the worker.
+    Barrier(u64),
+    /// The input ended: fire every remaining timer.
+    EndOfInput,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default)]
+pub struct TaskStats {
+    /// Records received from the source.
+    pub records_in: u64,
+    /// Records written to the sink.
+    pub records_out: u64,
+    /// Records rejected by operators.
+    pub rejected: u64,
+    /// Batches received.
+    pub batches: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+}
+
+/// Registered timers of one operator, ordered by time, deduplicated.
+#[derive(Debug, Default)]
+pub struct Timers {
+    set: BTreeSet<(i64, Vec<u8>)>,
+}
+
+impl Timers {
+    /// Register a timer (idempotent).
+    pub fn register(&mut self, t: Timer) {
+        self.set.insert((t.time, t.key));
+    }
+
+    /// Remove and return every timer at or before `watermark`, in order.
+    pub fn due(&mut self, watermark: i64) -> Vec<Timer> {
+        let later = match watermark.checked_add(1) {
+            Some(next) => self.set.split_off(&(next, Vec::new())),
+            None => BTreeSet::new(),
+        };
+        std::mem::replace(&mut self.set, later)
+            .into_iter()
+            .map(|(time, key)| Timer { key, time })
+            .collect()
+    }
+
+    /// Encode for a checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_timers(self.set.iter().map(|(time, key)| (*time, &key[..])))
+    }
+
+    /// Number of pending timers.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// A new operator instance for `partition`: created, restored from
+/// `restore` if given (state written by another component digest is
+/// accepted only if the plugin reads its state version), then initialized.
+pub fn instantiate(
+    factory: &dyn OperatorFactory,
+    partition: usize,
+    restore: Option<&RestoredOperator>,
+) -> Result<Box<dyn Operator>> {
+    let mut op = factory.create(partition)?;
+    if let Some(r) = restore {
+        if r.digest != op.digest() {
+            let accepted = op.accepted_versions()?;
+            if !accepted.contains(&r.state_version) {
+                let writes = op.state_version()?;
+                return Err(Error::Savepoint {
+                    location: format!("operator `{}`", r.name),
+                    detail: format!(
+                        "its state was written by plugin {} with state version {}; the plugin now \
+                         configured ({}) writes version {writes} and restores versions {accepted:?}: \
+                         no version meets",
+                        short(&r.digest),
+                        r.state_version,
+                        short(op.digest()),
+                    ),
+                });
+            }
+            tracing::warn!(
+                operator = %r.name, from = short(&r.digest), to = short(op.digest()),
+                version = r.state_version, "restoring state into another plugin version"
+            );
+        }
+        op.restore(&r.state, r.state_version)?;
+    }
+    factory.init(op.as_mut())?;
+    Ok(op)
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// What every partition shares: outputs and counters.
+#[derive(Clone)]
+pub struct Shared {
+    /// The dead-letter output.
+    pub dead_letters: Arc<DeadLetters>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// One partition: an operator chain instance, its timers, watermark and
+/// sink writer.
+pub struct Partition {
+    id: usize,
+    operators: Vec<Box<dyn Operator>>,
+    timers: Vec<Timers>,
+    sink: Box<dyn Sink>,
+    watermark: i64,
+}
+
+impl Partition {
+    /// Build partition `id`, instantiating every operator (restored from
+    /// `restored` if given: state, timers, watermark, sink state).
+    pub fn new(
+        id: usize,
+        factories: &[Arc<dyn OperatorFactory>],
+        sinks: &dyn SinkFactory,
+        restored: Option<&RestoredPartition>,
+    ) -> Result<Self> {
+        let mut operators = Vec::with_capacity(factories.len());
+        let mut timers = Vec::with_capacity(factories.len());
+        for (i, f) in factories.iter().enumerate() {
+            let r = restored.and_then(|t| t.operators.get(i));
+            operators.push(instantiate(f.as_ref(), id, r)?);
+            let mut t = Timers::default();
+            for timer in r.map(|r| r.timers.clone()).unwrap_or_default() {
+                t.register(timer);
+            }
+            timers.push(t);
+        }
+        let sink = sinks.create(id, restored.and_then(|r| r.sink.as_ref()))?;
+        Ok(Self {
+            id,
+            operators,
+            timers,
+            sink,
+            watermark: restored.map_or(i64::MIN, |t| t.watermark),
+        })
+    }
+
+    /// Snapshot every operator and its timers and pre-commit the sink.
+    fn snapshot(&mut self, checkpoint: u64) -> Result<PartitionSnapshot> {
+        let started = Instant::now();
+        let mut operators = Vec::with_capacity(self.operators.len());
+        for (op, timers) in self.operators.iter_mut().zip(&self.timers) {
+            let state = op.snapshot()?;
+            operators.push(OperatorSnapshot {
+                name: op.name().to_string(),
+                digest: op.digest().to_string(),
+                state_version: op.state_version()?,
+                state,
+                timers: timers.encode(),
+                timer_count: timers.len() as u64,
+            });
+        }
+        let sink = self.sink.pre_commit(checkpoint)?;
+        Ok(PartitionSnapshot {
+            id: checkpoint,
+            partition: self.id,
+            watermark: self.watermark,
+            operators,
+            sink,
+            pause: started.elapsed(),
+        })
+    }
+
+    /// Run one source batch through the chain, then fire due timers.
+    fn process(
+        &mut self,
+        batch: &SourceBatch,
+        watermark: i64,
+        shared: &Shared,
+        stats: &mut TaskStats,
+    ) -> Result<()> {
+        stats.batches += 1;
+        stats.records_in += batch.data.len() as u64;
+        self.chain(
+            0,
+            &batch.data,
+            Some(&batch.origins),
+            watermark,
+            shared,
+            stats,
+        )?;
+        self.advance(watermark, shared, stats)
+    }
+
+    /// Fire the timers due at `watermark`, operator by operator.
+    fn advance(&mut self, watermark: i64, shared: &Shared, stats: &mut TaskStats) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        for i in 0..self.operators.len() {
+            loop {
+                let due = self.timers[i].due(watermark);
+                if due.is_empty() {
+                    break;
+                }
+                stats.timers_fired += due.len() as u64;
+                let out = self.operators[i].on_timers(&due, watermark)?;
+                self.register(i, out.timers);
+                if !out.emitted.is_empty() {
+                    self.chain(i + 1, &out.emitted, None, watermark, shared, stats)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn register(&mut self, op: usize, timers: Vec<Timer>) {
+        for t in timers {
+            self.timers[op].register(t);
+        }
+    }
+
+    /// Run `input` through operators `start..` and write the result.
+    fn chain(
+        &mut self,
+        start: usize,
+        input: &Batch,
+        origins: Option<&[Origin]>,
+        watermark: i64,
+        shared: &Shared,
+        stats: &mut TaskStats,
+    ) -> Result<()> {
+        let mut owned: Option<Batch> = None;
+        for i in start..self.operators.len() {
+            let current = owned.as_ref().unwrap_or(input);
+            if current.is_empty() {
+                return Ok(());
+            }
+            let out: Outcome = self.operators[i].process(current, watermark)?;
+            if !out.rejected.is_empty() {
+                let origins = if i == start { origins } else { None };
+                self.dead_letter(i, current, origins, &out.rejected, shared)?;
+                stats.rejected += out.rejected.len() as u64;
+            }
+            self.register(i, out.timers);
+            owned = Some(out.emitted);
+        }
+        let last = owned.as_ref().unwrap_or(input);
+        if !last.is_empty() {
+            self.sink.write(last)?;
+            stats.records_out += last.len() as u64;
+            shared.metrics.add_emitted(last.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &self,
+        op: usize,
+        batch: &Batch,
+        origins: Option<&[Origin]>,
+        rejected: &[Rejection],
+        shared: &Shared,
+    ) -> Result<()> {
+        for r in rejected {
+            let i = r.index as usize;
+            let rec = batch
+                .get(i)
+                .ok_or_else(|| Error::Internal(format!("rejection index {i} out of range")))?;
+            shared.dead_letters.write(&DeadLetter {
+                stage: Stage::Operator {
+                    operator: self.operators[op].name(),
+                    partition: self.id,
+                },
+                reason: &r.reason,
+                origin: origins.and_then(|o| o.get(i)).copied(),
+                key: Some(rec.key),
+                value: rec.value,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A worker thread's partitions and channels.
+pub struct Worker {
+    /// Number of threads: partition `p` is at `partitions[p / threads]`.
+    threads: usize,
+    partitions: Vec<Partition>,
+    shared: Shared,
+    stats: TaskStats,
+    /// Where snapshots go at barriers (`None`: no checkpointing).
+    coordinator: Option<Sender<CoordMsg>>,
+    /// Checkpoints pre-committed and not yet decided, oldest first.
+    undecided: Vec<u64>,
+}
+
+impl Worker {
+    /// Thread `thread` of `threads`, running `partitions` (each with
+    /// `p % threads == thread`, in increasing order).
+    pub fn new(
+        thread: usize,
+        threads: usize,
+        partitions: Vec<Partition>,
+        shared: Shared,
+        coordinator: Option<Sender<CoordMsg>>,
+    ) -> Self {
+        debug_assert!(partitions.iter().all(|p| p.id % threads == thread));
+        Self {
+            threads,
+            partitions,
+            shared,
+            stats: TaskStats::default(),
+            coordinator,
+            undecided: Vec::new(),
+        }
+    }
+
+    /// Process messages until the router hangs up, settle the checkpoints
+    /// still undecided, and end the sinks (final at the end of the input).
+    /// Emptied batches go back to the router through `recycle`.
+    pub fn run(
+        mut self,
+        input: Receiver<TaskMsg>,
+        decisions: Receiver<Decision>,
+        recycle: Sender<SourceBatch>,
+    ) -> Result<TaskStats> {
+        let mut unflushed = false;
+        let mut end = End::Stopped;
+        // Without a coordinator nobody decides: never wake for decisions.
+        let mut decisions = decisions;
+        loop {
+            let msg = select! {
+                recv(input) -> m => m.map_err(|_| RecvTimeoutError::Disconnected),
+                recv(decisions) -> d => {
+                    match d {
+                        Ok(d) => self.decide(d)?,
+                        Err(_) => decisions = crossbeam_channel::never(),
+                    }
+                    continue;
+                }
+                default(IDLE_FLUSH) => Err(RecvTimeoutError::Timeout),
+            };
+            match msg {
+                Ok(TaskMsg::Batch {
+                    partition,
+                    batch,
+                    watermark,
+                }) => {
+                    locate(&mut self.partitions, self.threads, partition)?.process(
+                        &batch,
+                        watermark,
+                        &self.shared,
+                        &mut self.stats,
+                    )?;
+                    let _ = recycle.send(batch);
+                    unflushed = true;
+                }
+                Ok(TaskMsg::Watermark {
+                    partition,
+                    watermark,
+                }) => {
+                    locate(&mut self.partitions, self.threads, partition)?.advance(
+                        watermark,
+                        &self.shared,
+                        &mut self.stats,
+                    )?;
+                    unflushed = true;
+                }
+                Ok(TaskMsg::Barrier(id)) => self.checkpoint(id)?,
+                Ok(TaskMsg::EndOfInput) => {
+                    for p in &mut self.partitions {
+                        p.advance(i64::MAX, &self.shared, &mut self.stats)?;
+                    }
+                    end = End::EndOfInput;
+                    unflushed = true;
+                }
+                Err(RecvTimeoutError::Timeout) if unflushed => {
+                    // Input is idle (a `follow` run waiting for files):
+                    // make what was written so far visible.
+                    for p in &mut self.partitions {
+                        p.sink.flush()?;
+                    }
+                    self.shared.dead_letters.flush()?;
+                    unflushed = false;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.settle(decisions)?;
+        for p in &mut self.partitions {
+            p.sink.end(end)?;
+        }
+        Ok(self.stats)
+    }
+
+    /// At barrier `id`: snapshot every partition and hand it to the
+    /// coordinator.
+    fn checkpoint(&mut self, id: u64) -> Result<()> {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return Ok(());
+        };
+        for p in &mut self.partitions {
+            let snap = p.snapshot(id)?;
+            let _ = coordinator.send(CoordMsg::Partition(snap));
+        }
+        self.undecided.push(id);
+        Ok(())
+    }
+
+    /// Commit or abort what checkpoint `d` covers in every sink.
+    fn decide(&mut self, d: Decision) -> Result<()> {
+        for p in &mut self.partitions {
+            match d {
+                Decision::Commit(id) => p.sink.commit(id)?,
+                Decision::Abort(id) => p.sink.abort(id)?,
+            }
+        }
+        match d {
+            Decision::Commit(id) => self.undecided.retain(|&u| u > id),
+            Decision::Abort(id) => self.undecided.retain(|&u| u != id),
+        }
+        Ok(())
+    }
+
+    /// The input ended: wait for the decision on every checkpoint this
+    /// worker pre-committed. The coordinator decides each one once every
+    /// partition has reported (or answers abort when it can no longer
+    /// complete), so this ends.
+    fn settle(&mut self, decisions: Receiver<Decision>) -> Result<()> {
+        // Hang up first: the coordinator finishes once every sender is gone.
+        self.coordinator = None;
+        while !self.undecided.is_empty() {
+            match decisions.recv() {
+                Ok(d) => self.decide(d)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The partition `p` among a worker's `partitions` (each `q` with
+/// `q % threads == thread`, in order, so `p` is at `p / threads`).
+fn locate(partitions: &mut [Partition], threads: usize, p: usize) -> Result<&mut Partition> {
+    partitions
+        .get_mut(p / threads)
+        .filter(|x| x.id == p)
+        .ok_or_else(|| Error::Internal(format!("partition {p} is not on this thread")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_fire_in_order_once() {
+        let mut t = Timers::default();
+        for (k, time) in [("b", 20), ("a", 10), ("a", 10), ("c", 30)] {
+            t.register(Timer {
+                key: k.into(),
+                time,
+            });
+        }
+        assert_eq!(t.len(), 3);
+        let due: Vec<_> = t.due(20).into_iter().map(|t| (t.key, t.time)).collect();
+        assert_eq!(due, vec![(b"a".to_vec(), 10), (b"b".to_vec(), 20)]);
+        assert!(t.due(29).is_empty());
+        assert_eq!(t.due(i64::MAX).len(), 1);
+        assert_eq!(t.len(), 0);
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: unit tests, end-to-end tests (real files, plugins built
 # from source, the `weir` binary killed and restarted, a real S3-compatible
-# server on 127.0.0.1) and a smoke run of the benchmarks. Plugins are built
+# server and a real Apache Kafka broker on 127.0.0.1) and a smoke run of the
+# benchmarks. Plugins are built
 # by the build scripts; they need the wasm32-unknown-unknown target and
 # componentize-py (scripts/install-toolchains.sh).
 set -euo pipefail
@@ -10,4 +11,7 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 bash scripts/install-toolchains.sh
 # The S3 server for the S3 tests (moto, installed once into a venv).
 eval "$(scripts/s3-server.sh start)"
+# A real Apache Kafka broker for the Kafka tests (from Maven Central with
+# mvn, cached; needs Java 17+).
+eval "$(scripts/kafka.sh start)"
 cargo test --workspace --release --all-targets

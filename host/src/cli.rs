@@ -202,7 +202,7 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
             );
             for f in manifest::list(&store, &plan.name)? {
                 let m = &f.manifest;
-                let pos = describe_position(&m.source);
+                let pos = describe_position(m);
                 println!(
                     "{:<12} {:<28} {:<26} {:<26} {:>12}  {pos}",
                     format!("{:?}", m.kind).to_lowercase(),
@@ -273,14 +273,25 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
 }
 
 /// A source position for `savepoint list`: the file source's as
-/// `file@offset (line n)`, others as their JSON.
-fn describe_position(p: &manifest::SourcePosition) -> String {
+/// `file@offset (line n)`, Kafka's as `kafka topic p:offset ...`, others as
+/// their JSON.
+fn describe_position(m: &manifest::Manifest) -> String {
+    let p = &m.source;
     let file = crate::source::file::FilePosition::from_value(&p.position);
     match (p.connector.as_str(), file) {
         ("files", Ok(f)) => match f.file {
             Some(file) => format!("{file}@{} (line {})", f.offset, f.line),
             None => "start".into(),
         },
+        ("kafka", _) => {
+            let offsets: Vec<String> = m
+                .partitions
+                .iter()
+                .map(|e| format!("{}:{}", e.partition, e.source["offset"]))
+                .collect();
+            let topic = p.position["topic"].as_str().unwrap_or("?");
+            format!("kafka {topic} {}", offsets.join(" "))
+        }
         _ => format!("{}: {}", p.connector, p.position),
     }
 }

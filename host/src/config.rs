@@ -34,9 +34,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::checkpoint::store::StoreSpec;
-pub use crate::sink::{FileSinkSpec, SinkSpec};
+pub use crate::sink::{Delivery, FileSinkSpec, KafkaSinkSpec, SinkSpec};
 pub use crate::source::SourceSpec;
 pub use crate::source::file::{FileSourceSpec, Format, KeySpec};
+pub use crate::source::kafka::{KafkaSourceSpec, OutOfRange, Start, Until};
 use crate::{Error, Result};
 
 /// A job file as the user writes it.
@@ -196,6 +197,73 @@ fn default_parallelism() -> usize {
 pub enum SourceConfig {
     /// A directory of files read as one ordered stream.
     Files(FileSourceConfig),
+    /// A Kafka topic; each of its partitions is a partition of the job.
+    Kafka(KafkaSourceConfig),
+}
+
+/// A Kafka topic as a source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, e.g. `127.0.0.1:9092`. Required.
+    pub brokers: String,
+    /// The topic. Required.
+    pub topic: String,
+    /// Consumer group offsets are committed to after each checkpoint (for
+    /// lag tools; a restore never reads them). Default `weir-<job>`.
+    pub group_id: Option<String>,
+    /// Where a fresh run starts: `earliest`, `latest`, `committed` (the
+    /// group's offsets) or `timestamp:<ms or RFC 3339>`. Default `earliest`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Start offsets for some partitions, overriding `start`:
+    /// `{ 0 = 1200, 3 = 40 }`. Default none.
+    #[serde(default)]
+    pub start_offsets: BTreeMap<String, i64>,
+    /// End of a bounded run: `latest` (the end offsets seen at start) or
+    /// `timestamp:<ms or RFC 3339>`. Default: none (run until stopped).
+    pub until: Option<String>,
+    /// How record values are parsed: `raw`, `csv`, `jsonl`, `lines`.
+    /// Default `raw`.
+    #[serde(default = "default_raw")]
+    pub format: Format,
+    /// CSV: key column in the value. Default: the Kafka record key.
+    pub key_column: Option<usize>,
+    /// JSON lines: key field in the value. Default: the Kafka record key.
+    pub key_field: Option<String>,
+    /// CSV: event-time column (ms). Default: the Kafka record timestamp.
+    pub timestamp_column: Option<usize>,
+    /// JSON lines: event-time field (ms). Default: the Kafka timestamp.
+    pub timestamp_field: Option<String>,
+    /// The watermark trails each partition's largest event time by this
+    /// much (ms). Default 0.
+    #[serde(default)]
+    pub watermark_delay_ms: i64,
+    /// A partition without records for this long (ms) stops holding back
+    /// the job's watermark and follows the slowest active partition.
+    /// Default 10000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// A restored offset no longer in the log: `fail`, `earliest`, `latest`.
+    /// Default `fail`.
+    #[serde(default = "default_fail")]
+    pub on_offset_out_of_range: String,
+    /// librdkafka consumer properties, passed through. Default none.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_start() -> String {
+    "earliest".into()
+}
+fn default_raw() -> Format {
+    Format::Raw
+}
+fn default_idle_timeout_ms() -> u64 {
+    10_000
+}
+fn default_fail() -> String {
+    "fail".into()
 }
 
 /// A directory of files, read in name order as one stream.
@@ -254,10 +322,28 @@ pub enum SinkConfig {
     /// One line per emitted record value on standard output.
     #[default]
     Stdout,
-    /// A directory with one JSON-lines file per task, `part-NNNN.jsonl`.
+    /// A directory with JSON-lines part files per partition.
     File {
         /// The directory (created if missing).
         path: PathBuf,
+    },
+    /// A Kafka topic (it must exist).
+    Kafka {
+        /// Bootstrap servers. Required.
+        brokers: String,
+        /// The output topic. Required.
+        topic: String,
+        /// `exactly-once` (default with checkpoints on: output is produced
+        /// in a transaction once the checkpoint covering it is durable) or
+        /// `at-least-once` (produced right away, repeated after a restore).
+        delivery: Option<String>,
+        /// Topic for the exactly-once progress markers (created if
+        /// missing). Default `<topic>.weir-progress`.
+        progress_topic: Option<String>,
+        /// librdkafka producer properties, passed through (e.g.
+        /// `compression.type`, `linger.ms`, `batch.size`). Default none.
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
     },
 }
 
@@ -362,20 +448,26 @@ impl JobFile {
             return Err(Error::Config("partitions must be at least 1".into()));
         }
         let name = self.job_name(default_name)?;
-        let (source, watermark_delay_ms) = self.resolve_source(base)?;
+        let (source, watermark_delay_ms) = self.resolve_source(base, &name)?;
+        let partitions = match (&source, self.partitions) {
+            (_, Some(p)) => p,
+            // The topic's partitions, found when the source connects.
+            (SourceSpec::Kafka(_), None) => 0,
+            (SourceSpec::Files(_), None) => self.parallelism,
+        };
+        let idle_timeout = match &self.source {
+            SourceConfig::Kafka(k) => Duration::from_millis(k.idle_timeout_ms.max(1)),
+            SourceConfig::Files(_) => Duration::from_millis(default_idle_timeout_ms()),
+        };
         Ok(Plan {
             name,
             parallelism: self.parallelism,
-            partitions: self.partitions.unwrap_or(self.parallelism),
+            partitions,
             source,
             watermark_delay_ms,
+            idle_timeout,
             operators: self.resolve_operators(base)?,
-            sink: match &self.sink {
-                SinkConfig::Stdout => SinkSpec::Stdout,
-                SinkConfig::File { path } => SinkSpec::Files(FileSinkSpec {
-                    dir: base.join(path),
-                }),
-            },
+            sink: self.resolve_sink(base)?,
             dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
             engine: EngineSettings {
                 call_timeout: Duration::from_millis(self.engine.call_timeout_ms.max(1)),
@@ -410,40 +502,58 @@ impl JobFile {
         Ok(name)
     }
 
+    /// The sink.
+    fn resolve_sink(&self, base: &Path) -> Result<SinkSpec> {
+        Ok(match &self.sink {
+            SinkConfig::Stdout => SinkSpec::Stdout,
+            SinkConfig::File { path } => SinkSpec::Files(FileSinkSpec {
+                dir: base.join(path),
+            }),
+            SinkConfig::Kafka {
+                brokers,
+                topic,
+                delivery,
+                progress_topic,
+                properties,
+            } => SinkSpec::Kafka(KafkaSinkSpec {
+                brokers: brokers.clone(),
+                topic: topic.clone(),
+                delivery: match delivery.as_deref() {
+                    None | Some("exactly-once") => Delivery::ExactlyOnce,
+                    Some("at-least-once") => Delivery::AtLeastOnce,
+                    Some(other) => {
+                        return Err(Error::Config(format!(
+                            "sink delivery `{other}`: use `exactly-once` or `at-least-once`"
+                        )));
+                    }
+                },
+                progress_topic: progress_topic
+                    .clone()
+                    .unwrap_or_else(|| format!("{topic}.weir-progress")),
+                properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }),
+        })
+    }
+
     /// The source and the watermark delay.
-    fn resolve_source(&self, base: &Path) -> Result<(SourceSpec, i64)> {
-        let SourceConfig::Files(src) = &self.source;
-        let key = match (src.format, src.key_column, &src.key_field) {
-            (Format::Csv, Some(c), None) => KeySpec::Column(c),
-            (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
-            (_, None, None) => KeySpec::None,
-            (Format::Csv, _, Some(_)) => {
-                return Err(Error::Config(
-                    "csv sources take `key_column`, not `key_field`".into(),
-                ));
-            }
-            (Format::Jsonl, Some(_), _) => {
-                return Err(Error::Config(
-                    "jsonl sources take `key_field`, not `key_column`".into(),
-                ));
-            }
-            (Format::Lines, _, _) => {
-                return Err(Error::Config(
-                    "lines sources have no key: remove `key_column`/`key_field`".into(),
-                ));
-            }
+    fn resolve_source(&self, base: &Path, job: &str) -> Result<(SourceSpec, i64)> {
+        let src = match &self.source {
+            SourceConfig::Files(src) => src,
+            SourceConfig::Kafka(k) => return resolve_kafka_source(k, job),
         };
-        let timestamp = match (src.format, src.timestamp_column, &src.timestamp_field) {
-            (Format::Csv, Some(c), None) => KeySpec::Column(c),
-            (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
-            (_, None, None) => KeySpec::None,
-            _ => {
-                return Err(Error::Config(
-                    "timestamps: csv sources take `timestamp_column`, jsonl sources `timestamp_field`, lines none"
-                        .into(),
-                ));
-            }
-        };
+        let (key, timestamp) = key_and_time(
+            src.format,
+            (src.key_column, &src.key_field),
+            (src.timestamp_column, &src.timestamp_field),
+        )?;
+        if src.format == Format::Raw {
+            return Err(Error::Config(
+                "file sources read csv, jsonl or lines, not raw".into(),
+            ));
+        }
         let spec = FileSourceSpec {
             dir: base.join(&src.path),
             format: src.format,
@@ -520,6 +630,123 @@ impl JobFile {
         }
         Ok(Some(addr))
     }
+}
+
+/// The key and event-time locations of a record format: a CSV column or
+/// a JSON field (`None`: not present, or for Kafka the record's own).
+fn key_and_time(
+    format: Format,
+    (key_column, key_field): (Option<usize>, &Option<String>),
+    (ts_column, ts_field): (Option<usize>, &Option<String>),
+) -> Result<(KeySpec, KeySpec)> {
+    let key = match (format, key_column, key_field) {
+        (Format::Csv, Some(c), None) => KeySpec::Column(c),
+        (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
+        (_, None, None) => KeySpec::None,
+        (Format::Csv, _, Some(_)) => {
+            return Err(Error::Config(
+                "csv sources take `key_column`, not `key_field`".into(),
+            ));
+        }
+        (Format::Jsonl, Some(_), _) => {
+            return Err(Error::Config(
+                "jsonl sources take `key_field`, not `key_column`".into(),
+            ));
+        }
+        (Format::Lines | Format::Raw, _, _) => {
+            return Err(Error::Config(
+                "lines sources have no key: remove `key_column`/`key_field`".into(),
+            ));
+        }
+    };
+    let timestamp = match (format, ts_column, ts_field) {
+        (Format::Csv, Some(c), None) => KeySpec::Column(c),
+        (Format::Jsonl, None, Some(f)) => KeySpec::Field(f.clone()),
+        (_, None, None) => KeySpec::None,
+        _ => {
+            return Err(Error::Config(
+                "timestamps: csv sources take `timestamp_column`, jsonl sources `timestamp_field`, lines none"
+                    .into(),
+            ));
+        }
+    };
+    Ok((key, timestamp))
+}
+
+/// `timestamp:<ms or RFC 3339>` as ms; `None` if `v` is not a time setting.
+fn time_setting(what: &str, v: &str) -> Result<Option<i64>> {
+    let Some(t) = v.strip_prefix("timestamp:") else {
+        return Ok(None);
+    };
+    crate::checkpoint::manifest::parse_time(t)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{what} `{v}`: not a time (ms or YYYY-MM-DDTHH:MM:SSZ)"
+            ))
+        })
+}
+
+fn resolve_kafka_source(k: &KafkaSourceConfig, job: &str) -> Result<(SourceSpec, i64)> {
+    let (key, timestamp) = key_and_time(
+        k.format,
+        (k.key_column, &k.key_field),
+        (k.timestamp_column, &k.timestamp_field),
+    )?;
+    let start = match k.start.as_str() {
+        "earliest" => Start::Earliest,
+        "latest" => Start::Latest,
+        "committed" => Start::Committed,
+        other => Start::Timestamp(time_setting("start", other)?.ok_or_else(|| {
+            Error::Config(format!(
+                "start `{other}`: use earliest, latest, committed or timestamp:<time>"
+            ))
+        })?),
+    };
+    let until = match k.until.as_deref() {
+        None => None,
+        Some("latest") => Some(Until::Latest),
+        Some(other) => Some(Until::Timestamp(time_setting("until", other)?.ok_or_else(
+            || Error::Config(format!("until `{other}`: use latest or timestamp:<time>")),
+        )?)),
+    };
+    let out_of_range = match k.on_offset_out_of_range.as_str() {
+        "fail" => OutOfRange::Fail,
+        "earliest" => OutOfRange::Earliest,
+        "latest" => OutOfRange::Latest,
+        other => {
+            return Err(Error::Config(format!(
+                "on_offset_out_of_range `{other}`: use fail, earliest or latest"
+            )));
+        }
+    };
+    let start_offsets = k
+        .start_offsets
+        .iter()
+        .map(|(p, o)| {
+            p.parse::<usize>().map(|p| (p, *o)).map_err(|_| {
+                Error::Config(format!("start_offsets: `{p}` is not a partition number"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let spec = KafkaSourceSpec {
+        brokers: k.brokers.clone(),
+        topic: k.topic.clone(),
+        group_id: k.group_id.clone().unwrap_or_else(|| format!("weir-{job}")),
+        start,
+        start_offsets,
+        until,
+        format: k.format,
+        key,
+        timestamp,
+        out_of_range,
+        properties: k
+            .properties
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
+    };
+    Ok((SourceSpec::Kafka(spec), k.watermark_delay_ms.max(0)))
 }
 
 /// A folder path becomes an absolute `file://` URL; URLs stay as they are.
@@ -636,6 +863,9 @@ pub struct Plan {
     pub source: SourceSpec,
     /// The watermark trails the largest event time seen by this much (ms).
     pub watermark_delay_ms: i64,
+    /// A partition idle this long stops holding back the watermark
+    /// (sources with their own partitions).
+    pub idle_timeout: Duration,
     /// The operator chain.
     pub operators: Vec<OperatorSpec>,
     /// The sink.
@@ -682,7 +912,9 @@ mod tests {
         assert_eq!(plan.name, "job");
         assert_eq!(plan.parallelism, 4);
         assert_eq!(plan.partitions, 4);
-        let SourceSpec::Files(src) = &plan.source;
+        let SourceSpec::Files(src) = &plan.source else {
+            panic!("a file source")
+        };
         assert_eq!(src.dir, Path::new("/jobs/in"));
         assert_eq!(src.key, KeySpec::Column(0));
         assert_eq!(src.timestamp, KeySpec::Column(2));
@@ -696,6 +928,53 @@ mod tests {
         assert!(matches!(plan.sink, SinkSpec::Files(ref s) if s.dir == Path::new("/jobs/out")));
         assert_eq!(plan.engine.call_timeout, Duration::from_secs(10));
         assert_eq!(plan.batch.max_records, 1024);
+    }
+
+    #[test]
+    fn resolves_kafka_source_and_sink() {
+        let job = r#"
+            parallelism = 2
+            [source]
+            type = "kafka"
+            brokers = "127.0.0.1:9092"
+            topic = "events"
+            format = "csv"
+            key_column = 0
+            start = "timestamp:2023-11-14T22:13:20Z"
+            start_offsets = { 3 = 40 }
+            until = "latest"
+            [[operators]]
+            name = "sm"
+            plugin = "sm.wasm"
+            [sink]
+            type = "kafka"
+            brokers = "127.0.0.1:9092"
+            topic = "alerts"
+            properties = { "compression.type" = "lz4" }
+        "#;
+        let plan = JobFile::parse(job)
+            .unwrap()
+            .resolve("job", Path::new("/jobs"))
+            .unwrap();
+        assert_eq!(plan.partitions, 0, "the topic's, found at start");
+        let SourceSpec::Kafka(k) = &plan.source else {
+            panic!("a kafka source")
+        };
+        assert_eq!(k.start, Start::Timestamp(1_700_000_000_000));
+        assert_eq!(k.start_offsets, vec![(3, 40)]);
+        assert_eq!(k.until, Some(Until::Latest));
+        assert_eq!(k.key, KeySpec::Column(0));
+        assert_eq!(k.timestamp, KeySpec::None, "the Kafka timestamp");
+        assert_eq!(k.group_id, "weir-job");
+        let SinkSpec::Kafka(s) = &plan.sink else {
+            panic!("a kafka sink")
+        };
+        assert_eq!(s.delivery, Delivery::ExactlyOnce);
+        assert_eq!(s.progress_topic, "alerts.weir-progress");
+        assert_eq!(s.properties, vec![("compression.type".into(), "lz4".into())]);
+        let bad = JobFile::parse(&job.replace("\"latest\"\n", "\"soon\"\n")).unwrap();
+        let err = bad.resolve("job", Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("until `soon`"), "{err}");
     }
 
     #[test]

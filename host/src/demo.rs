@@ -56,6 +56,7 @@ pub fn state_machine_plan(
             poll_interval: Duration::from_millis(200),
         }),
         watermark_delay_ms: 0,
+        idle_timeout: Duration::from_secs(10),
         operators: vec![OperatorSpec {
             name: "state-machine".into(),
             plugin,

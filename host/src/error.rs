@@ -67,6 +67,10 @@ pub enum Error {
         detail: String,
     },
 
+    /// A system outside Weir failed or refused (a Kafka broker).
+    #[error("{0}")]
+    External(String),
+
     /// A bug: a broken invariant inside Weir.
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,7 +4,7 @@
 //! thread, then join everything and report. Each step is a function below,
 //! in the order [`run_with`] calls them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,11 +20,11 @@ use crate::config::{Plan, PluginSource};
 use crate::plugin::{OperatorFactory, WasmOperatorFactory, WeirEngine};
 use crate::runtime::control::{ControlServer, JobHandle};
 use crate::runtime::{
-    Barriers, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router, Shared,
-    Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
+    Barriers, Chain, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router,
+    Shared, Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
 };
+use crate::sink;
 use crate::sink::dead_letter::DeadLetters;
-use crate::sink::{self, SinkFactory};
 use crate::source::{self, Completion};
 use crate::{Error, Result};
 
@@ -139,7 +139,8 @@ pub fn run_with(
         options.stop.clone(),
         restored.as_ref().map(source_position),
     )?;
-    let sinks = sink::open(&plan.sink, plan.checkpoint.is_some())?;
+    let plan = &with_source_partitions(plan, source.partitions())?;
+    let sinks = sink::open(&plan.sink, &plan.name, plan.checkpoint.is_some())?;
     sinks.validate()?;
     let shared = Shared {
         dead_letters: Arc::new(DeadLetters::open(
@@ -148,21 +149,31 @@ pub fn run_with(
         )?),
         metrics: Arc::new(Metrics::default()),
     };
-    let partitions = build_partitions(plan, factories, sinks.as_ref(), restored.as_ref())?;
+    let chains = build_chains(plan, factories, restored.as_ref())?;
 
     // Every operator accepted its state: only now bring the output to the
-    // restored point (or clear it for a fresh run).
+    // restored point (or clear it for a fresh run), then open the sinks.
     let sink_states: Option<Vec<_>> = restored
         .as_ref()
         .map(|r| r.partitions.iter().map(|p| p.sink.clone()).collect());
     sinks.recover(sink_states.as_deref())?;
+    let partitions = chains
+        .into_iter()
+        .enumerate()
+        .map(|(p, chain)| {
+            let restored = sink_states.as_ref().and_then(|s| s[p].as_ref());
+            Ok(chain.with_sink(sinks.create(p, restored)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
 
     let stats = Arc::new(Mutex::new(CheckpointStats::default()));
+    let completed = Arc::new(AtomicU64::new(0));
     let threads = plan.parallelism.min(plan.partitions);
     let (decision_txs, decision_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| crossbeam_channel::unbounded::<Decision>())
         .unzip();
-    let (coord_tx, coordinator) = start_coordinator(plan, store.as_ref(), decision_txs, &stats)?;
+    let (coord_tx, coordinator) =
+        start_coordinator(plan, store.as_ref(), decision_txs, (&stats, &completed))?;
     let (senders, recycle_rx, workers) = start_workers(
         threads,
         partitions,
@@ -180,7 +191,7 @@ pub fn run_with(
         plan.watermark_delay_ms,
         shared.dead_letters.clone(),
         shared.metrics.clone(),
-        source.connector(),
+        (source.connector(), plan.idle_timeout),
     );
     let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded::<Trigger>();
     forward_triggers(options.triggers.take(), &trigger_tx);
@@ -189,9 +200,9 @@ pub fn run_with(
         router = router.with_barriers(Barriers::new(
             tx.clone(),
             trigger_rx,
-            c.interval,
-            c.savepoint_every_event_time_ms,
+            (c.interval, c.savepoint_every_event_time_ms),
             next_id,
+            completed.clone(),
         ));
     }
     if let Some(r) = &restored {
@@ -266,6 +277,26 @@ fn find_restore_point(
     }
 }
 
+/// The plan with the partitions the source imposes (Kafka: the topic's);
+/// `partitions = 0` in a plan means "the source's".
+fn with_source_partitions(plan: &Plan, source: Option<usize>) -> Result<Plan> {
+    let mut plan = plan.clone();
+    match source {
+        Some(n) if plan.partitions == 0 || plan.partitions == n => plan.partitions = n,
+        Some(n) => {
+            return Err(Error::Config(format!(
+                "the job sets partitions = {}, but its source has {n} partitions; remove the setting",
+                plan.partitions
+            )));
+        }
+        None if plan.partitions == 0 => {
+            return Err(Error::Config("partitions must be at least 1".into()));
+        }
+        None => {}
+    }
+    Ok(plan)
+}
+
 /// What the source recorded in a restored checkpoint.
 fn source_position(r: &Restored) -> source::Restored {
     source::Restored {
@@ -275,20 +306,16 @@ fn source_position(r: &Restored) -> source::Restored {
     }
 }
 
-/// Instantiate (and restore) every partition's operators and sink before
-/// reading anything, so a broken plugin or savepoint fails the job before
-/// any input is consumed or output touched.
-fn build_partitions(
+/// Instantiate (and restore) every partition's operators before reading
+/// anything, so a broken plugin or savepoint fails the job before any input
+/// is consumed or output touched.
+fn build_chains(
     plan: &Plan,
     factories: &[Arc<dyn OperatorFactory>],
-    sinks: &dyn SinkFactory,
     restored: Option<&Restored>,
-) -> Result<Vec<Partition>> {
+) -> Result<Vec<Chain>> {
     (0..plan.partitions)
-        .map(|p| {
-            let r = restored.and_then(|r| r.partitions.get(p));
-            Partition::new(p, factories, sinks, r)
-        })
+        .map(|p| Chain::new(p, factories, restored.and_then(|r| r.partitions.get(p))))
         .collect()
 }
 
@@ -300,7 +327,7 @@ fn start_coordinator(
     plan: &Plan,
     store: Option<&StateStore>,
     decisions: Vec<Sender<Decision>>,
-    stats: &Arc<Mutex<CheckpointStats>>,
+    (stats, completed): (&Arc<Mutex<CheckpointStats>>, &Arc<AtomicU64>),
 ) -> Result<CoordinatorThread> {
     let (Some(c), Some(store)) = (&plan.checkpoint, store) else {
         return Ok((None, None));
@@ -312,7 +339,7 @@ fn start_coordinator(
         (plan.parallelism, plan.partitions),
         c.retain,
         decisions,
-        stats.clone(),
+        (stats.clone(), completed.clone()),
     );
     let handle = std::thread::Builder::new()
         .name("weir-checkpoints".into())
@@ -458,7 +485,7 @@ fn start_progress(
 pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<Restored> {
     let r = restore::load(store, &plan.name, selector)?;
     let theirs = r.manifest.partitions.len();
-    if theirs != plan.partitions {
+    if plan.partitions != 0 && theirs != plan.partitions {
         return Err(r.error(format!(
             "it holds {theirs} partitions; this job has {} (set `partitions = {theirs}` in the job \
              file, or `--parallelism {theirs}` when the partitions default to the parallelism)",

@@ -59,6 +59,7 @@ pub mod digest;
 pub mod error;
 pub mod generate;
 pub mod job;
+mod kafka;
 pub mod partition;
 pub mod plugin;
 pub mod runtime;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub mod kafka;
 pub mod native;
 
 use weir::config::{Plan, PluginSource};
@@ -29,6 +30,7 @@ pub fn state_machine_plan(events: &Path, out: &Path, parallelism: usize, plugin:
 pub fn file_source(plan: &mut Plan) -> &mut weir::config::FileSourceSpec {
     match &mut plan.source {
         weir::config::SourceSpec::Files(s) => s,
+        other => panic!("not a file source: {other:?}"),
     }
 }
 

@@ -93,6 +93,9 @@ pub struct PartitionEntry {
     /// ([`crate::sink::Sink::pre_commit`]), if anything.
     #[serde(default)]
     pub sink: Option<Value>,
+    /// The sink's bulk state, if it wrote any (records written ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_blob: Option<BlobRef>,
     /// Its operators, in chain order.
     pub operators: Vec<OperatorEntry>,
 }
@@ -307,6 +310,7 @@ mod v1 {
                         watermark: t.watermark,
                         source: json!(null),
                         sink: t.sink,
+                        sink_blob: None,
                         operators: t.operators,
                     })
                     .collect(),

@@ -10,6 +10,7 @@ use super::manifest::{self, BlobRef, Manifest};
 use super::store::{StateStore, StoreSpec};
 use crate::batch::Timer;
 use crate::digest::sha256_hex;
+use crate::sink::RestoredSink;
 use crate::{Error, Result};
 
 /// One operator's restored state.
@@ -34,8 +35,8 @@ pub struct RestoredPartition {
     pub watermark: i64,
     /// The source's position in the partition (opaque).
     pub source: Value,
-    /// The sink's state (opaque).
-    pub sink: Option<Value>,
+    /// The sink's state (opaque), with its blob.
+    pub sink: Option<RestoredSink>,
     /// Operators in chain order.
     pub operators: Vec<RestoredOperator>,
 }
@@ -152,7 +153,14 @@ fn verify(
         partitions.push(RestoredPartition {
             watermark: t.watermark,
             source: t.source.clone(),
-            sink: t.sink.clone(),
+            sink: match &t.sink {
+                Some(state) => Some(RestoredSink {
+                    checkpoint: m.id,
+                    state: state.clone(),
+                    blob: t.sink_blob.as_ref().map(&fetch).transpose()?,
+                }),
+                None => None,
+            },
             operators,
         });
     }

@@ -5,6 +5,7 @@
 //! it pre-committed. It never knows how a sink commits.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::checkpoint::manifest::{
     BlobRef, Kind, MANIFEST_FORMAT, Manifest, OperatorEntry, PartitionEntry, SourcePosition, folder,
 };
 use crate::checkpoint::store::StateStore;
+use crate::sink::SinkSnapshot;
 use crate::source::Position;
 use crate::{Result, lock};
 
@@ -82,7 +84,7 @@ pub struct PartitionSnapshot {
     /// Operators in chain order.
     pub operators: Vec<OperatorSnapshot>,
     /// What its sink pre-committed, if anything.
-    pub sink: Option<Value>,
+    pub sink: Option<SinkSnapshot>,
     /// How long the partition paused.
     pub pause: Duration,
 }
@@ -131,6 +133,8 @@ pub struct Coordinator {
     /// One per worker: where decisions go.
     decisions: Vec<Sender<Decision>>,
     stats: Arc<Mutex<CheckpointStats>>,
+    /// The newest checkpoint id with a durable manifest, for the source.
+    completed: Arc<AtomicU64>,
 }
 
 impl Coordinator {
@@ -142,7 +146,7 @@ impl Coordinator {
         (parallelism, partitions): (usize, usize),
         retain: usize,
         decisions: Vec<Sender<Decision>>,
-        stats: Arc<Mutex<CheckpointStats>>,
+        (stats, completed): (Arc<Mutex<CheckpointStats>>, Arc<AtomicU64>),
     ) -> Self {
         Self {
             store,
@@ -153,6 +157,7 @@ impl Coordinator {
             in_flight: BTreeMap::new(),
             decisions,
             stats,
+            completed,
         }
     }
 
@@ -223,6 +228,9 @@ impl Coordinator {
             }
         }
         drop(stats);
+        if result.is_ok() {
+            self.completed.fetch_max(id, Ordering::Relaxed);
+        }
         self.decide(match result {
             Ok(_) => Decision::Commit(id),
             Err(_) => Decision::Abort(id),
@@ -259,11 +267,23 @@ impl Coordinator {
                     timer_count: op.timer_count,
                 });
             }
+            let (sink, sink_blob) = match snap.sink {
+                Some(SinkSnapshot { state, blob }) => {
+                    let blob = blob.map(|b| {
+                        let r = BlobRef::of(format!("partition-{p:04}/sink"), &b);
+                        blobs.push((format!("{dir}/{}", r.path), Bytes::from(b)));
+                        r
+                    });
+                    (Some(state), blob)
+                }
+                None => (None, None),
+            };
             partitions.push(PartitionEntry {
                 partition: p,
                 watermark: snap.watermark,
                 source: source_positions.remove(&p).unwrap_or(Value::Null),
-                sink: snap.sink,
+                sink,
+                sink_blob,
                 operators,
             });
         }

@@ -23,4 +23,4 @@ pub(crate) use coordinator::{CoordMsg, Coordinator, Decision};
 pub use metrics::{Metrics, Snapshot, process_cpu_time};
 pub(crate) use router::{Barriers, Router};
 pub use task::TaskStats;
-pub(crate) use task::{Partition, Shared, TaskMsg, Worker};
+pub(crate) use task::{Chain, Partition, Shared, TaskMsg, Worker};

@@ -9,6 +9,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -35,16 +36,19 @@ pub struct Barriers {
     every_event_time: Option<i64>,
     next_event_time: Option<i64>,
     next_id: u64,
+    /// The newest checkpoint with a durable manifest (0: none yet).
+    completed: Arc<AtomicU64>,
 }
 
 impl Barriers {
-    /// Barriers to `coordinator`; ids start at `next_id`.
+    /// Barriers to `coordinator`; ids start at `next_id`; the coordinator
+    /// publishes completed ids in `completed`.
     pub fn new(
         coordinator: Sender<CoordMsg>,
         triggers: Receiver<Trigger>,
-        interval: Option<Duration>,
-        every_event_time: Option<i64>,
+        (interval, every_event_time): (Option<Duration>, Option<i64>),
         next_id: u64,
+        completed: Arc<AtomicU64>,
     ) -> Self {
         Self {
             coordinator,
@@ -54,8 +58,19 @@ impl Barriers {
             every_event_time: every_event_time.filter(|&e| e > 0),
             next_event_time: None,
             next_id,
+            completed,
         }
     }
+}
+
+/// Event time kept per partition, for sources that route records to their
+/// own partitions (Kafka): each partition's watermark trails its own
+/// largest event time; a partition without records for `idle_timeout`
+/// follows the slowest active one, so it does not stall its timers.
+struct PartitionTime {
+    max: Vec<i64>,
+    seen: Vec<Instant>,
+    idle_timeout: Duration,
 }
 
 /// Routes records to partitions in packed batches.
@@ -78,6 +93,9 @@ pub struct Router {
     /// The source's connector name, recorded with its positions.
     connector: &'static str,
     barriers: Option<Barriers>,
+    /// Per-partition event time, once the source routes by partition.
+    partition_time: Option<PartitionTime>,
+    idle_timeout: Duration,
 }
 
 impl Router {
@@ -92,7 +110,7 @@ impl Router {
         watermark_delay: i64,
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<Metrics>,
-        connector: &'static str,
+        (connector, idle_timeout): (&'static str, Duration),
     ) -> Self {
         Self {
             pending: (0..partitions).map(|_| SourceBatch::default()).collect(),
@@ -110,7 +128,38 @@ impl Router {
             disconnected: false,
             connector,
             barriers: None,
+            partition_time: None,
+            idle_timeout,
         }
+    }
+
+    /// The watermark partition `p` gets with its next batch.
+    fn watermark_of(&self, p: usize) -> i64 {
+        let Some(t) = &self.partition_time else {
+            return self.watermark;
+        };
+        let own = t.max[p].saturating_sub(self.watermark_delay);
+        if t.seen[p].elapsed() >= t.idle_timeout {
+            own.max(self.watermark)
+        } else {
+            own
+        }
+    }
+
+    /// With per-partition event time: the job's watermark is the slowest
+    /// active partition's (every partition's when all are idle).
+    fn combine_watermarks(&mut self) {
+        let Some(t) = &self.partition_time else {
+            return;
+        };
+        let delay = self.watermark_delay;
+        let own = |p: usize| t.max[p].saturating_sub(delay);
+        let active = (0..t.max.len()).filter(|&p| t.seen[p].elapsed() < t.idle_timeout);
+        let combined = active
+            .map(own)
+            .min()
+            .unwrap_or_else(|| (0..t.max.len()).map(own).min().unwrap_or(i64::MIN));
+        self.watermark = self.watermark.max(combined);
     }
 
     /// Inject checkpoint barriers through `barriers`.
@@ -137,8 +186,8 @@ impl Router {
         });
         let batch = std::mem::replace(&mut self.pending[partition], fresh.unwrap_or_default());
         self.metrics.add_read(batch.data.len() as u64, 0);
-        self.sent_watermark[partition] = self.watermark;
-        let watermark = self.watermark;
+        let watermark = self.watermark_of(partition);
+        self.sent_watermark[partition] = watermark;
         self.deliver(
             partition % self.senders.len(),
             TaskMsg::Batch {
@@ -207,6 +256,37 @@ impl Output for Router {
         ControlFlow::Continue(())
     }
 
+    #[inline]
+    fn record_in(
+        &mut self,
+        partition: usize,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+        origin: Origin,
+    ) -> ControlFlow<()> {
+        let n = self.partitions();
+        let idle_timeout = self.idle_timeout;
+        let t = self.partition_time.get_or_insert_with(|| PartitionTime {
+            max: vec![i64::MIN; n],
+            seen: vec![Instant::now(); n],
+            idle_timeout,
+        });
+        t.seen[partition] = Instant::now();
+        if timestamp != NO_TIMESTAMP && timestamp > t.max[partition] {
+            t.max[partition] = timestamp;
+            self.max_timestamp = self.max_timestamp.max(timestamp);
+        }
+        let batch = &mut self.pending[partition];
+        batch.push(key, value, timestamp, origin);
+        if batch.data.len() >= self.settings.max_records
+            || batch.data.byte_size() >= self.settings.max_bytes
+        {
+            return self.send(partition);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()> {
         self.dead_letters.write(&DeadLetter {
             stage: Stage::Source,
@@ -227,12 +307,13 @@ impl Output for Router {
     }
 
     fn flush(&mut self) -> ControlFlow<()> {
+        self.combine_watermarks();
         for p in 0..self.partitions() {
+            let watermark = self.watermark_of(p);
             if !self.pending[p].data.is_empty() {
                 self.send(p)?;
-            } else if self.sent_watermark[p] < self.watermark {
-                self.sent_watermark[p] = self.watermark;
-                let watermark = self.watermark;
+            } else if self.sent_watermark[p] < watermark {
+                self.sent_watermark[p] = watermark;
                 self.deliver(
                     p % self.senders.len(),
                     TaskMsg::Watermark {
@@ -294,7 +375,17 @@ impl Output for Router {
         })
     }
 
+    fn next_barrier_id(&self) -> Option<u64> {
+        self.barriers.as_ref().map(|b| b.next_id)
+    }
+
+    fn completed_checkpoint(&self) -> Option<u64> {
+        let id = self.barriers.as_ref()?.completed.load(Ordering::Relaxed);
+        (id > 0).then_some(id)
+    }
+
     fn barrier(&mut self, req: BarrierRequest, position: Position) -> ControlFlow<()> {
+        self.combine_watermarks();
         let Some(b) = self.barriers.as_mut() else {
             if let Some(r) = req.reply {
                 let _ = r.send(Err("this job has no state store configured".into()));

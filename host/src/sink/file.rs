@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{End, Sink, SinkFactory};
+use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::{Error, Result};
 
@@ -145,7 +145,7 @@ impl SinkFactory for FileSinkFactory {
     /// A restore commits what the checkpoint covers and deletes what was
     /// written after it (committed or not); a fresh run removes every part
     /// file.
-    fn recover(&self, restored: Option<&[Option<Value>]>) -> Result<()> {
+    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()> {
         let dir = &self.spec.dir;
         let Some(states) = restored else {
             for f in part_files(dir)? {
@@ -156,7 +156,10 @@ impl SinkFactory for FileSinkFactory {
         std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
         let mut next = Vec::with_capacity(states.len());
         for state in states {
-            let s = state.as_ref().map(FileSinkState::parse).transpose()?;
+            let s = state
+                .as_ref()
+                .map(|s| FileSinkState::parse(&s.state))
+                .transpose()?;
             let s = s.unwrap_or_default();
             for name in &s.pending {
                 commit(dir, name)?;
@@ -172,9 +175,9 @@ impl SinkFactory for FileSinkFactory {
         Ok(())
     }
 
-    fn create(&self, partition: usize, restored: Option<&Value>) -> Result<Box<dyn Sink>> {
+    fn create(&self, partition: usize, restored: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
         let next_seq = restored
-            .map(FileSinkState::parse)
+            .map(|r| FileSinkState::parse(&r.state))
             .transpose()?
             .map_or(0, |s| s.next_seq);
         Ok(Box::new(FileSink::create(
@@ -272,7 +275,7 @@ impl Sink for FileSink {
         self.commit_pending()
     }
 
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>> {
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<SinkSnapshot>> {
         self.close()?;
         let pending = std::mem::take(&mut self.pending);
         let state = FileSinkState {
@@ -280,9 +283,8 @@ impl Sink for FileSink {
             pending: pending.clone(),
         };
         self.pre_committed.push((checkpoint, pending));
-        serde_json::to_value(state)
-            .map(Some)
-            .map_err(|e| Error::Internal(e.to_string()))
+        let state = serde_json::to_value(state).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Some(SinkSnapshot { state, blob: None }))
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<()> {
@@ -331,14 +333,23 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
 
-    fn state(next_seq: u64, pending: &[&str]) -> Option<Value> {
-        Some(
-            serde_json::to_value(FileSinkState {
+    fn state(next_seq: u64, pending: &[&str]) -> Option<SinkSnapshot> {
+        Some(SinkSnapshot {
+            state: serde_json::to_value(FileSinkState {
                 next_seq,
                 pending: pending.iter().map(|s| s.to_string()).collect(),
             })
             .unwrap(),
-        )
+            blob: None,
+        })
+    }
+
+    fn restored(s: Option<SinkSnapshot>) -> Option<RestoredSink> {
+        s.map(|s| RestoredSink {
+            checkpoint: 1,
+            state: s.state,
+            blob: None,
+        })
     }
 
     fn names(d: &Path) -> Vec<String> {
@@ -365,14 +376,14 @@ mod tests {
         // Crash; restore from the checkpoint: its file is committed, the
         // later one discarded.
         drop(sink);
-        factory.recover(Some(&[cp])).unwrap();
+        factory.recover(Some(&[restored(cp)])).unwrap();
         assert_eq!(names(d), vec!["part-0000-000000.jsonl".to_string()]);
         assert_eq!(
             std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(),
             "one\n"
         );
         // Restoring an older point removes committed files after it.
-        factory.recover(Some(&[state(0, &[])])).unwrap();
+        factory.recover(Some(&[restored(state(0, &[]))])).unwrap();
         assert!(names(d).is_empty());
     }
 

@@ -14,14 +14,17 @@
 
 pub mod dead_letter;
 mod file;
+pub mod kafka;
 mod stdout;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::Result;
 use crate::batch::Batch;
 
 pub use file::{FileSinkSpec, part_name};
+pub use kafka::{Delivery, KafkaSinkSpec};
 
 /// A resolved sink.
 #[derive(Debug, Clone)]
@@ -30,6 +33,29 @@ pub enum SinkSpec {
     Stdout,
     /// A directory of per-partition part files.
     Files(FileSinkSpec),
+    /// A Kafka topic.
+    Kafka(KafkaSinkSpec),
+}
+
+/// What a sink records in a checkpoint at a barrier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSnapshot {
+    /// Small state, kept in the manifest (file names, epoch ids).
+    pub state: Value,
+    /// Bulk state, stored as a blob beside the operator state (records
+    /// written ahead of a transaction).
+    pub blob: Option<Vec<u8>>,
+}
+
+/// What a restored sink gets back from the checkpoint.
+#[derive(Debug, Clone)]
+pub struct RestoredSink {
+    /// Id of the checkpoint it was taken at.
+    pub checkpoint: u64,
+    /// [`SinkSnapshot::state`].
+    pub state: Value,
+    /// [`SinkSnapshot::blob`], verified against the manifest.
+    pub blob: Option<Bytes>,
 }
 
 /// How a run ended, as sinks need to know it.
@@ -52,7 +78,7 @@ pub trait Sink: Send {
     /// can commit it. The returned state is stored in the checkpoint and
     /// given back to [`SinkFactory::recover`] and [`SinkFactory::create`] on
     /// restore; `None` for sinks without transactions.
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>>;
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<SinkSnapshot>>;
     /// Checkpoint `checkpoint` is durable: make what it covers visible.
     fn commit(&mut self, checkpoint: u64) -> Result<()>;
     /// Checkpoint `checkpoint` failed: what it covered waits for the next
@@ -68,17 +94,23 @@ pub trait SinkFactory: Send + Sync {
     fn validate(&self) -> Result<()>;
     /// Bring the output to a restored checkpoint (`restored`: each
     /// partition's sink state in it) or, for a fresh run (`None`), clear it.
-    /// Called once, after every operator accepted its state.
-    fn recover(&self, restored: Option<&[Option<Value>]>) -> Result<()>;
+    /// Called once, after every operator accepted its state and before
+    /// any sink is created. It may still refuse the run (nothing written).
+    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()>;
     /// The sink of `partition`, continuing from its restored state.
-    fn create(&self, partition: usize, restored: Option<&Value>) -> Result<Box<dyn Sink>>;
+    fn create(&self, partition: usize, restored: Option<&RestoredSink>) -> Result<Box<dyn Sink>>;
 }
 
-/// The sink factory for `spec`; `exactly_once` makes output wait for
-/// checkpoints to commit.
-pub fn open(spec: &SinkSpec, exactly_once: bool) -> Result<Box<dyn SinkFactory>> {
+/// The sink factory for `spec` of job `job`; `checkpoints` says whether
+/// output can wait for checkpoints to commit (exactly once).
+pub fn open(spec: &SinkSpec, job: &str, checkpoints: bool) -> Result<Box<dyn SinkFactory>> {
     Ok(match spec {
         SinkSpec::Stdout => Box::new(stdout::StdoutFactory),
-        SinkSpec::Files(spec) => Box::new(file::FileSinkFactory::new(spec.clone(), exactly_once)),
+        SinkSpec::Files(spec) => Box::new(file::FileSinkFactory::new(spec.clone(), checkpoints)),
+        SinkSpec::Kafka(spec) => Box::new(kafka::KafkaSinkFactory::new(
+            spec.clone(),
+            job,
+            checkpoints,
+        )?),
     })
 }

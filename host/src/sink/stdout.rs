@@ -2,9 +2,7 @@
 
 use std::io::Write;
 
-use serde_json::Value;
-
-use super::{End, Sink, SinkFactory};
+use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::{Error, Result};
 
@@ -16,10 +14,10 @@ impl SinkFactory for StdoutFactory {
     fn validate(&self) -> Result<()> {
         Ok(())
     }
-    fn recover(&self, _: Option<&[Option<Value>]>) -> Result<()> {
+    fn recover(&self, _: Option<&[Option<RestoredSink>]>) -> Result<()> {
         Ok(())
     }
-    fn create(&self, _: usize, _: Option<&Value>) -> Result<Box<dyn Sink>> {
+    fn create(&self, _: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
         Ok(Box::new(StdoutSink))
     }
 }
@@ -45,7 +43,7 @@ impl Sink for StdoutSink {
             .map_err(Error::io("flushing", "stdout"))
     }
 
-    fn pre_commit(&mut self, _: u64) -> Result<Option<Value>> {
+    fn pre_commit(&mut self, _: u64) -> Result<Option<SinkSnapshot>> {
         self.flush().map(|()| None)
     }
 

@@ -11,6 +11,8 @@
 //! back on restore.
 
 pub mod file;
+mod format;
+pub mod kafka;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use crate::checkpoint::BarrierRequest;
 pub enum SourceSpec {
     /// A directory of files.
     Files(file::FileSourceSpec),
+    /// A Kafka topic.
+    Kafka(kafka::KafkaSourceSpec),
 }
 
 /// How a source run ended.
@@ -61,6 +65,17 @@ pub trait Output {
         timestamp: i64,
         origin: Origin,
     ) -> ControlFlow<()>;
+    /// Route one record to `partition` (sources whose partitions are the
+    /// job's, such as Kafka's): no re-hashing, and the partition keeps its
+    /// own event time and watermark.
+    fn record_in(
+        &mut self,
+        partition: usize,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+        origin: Origin,
+    ) -> ControlFlow<()>;
     /// Send input that could not be parsed to the dead-letter output.
     fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()>;
     /// Between chunks of input: send batches older than the linger time.
@@ -75,6 +90,10 @@ pub trait Output {
     fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest>;
     /// Inject `request` after everything routed so far, at `position`.
     fn barrier(&mut self, request: BarrierRequest, position: Position) -> ControlFlow<()>;
+    /// The id the next barrier will get (`None`: no checkpoints).
+    fn next_barrier_id(&self) -> Option<u64>;
+    /// The newest checkpoint whose manifest is durable, if any.
+    fn completed_checkpoint(&self) -> Option<u64>;
     /// Whether the job is stopping (the tasks hung up).
     fn is_stopping(&self) -> bool;
     /// Count bytes read, for progress.
@@ -85,8 +104,13 @@ pub trait Output {
 
 /// A running source.
 pub trait Source: Send {
-    /// Connector name recorded in checkpoints (`files`).
+    /// Connector name recorded in checkpoints (`files`, `kafka`).
     fn connector(&self) -> &'static str;
+    /// The number of partitions the input has (Kafka: the topic's), which
+    /// the job's partitions must be; `None`: any (files).
+    fn partitions(&self) -> Option<usize> {
+        None
+    }
     /// Where records came from, for dead letters.
     fn origins(&self) -> Arc<dyn Origins>;
     /// Produce records into `out` until the input ends or the job stops.
@@ -114,6 +138,11 @@ pub fn open(
 ) -> Result<Box<dyn Source>> {
     match spec {
         SourceSpec::Files(spec) => Ok(Box::new(file::FileSource::open(
+            spec.clone(),
+            stop,
+            restored,
+        )?)),
+        SourceSpec::Kafka(spec) => Ok(Box::new(kafka::KafkaSource::open(
             spec.clone(),
             stop,
             restored,

@@ -10,8 +10,6 @@
 //! from the offset. One reader feeds every partition, so the position is
 //! the reader's, not per partition.
 
-mod format;
-
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
@@ -25,11 +23,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::format::LineParser;
+pub use super::format::{Format, KeySpec};
 use super::{Completion, Output, Position, Restored, Source};
 use crate::batch::{Origin, Origins};
 use crate::{Error, Result};
-use format::LineParser;
-pub use format::{Format, KeySpec};
 
 /// The connector name in checkpoints.
 const CONNECTOR: &str = "files";

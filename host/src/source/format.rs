@@ -1,5 +1,5 @@
-//! Parsing one line of a file source: find the key and the event time in a
-//! `csv`, `jsonl` or `lines` record. The record value is always the whole
+//! Parsing one record (a line of a file, the value of a Kafka record): find
+//! the key and the event time in a `csv`, `jsonl`, `lines` or `raw` record. The record value is always the whole
 //! line; only the key is copied out, and only when CSV quoting forces it.
 
 use std::borrow::Cow;
@@ -17,6 +17,8 @@ pub enum Format {
     Jsonl,
     /// Plain lines; no key (records are spread round-robin) and no timestamp.
     Lines,
+    /// Any bytes, not parsed (Kafka: the key is the record's key).
+    Raw,
 }
 
 /// Which part of a record holds the key or the timestamp.
@@ -65,6 +67,12 @@ impl LineParser {
         {
             return parsed;
         }
+        if self.format == Format::Raw {
+            return Ok(Parsed {
+                key: None,
+                timestamp: NO_TIMESTAMP,
+            });
+        }
         let text = std::str::from_utf8(line).map_err(|e| {
             format!(
                 "not valid UTF-8 (invalid byte at offset {})",
@@ -72,7 +80,7 @@ impl LineParser {
             )
         })?;
         match self.format {
-            Format::Lines => Ok(Parsed {
+            Format::Lines | Format::Raw => Ok(Parsed {
                 key: None,
                 timestamp: NO_TIMESTAMP,
             }),

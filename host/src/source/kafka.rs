@@ -1,0 +1,546 @@
+//! A Kafka topic as a source. Each Kafka partition is a Weir partition
+//! (its own operator chain instance, state, timers and offset); records
+//! are not re-hashed, so a partition's state is exactly what arrived through
+//! it. One consumer on the source thread reads every partition with manual
+//! `assign` and `read_committed` isolation.
+//!
+//! Positions: the next offset of each partition, recorded per partition in
+//! every checkpoint. On restore the offsets come from the checkpoint, never
+//! from the consumer group; after each completed checkpoint they are
+//! committed to the group so that the usual lag tools work. A restored
+//! offset outside a partition's log (deleted by retention) is refused with
+//! the partition, the offset and the log's range, unless the job says to
+//! start at the earliest or latest offset instead.
+//!
+//! Bounded runs: `until = "latest"` (the end offsets seen at start) or a
+//! time; the source ends when every partition's position reaches its end,
+//! which also holds when the last records are followed by transaction
+//! markers (the position moves past them; no record arrives).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Map, Value, json};
+
+use super::format::{Format, KeySpec, LineParser};
+use super::{Completion, Output, Position, Restored, Source};
+use crate::batch::{NO_TIMESTAMP, Origin, Origins};
+use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
+use crate::{Error, Result};
+
+/// The connector name in checkpoints.
+const CONNECTOR: &str = "kafka";
+/// Records between two checks for a due barrier or linger flush.
+const CHECK_EVERY: u32 = 1024;
+/// Poll wait when no record is buffered.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Where a fresh run starts reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The first offset still in the log.
+    Earliest,
+    /// The end of the log at start (only new records).
+    Latest,
+    /// The group's committed offsets (earliest where it has none).
+    Committed,
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Where a bounded run ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Until {
+    /// The end offsets seen at start.
+    Latest,
+    /// The first record at or after this time (ms), exclusive.
+    Timestamp(i64),
+}
+
+/// What to do when a restored offset is not in the log any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// Refuse the run (default).
+    Fail,
+    /// Start at the first offset still in the log.
+    Earliest,
+    /// Start at the end of the log.
+    Latest,
+}
+
+/// A resolved Kafka source.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Consumer group offsets are committed to (lag tools).
+    pub group_id: String,
+    /// Where a fresh run starts.
+    pub start: Start,
+    /// Explicit start offsets for some partitions (override `start`).
+    pub start_offsets: Vec<(usize, i64)>,
+    /// Optional end of a bounded run.
+    pub until: Option<Until>,
+    /// How record values are parsed.
+    pub format: Format,
+    /// Key location in the value; `None`: the Kafka record key.
+    pub key: KeySpec,
+    /// Event-time location in the value; `None`: the Kafka timestamp.
+    pub timestamp: KeySpec,
+    /// A restored offset outside the log.
+    pub out_of_range: OutOfRange,
+    /// librdkafka consumer properties, passed through.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Describes origins as `topic`, `partition` and `offset` in dead letters.
+#[derive(Debug)]
+struct KafkaOrigins {
+    topic: String,
+}
+
+impl Origins for KafkaOrigins {
+    fn describe(&self, origin: Origin, out: &mut Map<String, Value>) {
+        out.insert("topic".into(), json!(self.topic));
+        out.insert("partition".into(), json!(origin.unit));
+        out.insert("offset".into(), json!(origin.offset));
+    }
+}
+
+/// The Kafka source.
+pub struct KafkaSource {
+    spec: KafkaSourceSpec,
+    consumer: BaseConsumer<Context>,
+    parser: LineParser,
+    stop: Arc<AtomicBool>,
+    origins: Arc<KafkaOrigins>,
+    /// Next offset to read, per partition.
+    next: Vec<i64>,
+    /// End offset (exclusive) per partition of a bounded run.
+    end: Option<Vec<i64>>,
+    /// Offsets at barriers not yet committed to the group, by checkpoint.
+    to_commit: Vec<(u64, Vec<i64>)>,
+}
+
+/// The partition's next offset as recorded in a checkpoint.
+fn offset_of(v: &Value) -> Option<i64> {
+    v.get("offset").and_then(Value::as_i64)
+}
+
+impl KafkaSource {
+    /// Connect, find the partitions and every start offset (restored, or
+    /// from the start mode), check restored offsets against each log, and
+    /// assign. Nothing is read yet.
+    pub fn open(
+        spec: KafkaSourceSpec,
+        stop: Arc<AtomicBool>,
+        restored: Option<Restored>,
+    ) -> Result<Self> {
+        let mut config = client_config(&spec.brokers, &[]);
+        config
+            .set("group.id", &spec.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "error")
+            .set("fetch.max.bytes", "104857600")
+            .set("max.partition.fetch.bytes", "10485760")
+            .set("queued.max.messages.kbytes", "131072");
+        for (k, v) in &spec.properties {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<Context> =
+            config
+                .create_with_context(Context)
+                .map_err(external(format!(
+                    "creating a consumer for {}",
+                    spec.brokers
+                )))?;
+        let n = partition_count(consumer.client(), &spec.brokers, &spec.topic)?;
+        let mut ranges = Vec::with_capacity(n);
+        for p in 0..n {
+            let (lo, hi) = consumer
+                .fetch_watermarks(&spec.topic, p as i32, REQUEST_TIMEOUT)
+                .map_err(external(format!(
+                    "reading the offsets of {}/{p}",
+                    spec.topic
+                )))?;
+            ranges.push((lo, hi));
+        }
+        let next = match &restored {
+            Some(r) => restored_offsets(&spec, r, &ranges)?,
+            None => start_offsets(&spec, &consumer, &ranges)?,
+        };
+        let end = match &spec.until {
+            None => None,
+            Some(Until::Latest) => Some(ranges.iter().map(|r| r.1).collect()),
+            Some(Until::Timestamp(t)) => Some(
+                offsets_for_time(&consumer, &spec.topic, n, *t)?
+                    .into_iter()
+                    .zip(&ranges)
+                    .map(|(o, r)| o.unwrap_or(r.1))
+                    .collect(),
+            ),
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, &o) in next.iter().enumerate() {
+            tpl.add_partition_offset(&spec.topic, p as i32, Offset::Offset(o))
+                .map_err(external("assigning partitions"))?;
+        }
+        consumer.assign(&tpl).map_err(external(format!(
+            "assigning the partitions of {}",
+            spec.topic
+        )))?;
+        tracing::info!(topic = %spec.topic, partitions = n, start = ?next, end = ?end, "kafka source");
+        let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
+        Ok(Self {
+            origins: Arc::new(KafkaOrigins {
+                topic: spec.topic.clone(),
+            }),
+            spec,
+            consumer,
+            parser,
+            stop,
+            next,
+            end,
+            to_commit: Vec::new(),
+        })
+    }
+
+    /// Whether every partition reached its end (bounded runs). The
+    /// consumer's position moves past transaction markers, so this holds
+    /// even when no record follows the last one read.
+    fn at_end(&mut self) -> bool {
+        let Some(end) = &self.end else {
+            return false;
+        };
+        if self.next.iter().zip(end).all(|(n, e)| n >= e) {
+            return true;
+        }
+        if let Ok(pos) = self.consumer.position() {
+            for e in pos.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && let Some(n) = self.next.get_mut(e.partition() as usize)
+                    && o > *n
+                {
+                    *n = o;
+                }
+            }
+        }
+        self.next.iter().zip(end).all(|(n, e)| n >= e)
+    }
+
+    fn barrier_if_due(&mut self, out: &mut dyn Output) -> ControlFlow<()> {
+        if let Some(req) = out.barrier_due() {
+            let position = position(&self.spec.topic, &self.next);
+            if let Some(id) = out.next_barrier_id() {
+                self.to_commit.push((id, self.next.clone()));
+            }
+            return out.barrier(req, position);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Commit the offsets of the newest completed checkpoint to the group.
+    fn commit_completed(&mut self, out: &mut dyn Output) {
+        let Some(done) = out.completed_checkpoint() else {
+            return;
+        };
+        let Some(i) = self.to_commit.iter().rposition(|(id, _)| *id <= done) else {
+            return;
+        };
+        let (_, offsets) = self.to_commit.swap_remove(i);
+        self.to_commit.retain(|(id, _)| *id > done);
+        let mut tpl = TopicPartitionList::new();
+        for (p, &o) in offsets.iter().enumerate() {
+            let _ = tpl.add_partition_offset(&self.spec.topic, p as i32, Offset::Offset(o));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!("committing offsets to group {}: {e}", self.spec.group_id);
+        }
+    }
+}
+
+/// The parts of the source a record needs while the consumer lends it.
+struct Decode<'a> {
+    spec: &'a KafkaSourceSpec,
+    parser: &'a LineParser,
+    next: &'a [i64],
+    to_commit: &'a mut Vec<(u64, Vec<i64>)>,
+}
+
+impl Decode<'_> {
+    /// Decode one record and route it to its partition.
+    fn handle(
+        &mut self,
+        partition: usize,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        kafka_time: Option<i64>,
+        out: &mut dyn Output,
+    ) -> Result<ControlFlow<()>> {
+        let origin = Origin {
+            unit: partition as u32,
+            offset: offset as u64,
+        };
+        let parsed = match self.parser.parse(value) {
+            Ok(p) => p,
+            Err(reason) => {
+                out.malformed(origin, &reason, value)?;
+                return Ok(ControlFlow::Continue(()));
+            }
+        };
+        let timestamp = match self.spec.timestamp {
+            KeySpec::None => kafka_time.unwrap_or(NO_TIMESTAMP),
+            _ => parsed.timestamp,
+        };
+        if let Some(req) = out.event_time_barrier(timestamp) {
+            // The barrier goes before this record: its offset is next.
+            let mut at: Vec<i64> = self.next.to_vec();
+            at[partition] = offset;
+            if let Some(id) = out.next_barrier_id() {
+                self.to_commit.push((id, at.clone()));
+            }
+            if out.barrier(req, position(&self.spec.topic, &at)).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        let key: &[u8] = match (&self.spec.key, &parsed.key) {
+            (KeySpec::None, _) => key.unwrap_or_default(),
+            (_, Some(k)) => k,
+            (_, None) => &[],
+        };
+        Ok(out.record_in(partition, key, value, timestamp, origin))
+    }
+}
+
+/// The position at next offsets `next`.
+fn position(topic: &str, next: &[i64]) -> Position {
+    Position {
+        reader: json!({ "topic": topic }),
+        partitions: next
+            .iter()
+            .enumerate()
+            .map(|(p, o)| (p, json!({ "offset": o })))
+            .collect(),
+    }
+}
+
+/// Start offsets of a fresh run: the start mode, then explicit offsets.
+fn start_offsets(
+    spec: &KafkaSourceSpec,
+    consumer: &BaseConsumer<Context>,
+    ranges: &[(i64, i64)],
+) -> Result<Vec<i64>> {
+    let n = ranges.len();
+    let mut next: Vec<i64> = match &spec.start {
+        Start::Earliest => ranges.iter().map(|r| r.0).collect(),
+        Start::Latest => ranges.iter().map(|r| r.1).collect(),
+        Start::Timestamp(t) => offsets_for_time(consumer, &spec.topic, n, *t)?
+            .into_iter()
+            .zip(ranges)
+            .map(|(o, r)| o.unwrap_or(r.1))
+            .collect(),
+        Start::Committed => {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..n {
+                tpl.add_partition(&spec.topic, p as i32);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, REQUEST_TIMEOUT)
+                .map_err(external(format!(
+                    "reading group {}'s offsets",
+                    spec.group_id
+                )))?;
+            (0..n)
+                .map(|p| {
+                    match committed
+                        .find_partition(&spec.topic, p as i32)
+                        .map(|e| e.offset())
+                    {
+                        Some(Offset::Offset(o)) => o.clamp(ranges[p].0, ranges[p].1),
+                        _ => ranges[p].0,
+                    }
+                })
+                .collect()
+        }
+    };
+    for &(p, o) in &spec.start_offsets {
+        let Some((lo, hi)) = ranges.get(p).copied() else {
+            return Err(Error::Config(format!(
+                "start_offsets names partition {p}; topic `{}` has {n} partitions",
+                spec.topic
+            )));
+        };
+        if o < lo || o > hi {
+            return Err(Error::Config(format!(
+                "start offset {o} of partition {p} is outside its log [{lo}, {hi})"
+            )));
+        }
+        next[p] = o;
+    }
+    Ok(next)
+}
+
+/// Offsets recorded in a checkpoint, checked against each partition's log.
+fn restored_offsets(
+    spec: &KafkaSourceSpec,
+    r: &Restored,
+    ranges: &[(i64, i64)],
+) -> Result<Vec<i64>> {
+    let refuse = |detail: String| Error::Savepoint {
+        location: format!("kafka topic {}", spec.topic),
+        detail,
+    };
+    if r.connector != CONNECTOR {
+        return Err(refuse(format!(
+            "it was taken from a `{}` source; this job reads Kafka",
+            r.connector
+        )));
+    }
+    let theirs = r.reader.get("topic").and_then(Value::as_str).unwrap_or("");
+    if theirs != spec.topic {
+        return Err(refuse(format!(
+            "it was taken reading topic `{theirs}`, not `{}`",
+            spec.topic
+        )));
+    }
+    if r.partitions.len() != ranges.len() {
+        return Err(refuse(format!(
+            "it holds {} partitions; the topic has {} now",
+            r.partitions.len(),
+            ranges.len()
+        )));
+    }
+    r.partitions
+        .iter()
+        .zip(ranges)
+        .enumerate()
+        .map(|(p, (v, &(lo, hi)))| {
+            let o = offset_of(v)
+                .ok_or_else(|| refuse(format!("partition {p} has no offset recorded")))?;
+            if (lo..=hi).contains(&o) {
+                return Ok(o);
+            }
+            match spec.out_of_range {
+                OutOfRange::Earliest => Ok(lo),
+                OutOfRange::Latest => Ok(hi),
+                OutOfRange::Fail => Err(refuse(format!(
+                    "partition {p}: the restored offset {o} is outside the log, which holds \
+                     offsets [{lo}, {hi}) (records deleted by retention?); set \
+                     `on_offset_out_of_range = \"earliest\"` or `\"latest\"` to start there"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The first offset at or after `time` in each partition (`None`: none).
+fn offsets_for_time(
+    consumer: &BaseConsumer<Context>,
+    topic: &str,
+    n: usize,
+    time: i64,
+) -> Result<Vec<Option<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(time))
+            .map_err(external("offsets for a time"))?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, REQUEST_TIMEOUT)
+        .map_err(external(format!(
+            "finding offsets of time {time} in {topic}"
+        )))?;
+    Ok((0..n)
+        .map(
+            |p| match found.find_partition(topic, p as i32).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
+impl Source for KafkaSource {
+    fn connector(&self) -> &'static str {
+        CONNECTOR
+    }
+
+    fn partitions(&self) -> Option<usize> {
+        Some(self.next.len())
+    }
+
+    fn origins(&self) -> Arc<dyn Origins> {
+        self.origins.clone()
+    }
+
+    fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
+        let mut since_check = 0u32;
+        let mut last_check = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
+                return Ok(Completion::Stopped);
+            }
+            let polled = self.consumer.poll(POLL);
+            let idle = polled.is_none();
+            match polled {
+                Some(Ok(m)) => {
+                    let p = m.partition() as usize;
+                    let offset = m.offset();
+                    if p >= self.next.len() || offset < self.next[p] {
+                        continue;
+                    }
+                    if self.end.as_ref().is_some_and(|e| offset >= e[p]) {
+                        continue;
+                    }
+                    out.read_bytes(m.payload_len() as u64);
+                    let time = m.timestamp().to_millis();
+                    let (key, value) = (m.key(), m.payload().unwrap_or_default());
+                    let mut d = Decode {
+                        spec: &self.spec,
+                        parser: &self.parser,
+                        next: &self.next,
+                        to_commit: &mut self.to_commit,
+                    };
+                    let flow = d.handle(p, offset, key, value, time, out)?;
+                    self.next[p] = offset + 1;
+                    if flow.is_break() {
+                        return Ok(Completion::Stopped);
+                    }
+                    since_check += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    return Err(Error::External(format!(
+                        "kafka: reading topic {}: {e}",
+                        self.spec.topic
+                    )));
+                }
+                None => {}
+            }
+            if idle || since_check >= CHECK_EVERY || last_check.elapsed() >= POLL {
+                since_check = 0;
+                last_check = Instant::now();
+                let flow = if idle { out.flush() } else { out.tick() };
+                if flow.is_break() || self.barrier_if_due(out).is_break() {
+                    return Ok(Completion::Stopped);
+                }
+                self.commit_completed(out);
+                if (idle || self.end.is_some()) && self.at_end() {
+                    return Ok(Completion::EndOfInput);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Talking to the test broker (a real Apache Kafka started by
+//! `scripts/kafka.sh`): topics, producing events with Kafka's default
+//! partitioner, reading a topic back as a `read_committed` consumer.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const T: Duration = Duration::from_secs(30);
+
+/// The broker the tests use: `KAFKA_BROKERS`, set by
+/// `eval "$(scripts/kafka.sh start)"` (scripts/test.sh does it).
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").expect(
+        "KAFKA_BROKERS is not set: start the test broker with \
+         `eval \"$(scripts/kafka.sh start)\"` (scripts/test.sh does)",
+    )
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    c
+}
+
+/// Create `name` with `partitions` partitions (deleted first if it exists).
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(T));
+    let _ = futures::executor::block_on(admin.delete_topics(&[name], &opts));
+    let deadline = Instant::now() + T;
+    loop {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let r = futures::executor::block_on(admin.create_topics([&topic], &opts)).unwrap();
+        match &r[0] {
+            Ok(_) => return,
+            // A deletion still in progress.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err((t, e)) => panic!("creating topic {t}: {e:?}"),
+        }
+    }
+}
+
+/// Produce every line of the CSV files in `dir` (name order) to `topic`,
+/// keyed by its first column, with the Java client's default partitioner
+/// (librdkafka's `murmur2_random`). Returns how many were produced.
+pub fn produce_csv_dir(dir: &Path, topic: &str) -> u64 {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        lines.extend(text.lines().map(str::to_string));
+    }
+    produce(
+        topic,
+        lines.iter().map(|l| {
+            let key = l.split(',').next().unwrap_or_default();
+            (key.as_bytes(), l.as_bytes())
+        }),
+    )
+}
+
+/// Produce `(key, value)` records to `topic` with the default partitioner.
+pub fn produce<'a>(topic: &str, records: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    let producer: BaseProducer = config()
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let mut n = 0;
+    for (key, value) in records {
+        let mut rec = BaseRecord::to(topic).key(key).payload(value);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("producing: {e}"),
+            }
+        }
+        n += 1;
+    }
+    producer.flush(T).unwrap();
+    n
+}
+
+/// Every committed record of `topic` (a `read_committed` consumer from the
+/// start to the end offsets seen now): (partition, key, value).
+pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    let consumer: BaseConsumer = config()
+        .set("group.id", "weir-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), T).unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut end = Vec::new();
+    for p in 0..partitions {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, T).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+            .unwrap();
+        end.push(hi);
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pos = consumer.position().unwrap();
+        let done =
+            (0..partitions).all(|p| match pos.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o >= end[p as usize],
+                _ => end[p as usize] == 0,
+            });
+        if done {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                m.partition(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+        }
+    }
+}
+
+/// The values of [`read_committed`], sorted.
+pub fn read_values(topic: &str) -> Vec<String> {
+    let mut v: Vec<String> = read_committed(topic)
+        .into_iter()
+        .map(|(_, _, v)| String::from_utf8(v).unwrap())
+        .collect();
+    v.sort();
+    v
+}

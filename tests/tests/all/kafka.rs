@@ -1,0 +1,302 @@
+//! Kafka end to end, against a real Apache Kafka broker on 127.0.0.1
+//! (`scripts/kafka.sh start`; `KAFKA_BROKERS` names it): the state-machine
+//! job reading a 6-partition topic and writing its alerts exactly once to
+//! another, checked with a `read_committed` consumer against an
+//! independent DFA; crashes at random moments and inside the window
+//! between a durable checkpoint and the transaction commit; restoring into
+//! a new topic; dead letters with partition and offset.
+
+use std::time::{Duration, Instant};
+
+use weir::checkpoint::manifest;
+use weir::config::JobFile;
+use weir::job::{RunOptions, run};
+use weir::partition::partition_for_key;
+use weir_tests::kafka::{
+    brokers, create_topic, produce, produce_csv_dir, read_committed, read_values,
+};
+use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
+
+use crate::savepoints::Job;
+
+const PARTITIONS: i32 = 6;
+
+/// A job folder with generated events produced to `<name>-in` (6
+/// partitions) and an empty `<name>-out` (3 partitions).
+fn kafka_job(name: &str, events: u64) -> (Job, Vec<String>) {
+    let job = Job::new(name, events, artifacts::STATE_MACHINE, 1, "");
+    create_topic(&format!("{name}-in"), PARTITIONS);
+    create_topic(&format!("{name}-out"), 3);
+    let produced = produce_csv_dir(&job.root.join("events"), &format!("{name}-in"));
+    assert_eq!(produced, events);
+    let expected = reference_alerts(&job.root.join("events"));
+    assert!(!expected.is_empty());
+    (job, expected)
+}
+
+/// Write the job file: Kafka in, the state-machine plugin, Kafka out.
+fn write_job(
+    job: &Job,
+    parallelism: usize,
+    out_topic: &str,
+    extra_source: &str,
+    checkpoints: &str,
+) {
+    let text = format!(
+        r#"
+name = "{name}"
+parallelism = {parallelism}
+[source]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{name}-in"
+format = "csv"
+key_column = 0
+timestamp_column = 2
+until = "latest"
+{extra_source}
+[[operators]]
+name = "op"
+plugin = "{plugin}"
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{out_topic}"
+[dead_letter]
+path = "dead-letters.jsonl"
+[checkpoints]
+{checkpoints}
+"#,
+        name = job.name,
+        brokers = brokers(),
+        plugin = artifacts::STATE_MACHINE,
+    );
+    std::fs::write(job.file(), text).unwrap();
+}
+
+#[test]
+fn kafka_to_kafka_exactly_once_equals_the_dfa_at_parallelism_1_2_4() {
+    let (job, expected) = kafka_job("kafka-eo", 300_000);
+    // The producer's partitioner is Kafka's default: each key sits in the
+    // partition murmur2 gives it, which Weir's partition runs.
+    for (p, key, _) in read_committed(&format!("{}-in", job.name))
+        .iter()
+        .step_by(97)
+    {
+        assert_eq!(*p as u32, partition_for_key(key, PARTITIONS as u32));
+    }
+    for parallelism in [1, 2, 4] {
+        let out = format!("{}-out-p{parallelism}", job.name);
+        create_topic(&out, 3);
+        write_job(&job, parallelism, &out, "", "interval_ms = 100");
+        let plan = JobFile::load(&job.file())
+            .unwrap()
+            .resolve(&job.name, &job.root)
+            .unwrap();
+        let mut plan = plan;
+        plan.name = format!("{}-p{parallelism}", job.name);
+        plan.control = None;
+        let report = run(&plan, RunOptions::default()).unwrap();
+        assert_eq!(report.totals.records_read, 300_000);
+        assert_eq!(report.tasks.len(), parallelism);
+        assert!(report.checkpoints.completed > 0, "checkpoints were taken");
+        assert_same_output(
+            &read_values(&out),
+            &expected,
+            &format!("alerts at parallelism {parallelism}"),
+        );
+    }
+}
+
+/// A small random generator for kill times (seed printed for a rerun).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
+    let (job, expected) = kafka_job("kafka-kill", 1_000_000);
+    let out = format!("{}-out", job.name);
+    write_job(&job, 2, &out, "", "interval_ms = 150");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill seed {seed}");
+    let mut rng = Lcg(seed);
+    let from = |job: &Job| {
+        (!manifest::list(&job.store(), &job.name).unwrap().is_empty()).then_some("latest")
+    };
+
+    // A crash inside the window between a durable manifest and the
+    // transaction commit (a failpoint aborts the process there).
+    let mut child = job.weir();
+    child
+        .args(["run", job.file().to_str().unwrap()])
+        .env("WEIR_FAILPOINT", "kafka-before-commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let status = child.status().unwrap();
+    assert!(!status.success(), "the failpoint aborted the run");
+    assert!(
+        from(&job).is_some(),
+        "a checkpoint was durable before the abort"
+    );
+    assert!(
+        read_values(&out).is_empty(),
+        "nothing committed before the abort"
+    );
+
+    let mut kills = 0;
+    let mut finished = false;
+    while kills < 10 {
+        let mut child = job.spawn(from(&job));
+        let wait = Duration::from_millis(150 + rng.next(1200));
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "run ended with {status}");
+            finished = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    if !finished {
+        job.run_ok(&[
+            "run",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "latest",
+        ]);
+    }
+    println!("{kills} kills");
+    assert!(kills >= 3, "the job was killed mid-run ({kills} times)");
+    assert_same_output(&read_values(&out), &expected, "alerts after crashes");
+
+    // The topic now holds everything: restoring an older checkpoint would
+    // write some of it again, and is refused without writing.
+    let out_before = read_values(&out);
+    let said = job
+        .weir()
+        .args([
+            "run",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "latest",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(!said.status.success());
+    assert!(err.contains("already committed the output"), "{err}");
+    assert_eq!(read_values(&out), out_before);
+}
+
+#[test]
+fn a_savepoint_restored_into_a_new_topic_continues_from_its_point() {
+    let (job, expected) = kafka_job("kafka-sp", 1_000_000);
+    let first = format!("{}-out", job.name);
+    let second = format!("{}-out-2", job.name);
+    create_topic(&second, 3);
+    write_job(&job, 2, &first, "", "interval_ms = 0");
+    let mut child = job.spawn(None);
+    job.wait_running();
+    job.run_ok(&[
+        "stop",
+        job.file().to_str().unwrap(),
+        "--savepoint",
+        "--name",
+        "mid",
+    ]);
+    assert!(child.wait().unwrap().success());
+    let sp = manifest::select(&job.store(), &job.name, "mid")
+        .unwrap()
+        .manifest;
+    let read: i64 = sp
+        .partitions
+        .iter()
+        .map(|p| p.source["offset"].as_i64().unwrap())
+        .sum();
+    assert!(
+        read > 0 && read < 1_000_000,
+        "taken mid-input ({read} records)"
+    );
+    let listed = job.run_ok(&["savepoint", "list", job.file().to_str().unwrap()]);
+    assert!(
+        listed.contains("kafka") && listed.contains("0:"),
+        "{listed}"
+    );
+
+    write_job(&job, 2, &second, "", "interval_ms = 0");
+    job.run_ok(&[
+        "run",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        "mid",
+    ]);
+    let mut both = read_values(&first);
+    both.extend(read_values(&second));
+    both.sort();
+    assert_same_output(
+        &both,
+        &expected,
+        "alerts before the savepoint plus after it",
+    );
+}
+
+#[test]
+fn undecodable_kafka_records_go_to_dead_letters_with_partition_and_offset() {
+    let (job, expected) = kafka_job("kafka-dl", 50_000);
+    let input = format!("{}-in", job.name);
+    let bad: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("{i}"), format!("garbage record {i}")))
+        .collect();
+    produce(
+        &input,
+        bad.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    write_job(
+        &job,
+        2,
+        &format!("{}-out", job.name),
+        "",
+        "interval_ms = 100",
+    );
+    job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let dead = read_dead_letters(&job.root.join("dead-letters.jsonl"));
+    assert_eq!(dead.len(), 20, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["stage"], "source");
+        assert_eq!(d["topic"], input);
+        let p = d["partition"].as_u64().unwrap();
+        let key = d["value"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("garbage record ");
+        assert_eq!(
+            p,
+            u64::from(partition_for_key(key.as_bytes(), PARTITIONS as u32))
+        );
+        assert!(d["offset"].as_u64().is_some());
+        assert!(d["reason"].as_str().unwrap().contains("column"), "{d}");
+    }
+    assert_same_output(
+        &read_values(&format!("{}-out", job.name)),
+        &expected,
+        "valid records",
+    );
+}

@@ -421,6 +421,7 @@ fn run_job(
                             / p.interval.as_secs_f64()
                     ),
                     emitted = p.now.emitted,
+                    lag = p.lag.iter().filter(|&&l| l >= 0).sum::<i64>(),
                     "progress"
                 );
             })),

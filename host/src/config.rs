@@ -971,7 +971,10 @@ mod tests {
         };
         assert_eq!(s.delivery, Delivery::ExactlyOnce);
         assert_eq!(s.progress_topic, "alerts.weir-progress");
-        assert_eq!(s.properties, vec![("compression.type".into(), "lz4".into())]);
+        assert_eq!(
+            s.properties,
+            vec![("compression.type".into(), "lz4".into())]
+        );
         let bad = JobFile::parse(&job.replace("\"latest\"\n", "\"soon\"\n")).unwrap();
         let err = bad.resolve("job", Path::new("/")).unwrap_err();
         assert!(err.to_string().contains("until `soon`"), "{err}");

@@ -52,7 +52,7 @@ pub struct RunOptions {
 }
 
 /// Counters at a progress tick.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     /// Time since the job started.
     pub elapsed: Duration,
@@ -62,6 +62,8 @@ pub struct Progress {
     pub previous: Snapshot,
     /// Time since the previous tick.
     pub interval: Duration,
+    /// Each input partition's consumer lag (Kafka; empty for files).
+    pub lag: Vec<i64>,
 }
 
 /// What a finished run did.
@@ -470,6 +472,7 @@ fn start_progress(
                     now,
                     previous,
                     interval: last.elapsed(),
+                    lag: metrics.lag(),
                 });
                 previous = now;
                 last = Instant::now();

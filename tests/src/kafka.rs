@@ -31,11 +31,13 @@ fn config() -> ClientConfig {
     c
 }
 
-/// Create `name` with `partitions` partitions (deleted first if it exists).
+/// Create `name` with `partitions` partitions (deleted first if it exists,
+/// with the progress topic an exactly-once sink kept for it).
 pub fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(T));
-    let _ = futures::executor::block_on(admin.delete_topics(&[name], &opts));
+    let progress = format!("{name}.weir-progress");
+    let _ = futures::executor::block_on(admin.delete_topics(&[name, &progress], &opts));
     let deadline = Instant::now() + T;
     loop {
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));

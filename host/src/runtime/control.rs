@@ -227,6 +227,7 @@ fn status(job: &JobHandle) -> Answer {
             "malformed": m.malformed,
             "checkpoints_completed": c.completed,
             "checkpoints_failed": c.failed,
+            "consumer_lag": job.metrics.lag(),
             "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
         }),
     )
@@ -241,6 +242,10 @@ fn metrics(job: &JobHandle) -> Answer {
          weir_checkpoints_completed_total {}\nweir_checkpoints_failed_total {}\n",
         m.records_read, m.bytes_read, m.files_done, m.emitted, m.malformed, c.completed, c.failed
     );
+    let mut body = body;
+    for (p, lag) in job.metrics.lag().iter().enumerate() {
+        body.push_str(&format!("weir_consumer_lag{{partition=\"{p}\"}} {lag}\n"));
+    }
     (200, body, "text/plain; version=0.0.4")
 }
 

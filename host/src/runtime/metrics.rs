@@ -1,6 +1,7 @@
 //! Job-wide counters, updated once per batch (never per record), read by the
 //! progress reporter; and the process CPU time, for events per CPU-second.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ pub struct Metrics {
     files_done: AtomicU64,
     emitted: AtomicU64,
     malformed: AtomicU64,
+    /// Records behind the end of each input partition (Kafka consumer lag),
+    /// updated every few seconds by the source; empty for files.
+    lag: Mutex<Vec<i64>>,
 }
 
 /// A copy of the counters at one moment.
@@ -46,6 +50,16 @@ impl Metrics {
     /// Count malformed lines.
     pub fn add_malformed(&self, n: u64) {
         self.malformed.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Set each partition's consumer lag.
+    pub fn set_lag(&self, lag: &[i64]) {
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        l.clear();
+        l.extend_from_slice(lag);
+    }
+    /// Each partition's consumer lag (empty: the source has none).
+    pub fn lag(&self) -> Vec<i64> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

@@ -443,4 +443,8 @@ impl Output for Router {
     fn unit_done(&mut self) {
         self.metrics.add_file();
     }
+
+    fn report_lag(&mut self, lag: &[i64]) {
+        self.metrics.set_lag(lag);
+    }
 }

@@ -40,6 +40,8 @@ const CONNECTOR: &str = "kafka";
 const CHECK_EVERY: u32 = 1024;
 /// Poll wait when no record is buffered.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a fresh run starts reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,68 @@ pub struct KafkaSource {
     end: Option<Vec<i64>>,
     /// Offsets at barriers not yet committed to the group, by checkpoint.
     to_commit: Vec<(u64, Vec<i64>)>,
+    /// The end of each partition's log, refreshed off the source thread.
+    ends: LogEnds,
+}
+
+/// A thread that asks the broker for the end of each partition's log every
+/// [`LAG_EVERY`] (a request per partition that must not hold up reading),
+/// for the consumer lag in progress lines and metrics.
+struct LogEnds {
+    ends: Arc<std::sync::Mutex<Vec<i64>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogEnds {
+    fn start(spec: &KafkaSourceSpec, partitions: usize) -> Result<Self> {
+        let mut config = client_config(&spec.brokers, &spec.properties);
+        config.set("isolation.level", "read_committed");
+        let client: BaseConsumer<Context> = config
+            .create_with_context(Context)
+            .map_err(external("creating a consumer for the lag"))?;
+        let ends = Arc::new(std::sync::Mutex::new(vec![-1; partitions]));
+        let done = Arc::new(AtomicBool::new(false));
+        let topic = spec.topic.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-kafka-lag".into())
+            .spawn({
+                let (ends, done) = (ends.clone(), done.clone());
+                move || {
+                    while !done.load(Ordering::Relaxed) {
+                        for p in 0..partitions {
+                            let hi = client
+                                .fetch_watermarks(&topic, p as i32, Duration::from_secs(2))
+                                .map_or(-1, |(_, hi)| hi);
+                            ends.lock().unwrap_or_else(|e| e.into_inner())[p] = hi;
+                        }
+                        let t = Instant::now();
+                        while t.elapsed() < LAG_EVERY && !done.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("spawning the lag thread: {e}")))?;
+        Ok(Self {
+            ends,
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn ends(&self) -> Vec<i64> {
+        self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for LogEnds {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The partition's next offset as recorded in a checkpoint.
@@ -202,7 +266,9 @@ impl KafkaSource {
         )))?;
         tracing::info!(topic = %spec.topic, partitions = n, start = ?next, end = ?end, "kafka source");
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
+        let ends = LogEnds::start(&spec, n)?;
         Ok(Self {
+            ends,
             origins: Arc::new(KafkaOrigins {
                 topic: spec.topic.clone(),
             }),
@@ -248,6 +314,19 @@ impl KafkaSource {
             return out.barrier(req, position);
         }
         ControlFlow::Continue(())
+    }
+
+    /// Each partition's lag: the end of its log (last stable offset, as
+    /// the lag thread last saw it) minus the next offset to read.
+    fn report_lag(&self, out: &mut dyn Output) {
+        let ends = self.ends.ends();
+        let lag: Vec<i64> = self
+            .next
+            .iter()
+            .zip(&ends)
+            .map(|(next, end)| if *end < 0 { -1 } else { (end - next).max(0) })
+            .collect();
+        out.report_lag(&lag);
     }
 
     /// Commit the offsets of the newest completed checkpoint to the group.
@@ -488,6 +567,7 @@ impl Source for KafkaSource {
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         let mut since_check = 0u32;
         let mut last_check = Instant::now();
+        let mut last_lag = Instant::now() - LAG_EVERY;
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Completion::Stopped);
@@ -537,6 +617,10 @@ impl Source for KafkaSource {
                     return Ok(Completion::Stopped);
                 }
                 self.commit_completed(out);
+                if last_lag.elapsed() >= LAG_EVERY {
+                    last_lag = Instant::now();
+                    self.report_lag(out);
+                }
                 if (idle || self.end.is_some()) && self.at_end() {
                     return Ok(Completion::EndOfInput);
                 }

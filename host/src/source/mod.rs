@@ -100,6 +100,9 @@ pub trait Output {
     fn read_bytes(&mut self, n: u64);
     /// Count a finished unit of input (a file), for progress.
     fn unit_done(&mut self);
+    /// Each partition's lag behind the end of its input (Kafka), for
+    /// progress and metrics.
+    fn report_lag(&mut self, lag: &[i64]);
 }
 
 /// A running source.

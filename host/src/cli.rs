@@ -434,6 +434,13 @@ fn run_job(
     if let Some(from) = &report.restored_from {
         eprintln!("restored from {from}");
     }
+    if report.totals.records_read == 0 && report.dead_letters > 0 {
+        eprintln!(
+            "WARNING: every record of this run went to the dead-letter output ({} records): \
+             check the source's format, key and timestamp settings",
+            report.dead_letters
+        );
+    }
     eprintln!(
         "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
         report.name,

@@ -362,6 +362,11 @@ pub struct EngineConfig {
     /// Longest a single call into a plugin may run, in ms. Default 10000.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// Longest one `snapshot` or `restore` call may run, in ms: they
+    /// serialize a whole state, so they are not held to the per-batch
+    /// deadline. Default 600000 (10 minutes).
+    #[serde(default = "default_state_call_timeout_ms")]
+    pub state_call_timeout_ms: u64,
     /// Most linear memory one plugin instance may have, in MiB. Default 1024.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
@@ -373,6 +378,9 @@ pub struct EngineConfig {
 fn default_call_timeout_ms() -> u64 {
     10_000
 }
+fn default_state_call_timeout_ms() -> u64 {
+    600_000
+}
 fn default_memory_mb() -> u64 {
     1024
 }
@@ -381,6 +389,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             call_timeout_ms: default_call_timeout_ms(),
+            state_call_timeout_ms: default_state_call_timeout_ms(),
             memory_mb: default_memory_mb(),
             cache_dir: None,
         }
@@ -449,6 +458,11 @@ impl JobFile {
         }
         let name = self.job_name(default_name)?;
         let (source, watermark_delay_ms) = self.resolve_source(base, &name)?;
+        let sink = self.resolve_sink(base)?;
+        let dead_letter = self.dead_letter.as_ref().map(|d| base.join(&d.path));
+        if let SourceSpec::Files(src) = &source {
+            outside_source(&src.dir, &sink, dead_letter.as_deref())?;
+        }
         let partitions = match (&source, self.partitions) {
             (_, Some(p)) => p,
             // The topic's partitions, found when the source connects.
@@ -467,10 +481,11 @@ impl JobFile {
             watermark_delay_ms,
             idle_timeout,
             operators: self.resolve_operators(base)?,
-            sink: self.resolve_sink(base)?,
-            dead_letter: self.dead_letter.as_ref().map(|d| base.join(&d.path)),
+            sink,
+            dead_letter,
             engine: EngineSettings {
                 call_timeout: Duration::from_millis(self.engine.call_timeout_ms.max(1)),
+                state_call_timeout: Duration::from_millis(self.engine.state_call_timeout_ms.max(1)),
                 memory_bytes: self.engine.memory_mb.saturating_mul(1 << 20) as usize,
                 cache_dir: self.engine.cache_dir.as_ref().map(|d| base.join(d)),
             },
@@ -491,6 +506,7 @@ impl JobFile {
             .clone()
             .unwrap_or_else(|| default_name.to_string());
         if name.is_empty()
+            || name.chars().all(|c| c == '.')
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -630,6 +646,48 @@ impl JobFile {
         }
         Ok(Some(addr))
     }
+}
+
+/// Refuse a sink or dead-letter path inside the source folder: the job
+/// would read its own output.
+fn outside_source(source: &Path, sink: &SinkSpec, dead_letter: Option<&Path>) -> Result<()> {
+    let normal = |p: &Path| -> PathBuf {
+        let abs = std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf());
+        let mut out = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    let src = normal(source);
+    let inside = |p: &Path| normal(p).starts_with(&src);
+    if let SinkSpec::Files(f) = sink
+        && inside(&f.dir)
+    {
+        return Err(Error::Config(format!(
+            "the sink folder {} is inside the source folder {}: the job would read its own output",
+            f.dir.display(),
+            source.display()
+        )));
+    }
+    if let Some(d) = dead_letter
+        && inside(d)
+    {
+        return Err(Error::Config(format!(
+            "the dead-letter file {} is inside the source folder {}: the job would read it as input",
+            d.display(),
+            source.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The key and event-time locations of a record format: a CSV column or
@@ -797,6 +855,8 @@ pub struct OperatorSpec {
 pub struct EngineSettings {
     /// Deadline of one call into a plugin.
     pub call_timeout: Duration,
+    /// Deadline of one `snapshot` or `restore` call.
+    pub state_call_timeout: Duration,
     /// Memory cap per plugin instance.
     pub memory_bytes: usize,
     /// Compiled-component cache folder (`None`: the default folder).
@@ -808,6 +868,7 @@ impl Default for EngineSettings {
         let e = EngineConfig::default();
         Self {
             call_timeout: Duration::from_millis(e.call_timeout_ms),
+            state_call_timeout: Duration::from_millis(e.state_call_timeout_ms),
             memory_bytes: (e.memory_mb << 20) as usize,
             cache_dir: None,
         }
@@ -989,8 +1050,20 @@ mod tests {
         assert!(err.to_string().contains("key_column"), "{err}");
         let job = JobFile::parse(&JOB.replace("parallelism = 4", "parallelism = 0")).unwrap();
         assert!(job.resolve("job", Path::new("/")).is_err());
-        let job = JobFile::parse(&format!("name = \"../x\"\n{JOB}")).unwrap();
-        let err = job.resolve("job", Path::new("/")).unwrap_err();
-        assert!(err.to_string().contains("job name"), "{err}");
+        for bad in ["../x", ".", ".."] {
+            let job = JobFile::parse(&format!("name = \"{bad}\"\n{JOB}")).unwrap();
+            let err = job.resolve("job", Path::new("/")).unwrap_err();
+            assert!(err.to_string().contains("job name"), "{bad}: {err}");
+        }
+        // Output inside the input folder would be read back as input.
+        let job = JobFile::parse(&JOB.replace("path = \"out\"", "path = \"in/out\"")).unwrap();
+        let err = job.resolve("job", Path::new("/jobs")).unwrap_err();
+        assert!(err.to_string().contains("its own output"), "{err}");
+        let job = JobFile::parse(&format!(
+            "{JOB}\n[dead_letter]\npath = \"in/../in/dead.jsonl\"\n"
+        ))
+        .unwrap();
+        let err = job.resolve("job", Path::new("/jobs")).unwrap_err();
+        assert!(err.to_string().contains("dead-letter file"), "{err}");
     }
 }

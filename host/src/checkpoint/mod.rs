@@ -49,8 +49,11 @@ pub fn savepoint_name(id: u64) -> String {
     format!("sp-{}", checkpoint_name(id))
 }
 
+/// Prefix of the savepoints the event-time schedule takes.
+pub const EVENT_TIME_PREFIX: &str = "et-";
+
 /// Name of the savepoint taken when the watermark reaches `boundary`.
 pub fn event_time_savepoint_name(boundary: i64) -> String {
     let t = manifest::format_time(boundary);
-    format!("et-{}", t.replace([':', '.'], "-"))
+    format!("{EVENT_TIME_PREFIX}{}", t.replace([':', '.'], "-"))
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::{Error, Result};
 
@@ -122,6 +122,24 @@ impl StateStore {
     /// Write `bytes` at `key`.
     pub fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.put_all(vec![(key.to_string(), bytes)])
+    }
+
+    /// Write `bytes` at `key` only if nothing is there (an atomic create on
+    /// `file://` and S3). `Ok(false)`: something was.
+    pub fn put_new(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let path = self.path(key);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let r = self
+            .rt
+            .block_on(self.store.put_opts(&path, PutPayload::from(bytes), opts));
+        match r {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(external(&self.url)(e)),
+        }
     }
 
     /// Write several objects concurrently.

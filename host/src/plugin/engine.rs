@@ -17,6 +17,11 @@ use crate::config::EngineSettings;
 use crate::digest::sha256_hex;
 use crate::{Error, Result};
 
+fn ticks(d: Duration) -> u64 {
+    let t = d.as_micros() / TICK.as_micros();
+    (t as u64).max(1) + 1
+}
+
 /// The versions of the `weir:plugin` WIT package this host accepts.
 pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
 
@@ -108,8 +113,13 @@ impl WeirEngine {
 
     /// Deadline of one call, in epoch ticks.
     pub fn deadline_ticks(&self) -> u64 {
-        let t = self.inner.settings.call_timeout.as_micros() / TICK.as_micros();
-        (t as u64).max(1) + 1
+        ticks(self.inner.settings.call_timeout)
+    }
+
+    /// Deadline of one `snapshot` or `restore` call, in epoch ticks: these
+    /// serialize a whole state, so they have their own, longer deadline.
+    pub fn state_deadline_ticks(&self) -> u64 {
+        ticks(self.inner.settings.state_call_timeout)
     }
 
     /// The compiled-component cache folder.

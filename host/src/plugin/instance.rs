@@ -23,6 +23,9 @@ pub struct PluginInstance {
     bindings: OperatorPlugin,
     deadline_ticks: u64,
     timeout_ms: u128,
+    /// `snapshot` and `restore` serialize a whole state: their own deadline.
+    state_deadline_ticks: u64,
+    state_timeout_ms: u128,
     batches: u64,
     failed: bool,
 }
@@ -74,6 +77,8 @@ impl PluginInstance {
             bindings,
             deadline_ticks: engine.deadline_ticks(),
             timeout_ms: engine.settings().call_timeout.as_millis(),
+            state_deadline_ticks: engine.state_deadline_ticks(),
+            state_timeout_ms: engine.settings().state_call_timeout.as_millis(),
             batches: 0,
             failed: false,
         })
@@ -140,14 +145,14 @@ impl PluginInstance {
 
     /// Serialize the plugin's state.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.call("snapshot".into(), |b, s| {
+        self.state_call("snapshot".into(), |b, s| {
             b.weir_plugin_state().call_snapshot(s)
         })
     }
 
     /// Restore the plugin's state.
     pub fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
-        self.call("restore".into(), |b, s| {
+        self.state_call("restore".into(), |b, s| {
             b.weir_plugin_state().call_restore(s, bytes, from_version)
         })
     }
@@ -157,19 +162,39 @@ impl PluginInstance {
         call: String,
         f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T> {
+        let deadline = (self.deadline_ticks, self.timeout_ms);
+        self.call_with(deadline, call, f)
+    }
+
+    /// A call under the state deadline (`snapshot`, `restore`).
+    fn state_call<T>(
+        &mut self,
+        call: String,
+        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+    ) -> Result<T> {
+        let deadline = (self.state_deadline_ticks, self.state_timeout_ms);
+        self.call_with(deadline, call, f)
+    }
+
+    fn call_with<T>(
+        &mut self,
+        (ticks, timeout_ms): (u64, u128),
+        call: String,
+        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+    ) -> Result<T> {
         if self.failed {
             return Err(self.error(
                 call,
                 "the instance failed earlier and cannot be called again".into(),
             ));
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.set_epoch_deadline(ticks);
         match f(&self.bindings, &mut self.store) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error(call, format!("returned an error: {}", wit_error(&e)))),
             Err(e) => {
                 self.failed = true;
-                let detail = describe(&e, self.store.data(), self.timeout_ms);
+                let detail = describe(&e, self.store.data(), timeout_ms);
                 Err(self.error(call, detail))
             }
         }

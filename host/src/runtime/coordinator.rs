@@ -211,7 +211,19 @@ impl Coordinator {
         let reply = f.begin.reply.clone();
         let kind = f.begin.kind;
         let id = f.begin.id;
-        let result = self.write(f);
+        let name = f.begin.name.clone();
+        let result = match self.write(f) {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => {
+                // An event-time savepoint a restored run passes again: the
+                // one taken before stays; what this barrier covered is
+                // committed by the next checkpoint.
+                tracing::info!(name = %name, "event-time savepoint exists already; kept as it is");
+                self.decide(Decision::Abort(id));
+                return;
+            }
+            Err(e) => Err(e),
+        };
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(m) => {
@@ -240,9 +252,26 @@ impl Coordinator {
         }
     }
 
-    fn write(&mut self, f: InFlight) -> Result<Manifest> {
+    /// Upload the blobs, then the manifest. `Ok(None)`: an event-time
+    /// savepoint of that name exists (never replaced, skipped).
+    fn write(&mut self, f: InFlight) -> Result<Option<Manifest>> {
         let b = &f.begin;
         let dir = folder(&self.job, b.kind, &b.name);
+        // Savepoints are never replaced: refuse before writing any blob.
+        let manifest_key = format!("{dir}/manifest.json");
+        if b.kind == Kind::Savepoint && self.store.get(&manifest_key)?.is_some() {
+            if b.name.starts_with(crate::checkpoint::EVENT_TIME_PREFIX) {
+                return Ok(None);
+            }
+            return Err(crate::Error::Savepoint {
+                location: dir,
+                detail: format!(
+                    "a savepoint named `{}` exists already; savepoints are never replaced: \
+                     choose another name, or delete that one first",
+                    b.name
+                ),
+            });
+        }
         let mut blobs = Vec::new();
         let mut partitions = Vec::with_capacity(self.partitions);
         let mut max_pause = Duration::ZERO;
@@ -309,8 +338,14 @@ impl Coordinator {
         self.store.put_all(blobs)?;
         let json = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
-        self.store
-            .put(&format!("{dir}/manifest.json"), Bytes::from(json))?;
+        // The commit point, created atomically: two writers cannot both
+        // complete the same folder.
+        if !self.store.put_new(&manifest_key, Bytes::from(json))? {
+            return Err(crate::Error::Savepoint {
+                location: dir,
+                detail: "another writer completed this checkpoint folder first".into(),
+            });
+        }
         let upload = upload.elapsed();
         if b.kind == Kind::Checkpoint
             && let Err(e) = self.prune()
@@ -322,7 +357,7 @@ impl Coordinator {
         stats.last_max_pause = max_pause;
         stats.last_duration = f.started.elapsed();
         stats.last_upload = upload;
-        Ok(manifest)
+        Ok(Some(manifest))
     }
 
     /// Keep the newest `retain` complete checkpoints (and any newer

@@ -4,6 +4,7 @@
 mod dead_letters;
 mod faults;
 mod follow;
+mod hardening;
 mod kafka;
 mod languages;
 mod partitions;

@@ -662,27 +662,41 @@ fn savepoint_sigkill_restore_on_s3() {
 }
 
 #[test]
-fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
+fn a_restored_job_keeps_the_event_time_savepoints_it_passes_again() {
     let (job, _) = job_with_savepoint("ids");
     let before = manifest::list(&job.store(), &job.name).unwrap();
-    let newest = before.iter().map(|f| f.manifest.id).max().unwrap();
-    // Restore the oldest savepoint: the schedule takes the later ones again.
+    let manifests = |job: &Job| -> Vec<String> {
+        manifest::list(&job.store(), &job.name)
+            .unwrap()
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(
+                    job.root
+                        .join("weir-state")
+                        .join(&f.folder)
+                        .join("manifest.json"),
+                )
+                .unwrap()
+            })
+            .collect()
+    };
+    let kept = manifests(&job);
+    // Restore the oldest savepoint: the schedule passes the later ones
+    // again; savepoints are never replaced, so they stay as they were.
     let oldest = &before[0].manifest.name;
-    job.run_ok(&[
+    let said = job.run_ok(&[
         "run",
         job.file().to_str().unwrap(),
         "--from-savepoint",
         oldest,
     ]);
+    assert!(said.contains("restored from"), "{said}");
     let after = manifest::list(&job.store(), &job.name).unwrap();
-    let retaken: Vec<u64> = after
-        .iter()
-        .filter(|f| f.manifest.name != *oldest)
-        .map(|f| f.manifest.id)
-        .collect();
-    assert!(!retaken.is_empty());
-    assert!(
-        retaken.iter().all(|&id| id > newest),
-        "{retaken:?} after {newest}"
-    );
+    let ids = |l: &[manifest::Found]| -> Vec<(String, u64)> {
+        l.iter()
+            .map(|f| (f.manifest.name.clone(), f.manifest.id))
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    assert_eq!(manifests(&job), kept, "every savepoint byte-identical");
 }

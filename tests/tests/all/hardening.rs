@@ -1,0 +1,183 @@
+//! Refusals and limits a careful user runs into: savepoints are never
+//! replaced, `snapshot` and `restore` have their own deadline, a run whose
+//! every record went to dead letters says so.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weir::checkpoint::store::StoreSpec;
+use weir::config::{CheckpointPlan, EngineSettings};
+use weir::generate::{GenerateConfig, generate};
+use weir::job::{RunOptions, run};
+use weir_tests::{artifacts, file_source, state_machine_plan};
+
+use crate::savepoints::Job;
+
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_savepoint_name_that_exists_is_refused_and_the_old_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    generate(
+        &events,
+        &GenerateConfig {
+            events: 100_000,
+            ..GenerateConfig::default()
+        },
+    )
+    .unwrap();
+    let mut plan = state_machine_plan(
+        &events,
+        &dir.path().join("out"),
+        2,
+        artifacts::STATE_MACHINE,
+    );
+    file_source(&mut plan).follow = true;
+    file_source(&mut plan).poll_interval = Duration::from_millis(10);
+    plan.checkpoint = Some(CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", dir.path().join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval: None,
+        retain: 3,
+        savepoint_every_event_time_ms: None,
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let job = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            run(
+                &plan,
+                RunOptions {
+                    stop,
+                    triggers: Some(rx),
+                    ..RunOptions::default()
+                },
+            )
+        }
+    });
+    let savepoint = |name: &str| {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        tx.send(weir::checkpoint::Trigger::Savepoint {
+            name: Some(name.into()),
+            stop: false,
+            reply: Some(reply),
+        })
+        .unwrap();
+        answer.recv_timeout(Duration::from_secs(60)).unwrap()
+    };
+    savepoint("mine").expect("the first savepoint of that name");
+    let folder = dir
+        .path()
+        .join("state/jobs/state-machine-demo/savepoints/mine");
+    let before = files_under(&folder);
+    assert!(before.iter().any(|(p, _)| p.ends_with("manifest.json")));
+    let err = savepoint("mine").expect_err("a second one of that name is refused");
+    assert!(
+        err.contains("exists already") && err.contains("never replaced"),
+        "{err}"
+    );
+    assert_eq!(
+        files_under(&folder),
+        before,
+        "the first one is byte-identical"
+    );
+    savepoint("mine-2").expect("another name works");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    job.join().unwrap().unwrap();
+}
+
+/// A job whose state-machine plugin holds several hundred thousand keys, so
+/// one `snapshot` takes far longer than one batch.
+fn many_keys_plan(root: &Path, engine: EngineSettings) -> weir::config::Plan {
+    let events = root.join("events");
+    if !events.exists() {
+        generate(
+            &events,
+            &GenerateConfig {
+                events: 1_500_000,
+                max_address: 1_000_000,
+                max_machines: 1_000_000,
+                ..GenerateConfig::default()
+            },
+        )
+        .unwrap();
+    }
+    let mut plan = state_machine_plan(&events, &root.join("out"), 1, artifacts::STATE_MACHINE);
+    plan.engine = engine;
+    plan.checkpoint = Some(CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", root.join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval: Some(Duration::from_millis(100)),
+        retain: 2,
+        savepoint_every_event_time_ms: None,
+    });
+    plan
+}
+
+#[test]
+fn snapshot_and_restore_have_their_own_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held to a tight state deadline, the snapshot of a large state is
+    // stopped: it takes longer than that.
+    let tight = EngineSettings {
+        call_timeout: Duration::from_millis(40),
+        state_call_timeout: Duration::from_millis(10),
+        ..EngineSettings::default()
+    };
+    let err = run(&many_keys_plan(dir.path(), tight), RunOptions::default())
+        .expect_err("a 10 ms state deadline stops the snapshot");
+    let text = err.to_string();
+    assert!(
+        text.contains("snapshot") && text.contains("deadline of 10 ms"),
+        "{text}"
+    );
+    // With its own (default) deadline, the same snapshot passes while
+    // batches stay held to 40 ms each.
+    let batches_only = EngineSettings {
+        call_timeout: Duration::from_millis(40),
+        ..EngineSettings::default()
+    };
+    let report = run(
+        &many_keys_plan(dir.path(), batches_only),
+        RunOptions::default(),
+    )
+    .unwrap();
+    assert!(report.checkpoints.completed > 0, "checkpoints completed");
+}
+
+#[test]
+fn a_run_where_every_record_went_to_dead_letters_says_so() {
+    let job = Job::new("all-dead", 1_000, artifacts::STATE_MACHINE, 1, "");
+    // CSV events read as JSON lines: not one parses.
+    let text = std::fs::read_to_string(job.file())
+        .unwrap()
+        .replace("format = \"csv\"", "format = \"jsonl\"")
+        .replace("key_column = 0", "key_field = \"address\"")
+        .replace("timestamp_column = 2", "");
+    std::fs::write(job.file(), text).unwrap();
+    let said = job.run_ok(&["run", job.file().to_str().unwrap()]);
+    assert!(
+        said.contains(
+            "WARNING: every record of this run went to the dead-letter output (1000 records)"
+        ),
+        "{said}"
+    );
+}

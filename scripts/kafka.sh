@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka broker (KRaft, broker+controller) on 127.0.0.1 for tests.
 #
-# Usage: scripts/kafka.sh start|stop|status|run CLASS [ARGS...]
+# Usage: scripts/kafka.sh start|stop|restart|status|run CLASS [ARGS...]
 #   eval "$(scripts/kafka.sh start)"   # start (or reuse) it; stdout is only
 #                                      #   export KAFKA_BROKERS=127.0.0.1:9092
 #   scripts/kafka.sh stop              # stop it (by pid file) and wait for it to exit
+#   scripts/kafka.sh restart           # stop and start again, keeping the data (topics, records)
 #   scripts/kafka.sh status            # exit 0 if it runs and answers, 1 if not
 #   scripts/kafka.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list
 #                                      # any main class on the broker's class path (CLI tools)
@@ -164,6 +165,24 @@ admin_check() {
   fi
 }
 
+# Start the broker on the data folder as it is (formatted) and wait until it answers.
+launch() {
+  local pid
+  # setsid: not in the caller's process group, so a Ctrl-C there does not reach the broker.
+  # Not a process group leader here, so setsid execs java in place and $! is java's pid.
+  setsid java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.logFile=System.out \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS" \
+    -cp "$JARS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 </dev/null 9>&- &
+  pid=$!
+  disown "$pid" # no "Killed" job notice if it has to be stopped
+  echo "$pid" >"$PIDFILE"
+  wait_ready "$pid"
+  admin_check "$pid"
+}
+
 start() {
   local pid t0=$SECONDS
   mkdir -p "$(dirname "$DATA")"
@@ -182,6 +201,9 @@ start() {
   port_in_use "$CONTROLLER_PORT" &&
     die "127.0.0.1:$CONTROLLER_PORT (controller) is in use by a process this script did not start"
   command -v java >/dev/null || die "java not found (Java 17+ is needed)"
+  local java_major
+  java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [[ ${java_major:-0} -ge 17 ]] || die "Java 17+ is needed (java -version says ${java_major:-unknown})"
   install_jars
 
   rm -rf "$DATA"
@@ -194,19 +216,7 @@ start() {
     cat "$DATA/format.log" >&2
     die "formatting $LOGDIR failed"
   }
-  # setsid: not in the caller's process group, so a Ctrl-C there does not reach the broker.
-  # Not a process group leader here, so setsid execs java in place and $! is java's pid.
-  setsid java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-    -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.logFile=System.out \
-    -Dorg.slf4j.simpleLogger.showDateTime=true \
-    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS" \
-    -cp "$JARS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 </dev/null 9>&- &
-  pid=$!
-  disown "$pid" # no "Killed" job notice if it has to be stopped
-  echo "$pid" >"$PIDFILE"
-  wait_ready "$pid"
-  admin_check "$pid"
+  launch
   log "started Apache Kafka $KAFKA_VERSION on $BROKERS (pid $pid, log $LOG) in $((SECONDS - t0))s"
   echo "export KAFKA_BROKERS=$BROKERS"
 }
@@ -236,6 +246,18 @@ stop() {
   log "stopped the broker (pid $pid)"
 }
 
+# Stop the broker and start it again on the same data folder: topics, records, committed
+# offsets and transactions survive (for tests of a broker restart).
+restart() {
+  local t0=$SECONDS
+  [[ -f $CONF ]] || die "no broker data in $DATA to restart (start one first)"
+  stop
+  mv -f "$LOG" "$LOG.before-restart" # wait_ready looks for this start's line
+  launch
+  log "restarted Apache Kafka $KAFKA_VERSION on $BROKERS in $((SECONDS - t0))s"
+  echo "export KAFKA_BROKERS=$BROKERS"
+}
+
 status() {
   local pid
   if pid=$(running_pid); then
@@ -253,6 +275,7 @@ status() {
 case ${1:-} in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   status) status ;;
   run)
     shift
@@ -260,5 +283,5 @@ case ${1:-} in
     install_jars
     kjava "$@"
     ;;
-  *) die "usage: $0 start|stop|status|run CLASS [ARGS...]" ;;
+  *) die "usage: $0 start|stop|restart|status|run CLASS [ARGS...]" ;;
 esac

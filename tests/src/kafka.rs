@@ -16,9 +16,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const T: Duration = Duration::from_secs(30);
 
+thread_local! {
+    /// A broker this test thread uses instead of the shared one.
+    static BROKERS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The broker the tests use: `KAFKA_BROKERS`, set by
-/// `eval "$(scripts/kafka.sh start)"` (scripts/test.sh does it).
+/// `eval "$(scripts/kafka.sh start)"` (scripts/test.sh does it), or the
+/// one [`with_brokers`] names for this test thread.
 pub fn brokers() -> String {
+    if let Some(b) = BROKERS.with(|b| b.borrow().clone()) {
+        return b;
+    }
     std::env::var("KAFKA_BROKERS").expect(
         "KAFKA_BROKERS is not set: start the test broker with \
          `eval \"$(scripts/kafka.sh start)\"` (scripts/test.sh does)",
@@ -156,4 +165,68 @@ pub fn read_values(topic: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Run `f` with every helper here (and [`brokers`]) talking to `brokers`.
+pub fn with_brokers<R>(brokers: &str, f: impl FnOnce() -> R) -> R {
+    BROKERS.with(|b| *b.borrow_mut() = Some(brokers.to_string()));
+    let r = f();
+    BROKERS.with(|b| *b.borrow_mut() = None);
+    r
+}
+
+/// A broker of its own for a test that restarts it (the shared one serves
+/// the other tests meanwhile), started by `scripts/kafka.sh` on another
+/// port and data folder; stopped on drop.
+pub struct PrivateBroker {
+    /// `127.0.0.1:<port>`.
+    pub brokers: String,
+    port: u16,
+    data: std::path::PathBuf,
+}
+
+impl PrivateBroker {
+    /// Start a broker on `port` (its controller on `port + 1`).
+    pub fn start(port: u16) -> Self {
+        let data = std::env::temp_dir().join(format!("weir-kafka-test-{port}"));
+        let b = Self {
+            brokers: format!("127.0.0.1:{port}"),
+            port,
+            data,
+        };
+        b.script("start");
+        b
+    }
+
+    /// Stop the broker and start it again on the same data.
+    pub fn restart(&self) {
+        self.script("restart");
+    }
+
+    fn command(&self, command: &str) -> std::process::Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
+        let mut c = std::process::Command::new("bash");
+        c.arg(script)
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("WEIR_KAFKA_DATA", &self.data);
+        c
+    }
+
+    fn script(&self, command: &str) {
+        let out = self.command(command).output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh {command} on port {}: {}",
+            self.port,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.command("stop").output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
 }

@@ -38,6 +38,9 @@ pub struct Barriers {
     next_id: u64,
     /// The newest checkpoint with a durable manifest (0: none yet).
     completed: Arc<AtomicU64>,
+    /// Take a checkpoint when a bounded input ends (see
+    /// [`Output::end_of_input`]).
+    at_end: bool,
 }
 
 impl Barriers {
@@ -59,7 +62,16 @@ impl Barriers {
             next_event_time: None,
             next_id,
             completed,
+            at_end: interval.is_some(),
         }
+    }
+
+    /// Whether to take a final checkpoint at the end of a bounded input:
+    /// by default when periodic checkpoints are on; a sink that commits
+    /// only through checkpoints (Kafka, exactly once) needs it always.
+    pub fn final_checkpoint(mut self, yes: bool) -> Self {
+        self.at_end = yes;
+        self
     }
 }
 
@@ -96,6 +108,8 @@ pub struct Router {
     /// Per-partition event time, once the source routes by partition.
     partition_time: Option<PartitionTime>,
     idle_timeout: Duration,
+    /// The workers were told the input ended ([`Output::end_of_input`]).
+    ended: bool,
 }
 
 impl Router {
@@ -130,6 +144,7 @@ impl Router {
             barriers: None,
             partition_time: None,
             idle_timeout,
+            ended: false,
         }
     }
 
@@ -212,7 +227,7 @@ impl Router {
     /// the input they also fire all remaining timers.
     pub fn finish(mut self, completion: Completion) -> ControlFlow<()> {
         let mut r = Output::flush(&mut self);
-        if completion == Completion::EndOfInput {
+        if completion == Completion::EndOfInput && !self.ended {
             for thread in 0..self.senders.len() {
                 if self.deliver(thread, TaskMsg::EndOfInput).is_break() {
                     r = ControlFlow::Break(());
@@ -360,13 +375,22 @@ impl Output for Router {
         let after = timestamp
             .max(self.max_timestamp)
             .saturating_sub(self.watermark_delay);
+        // The next multiple of `every` after `t`; none past the end of
+        // time, so extreme event times end the schedule instead of
+        // wrapping around (which would take a savepoint per record).
+        let after_t = |t: i64| {
+            t.div_euclid(every)
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(every))
+                .unwrap_or(i64::MAX)
+        };
         let next = *b
             .next_event_time
-            .get_or_insert_with(|| (self.watermark.max(after).div_euclid(every) + 1) * every);
-        if after < next {
+            .get_or_insert_with(|| after_t(self.watermark.max(after)));
+        if after < next || next == i64::MAX {
             return None;
         }
-        b.next_event_time = Some((after.div_euclid(every) + 1) * every);
+        b.next_event_time = Some(after_t(after));
         Some(BarrierRequest {
             kind: Kind::Savepoint,
             name: Some(event_time_savepoint_name(next)),
@@ -430,6 +454,24 @@ impl Output for Router {
         } else {
             ControlFlow::Continue(())
         }
+    }
+
+    fn end_of_input(&mut self, position: Position) -> ControlFlow<()> {
+        Output::flush(self)?;
+        for thread in 0..self.senders.len() {
+            self.deliver(thread, TaskMsg::EndOfInput)?;
+        }
+        self.ended = true;
+        if !self.barriers.as_ref().is_some_and(|b| b.at_end) {
+            return ControlFlow::Continue(());
+        }
+        let request = BarrierRequest {
+            kind: Kind::Checkpoint,
+            name: None,
+            stop: false,
+            reply: None,
+        };
+        self.barrier(request, position)
     }
 
     fn is_stopping(&self) -> bool {

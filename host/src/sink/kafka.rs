@@ -153,9 +153,7 @@ impl KafkaSinkFactory {
             .create_with_context(Context)
             .map_err(external("creating a progress reader"))?;
         let topic = &self.spec.progress_topic;
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
-            .map_err(external(format!("reading the offsets of {topic}")))?;
+        let (lo, hi) = self.stable_watermarks(&consumer)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(lo))
             .map_err(external("assigning the progress topic"))?;
@@ -203,6 +201,46 @@ impl KafkaSinkFactory {
         Ok(markers)
     }
 
+    /// The progress topic's offsets once no open transaction holds back its
+    /// end: `read_committed` reads only up to the last stable offset, and a
+    /// marker behind another producer's open transaction (another job
+    /// sharing the topic, a zombie) would be missed. Such a transaction ends
+    /// within the transaction timeout, committed or aborted by the broker.
+    fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
+        let topic = &self.spec.progress_topic;
+        let plain: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
+            .set("isolation.level", "read_uncommitted")
+            .create_with_context(Context)
+            .map_err(external("creating a progress reader"))?;
+        let timeout = self
+            .spec
+            .properties
+            .iter()
+            .find(|(k, _)| k == "transaction.timeout.ms")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
+        let deadline = std::time::Instant::now() + Duration::from_millis(timeout + 5_000);
+        let read = |c: &BaseConsumer<Context>| {
+            c.fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
+                .map_err(external(format!("reading the offsets of {topic}")))
+        };
+        loop {
+            let (lo, stable) = read(committed)?;
+            let (_, end) = read(&plain)?;
+            if stable >= end {
+                return Ok((lo, stable));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::External(format!(
+                    "kafka: an open transaction on {topic} (last stable offset {stable}, end \
+                     {end}) did not end within the transaction timeout; another run of this \
+                     job may be producing: stop it and retry"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Create the progress topic if it is missing (one partition,
     /// compacted: only the newest marker per key matters).
     fn ensure_progress_topic(&self) -> Result<()> {
@@ -248,15 +286,30 @@ impl SinkFactory for KafkaSinkFactory {
         let (true, Some(states)) = (self.exactly_once, restored) else {
             return Ok(());
         };
+        let same_topic = |s: &RestoredSink| {
+            // Restored into another topic: what the checkpoint holds went to
+            // the old one; this one starts after it.
+            s.state.get("topic").and_then(|t| t.as_str()) == Some(self.spec.topic.as_str())
+        };
+        // Every partition's producer first: `init_transactions` aborts the
+        // transaction a crashed run left open. Until then that transaction
+        // holds back what `read_committed` reads of the progress topic (its
+        // last stable offset), hiding markers other partitions committed
+        // after it, which would then be produced twice.
+        for (p, _) in states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(same_topic))
+        {
+            let producer = self.producer(p)?;
+            crate::lock(&self.producers, "kafka producers")?.insert(p, producer);
+        }
         let markers = self.markers()?;
         let mut plans = Vec::new();
         for (p, s) in states.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if s.state.get("topic").and_then(|t| t.as_str()) != Some(self.spec.topic.as_str()) {
-                // Restored into another topic: what the checkpoint holds
-                // went to the old one; this one starts after it.
+            let Some(s) = s.as_ref().filter(|s| same_topic(s)) else {
                 continue;
-            }
+            };
             let marker = markers.get(&p).copied().unwrap_or(0);
             if marker > s.checkpoint {
                 return Err(Error::Savepoint {
@@ -278,18 +331,24 @@ impl SinkFactory for KafkaSinkFactory {
             if redo.is_empty() {
                 continue;
             }
-            let producer = self.producer(p)?;
+            let producers = crate::lock(&self.producers, "kafka producers")?;
+            let producer = producers
+                .get(&p)
+                .ok_or_else(|| Error::Internal(format!("no producer for partition {p}")))?;
             for (id, batch) in &redo {
-                produce_epoch(&producer, &self.spec, &self.job, p, *id, batch)?;
+                produce_epoch(producer, &self.spec, &self.job, p, *id, batch)?;
             }
             tracing::info!(
                 partition = p,
                 epochs = redo.len(),
                 "re-produced output the restored checkpoint covers"
             );
-            crate::lock(&self.producers, "kafka producers")?.insert(p, producer);
         }
         Ok(())
+    }
+
+    fn commits_only_at_checkpoints(&self) -> bool {
+        self.exactly_once
     }
 
     fn create(&self, partition: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
@@ -512,23 +571,19 @@ impl Sink for KafkaSink {
             return drain(&self.producer);
         }
         if end == End::EndOfInput {
-            // All input is processed: what is left is final. Its marker is
-            // above every checkpoint, so restoring one of them later is
-            // refused rather than repeated.
-            let last = std::mem::take(&mut self.epoch);
-            self.pending.push((self.last_id + 1, last));
-            let done = self.pending.len();
-            for (id, batch) in self.pending.drain(..done) {
-                if !batch.is_empty() || id == self.last_id + 1 {
-                    produce_epoch(
-                        &self.producer,
-                        &self.spec,
-                        &self.job,
-                        self.partition,
-                        id,
-                        &batch,
-                    )?;
-                }
+            // The final checkpoint at the end of the input committed every
+            // epoch. Output left here was not covered by a durable checkpoint
+            // (the final one failed): producing it outside a checkpoint could
+            // not be undone or skipped on a restore, so say so instead.
+            let left: usize = self.pending.iter().map(|(_, b)| b.len()).sum::<usize>()
+                + self.epoch.len();
+            if left > 0 {
+                return Err(Error::External(format!(
+                    "kafka sink: partition {}: {left} records after checkpoint {} were not \
+                     produced because the final checkpoint did not complete; run the job \
+                     again with --from-savepoint latest to produce them",
+                    self.partition, self.last_id
+                )));
             }
         }
         Ok(())

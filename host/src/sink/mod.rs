@@ -99,6 +99,12 @@ pub trait SinkFactory: Send + Sync {
     fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()>;
     /// The sink of `partition`, continuing from its restored state.
     fn create(&self, partition: usize, restored: Option<&RestoredSink>) -> Result<Box<dyn Sink>>;
+    /// Whether output is committed only through checkpoints, so a bounded
+    /// run must end with a final checkpoint (the runtime takes one anyway
+    /// when periodic checkpoints are on).
+    fn commits_only_at_checkpoints(&self) -> bool {
+        false
+    }
 }
 
 /// The sink factory for `spec` of job `job`; `checkpoints` says whether

@@ -622,6 +622,12 @@ impl Source for KafkaSource {
                     self.report_lag(out);
                 }
                 if (idle || self.end.is_some()) && self.at_end() {
+                    if out
+                        .end_of_input(position(&self.spec.topic, &self.next))
+                        .is_break()
+                    {
+                        return Ok(Completion::Stopped);
+                    }
                     return Ok(Completion::EndOfInput);
                 }
             }

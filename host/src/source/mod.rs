@@ -90,6 +90,12 @@ pub trait Output {
     fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest>;
     /// Inject `request` after everything routed so far, at `position`.
     fn barrier(&mut self, request: BarrierRequest, position: Position) -> ControlFlow<()>;
+    /// A bounded source read all its input, up to `position`: the runtime
+    /// fires the remaining timers and, with checkpoints on, takes a final
+    /// checkpoint at `position`, so that all output (also what the timers
+    /// emit) is committed by a checkpoint like any other. The source then
+    /// returns [`Completion::EndOfInput`].
+    fn end_of_input(&mut self, position: Position) -> ControlFlow<()>;
     /// The id the next barrier will get (`None`: no checkpoints).
     fn next_barrier_id(&self) -> Option<u64>;
     /// The newest checkpoint whose manifest is durable, if any.

@@ -13,7 +13,8 @@ use weir::config::JobFile;
 use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
-    brokers, create_topic, produce, produce_csv_dir, read_committed, read_values,
+    PrivateBroker, brokers, create_topic, produce, produce_csv_dir, read_committed, read_values,
+    with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
 
@@ -154,13 +155,16 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
         "nothing committed before the abort"
     );
 
-    // scripts/soak.sh runs 100 (WEIR_CRASH_RUNS).
+    // scripts/soak.sh runs 100 (WEIR_CRASH_RUNS). The runs killed read
+    // without an end (no `until`), so each is killed, wherever it is: mid
+    // input, in a checkpoint or a commit, or idle at the end of the topic.
     let wanted: u32 = std::env::var("WEIR_CRASH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let bounded = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(job.file(), bounded.replace("until = \"latest\"", "")).unwrap();
     let mut kills = 0;
-    let mut finished = false;
     while kills < wanted {
         let mut child = job.spawn(from(&job));
         let wait = Duration::from_millis(150 + rng.next(1200));
@@ -176,39 +180,50 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
             if let Some(mut e) = child.stderr.take() {
                 std::io::Read::read_to_string(&mut e, &mut err).unwrap();
             }
-            assert!(status.success(), "run ended with {status}: {err}");
-            finished = true;
-            break;
+            panic!("an unbounded run ended by itself with {status}: {err}");
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
     }
-    if !finished {
-        job.run_ok(&[
-            "run",
-            job.file().to_str().unwrap(),
-            "--from-savepoint",
-            "latest",
-        ]);
-    }
+    // The last run reads to the end offsets and finishes.
+    std::fs::write(job.file(), &bounded).unwrap();
+    job.run_ok(&[
+        "run",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        "latest",
+    ]);
     println!("{kills} kills");
-    assert!(
-        kills >= 3.min(wanted),
-        "the job was killed mid-run ({kills} times)"
-    );
+    assert_eq!(kills, wanted, "every run but the last was killed");
     assert_same_output(&read_values(&out), &expected, "alerts after crashes");
 
-    // The topic now holds everything: restoring an older checkpoint would
-    // write some of it again, and is refused without writing.
+    // The run ended with a final checkpoint that covers all its output:
+    // restoring it again writes nothing twice.
     let out_before = read_values(&out);
+    job.run_ok(&[
+        "run",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        "latest",
+    ]);
+    assert_eq!(read_values(&out), out_before, "a restore of the final checkpoint");
+
+    // The topic holds everything: restoring an older checkpoint would
+    // write some of it again, and is refused without writing.
+    let older: Vec<_> = manifest::list(&job.store(), &job.name)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.manifest.kind == manifest::Kind::Checkpoint)
+        .collect();
+    assert!(older.len() >= 2, "checkpoints kept: {}", older.len());
     let said = job
         .weir()
         .args([
             "run",
             job.file().to_str().unwrap(),
             "--from-savepoint",
-            "latest",
+            &older[0].manifest.id.to_string(),
         ])
         .output()
         .unwrap();
@@ -216,6 +231,66 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
     assert!(!said.status.success());
     assert!(err.contains("already committed the output"), "{err}");
     assert_eq!(read_values(&out), out_before);
+}
+
+#[test]
+fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
+    // A broker of its own: restarting the shared one would disturb the
+    // other tests.
+    let broker = PrivateBroker::start(9192);
+    with_brokers(&broker.brokers, || {
+        let (job, expected) = kafka_job("kafka-broker-restart", 1_000_000);
+        let out = format!("{}-out", job.name);
+        write_job(&job, 1, &out, "", "interval_ms = 200");
+        let mut child = job.spawn(None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while manifest::list(&job.store(), &job.name).unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker.restart();
+        // The job rides the restart out, or fails with a clear error and
+        // is restarted from `latest`, as an operator would.
+        let mut status = wait_for(&mut child, Duration::from_secs(240));
+        let mut restarts = 0;
+        while !status.0.success() {
+            println!("run failed after the broker restart: {}", status.1);
+            assert!(
+                status.1.contains("kafka"),
+                "the error names Kafka: {}",
+                status.1
+            );
+            restarts += 1;
+            assert!(restarts <= 3, "still failing after 3 restarts: {}", status.1);
+            let mut again = job.spawn(Some("latest"));
+            status = wait_for(&mut again, Duration::from_secs(240));
+        }
+        println!("finished after {restarts} restarts from latest");
+        assert_same_output(&read_values(&out), &expected, "alerts across a broker restart");
+    });
+}
+
+/// Wait for `child` to exit (killed after `limit`): its status and stderr.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    // Read stderr meanwhile, so a chatty run never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            err
+        })
+    });
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("the run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = stderr.map(|t| t.join().unwrap()).unwrap_or_default();
+    (child.wait().unwrap(), err)
 }
 
 #[test]

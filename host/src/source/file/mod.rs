@@ -178,7 +178,8 @@ impl FileSource {
     }
 
     /// Files not read yet, in name order. Hidden files (`.name`) are
-    /// skipped, so writers can write `.name` and rename when complete.
+    /// skipped, so writers can write `.name` and rename when complete;
+    /// symbolic links to files are followed.
     fn pending_files(&self) -> Result<Vec<(OsString, PathBuf)>> {
         let dir = &self.spec.dir;
         let entries = std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
@@ -189,10 +190,29 @@ impl FileSource {
             if name.to_string_lossy().starts_with('.') || self.done.contains(&name) {
                 continue;
             }
-            let is_file = entry
+            let kind = entry
                 .file_type()
-                .map_err(Error::io("reading file type in", dir))?
-                .is_file();
+                .map_err(Error::io("reading file type in", dir))?;
+            // A symbolic link is read as the file it points to; one that
+            // points nowhere (or at a folder) is an error, not a silent skip.
+            let is_file = if kind.is_symlink() {
+                let path = entry.path();
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => true,
+                    Ok(_) => {
+                        tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
+                        false
+                    }
+                    Err(e) => {
+                        return Err(Error::Config(format!(
+                            "source file {} is a symbolic link that cannot be followed: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            } else {
+                kind.is_file()
+            };
             if is_file {
                 files.push((name, entry.path()));
             }
@@ -387,6 +407,9 @@ impl Source for FileSource {
                 self.done.insert(name);
             }
             if !self.spec.follow {
+                if out.end_of_input(self.position.to_position()).is_break() {
+                    return Ok(Completion::Stopped);
+                }
                 return Ok(Completion::EndOfInput);
             }
             if self.stop.load(Ordering::Relaxed) {

@@ -12,6 +12,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("hog-plugin", "HOG"),
     ("noop-plugin", "NOOP"),
     ("session-plugin", "SESSION"),
+    ("echo-plugin", "ECHO"),
 ];
 
 fn main() {

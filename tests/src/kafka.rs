@@ -112,6 +112,30 @@ pub fn produce<'a>(topic: &str, records: impl Iterator<Item = (&'a [u8], &'a [u8
     n
 }
 
+/// Produce `(key, value)` records to `topic` in one transaction, committed
+/// or aborted (then a `read_committed` consumer never sees them).
+pub fn produce_in_transaction(topic: &str, records: &[(&str, &str)], commit: bool) {
+    let producer: BaseProducer = config()
+        .set("partitioner", "murmur2_random")
+        .set("transactional.id", format!("weir-tests-{topic}"))
+        .create()
+        .unwrap();
+    producer.init_transactions(T).unwrap();
+    producer.begin_transaction().unwrap();
+    for (k, v) in records {
+        producer
+            .send(BaseRecord::to(topic).key(*k).payload(*v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(T).unwrap();
+    if commit {
+        producer.commit_transaction(T).unwrap();
+    } else {
+        producer.abort_transaction(T).unwrap();
+    }
+}
+
 /// Every committed record of `topic` (a `read_committed` consumer from the
 /// start to the end offsets seen now): (partition, key, value).
 pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {

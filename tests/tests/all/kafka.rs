@@ -13,8 +13,8 @@ use weir::config::JobFile;
 use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
-    PrivateBroker, brokers, create_topic, produce, produce_csv_dir, read_committed, read_values,
-    with_brokers,
+    PrivateBroker, brokers, create_topic, produce, produce_csv_dir, produce_in_transaction,
+    read_committed, read_values, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
 
@@ -386,4 +386,122 @@ fn undecodable_kafka_records_go_to_dead_letters_with_partition_and_offset() {
         &expected,
         "valid records",
     );
+}
+
+/// Run the echo plugin over `topic` with `source` settings (in process) and
+/// return what it read, as sorted `key=value` lines.
+fn echo_run(name: &str, topic: &str, source: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+name = "{name}"
+parallelism = 2
+[source]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+{source}
+[[operators]]
+name = "echo"
+plugin = "{plugin}"
+[sink]
+type = "file"
+path = "out"
+[checkpoints]
+interval_ms = 100
+"#,
+        brokers = brokers(),
+        plugin = artifacts::ECHO,
+    );
+    let plan = JobFile::parse(&text)
+        .unwrap()
+        .resolve(name, dir.path())
+        .unwrap();
+    let report = run(&plan, RunOptions::default()).unwrap();
+    assert_eq!(report.completion, weir::source::Completion::EndOfInput);
+    weir_tests::read_output(&dir.path().join("out"))
+}
+
+fn lines(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("k{i}"), format!("{prefix}-{i}")))
+        .collect()
+}
+
+fn expect(records: &[(String, String)]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kafka_start_modes_and_ends_read_what_they_say() {
+    let topic = "kafka-modes-in";
+    create_topic(topic, 3);
+    let first = lines("a", 40);
+    produce(topic, first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    std::thread::sleep(Duration::from_millis(50));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::thread::sleep(Duration::from_millis(50));
+    let second = lines("b", 40);
+    produce(topic, second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+
+    // Raw values, keyed by the Kafka record key, from the earliest offsets
+    // to the end offsets seen at start.
+    let got = echo_run("modes-earliest", topic, "until = \"latest\"");
+    assert_same_output(&got, &expect(&all), "earliest .. latest");
+    // From a time: only what was produced after it.
+    let got = echo_run(
+        "modes-from-time",
+        topic,
+        &format!("start = \"timestamp:{between}\"\nuntil = \"latest\""),
+    );
+    assert_same_output(&got, &expect(&second), "timestamp .. latest");
+    // Up to a time: only what was produced before it.
+    let got = echo_run(
+        "modes-until-time",
+        topic,
+        &format!("until = \"timestamp:{between}\""),
+    );
+    assert_same_output(&got, &expect(&first), "earliest .. timestamp");
+    // From the end: nothing, and the bounded run still ends.
+    let got = echo_run("modes-latest", topic, "start = \"latest\"\nuntil = \"latest\"");
+    assert!(got.is_empty(), "{got:?}");
+    // Explicit offsets: partition 0 from its end, the others from the start.
+    let in_0 = all
+        .iter()
+        .filter(|(k, _)| partition_for_key(k.as_bytes(), 3) == 0)
+        .count();
+    assert!(in_0 > 0);
+    let got = echo_run(
+        "modes-offsets",
+        topic,
+        &format!("start_offsets = {{ 0 = {in_0} }}\nuntil = \"latest\""),
+    );
+    let rest: Vec<_> = all
+        .iter()
+        .filter(|(k, _)| partition_for_key(k.as_bytes(), 3) != 0)
+        .cloned()
+        .collect();
+    assert_same_output(&got, &expect(&rest), "explicit offsets");
+
+    // A topic written in transactions: the committed one is read, the
+    // aborted one is not, and the bounded run ends although the log ends
+    // with transaction markers.
+    let txn = "kafka-modes-txn";
+    create_topic(txn, 3);
+    let committed = lines("c", 30);
+    let aborted = lines("x", 30);
+    produce_in_transaction(txn, &as_refs(&committed), true);
+    produce_in_transaction(txn, &as_refs(&aborted), false);
+    let got = echo_run("modes-txn", txn, "until = \"latest\"");
+    assert_same_output(&got, &expect(&committed), "read_committed over transactions");
+}
+
+fn as_refs(r: &[(String, String)]) -> Vec<(&str, &str)> {
+    r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }

@@ -136,6 +136,20 @@ pub fn produce_in_transaction(topic: &str, records: &[(&str, &str)], commit: boo
     }
 }
 
+/// Delete the records of `topic`'s `partition` below `offset` (what
+/// retention does to old records).
+pub fn delete_records_before(topic: &str, partition: i32, offset: i64) {
+    let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(T));
+    let r = futures::executor::block_on(admin.delete_records(&tpl, &opts)).unwrap();
+    for e in r.elements() {
+        assert!(e.error().is_ok(), "deleting records of {topic}: {:?}", e.error());
+    }
+}
+
 /// Every committed record of `topic` (a `read_committed` consumer from the
 /// start to the end offsets seen now): (partition, key, value).
 pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {

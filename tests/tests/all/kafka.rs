@@ -13,7 +13,7 @@ use weir::config::JobFile;
 use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
-    PrivateBroker, brokers, create_topic, produce, produce_csv_dir, produce_in_transaction,
+    PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir, produce_in_transaction,
     read_committed, read_values, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
@@ -392,6 +392,20 @@ fn undecodable_kafka_records_go_to_dead_letters_with_partition_and_offset() {
 /// return what it read, as sorted `key=value` lines.
 fn echo_run(name: &str, topic: &str, source: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
+    let report = echo_run_in(dir.path(), name, topic, source, None).unwrap();
+    assert_eq!(report.completion, weir::source::Completion::EndOfInput);
+    weir_tests::read_output(&dir.path().join("out"))
+}
+
+/// The echo job of [`echo_run`] in `dir` (state and output stay there),
+/// optionally restored from a savepoint.
+fn echo_run_in(
+    dir: &std::path::Path,
+    name: &str,
+    topic: &str,
+    source: &str,
+    from: Option<&str>,
+) -> weir::Result<weir::job::JobReport> {
     let text = format!(
         r#"
 name = "{name}"
@@ -413,13 +427,14 @@ interval_ms = 100
         brokers = brokers(),
         plugin = artifacts::ECHO,
     );
-    let plan = JobFile::parse(&text)
-        .unwrap()
-        .resolve(name, dir.path())
-        .unwrap();
-    let report = run(&plan, RunOptions::default()).unwrap();
-    assert_eq!(report.completion, weir::source::Completion::EndOfInput);
-    weir_tests::read_output(&dir.path().join("out"))
+    let plan = JobFile::parse(&text).unwrap().resolve(name, dir).unwrap();
+    run(
+        &plan,
+        RunOptions {
+            from_savepoint: from.map(str::to_string),
+            ..RunOptions::default()
+        },
+    )
 }
 
 fn lines(prefix: &str, n: usize) -> Vec<(String, String)> {
@@ -504,4 +519,46 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
 
 fn as_refs(r: &[(String, String)]) -> Vec<(&str, &str)> {
     r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
+    let topic = "kafka-retention-in";
+    create_topic(topic, 1);
+    let first = lines("a", 20);
+    produce(topic, first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = "until = \"latest\"";
+    echo_run_in(dir.path(), "kafka-retention", topic, bounded, None).unwrap();
+    let second = lines("b", 20);
+    produce(topic, second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    // Retention deletes what the job has not read yet: offsets 20..30.
+    delete_records_before(topic, 0, 30);
+    let out = dir.path().join("out");
+    let before = weir_tests::read_output(&out);
+    assert_same_output(&before, &expect(&first), "first run");
+
+    let err = echo_run_in(dir.path(), "kafka-retention", topic, bounded, Some("latest"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partition 0")
+            && err.contains("restored offset 20")
+            && err.contains("[30, 40)"),
+        "{err}"
+    );
+    assert_eq!(weir_tests::read_output(&out), before, "output after the refusal");
+
+    // Told what to do, the job starts at the log's start.
+    echo_run_in(
+        dir.path(),
+        "kafka-retention",
+        topic,
+        "until = \"latest\"\non_offset_out_of_range = \"earliest\"",
+        Some("latest"),
+    )
+    .unwrap();
+    let mut want = first.clone();
+    want.extend(second[10..].iter().cloned());
+    assert_same_output(&weir_tests::read_output(&out), &expect(&want), "after the gap");
 }

@@ -42,6 +42,9 @@ const CHECK_EVERY: u32 = 1024;
 const POLL: Duration = Duration::from_millis(50);
 /// How often the consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(2);
+/// How long a finished bounded run waits for its final checkpoint before
+/// committing its offsets to the group (it ends either way).
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Where a fresh run starts reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,8 +332,34 @@ impl KafkaSource {
         out.report_lag(&lag);
     }
 
+    /// A bounded run read everything: hand over the end position (the
+    /// runtime takes its final checkpoint there) and, once that checkpoint
+    /// is durable, commit its offsets to the group, so lag tools show the
+    /// run done.
+    fn finish(&mut self, out: &mut dyn Output) -> Completion {
+        let before = out.next_barrier_id();
+        if out
+            .end_of_input(position(&self.spec.topic, &self.next))
+            .is_break()
+        {
+            return Completion::Stopped;
+        }
+        if let Some(id) = before.filter(|&id| out.next_barrier_id() > Some(id)) {
+            self.to_commit.push((id, self.next.clone()));
+            let deadline = Instant::now() + FINAL_COMMIT_WAIT;
+            while out.completed_checkpoint().unwrap_or(0) < id
+                && !out.is_stopping()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.commit_completed(out, CommitMode::Sync);
+        }
+        Completion::EndOfInput
+    }
+
     /// Commit the offsets of the newest completed checkpoint to the group.
-    fn commit_completed(&mut self, out: &mut dyn Output) {
+    fn commit_completed(&mut self, out: &mut dyn Output, mode: CommitMode) {
         let Some(done) = out.completed_checkpoint() else {
             return;
         };
@@ -343,7 +372,7 @@ impl KafkaSource {
         for (p, &o) in offsets.iter().enumerate() {
             let _ = tpl.add_partition_offset(&self.spec.topic, p as i32, Offset::Offset(o));
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
             tracing::warn!("committing offsets to group {}: {e}", self.spec.group_id);
         }
     }
@@ -616,19 +645,13 @@ impl Source for KafkaSource {
                 if flow.is_break() || self.barrier_if_due(out).is_break() {
                     return Ok(Completion::Stopped);
                 }
-                self.commit_completed(out);
+                self.commit_completed(out, CommitMode::Async);
                 if last_lag.elapsed() >= LAG_EVERY {
                     last_lag = Instant::now();
                     self.report_lag(out);
                 }
                 if (idle || self.end.is_some()) && self.at_end() {
-                    if out
-                        .end_of_input(position(&self.spec.topic, &self.next))
-                        .is_break()
-                    {
-                        return Ok(Completion::Stopped);
-                    }
-                    return Ok(Completion::EndOfInput);
+                    return Ok(self.finish(out));
                 }
             }
         }

@@ -504,6 +504,21 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
         .collect();
     assert_same_output(&got, &expect(&rest), "explicit offsets");
 
+    // Offsets go to the consumer group after each checkpoint (also the
+    // final one): a fresh job of the same group starting at `committed`
+    // reads only what was produced since.
+    let group = "group_id = \"weir-modes-group\"\nuntil = \"latest\"";
+    let got = echo_run("modes-group-1", topic, group);
+    assert_same_output(&got, &expect(&all), "first run of the group");
+    let third = lines("c", 20);
+    produce(topic, third.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    let got = echo_run(
+        "modes-group-2",
+        topic,
+        &format!("{group}\nstart = \"committed\""),
+    );
+    assert_same_output(&got, &expect(&third), "from the group's offsets");
+
     // A topic written in transactions: the committed one is read, the
     // aborted one is not, and the bounded run ends although the log ends
     // with transaction markers.

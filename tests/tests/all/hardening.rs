@@ -9,7 +9,7 @@ use weir::checkpoint::store::StoreSpec;
 use weir::config::{CheckpointPlan, EngineSettings};
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
-use weir_tests::{artifacts, file_source, state_machine_plan};
+use weir_tests::{artifacts, assert_same_output, file_source, state_machine_plan};
 
 use crate::savepoints::Job;
 
@@ -180,4 +180,118 @@ fn a_run_where_every_record_went_to_dead_letters_says_so() {
         ),
         "{said}"
     );
+}
+
+#[test]
+fn a_restore_whose_input_file_changed_or_shrank_is_refused_and_touches_nothing() {
+    // Event-time savepoints fall mid-input, at the same places every run.
+    let job = Job::new(
+        "changed-input",
+        300_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
+    );
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    job.run_ok(&["run", file]);
+    let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
+    let sp = &all[0].manifest;
+    let at = &sp.source.position;
+    let input = job.root.join("events").join(at["file"].as_str().unwrap());
+    let offset = at["offset"].as_u64().unwrap() as usize;
+    assert!(offset > 100, "{at}");
+    let original = std::fs::read(&input).unwrap();
+    let restore = |what: &str| {
+        let before = (files_under(&job.root.join("out")), files_under(&job.root.join("weir-state")));
+        let out = job
+            .weir()
+            .args(["run", file, "--from-savepoint", &sp.name])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what}: the restore was accepted");
+        let after = (files_under(&job.root.join("out")), files_under(&job.root.join("weir-state")));
+        assert!(before == after, "{what}: output or state changed by a refused run");
+        err
+    };
+
+    // A byte before the position changed (a digit of an address).
+    let mut changed = original.clone();
+    let i = (0..offset).rev().find(|&i| changed[i].is_ascii_digit()).unwrap();
+    changed[i] = if changed[i] == b'9' { b'1' } else { changed[i] + 1 };
+    std::fs::write(&input, &changed).unwrap();
+    let err = restore("a changed file");
+    assert!(err.contains("changed since the savepoint"), "{err}");
+
+    // The file was cut before the position.
+    std::fs::write(&input, &original[..offset - 1]).unwrap();
+    let err = restore("a truncated file");
+    assert!(err.contains("fewer than the restored position"), "{err}");
+
+    // Put back as it was, the savepoint restores.
+    std::fs::write(&input, &original).unwrap();
+    job.run_ok(&["run", file, "--from-savepoint", &sp.name]);
+}
+
+#[test]
+fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let write = |name: &str, prefix: &str, n: usize| {
+        let text: String = (0..n).map(|i| format!("{prefix}{i},x,{}\n", 1000 + i)).collect();
+        std::fs::write(events.join(name), text).unwrap();
+        (0..n)
+            .map(|i| format!("{prefix}{i}={prefix}{i},x,{}", 1000 + i))
+            .collect::<Vec<_>>()
+    };
+    let out = dir.path().join("out");
+    let mut plan = state_machine_plan(&events, &out, 1, artifacts::ECHO);
+    file_source(&mut plan).follow = true;
+    file_source(&mut plan).poll_interval = Duration::from_millis(10);
+    plan.checkpoint = Some(CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", dir.path().join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval: None,
+        retain: 3,
+        savepoint_every_event_time_ms: None,
+    });
+    // Run until the folder is read, then stop with a savepoint.
+    let run_then_stop = |from: Option<&str>, name: &str| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let plan = plan.clone();
+        let from = from.map(str::to_string);
+        let job = std::thread::spawn(move || {
+            run(
+                &plan,
+                RunOptions {
+                    triggers: Some(rx),
+                    from_savepoint: from,
+                    ..RunOptions::default()
+                },
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        tx.send(weir::checkpoint::Trigger::Savepoint {
+            name: Some(name.into()),
+            stop: true,
+            reply: Some(reply),
+        })
+        .unwrap();
+        answer.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+        job.join().unwrap().unwrap();
+    };
+    let mut expected = write("m.csv", "m", 100);
+    expected.sort();
+    run_then_stop(None, "first");
+    assert_same_output(&weir_tests::read_output(&out), &expected, "first run");
+    // A late file whose name sorts before the one read last.
+    expected.extend(write("a.csv", "a", 50));
+    expected.sort();
+    run_then_stop(Some("first"), "second");
+    assert_same_output(&weir_tests::read_output(&out), &expected, "after the restore");
 }

@@ -61,6 +61,30 @@ pub struct FilePosition {
     pub offset: u64,
     /// Lines of `file` before `offset`.
     pub line: u64,
+    /// SHA-256 (hex) of the up to [`TAIL`] bytes of `file` before
+    /// `offset`: a restore refuses a file that changed there. Absent in
+    /// positions written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
+    /// Files read to the end, recorded when the source follows a folder: a
+    /// file that arrives later with a name sorting before `file` is still
+    /// read after a restore. Absent: the files sorting before `file` are
+    /// done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Vec<String>>,
+}
+
+/// Bytes before a position whose digest a checkpoint records.
+const TAIL: u64 = 4096;
+
+/// SHA-256 (hex) of the up to [`TAIL`] bytes of `path` before `offset`.
+fn tail_digest(path: &Path, offset: u64) -> std::io::Result<String> {
+    let from = offset.saturating_sub(TAIL);
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0; (offset - from) as usize];
+    f.read_exact(&mut buf)?;
+    Ok(crate::digest::sha256_hex(&buf))
 }
 
 impl FilePosition {
@@ -122,6 +146,39 @@ pub struct FileSource {
     buf: Vec<u8>,
 }
 
+/// Refuse a restored position in `file` that its input no longer has: the
+/// file is gone, shorter than the position, or changed before it.
+fn check_restored_file(path: &Path, file: &str, p: &FilePosition) -> Result<(), String> {
+    let fix = "put the file back as it was when the savepoint was taken, or run without \
+               --from-savepoint";
+    let len = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => {
+            return Err(format!(
+                "the restored position is in file {file}, which is not in the source folder; {fix}"
+            ));
+        }
+    };
+    if len < p.offset {
+        return Err(format!(
+            "file {file} has {len} bytes, fewer than the restored position (byte {}): it was \
+             truncated or replaced since the savepoint; {fix}",
+            p.offset
+        ));
+    }
+    if let Some(tail) = &p.tail {
+        let now = tail_digest(path, p.offset).map_err(|e| format!("reading {file}: {e}"))?;
+        if now != *tail {
+            return Err(format!(
+                "file {file} changed since the savepoint: its bytes before the restored position \
+                 (byte {}) differ; {fix}",
+                p.offset
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl FileSource {
     /// A source over `spec.dir`, resuming at `restored`; `stop` ends a
     /// `follow` run. Refuses a missing folder, a key on a `lines` source, a
@@ -153,12 +210,8 @@ impl FileSource {
                     )));
                 }
                 let p = FilePosition::from_value(&r.reader).map_err(refuse)?;
-                if let Some(file) = &p.file
-                    && !spec.dir.join(file).is_file()
-                {
-                    return Err(refuse(format!(
-                        "the restored position is in file {file}, which is not in the source folder"
-                    )));
+                if let Some(file) = &p.file {
+                    check_restored_file(&spec.dir.join(file), file, &p).map_err(refuse)?;
                 }
                 Some(p)
             }
@@ -240,6 +293,7 @@ impl FileSource {
             file: Some(name.to_string_lossy().into_owned()),
             offset: resume.0,
             line: resume.1,
+            ..FilePosition::default()
         };
         let mut line_no = resume.1;
         let mut filled = 0usize;
@@ -320,9 +374,40 @@ impl FileSource {
     /// Inject the barrier due now, if any, at the current position.
     fn barrier_if_due(&self, out: &mut dyn Output) -> ControlFlow<()> {
         match out.barrier_due() {
-            Some(req) => out.barrier(req, self.position.to_position()),
+            Some(req) => out.barrier(
+                req,
+                self.checkpoint_position(self.position.offset, self.position.line),
+            ),
             None => ControlFlow::Continue(()),
         }
+    }
+
+    /// The position to record at `offset` (`line` lines) of the current
+    /// file: with the digest of the bytes before it and, when following a
+    /// folder, the files done.
+    fn checkpoint_position(&self, offset: u64, line: u64) -> Position {
+        let tail = self.position.file.as_ref().and_then(|f| {
+            tail_digest(&self.spec.dir.join(f), offset)
+                .inspect_err(|e| tracing::warn!(file = f, "no digest for the position: {e}"))
+                .ok()
+        });
+        let done = self.spec.follow.then(|| {
+            let mut d: Vec<String> = self
+                .done
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            d.sort();
+            d
+        });
+        FilePosition {
+            file: self.position.file.clone(),
+            offset,
+            line,
+            tail,
+            done,
+        }
+        .to_position()
     }
 
     /// Route one line; `Break` when the job must stop.
@@ -349,12 +434,9 @@ impl FileSource {
         match self.parser.parse(line) {
             Ok(p) => {
                 if let Some(req) = out.event_time_barrier(p.timestamp) {
-                    let at = FilePosition {
-                        file: self.position.file.clone(),
-                        offset: self.position.offset + start as u64,
-                        line: line_no - 1,
-                    };
-                    if out.barrier(req, at.to_position()).is_break() {
+                    let at =
+                        self.checkpoint_position(self.position.offset + start as u64, line_no - 1);
+                    if out.barrier(req, at).is_break() {
                         return Ok(ControlFlow::Break(()));
                     }
                 }
@@ -377,11 +459,13 @@ impl Source for FileSource {
     }
 
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
-        let mut resume = self
-            .start
-            .take()
-            .and_then(|s| s.file.map(|f| (OsString::from(f), s.offset, s.line)));
-        if let Some((file, ..)) = &resume {
+        let start = self.start.take();
+        let recorded_done = start.as_ref().and_then(|s| s.done.clone());
+        let mut resume = start.and_then(|s| s.file.map(|f| (OsString::from(f), s.offset, s.line)));
+        if let Some(done) = recorded_done {
+            // The files the checkpoint recorded as read to the end.
+            self.done.extend(done.into_iter().map(OsString::from));
+        } else if let Some((file, ..)) = &resume {
             // Files before the restored position were read to the end.
             let before: Vec<OsString> = self
                 .pending_files()?
@@ -407,7 +491,8 @@ impl Source for FileSource {
                 self.done.insert(name);
             }
             if !self.spec.follow {
-                if out.end_of_input(self.position.to_position()).is_break() {
+                let end = self.checkpoint_position(self.position.offset, self.position.line);
+                if out.end_of_input(end).is_break() {
                     return Ok(Completion::Stopped);
                 }
                 return Ok(Completion::EndOfInput);

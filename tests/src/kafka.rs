@@ -146,7 +146,11 @@ pub fn delete_records_before(topic: &str, partition: i32, offset: i64) {
     let opts = AdminOptions::new().operation_timeout(Some(T));
     let r = futures::executor::block_on(admin.delete_records(&tpl, &opts)).unwrap();
     for e in r.elements() {
-        assert!(e.error().is_ok(), "deleting records of {topic}: {:?}", e.error());
+        assert!(
+            e.error().is_ok(),
+            "deleting records of {topic}: {:?}",
+            e.error()
+        );
     }
 }
 

@@ -53,13 +53,13 @@ impl Metrics {
     }
     /// Set each partition's consumer lag.
     pub fn set_lag(&self, lag: &[i64]) {
-        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = crate::lock_or_recover(&self.lag);
         l.clear();
         l.extend_from_slice(lag);
     }
     /// Each partition's consumer lag (empty: the source has none).
     pub fn lag(&self) -> Vec<i64> {
-        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::lock_or_recover(&self.lag).clone()
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

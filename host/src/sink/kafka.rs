@@ -575,8 +575,8 @@ impl Sink for KafkaSink {
             // epoch. Output left here was not covered by a durable checkpoint
             // (the final one failed): producing it outside a checkpoint could
             // not be undone or skipped on a restore, so say so instead.
-            let left: usize = self.pending.iter().map(|(_, b)| b.len()).sum::<usize>()
-                + self.epoch.len();
+            let left: usize =
+                self.pending.iter().map(|(_, b)| b.len()).sum::<usize>() + self.epoch.len();
             if left > 0 {
                 return Err(Error::External(format!(
                     "kafka sink: partition {}: {left} records after checkpoint {} were not \

@@ -166,7 +166,7 @@ impl LogEnds {
                             let hi = client
                                 .fetch_watermarks(&topic, p as i32, Duration::from_secs(2))
                                 .map_or(-1, |(_, hi)| hi);
-                            ends.lock().unwrap_or_else(|e| e.into_inner())[p] = hi;
+                            crate::lock_or_recover(&ends)[p] = hi;
                         }
                         let t = Instant::now();
                         while t.elapsed() < LAG_EVERY && !done.load(Ordering::Relaxed) {
@@ -184,7 +184,7 @@ impl LogEnds {
     }
 
     fn ends(&self) -> Vec<i64> {
-        self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::lock_or_recover(&self.ends).clone()
     }
 }
 

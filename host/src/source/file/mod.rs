@@ -17,7 +17,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -107,11 +107,11 @@ impl FilePosition {
 /// Names of the files the source has opened, indexed by [`Origin::unit`];
 /// describes origins as `file` and `line` in dead letters.
 #[derive(Debug, Default)]
-struct FileTable(RwLock<Vec<PathBuf>>);
+struct FileTable(Mutex<Vec<PathBuf>>);
 
 impl FileTable {
     fn add(&self, path: &Path) -> u32 {
-        let mut files = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut files = crate::lock_or_recover(&self.0);
         files.push(path.to_path_buf());
         (files.len() - 1) as u32
     }
@@ -119,7 +119,7 @@ impl FileTable {
 
 impl Origins for FileTable {
     fn describe(&self, origin: Origin, out: &mut Map<String, Value>) {
-        let files = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let files = crate::lock_or_recover(&self.0);
         if let Some(f) = files.get(origin.unit as usize) {
             out.insert("file".into(), json!(f.display().to_string()));
         }

@@ -2,7 +2,18 @@
 //! values each in one buffer with end offsets, timestamps beside them. One
 //! batch costs a handful of guest allocations, whatever its record count.
 
-pub use crate::plugin::wit::{Batch, Outcome, Rejection, Timer};
+pub use wit::weir::plugin::types::{Batch, Outcome, Rejection, Timer};
+
+/// The types of the WIT contract (`weir:plugin/types`): the batch and what
+/// a call returns. Generated here, below `plugin`; the plugin bindings
+/// reuse them (`with` in their `bindgen!`), so the dependency runs
+/// `plugin` -> `batch` only.
+pub(crate) mod wit {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        interfaces: "import weir:plugin/types@0.1.0;",
+    });
+}
 
 /// Event time of a record without one (WIT: `i64::MIN`).
 pub const NO_TIMESTAMP: i64 = i64::MIN;

@@ -182,93 +182,115 @@ fn open_store(plan: &Plan) -> anyhow::Result<StateStore> {
 
 fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
     match command {
-        SavepointCommand::Trigger { job, name } => {
-            let plan = load_plan(&job)?;
-            let addr = control::find(&plan.name)?;
-            let path = match name {
-                Some(n) => format!("/savepoint?name={n}"),
-                None => "/savepoint".into(),
-            };
-            let (status, body) = control::request(&addr, "POST", &path)?;
-            anyhow::ensure!(status == 200, "savepoint failed ({status}): {body}");
-            println!("{body}");
-        }
-        SavepointCommand::List { job } => {
-            let plan = load_plan(&job)?;
-            let store = open_store(&plan)?;
-            println!(
-                "{:<12} {:<28} {:<26} {:<26} {:>12}  position",
-                "kind", "name", "wall time", "event time (watermark)", "bytes"
-            );
-            for f in manifest::list(&store, &plan.name)? {
-                let m = &f.manifest;
-                let pos = describe_position(m);
-                println!(
-                    "{:<12} {:<28} {:<26} {:<26} {:>12}  {pos}",
-                    format!("{:?}", m.kind).to_lowercase(),
-                    m.name,
-                    manifest::format_time(m.wall_time_ms),
-                    manifest::format_time(m.watermark),
-                    m.state_bytes()
-                );
-            }
-        }
+        SavepointCommand::Trigger { job, name } => savepoint_trigger(&job, name),
+        SavepointCommand::List { job } => savepoint_list(&job),
         SavepointCommand::Show {
             job,
             name,
             keys,
             limit,
-        } => {
-            let plan = load_plan(&job)?;
-            let store = open_store(&plan)?;
-            if !keys {
-                let f = manifest::select(&store, &plan.name, &name)?;
-                println!("{}", serde_json::to_string_pretty(&f.manifest)?);
-                return Ok(());
-            }
-            let restored = restore::load(&store, &plan.name, &name)?;
-            for (t, task) in restored.partitions.iter().enumerate() {
-                for op in &task.operators {
-                    let env = weir_envelope::Envelope::parse(&op.state).map_err(|e| {
-                        anyhow::anyhow!(
-                            "partition {t}, operator `{}`: not a keyed state envelope: {e}",
-                            op.name
-                        )
-                    })?;
-                    println!(
-                        "partition {t} operator `{}`: state version {}, {} keys, {} operator bytes, {} timers",
-                        op.name,
-                        env.state_version,
-                        env.count,
-                        env.operator.len(),
-                        op.timers.len()
-                    );
-                    for entry in env.entries().take(limit) {
-                        let (key, value) =
-                            entry.map_err(|e| anyhow::anyhow!("partition {t}: {e}"))?;
-                        println!(
-                            "  {:<24} {} bytes: {}",
-                            String::from_utf8_lossy(key),
-                            value.len(),
-                            crate::digest::hex(value)
-                        );
-                    }
-                }
-            }
-        }
-        SavepointCommand::Delete { job, name } => {
-            let plan = load_plan(&job)?;
-            let store = open_store(&plan)?;
-            let folder = manifest::folder(&plan.name, manifest::Kind::Savepoint, &name);
-            anyhow::ensure!(
-                manifest::read(&store, &folder)?.is_some(),
-                "no savepoint named `{name}` for job `{}`",
-                plan.name
-            );
-            store.delete_prefix(&format!("{folder}/"))?;
-            println!("deleted savepoint {name}");
+        } => savepoint_show(&job, &name, keys.then_some(limit)),
+        SavepointCommand::Delete { job, name } => savepoint_delete(&job, &name),
+    }
+}
+
+/// `savepoint trigger`: ask the running job, wait until it is complete.
+fn savepoint_trigger(job: &Path, name: Option<String>) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let addr = control::find(&plan.name)?;
+    let path = match name {
+        Some(n) => format!("/savepoint?name={n}"),
+        None => "/savepoint".into(),
+    };
+    let (status, body) = control::request(&addr, "POST", &path)?;
+    anyhow::ensure!(status == 200, "savepoint failed ({status}): {body}");
+    println!("{body}");
+    Ok(())
+}
+
+/// `savepoint list`: one line per checkpoint and savepoint, oldest first.
+fn savepoint_list(job: &Path) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let store = open_store(&plan)?;
+    println!(
+        "{:<12} {:<28} {:<26} {:<26} {:>12}  position",
+        "kind", "name", "wall time", "event time (watermark)", "bytes"
+    );
+    for f in manifest::list(&store, &plan.name)? {
+        let m = &f.manifest;
+        let pos = describe_position(m);
+        println!(
+            "{:<12} {:<28} {:<26} {:<26} {:>12}  {pos}",
+            format!("{:?}", m.kind).to_lowercase(),
+            m.name,
+            manifest::format_time(m.wall_time_ms),
+            manifest::format_time(m.watermark),
+            m.state_bytes()
+        );
+    }
+    Ok(())
+}
+
+/// `savepoint show`: the manifest, or with `keys_limit` each partition's
+/// key count and its first keys.
+fn savepoint_show(job: &Path, name: &str, keys_limit: Option<usize>) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let store = open_store(&plan)?;
+    let Some(limit) = keys_limit else {
+        let f = manifest::select(&store, &plan.name, name)?;
+        println!("{}", serde_json::to_string_pretty(&f.manifest)?);
+        return Ok(());
+    };
+    let restored = restore::load(&store, &plan.name, name)?;
+    for (t, task) in restored.partitions.iter().enumerate() {
+        for op in &task.operators {
+            print_keys(t, op, limit)?;
         }
     }
+    Ok(())
+}
+
+/// Partition `t`'s state of `op`, read from the keyed state envelope
+/// without the plugin: counts, then the first `limit` keys.
+fn print_keys(t: usize, op: &restore::RestoredOperator, limit: usize) -> anyhow::Result<()> {
+    let env = weir_envelope::Envelope::parse(&op.state).map_err(|e| {
+        anyhow::anyhow!(
+            "partition {t}, operator `{}`: not a keyed state envelope: {e}",
+            op.name
+        )
+    })?;
+    println!(
+        "partition {t} operator `{}`: state version {}, {} keys, {} operator bytes, {} timers",
+        op.name,
+        env.state_version,
+        env.count,
+        env.operator.len(),
+        op.timers.len()
+    );
+    for entry in env.entries().take(limit) {
+        let (key, value) = entry.map_err(|e| anyhow::anyhow!("partition {t}: {e}"))?;
+        println!(
+            "  {:<24} {} bytes: {}",
+            String::from_utf8_lossy(key),
+            value.len(),
+            crate::digest::hex(value)
+        );
+    }
+    Ok(())
+}
+
+/// `savepoint delete`: a savepoint (never a checkpoint) of the job.
+fn savepoint_delete(job: &Path, name: &str) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let store = open_store(&plan)?;
+    let folder = manifest::folder(&plan.name, manifest::Kind::Savepoint, name);
+    anyhow::ensure!(
+        manifest::read(&store, &folder)?.is_some(),
+        "no savepoint named `{name}` for job `{}`",
+        plan.name
+    );
+    store.delete_prefix(&format!("{folder}/"))?;
+    println!("deleted savepoint {name}");
     Ok(())
 }
 

@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::checkpoint::store::StoreSpec;
+pub use crate::plugin::EngineSettings;
 pub use crate::sink::{Delivery, FileSinkSpec, KafkaSinkSpec, SinkSpec};
 pub use crate::source::SourceSpec;
 pub use crate::source::file::{FileSourceSpec, Format, KeySpec};
@@ -376,13 +377,13 @@ pub struct EngineConfig {
 }
 
 fn default_call_timeout_ms() -> u64 {
-    10_000
+    EngineSettings::DEFAULT_CALL_TIMEOUT_MS
 }
 fn default_state_call_timeout_ms() -> u64 {
-    600_000
+    EngineSettings::DEFAULT_STATE_CALL_TIMEOUT_MS
 }
 fn default_memory_mb() -> u64 {
-    1024
+    EngineSettings::DEFAULT_MEMORY_MB
 }
 
 impl Default for EngineConfig {
@@ -848,31 +849,6 @@ pub struct OperatorSpec {
     pub plugin: PluginSource,
     /// `init` configuration.
     pub config: Vec<(String, String)>,
-}
-
-/// Resolved sandbox settings.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    /// Deadline of one call into a plugin.
-    pub call_timeout: Duration,
-    /// Deadline of one `snapshot` or `restore` call.
-    pub state_call_timeout: Duration,
-    /// Memory cap per plugin instance.
-    pub memory_bytes: usize,
-    /// Compiled-component cache folder (`None`: the default folder).
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        Self {
-            call_timeout: Duration::from_millis(e.call_timeout_ms),
-            state_call_timeout: Duration::from_millis(e.state_call_timeout_ms),
-            memory_bytes: (e.memory_mb << 20) as usize,
-            cache_dir: None,
-        }
-    }
 }
 
 /// Resolved batching settings.

@@ -2,7 +2,7 @@
 //! file, plugin, input), an external system (filesystem), or us (a bug).
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -91,9 +91,25 @@ impl Error {
     }
 }
 
+// Poisoned locks, one policy: a lock is poisoned when a thread panicked
+// holding it, so what it guards may be half updated.
+// - [`lock`] where that matters: state whose consistency the job relies on
+//   (the Kafka producers, the dead-letter output). The poison becomes an
+//   [`Error::Internal`] and fails the operation.
+// - [`lock_or_recover`] where it does not: counters and figures read or
+//   bumped for display (reports, `/status`, progress). The value is used
+//   as it is; the panic itself is reported where it happened.
+
 /// Lock `m`; a poisoned lock (a thread panicked holding it) is a bug,
 /// reported as one naming `what` the lock guards.
 pub(crate) fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
     m.lock()
         .map_err(|_| Error::Internal(format!("{what}: lock poisoned by a panicked thread")))
+}
+
+/// Lock `m`, taking the value as it is if the lock is poisoned: for
+/// counters and figures shown to a user, never for state whose consistency
+/// matters (use [`lock`] there).
+pub(crate) fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

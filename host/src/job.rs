@@ -1,8 +1,10 @@
 //! Running a job: resolve its source, sink and plugins and check them,
 //! restore its partitions, settle the output, start the coordinator and one
 //! worker thread per unit of parallelism, run the source on the calling
-//! thread, then join everything and report. Each step is a function below,
-//! in the order [`run_with`] calls them.
+//! thread, then join everything and report. [`run_with`] calls the steps in
+//! that order: `prepare` (every check, before output or state is touched),
+//! `settle_output`, `start`, `run_source`, `finish`; the helpers they use
+//! follow them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +25,10 @@ use crate::runtime::{
     Barriers, Chain, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router,
     Shared, Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
 };
-use crate::sink;
 use crate::sink::dead_letter::DeadLetters;
-use crate::source::{self, Completion};
-use crate::{Error, Result};
+use crate::sink::{self, SinkFactory};
+use crate::source::{self, Completion, Source};
+use crate::{Error, Result, lock_or_recover};
 
 /// Batches in flight per partition before the source waits (backpressure).
 const CHANNEL_DEPTH: usize = 8;
@@ -129,19 +131,43 @@ pub fn run_with(
     factories: &[Arc<dyn OperatorFactory>],
     mut options: RunOptions,
 ) -> Result<JobReport> {
-    let started = Instant::now();
-    let cpu_start = process_cpu_time();
+    let clock = (Instant::now(), process_cpu_time());
+    let mut job = prepare(plan, factories, &options)?;
+    let partitions = settle_output(&mut job)?;
+    let (router, running) = start(&job, partitions, &mut options, clock.0)?;
+    let source_result = run_source(job.source.as_mut(), router);
+    finish(job, running, source_result, clock)
+}
 
-    // Everything that can be refused is checked before output or state is
-    // touched: the savepoint, the source, the sink, every operator.
+/// What [`prepare`] checked and opened; nothing of the output or state has
+/// been touched yet.
+struct Prepared {
+    /// The plan with the partitions the source imposes.
+    plan: Plan,
+    store: Option<StateStore>,
+    restored: Option<Restored>,
+    source: Box<dyn Source>,
+    sinks: Box<dyn SinkFactory>,
+    shared: Shared,
+    /// Every partition's operators, instantiated and restored.
+    chains: Vec<Chain>,
+}
+
+/// Everything that can be refused is checked before output or state is
+/// touched: the savepoint, the source, the sink, every operator.
+fn prepare(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    options: &RunOptions,
+) -> Result<Prepared> {
     let store = open_store(plan)?;
     let restored = find_restore_point(plan, store.as_ref(), options.from_savepoint.as_deref())?;
-    let mut source = source::open(
+    let source = source::open(
         &plan.source,
         options.stop.clone(),
         restored.as_ref().map(source_position),
     )?;
-    let plan = &with_source_partitions(plan, source.partitions())?;
+    let plan = with_source_partitions(plan, source.partitions())?;
     let sinks = sink::open(&plan.sink, &plan.name, plan.checkpoint.is_some())?;
     sinks.validate()?;
     let shared = Shared {
@@ -151,23 +177,59 @@ pub fn run_with(
         )?),
         metrics: Arc::new(Metrics::default()),
     };
-    let chains = build_chains(plan, factories, restored.as_ref())?;
+    let chains = build_chains(&plan, factories, restored.as_ref())?;
+    Ok(Prepared {
+        plan,
+        store,
+        restored,
+        source,
+        sinks,
+        shared,
+        chains,
+    })
+}
 
-    // Every operator accepted its state: only now bring the output to the
-    // restored point (or clear it for a fresh run), then open the sinks.
-    let sink_states: Option<Vec<_>> = restored
+/// Every operator accepted its state: only now bring the output to the
+/// restored point (or clear it for a fresh run), then open each
+/// partition's sink.
+fn settle_output(job: &mut Prepared) -> Result<Vec<Partition>> {
+    let sink_states: Option<Vec<_>> = job
+        .restored
         .as_ref()
         .map(|r| r.partitions.iter().map(|p| p.sink.clone()).collect());
-    sinks.recover(sink_states.as_deref())?;
-    let partitions = chains
+    job.sinks.recover(sink_states.as_deref())?;
+    let chains = std::mem::take(&mut job.chains);
+    chains
         .into_iter()
         .enumerate()
         .map(|(p, chain)| {
             let restored = sink_states.as_ref().and_then(|s| s[p].as_ref());
-            Ok(chain.with_sink(sinks.create(p, restored)?))
+            Ok(chain.with_sink(job.sinks.create(p, restored)?))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
 
+/// The threads of a started job, joined by [`finish`].
+struct Running {
+    workers: Vec<JoinHandle<Result<TaskStats>>>,
+    coordinator: Option<JoinHandle<()>>,
+    control: Option<ControlServer>,
+    progress: ProgressThread,
+    stats: Arc<Mutex<CheckpointStats>>,
+    /// Barrier requests nobody reads (checkpoints off), kept open until the
+    /// job ends.
+    unread_triggers: Option<Receiver<Trigger>>,
+}
+
+/// Start the coordinator, the workers, the progress reporter and the
+/// control endpoint; returns the router the source writes to.
+fn start(
+    job: &Prepared,
+    partitions: Vec<Partition>,
+    options: &mut RunOptions,
+    started: Instant,
+) -> Result<(Router, Running)> {
+    let plan = &job.plan;
     let stats = Arc::new(Mutex::new(CheckpointStats::default()));
     let completed = Arc::new(AtomicU64::new(0));
     let threads = plan.parallelism.min(plan.partitions);
@@ -175,61 +237,121 @@ pub fn run_with(
         .map(|_| crossbeam_channel::unbounded::<Decision>())
         .unzip();
     let (coord_tx, coordinator) =
-        start_coordinator(plan, store.as_ref(), decision_txs, (&stats, &completed))?;
+        start_coordinator(plan, job.store.as_ref(), decision_txs, (&stats, &completed))?;
     let (senders, recycle_rx, workers) = start_workers(
         threads,
         partitions,
-        &shared,
+        &job.shared,
         coord_tx.as_ref(),
         decision_rxs,
     )?;
-    let progress = start_progress(&mut options, &shared.metrics, started);
+    let progress = start_progress(options, &job.shared.metrics, started);
 
-    let mut router = Router::new(
+    let router = Router::new(
         senders,
         plan.partitions,
         recycle_rx,
         plan.batch.clone(),
         plan.watermark_delay_ms,
-        shared.dead_letters.clone(),
-        shared.metrics.clone(),
-        (source.connector(), plan.idle_timeout),
+        job.shared.dead_letters.clone(),
+        job.shared.metrics.clone(),
+        (job.source.connector(), plan.idle_timeout),
     );
     let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded::<Trigger>();
     forward_triggers(options.triggers.take(), &trigger_tx);
-    if let (Some(c), Some(tx), Some(store)) = (&plan.checkpoint, &coord_tx, &store) {
-        let next_id = next_checkpoint_id(store, plan, restored.as_ref())?;
-        router = router.with_barriers(Barriers::new(
-            tx.clone(),
-            trigger_rx,
+    let (router, unread_triggers) =
+        with_checkpoints(router, job, coord_tx, trigger_rx, &completed)?;
+    let control = start_control(plan, trigger_tx, options, &job.shared, &stats)?;
+    let running = Running {
+        workers,
+        coordinator,
+        control,
+        progress,
+        stats,
+        unread_triggers,
+    };
+    Ok((router, running))
+}
+
+/// The router with barriers (when checkpointing: it then reads the
+/// barrier requests, else they come back), the final checkpoint a bounded
+/// input needs, and the restored event time.
+fn with_checkpoints(
+    mut router: Router,
+    job: &Prepared,
+    coordinator: Option<Sender<CoordMsg>>,
+    triggers: Receiver<Trigger>,
+    completed: &Arc<AtomicU64>,
+) -> Result<(Router, Option<Receiver<Trigger>>)> {
+    let plan = &job.plan;
+    let mut unread = Some(triggers);
+    if let (Some(c), Some(tx), Some(store)) = (&plan.checkpoint, coordinator, &job.store) {
+        let next_id = next_checkpoint_id(store, plan, job.restored.as_ref())?;
+        let barriers = Barriers::new(
+            tx,
+            unread.take().expect("not taken yet"),
             (c.interval, c.savepoint_every_event_time_ms),
             next_id,
             completed.clone(),
-        ));
+        );
+        // A bounded input ends with a checkpoint when checkpoints are
+        // periodic, and always for a sink that commits only through them.
+        let at_end = c.interval.is_some() || job.sinks.commits_only_at_checkpoints();
+        router = router.with_barriers(barriers.final_checkpoint(at_end));
     }
-    if let Some(r) = &restored {
+    if let Some(r) = &job.restored {
         router.resume_event_time(r.manifest.watermark, r.manifest.max_event_time);
     }
-    drop(coord_tx);
-    let control = match plan.control {
-        Some(addr) => Some(ControlServer::start(
-            addr,
-            JobHandle {
-                job: plan.name.clone(),
-                triggers: trigger_tx.clone(),
-                stop: options.stop.clone(),
-                metrics: shared.metrics.clone(),
-                checkpoints: stats.clone(),
-            },
-        )?),
-        None => None,
+    Ok((router, unread))
+}
+
+/// The control endpoint, when the plan serves one.
+fn start_control(
+    plan: &Plan,
+    triggers: Sender<Trigger>,
+    options: &RunOptions,
+    shared: &Shared,
+    stats: &Arc<Mutex<CheckpointStats>>,
+) -> Result<Option<ControlServer>> {
+    let Some(addr) = plan.control else {
+        return Ok(None);
     };
-    drop(trigger_tx);
+    let handle = JobHandle {
+        job: plan.name.clone(),
+        triggers,
+        stop: options.stop.clone(),
+        metrics: shared.metrics.clone(),
+        checkpoints: stats.clone(),
+        savepoints: plan.checkpoint.is_some(),
+    };
+    ControlServer::start(addr, handle).map(Some)
+}
 
-    let source_result = source.run(&mut router);
+/// Run the source on this thread until its input ends, it is stopped or it
+/// fails; then flush the router and hang up, so the workers drain.
+fn run_source(source: &mut dyn Source, mut router: Router) -> Result<Completion> {
+    let result = source.run(&mut router);
+    let _ = router.finish(*result.as_ref().unwrap_or(&Completion::Stopped));
+    result
+}
+
+/// Join every thread and report; the source's error comes first, then the
+/// first worker's.
+fn finish(
+    job: Prepared,
+    running: Running,
+    source_result: Result<Completion>,
+    (started, cpu_start): (Instant, Duration),
+) -> Result<JobReport> {
+    let Running {
+        workers,
+        coordinator,
+        control,
+        progress,
+        stats,
+        unread_triggers: _unread_triggers,
+    } = running;
     let completion = *source_result.as_ref().unwrap_or(&Completion::Stopped);
-    let _ = router.finish(completion);
-
     let mut first_error = source_result.err();
     let task_stats = join_workers(workers, &mut first_error);
     // Every sender is gone now: the coordinator finishes what is in flight.
@@ -238,21 +360,21 @@ pub fn run_with(
     }
     drop(control);
     progress.stop();
-    shared.dead_letters.flush()?;
+    job.shared.dead_letters.flush()?;
     if let Some(e) = first_error {
         return Err(e);
     }
-    let checkpoints = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let checkpoints = lock_or_recover(&stats).clone();
     Ok(JobReport {
-        name: plan.name.clone(),
-        totals: shared.metrics.snapshot(),
-        dead_letters: shared.dead_letters.count(),
+        name: job.plan.name.clone(),
+        totals: job.shared.metrics.snapshot(),
+        dead_letters: job.shared.dead_letters.count(),
         tasks: task_stats,
         elapsed: started.elapsed(),
         cpu: process_cpu_time().saturating_sub(cpu_start),
         completion,
         checkpoints,
-        restored_from: restored.map(|r| r.location),
+        restored_from: job.restored.map(|r| r.location),
     })
 }
 

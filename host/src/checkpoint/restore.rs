@@ -82,6 +82,7 @@ pub fn load(store: &StateStore, job: &str, selector: &str) -> Result<Restored> {
     verify(store, &found.folder, location, found.manifest, job)
 }
 
+/// Check `m` against `job`, then fetch and check every blob it names.
 fn verify(
     store: &StateStore,
     folder: &str,
@@ -89,15 +90,31 @@ fn verify(
     m: Manifest,
     job: &str,
 ) -> Result<Restored> {
-    let err = |detail: String| Error::Savepoint {
-        location: location.clone(),
-        detail,
+    let blobs = Blobs {
+        store,
+        folder,
+        location: &location,
     };
+    check_manifest(&m, job).map_err(|detail| blobs.error(detail))?;
+    let partitions = m
+        .partitions
+        .iter()
+        .map(|t| restore_partition(&blobs, t, m.id))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Restored {
+        location,
+        manifest: m,
+        partitions,
+    })
+}
+
+/// The manifest belongs to `job` and lists its partitions in order.
+fn check_manifest(m: &Manifest, job: &str) -> Result<(), String> {
     if m.job != job {
-        return Err(err(format!(
+        return Err(format!(
             "its manifest belongs to job `{}`, not `{job}`",
             m.job
-        )));
+        ));
     }
     if let Some((i, p)) = m
         .partitions
@@ -105,22 +122,81 @@ fn verify(
         .enumerate()
         .find(|(i, p)| p.partition != *i)
     {
-        return Err(err(format!(
+        return Err(format!(
             "manifest entry {i} is for partition {}; partitions must be listed in order",
             p.partition
-        )));
+        ));
     }
-    let fetch = |blob: &BlobRef| -> Result<Bytes> {
-        let key = if folder.is_empty() {
+    Ok(())
+}
+
+/// One partition's operators (state and timers) and sink state, every
+/// blob checked.
+fn restore_partition(
+    blobs: &Blobs<'_>,
+    t: &manifest::PartitionEntry,
+    checkpoint: u64,
+) -> Result<RestoredPartition> {
+    let mut operators = Vec::new();
+    for op in &t.operators {
+        let state = blobs.fetch(&op.state)?;
+        let timers = manifest::decode_timers(&blobs.fetch(&op.timers)?)
+            .map_err(|e| blobs.error(format!("blob {}: {e}", op.timers.path)))?;
+        operators.push(RestoredOperator {
+            name: op.name.clone(),
+            digest: op.plugin_digest.clone(),
+            state_version: op.state_version,
+            state,
+            timers,
+        });
+    }
+    let sink = match &t.sink {
+        Some(state) => Some(RestoredSink {
+            checkpoint,
+            state: state.clone(),
+            blob: t.sink_blob.as_ref().map(|b| blobs.fetch(b)).transpose()?,
+        }),
+        None => None,
+    };
+    Ok(RestoredPartition {
+        watermark: t.watermark,
+        source: t.source.clone(),
+        sink,
+        operators,
+    })
+}
+
+/// The blobs of one checkpoint folder.
+struct Blobs<'a> {
+    store: &'a StateStore,
+    /// Key prefix of the folder (empty: the store's root).
+    folder: &'a str,
+    /// For errors.
+    location: &'a str,
+}
+
+impl Blobs<'_> {
+    fn error(&self, detail: String) -> Error {
+        Error::Savepoint {
+            location: self.location.to_string(),
+            detail,
+        }
+    }
+
+    /// The bytes of `blob`, refused if missing, of another size or with
+    /// another SHA-256 than the manifest says.
+    fn fetch(&self, blob: &BlobRef) -> Result<Bytes> {
+        let key = if self.folder.is_empty() {
             blob.path.clone()
         } else {
-            format!("{folder}/{}", blob.path)
+            format!("{}/{}", self.folder, blob.path)
         };
-        let bytes = store
+        let bytes = self
+            .store
             .get(&key)?
-            .ok_or_else(|| err(format!("blob {} is missing", blob.path)))?;
+            .ok_or_else(|| self.error(format!("blob {} is missing", blob.path)))?;
         if bytes.len() as u64 != blob.size {
-            return Err(err(format!(
+            return Err(self.error(format!(
                 "blob {} has {} bytes, the manifest says {} (truncated or replaced)",
                 blob.path,
                 bytes.len(),
@@ -128,45 +204,11 @@ fn verify(
             )));
         }
         if sha256_hex(&bytes) != blob.sha256 {
-            return Err(err(format!(
+            return Err(self.error(format!(
                 "blob {} is corrupt: its SHA-256 does not match the manifest",
                 blob.path
             )));
         }
         Ok(bytes)
-    };
-    let mut partitions = Vec::with_capacity(m.partitions.len());
-    for t in &m.partitions {
-        let mut operators = Vec::new();
-        for op in &t.operators {
-            let state = fetch(&op.state)?;
-            let timers = manifest::decode_timers(&fetch(&op.timers)?)
-                .map_err(|e| err(format!("blob {}: {e}", op.timers.path)))?;
-            operators.push(RestoredOperator {
-                name: op.name.clone(),
-                digest: op.plugin_digest.clone(),
-                state_version: op.state_version,
-                state,
-                timers,
-            });
-        }
-        partitions.push(RestoredPartition {
-            watermark: t.watermark,
-            source: t.source.clone(),
-            sink: match &t.sink {
-                Some(state) => Some(RestoredSink {
-                    checkpoint: m.id,
-                    state: state.clone(),
-                    blob: t.sink_blob.as_ref().map(&fetch).transpose()?,
-                }),
-                None => None,
-            },
-            operators,
-        });
     }
-    Ok(Restored {
-        location,
-        manifest: m,
-        partitions,
-    })
 }

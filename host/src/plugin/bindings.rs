@@ -15,6 +15,11 @@ use weir::plugin::types::Level;
 wasmtime::component::bindgen!({
     world: "operator-plugin",
     path: "../wit",
+    // The shared types are generated in `batch`, which the rest of the
+    // host uses without depending on `plugin`.
+    with: {
+        "weir:plugin/types": crate::batch::wit::weir::plugin::types,
+    },
 });
 
 /// Per-store host state.

@@ -13,13 +13,46 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
 use super::bindings::{self, PluginCtx};
-use crate::config::EngineSettings;
 use crate::digest::sha256_hex;
 use crate::{Error, Result};
 
 fn ticks(d: Duration) -> u64 {
     let t = d.as_micros() / TICK.as_micros();
     (t as u64).max(1) + 1
+}
+
+/// Resolved sandbox settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Deadline of one call into a plugin.
+    pub call_timeout: Duration,
+    /// Deadline of one `snapshot` or `restore` call.
+    pub state_call_timeout: Duration,
+    /// Memory cap per plugin instance.
+    pub memory_bytes: usize,
+    /// Compiled-component cache folder (`None`: the default folder).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl EngineSettings {
+    /// Default deadline of one call into a plugin, in ms.
+    pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 10_000;
+    /// Default deadline of one `snapshot` or `restore` call, in ms (10
+    /// minutes: they serialize a whole state).
+    pub const DEFAULT_STATE_CALL_TIMEOUT_MS: u64 = 600_000;
+    /// Default memory cap per plugin instance, in MiB.
+    pub const DEFAULT_MEMORY_MB: u64 = 1024;
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(Self::DEFAULT_CALL_TIMEOUT_MS),
+            state_call_timeout: Duration::from_millis(Self::DEFAULT_STATE_CALL_TIMEOUT_MS),
+            memory_bytes: (Self::DEFAULT_MEMORY_MB << 20) as usize,
+            cache_dir: None,
+        }
+    }
 }
 
 /// The versions of the `weir:plugin` WIT package this host accepts.

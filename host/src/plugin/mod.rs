@@ -17,7 +17,8 @@ mod engine;
 mod instance;
 mod operator;
 
-pub(crate) use bindings::weir::plugin::types as wit;
-pub use engine::{ACCEPTED_WIT_VERSIONS, LoadedPlugin, WeirEngine, default_cache_dir};
+pub use engine::{
+    ACCEPTED_WIT_VERSIONS, EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir,
+};
 pub use instance::PluginInstance;
 pub use operator::{Operator, OperatorFactory, WasmOperatorFactory};

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::{CheckpointStats, Metrics};
 use crate::checkpoint::Trigger;
 use crate::checkpoint::manifest::{Manifest, folder};
-use crate::{Error, Result};
+use crate::{Error, Result, lock_or_recover};
 
 /// Longest a savepoint request waits for completion.
 const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
@@ -54,15 +54,13 @@ pub struct JobHandle {
     pub metrics: Arc<Metrics>,
     /// Checkpoint figures.
     pub checkpoints: Arc<Mutex<CheckpointStats>>,
+    /// Whether the job takes checkpoints (and so can take savepoints).
+    pub savepoints: bool,
 }
 
 impl JobHandle {
     fn counters(&self) -> (super::Snapshot, CheckpointStats) {
-        let c = self
-            .checkpoints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let c = lock_or_recover(&self.checkpoints).clone();
         (self.metrics.snapshot(), c)
     }
 }
@@ -252,6 +250,13 @@ fn metrics(job: &JobHandle) -> Answer {
 /// `POST /savepoint?name=N` and `POST /stop?savepoint=true&name=N`: take
 /// a savepoint (then stop), answer when it is complete.
 fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
+    if !job.savepoints {
+        return json_answer(
+            409,
+            json!({"error": "this job runs without checkpoints ([checkpoints] enabled = false), \
+                             so it cannot take a savepoint; stop it without one (`weir stop JOB_FILE`)"}),
+        );
+    }
     let name = query(path, "name")
         .filter(|n| !n.is_empty())
         .map(str::to_string);

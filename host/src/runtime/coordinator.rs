@@ -20,7 +20,7 @@ use crate::checkpoint::manifest::{
 use crate::checkpoint::store::StateStore;
 use crate::sink::SinkSnapshot;
 use crate::source::Position;
-use crate::{Result, lock};
+use crate::{Result, lock_or_recover};
 
 /// The coordinator's decision on a checkpoint, sent to every worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,7 @@ impl Coordinator {
             }
             Err(e) => Err(e),
         };
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stats = lock_or_recover(&self.stats);
         match &result {
             Ok(m) => {
                 stats.completed += 1;
@@ -257,56 +257,73 @@ impl Coordinator {
     fn write(&mut self, f: InFlight) -> Result<Option<Manifest>> {
         let b = &f.begin;
         let dir = folder(&self.job, b.kind, &b.name);
-        // Savepoints are never replaced: refuse before writing any blob.
         let manifest_key = format!("{dir}/manifest.json");
-        if b.kind == Kind::Savepoint && self.store.get(&manifest_key)?.is_some() {
-            if b.name.starts_with(crate::checkpoint::EVENT_TIME_PREFIX) {
-                return Ok(None);
-            }
-            return Err(crate::Error::Savepoint {
-                location: dir,
-                detail: format!(
-                    "a savepoint named `{}` exists already; savepoints are never replaced: \
-                     choose another name, or delete that one first",
-                    b.name
-                ),
-            });
+        if self.savepoint_exists(b, &dir, &manifest_key)? {
+            return Ok(None);
         }
         let mut blobs = Vec::new();
+        let (partitions, max_pause) = self.partition_entries(&dir, b, f.partitions, &mut blobs);
+        let manifest = self.manifest(b, partitions);
+        let upload = Instant::now();
+        self.upload(&dir, &manifest_key, blobs, &manifest)?;
+        let upload = upload.elapsed();
+        if b.kind == Kind::Checkpoint
+            && let Err(e) = self.prune()
+        {
+            // The checkpoint is complete; old ones are pruned next time.
+            tracing::warn!("pruning old checkpoints: {e}");
+        }
+        let mut stats = lock_or_recover(&self.stats);
+        stats.last_max_pause = max_pause;
+        stats.last_duration = f.started.elapsed();
+        stats.last_upload = upload;
+        Ok(Some(manifest))
+    }
+
+    /// Savepoints are never replaced: checked before any blob is written.
+    /// `Ok(true)`: an event-time savepoint of that name exists (kept; this
+    /// one is skipped). Any other savepoint of that name is an error.
+    fn savepoint_exists(&self, b: &Begin, dir: &str, manifest_key: &str) -> Result<bool> {
+        if b.kind != Kind::Savepoint || self.store.get(manifest_key)?.is_none() {
+            return Ok(false);
+        }
+        if b.name.starts_with(crate::checkpoint::EVENT_TIME_PREFIX) {
+            return Ok(true);
+        }
+        Err(crate::Error::Savepoint {
+            location: dir.to_string(),
+            detail: format!(
+                "a savepoint named `{}` exists already; savepoints are never replaced: \
+                 choose another name, or delete that one first",
+                b.name
+            ),
+        })
+    }
+
+    /// Every partition's manifest entry, in partition order, and the
+    /// longest partition pause. The blobs the entries name go to `blobs`
+    /// (store key, bytes).
+    fn partition_entries(
+        &self,
+        dir: &str,
+        b: &Begin,
+        snapshots: Vec<Option<PartitionSnapshot>>,
+        blobs: &mut Vec<(String, Bytes)>,
+    ) -> (Vec<PartitionEntry>, Duration) {
         let mut partitions = Vec::with_capacity(self.partitions);
         let mut max_pause = Duration::ZERO;
         let mut source_positions: BTreeMap<usize, Value> =
             b.source.partitions.iter().cloned().collect();
-        for (p, snap) in f.partitions.into_iter().enumerate() {
+        for (p, snap) in snapshots.into_iter().enumerate() {
             let snap = snap.expect("complete");
             max_pause = max_pause.max(snap.pause);
-            let mut operators = Vec::new();
-            for (i, op) in snap.operators.into_iter().enumerate() {
-                let base = format!("partition-{p:04}/op-{i}-{}", op.name);
-                let state = BlobRef::of(format!("{base}.state"), &op.state);
-                let timers = BlobRef::of(format!("{base}.timers"), &op.timers);
-                blobs.push((format!("{dir}/{}", state.path), Bytes::from(op.state)));
-                blobs.push((format!("{dir}/{}", timers.path), Bytes::from(op.timers)));
-                operators.push(OperatorEntry {
-                    name: op.name,
-                    plugin_digest: op.digest,
-                    state_version: op.state_version,
-                    state,
-                    timers,
-                    timer_count: op.timer_count,
-                });
-            }
-            let (sink, sink_blob) = match snap.sink {
-                Some(SinkSnapshot { state, blob }) => {
-                    let blob = blob.map(|b| {
-                        let r = BlobRef::of(format!("partition-{p:04}/sink"), &b);
-                        blobs.push((format!("{dir}/{}", r.path), Bytes::from(b)));
-                        r
-                    });
-                    (Some(state), blob)
-                }
-                None => (None, None),
-            };
+            let operators = snap
+                .operators
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| operator_entry(dir, p, i, op, blobs))
+                .collect();
+            let (sink, sink_blob) = sink_entry(dir, p, snap.sink, blobs);
             partitions.push(PartitionEntry {
                 partition: p,
                 watermark: snap.watermark,
@@ -316,7 +333,12 @@ impl Coordinator {
                 operators,
             });
         }
-        let manifest = Manifest {
+        (partitions, max_pause)
+    }
+
+    /// The manifest of the checkpoint `b` began.
+    fn manifest(&self, b: &Begin, partitions: Vec<PartitionEntry>) -> Manifest {
+        Manifest {
             format: MANIFEST_FORMAT,
             job: self.job.clone(),
             kind: b.kind,
@@ -333,31 +355,29 @@ impl Coordinator {
                 position: b.source.reader.clone(),
             },
             partitions,
-        };
-        let upload = Instant::now();
+        }
+    }
+
+    /// Upload the blobs, then create the manifest: the commit point,
+    /// created atomically, so two writers cannot both complete the same
+    /// folder.
+    fn upload(
+        &self,
+        dir: &str,
+        manifest_key: &str,
+        blobs: Vec<(String, Bytes)>,
+        manifest: &Manifest,
+    ) -> Result<()> {
         self.store.put_all(blobs)?;
-        let json = serde_json::to_vec_pretty(&manifest)
+        let json = serde_json::to_vec_pretty(manifest)
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
-        // The commit point, created atomically: two writers cannot both
-        // complete the same folder.
-        if !self.store.put_new(&manifest_key, Bytes::from(json))? {
+        if !self.store.put_new(manifest_key, Bytes::from(json))? {
             return Err(crate::Error::Savepoint {
-                location: dir,
+                location: dir.to_string(),
                 detail: "another writer completed this checkpoint folder first".into(),
             });
         }
-        let upload = upload.elapsed();
-        if b.kind == Kind::Checkpoint
-            && let Err(e) = self.prune()
-        {
-            // The checkpoint is complete; old ones are pruned next time.
-            tracing::warn!("pruning old checkpoints: {e}");
-        }
-        let mut stats = lock(&self.stats, "checkpoint figures")?;
-        stats.last_max_pause = max_pause;
-        stats.last_duration = f.started.elapsed();
-        stats.last_upload = upload;
-        Ok(Some(manifest))
+        Ok(())
     }
 
     /// Keep the newest `retain` complete checkpoints (and any newer
@@ -391,4 +411,47 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// Operator `i` of partition `p`: its entry, its state and timer blobs
+/// added to `blobs`.
+fn operator_entry(
+    dir: &str,
+    p: usize,
+    i: usize,
+    op: OperatorSnapshot,
+    blobs: &mut Vec<(String, Bytes)>,
+) -> OperatorEntry {
+    let base = format!("partition-{p:04}/op-{i}-{}", op.name);
+    let state = BlobRef::of(format!("{base}.state"), &op.state);
+    let timers = BlobRef::of(format!("{base}.timers"), &op.timers);
+    blobs.push((format!("{dir}/{}", state.path), Bytes::from(op.state)));
+    blobs.push((format!("{dir}/{}", timers.path), Bytes::from(op.timers)));
+    OperatorEntry {
+        name: op.name,
+        plugin_digest: op.digest,
+        state_version: op.state_version,
+        state,
+        timers,
+        timer_count: op.timer_count,
+    }
+}
+
+/// What partition `p`'s sink pre-committed: its opaque state and, if it
+/// wrote one, its blob (added to `blobs`).
+fn sink_entry(
+    dir: &str,
+    p: usize,
+    sink: Option<SinkSnapshot>,
+    blobs: &mut Vec<(String, Bytes)>,
+) -> (Option<Value>, Option<BlobRef>) {
+    let Some(SinkSnapshot { state, blob }) = sink else {
+        return (None, None);
+    };
+    let blob = blob.map(|b| {
+        let r = BlobRef::of(format!("partition-{p:04}/sink"), &b);
+        blobs.push((format!("{dir}/{}", r.path), Bytes::from(b)));
+        r
+    });
+    (Some(state), blob)
 }

@@ -203,7 +203,10 @@ fn a_restore_whose_input_file_changed_or_shrank_is_refused_and_touches_nothing()
     assert!(offset > 100, "{at}");
     let original = std::fs::read(&input).unwrap();
     let restore = |what: &str| {
-        let before = (files_under(&job.root.join("out")), files_under(&job.root.join("weir-state")));
+        let before = (
+            files_under(&job.root.join("out")),
+            files_under(&job.root.join("weir-state")),
+        );
         let out = job
             .weir()
             .args(["run", file, "--from-savepoint", &sp.name])
@@ -211,15 +214,28 @@ fn a_restore_whose_input_file_changed_or_shrank_is_refused_and_touches_nothing()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{what}: the restore was accepted");
-        let after = (files_under(&job.root.join("out")), files_under(&job.root.join("weir-state")));
-        assert!(before == after, "{what}: output or state changed by a refused run");
+        let after = (
+            files_under(&job.root.join("out")),
+            files_under(&job.root.join("weir-state")),
+        );
+        assert!(
+            before == after,
+            "{what}: output or state changed by a refused run"
+        );
         err
     };
 
     // A byte before the position changed (a digit of an address).
     let mut changed = original.clone();
-    let i = (0..offset).rev().find(|&i| changed[i].is_ascii_digit()).unwrap();
-    changed[i] = if changed[i] == b'9' { b'1' } else { changed[i] + 1 };
+    let i = (0..offset)
+        .rev()
+        .find(|&i| changed[i].is_ascii_digit())
+        .unwrap();
+    changed[i] = if changed[i] == b'9' {
+        b'1'
+    } else {
+        changed[i] + 1
+    };
     std::fs::write(&input, &changed).unwrap();
     let err = restore("a changed file");
     assert!(err.contains("changed since the savepoint"), "{err}");
@@ -240,7 +256,9 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
     let events = dir.path().join("events");
     std::fs::create_dir(&events).unwrap();
     let write = |name: &str, prefix: &str, n: usize| {
-        let text: String = (0..n).map(|i| format!("{prefix}{i},x,{}\n", 1000 + i)).collect();
+        let text: String = (0..n)
+            .map(|i| format!("{prefix}{i},x,{}\n", 1000 + i))
+            .collect();
         std::fs::write(events.join(name), text).unwrap();
         (0..n)
             .map(|i| format!("{prefix}{i}={prefix}{i},x,{}", 1000 + i))
@@ -282,7 +300,10 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
             reply: Some(reply),
         })
         .unwrap();
-        answer.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+        answer
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
         job.join().unwrap().unwrap();
     };
     let mut expected = write("m.csv", "m", 100);
@@ -293,5 +314,46 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
     expected.extend(write("a.csv", "a", 50));
     expected.sort();
     run_then_stop(Some("first"), "second");
-    assert_same_output(&weir_tests::read_output(&out), &expected, "after the restore");
+    assert_same_output(
+        &weir_tests::read_output(&out),
+        &expected,
+        "after the restore",
+    );
+}
+
+#[test]
+fn a_savepoint_request_to_a_job_without_checkpoints_is_answered_at_once() {
+    let job = Job::new(
+        "no-checkpoints",
+        10_000,
+        artifacts::STATE_MACHINE,
+        1,
+        "[checkpoints]\nenabled = false\n",
+    );
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(
+        job.file(),
+        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
+    )
+    .unwrap();
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let mut child = job.spawn(None);
+    job.wait_running();
+    let started = std::time::Instant::now();
+    let out = job
+        .weir()
+        .args(["savepoint", "trigger", file])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("without checkpoints"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered at once"
+    );
+    job.run_ok(&["stop", file]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {status}");
 }

@@ -13,8 +13,8 @@ use weir::config::JobFile;
 use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
-    PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir, produce_in_transaction,
-    read_committed, read_values, with_brokers,
+    PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir,
+    produce_in_transaction, read_committed, read_values, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
 
@@ -207,7 +207,11 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
         "--from-savepoint",
         "latest",
     ]);
-    assert_eq!(read_values(&out), out_before, "a restore of the final checkpoint");
+    assert_eq!(
+        read_values(&out),
+        out_before,
+        "a restore of the final checkpoint"
+    );
 
     // The topic holds everything: restoring an older checkpoint would
     // write some of it again, and is refused without writing.
@@ -262,17 +266,28 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
                 status.1
             );
             restarts += 1;
-            assert!(restarts <= 3, "still failing after 3 restarts: {}", status.1);
+            assert!(
+                restarts <= 3,
+                "still failing after 3 restarts: {}",
+                status.1
+            );
             let mut again = job.spawn(Some("latest"));
             status = wait_for(&mut again, Duration::from_secs(240));
         }
         println!("finished after {restarts} restarts from latest");
-        assert_same_output(&read_values(&out), &expected, "alerts across a broker restart");
+        assert_same_output(
+            &read_values(&out),
+            &expected,
+            "alerts across a broker restart",
+        );
     });
 }
 
 /// Wait for `child` to exit (killed after `limit`): its status and stderr.
-fn wait_for(child: &mut std::process::Child, limit: Duration) -> (std::process::ExitStatus, String) {
+fn wait_for(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
     // Read stderr meanwhile, so a chatty run never blocks on a full pipe.
     let stderr = child.stderr.take().map(|mut e| {
         std::thread::spawn(move || {
@@ -454,7 +469,10 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     let topic = "kafka-modes-in";
     create_topic(topic, 3);
     let first = lines("a", 40);
-    produce(topic, first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    produce(
+        topic,
+        first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
     std::thread::sleep(Duration::from_millis(50));
     let between = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -462,7 +480,10 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
         .as_millis();
     std::thread::sleep(Duration::from_millis(50));
     let second = lines("b", 40);
-    produce(topic, second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    produce(
+        topic,
+        second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
 
     // Raw values, keyed by the Kafka record key, from the earliest offsets
@@ -484,7 +505,11 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     );
     assert_same_output(&got, &expect(&first), "earliest .. timestamp");
     // From the end: nothing, and the bounded run still ends.
-    let got = echo_run("modes-latest", topic, "start = \"latest\"\nuntil = \"latest\"");
+    let got = echo_run(
+        "modes-latest",
+        topic,
+        "start = \"latest\"\nuntil = \"latest\"",
+    );
     assert!(got.is_empty(), "{got:?}");
     // Explicit offsets: partition 0 from its end, the others from the start.
     let in_0 = all
@@ -511,7 +536,10 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     let got = echo_run("modes-group-1", topic, group);
     assert_same_output(&got, &expect(&all), "first run of the group");
     let third = lines("c", 20);
-    produce(topic, third.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    produce(
+        topic,
+        third.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
     let got = echo_run(
         "modes-group-2",
         topic,
@@ -529,7 +557,11 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     produce_in_transaction(txn, &as_refs(&committed), true);
     produce_in_transaction(txn, &as_refs(&aborted), false);
     let got = echo_run("modes-txn", txn, "until = \"latest\"");
-    assert_same_output(&got, &expect(&committed), "read_committed over transactions");
+    assert_same_output(
+        &got,
+        &expect(&committed),
+        "read_committed over transactions",
+    );
 }
 
 fn as_refs(r: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -541,28 +573,44 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
     let topic = "kafka-retention-in";
     create_topic(topic, 1);
     let first = lines("a", 20);
-    produce(topic, first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    produce(
+        topic,
+        first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
     let dir = tempfile::tempdir().unwrap();
     let bounded = "until = \"latest\"";
     echo_run_in(dir.path(), "kafka-retention", topic, bounded, None).unwrap();
     let second = lines("b", 20);
-    produce(topic, second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    produce(
+        topic,
+        second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
     // Retention deletes what the job has not read yet: offsets 20..30.
     delete_records_before(topic, 0, 30);
     let out = dir.path().join("out");
     let before = weir_tests::read_output(&out);
     assert_same_output(&before, &expect(&first), "first run");
 
-    let err = echo_run_in(dir.path(), "kafka-retention", topic, bounded, Some("latest"))
-        .unwrap_err()
-        .to_string();
+    let err = echo_run_in(
+        dir.path(),
+        "kafka-retention",
+        topic,
+        bounded,
+        Some("latest"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("partition 0")
             && err.contains("restored offset 20")
             && err.contains("[30, 40)"),
         "{err}"
     );
-    assert_eq!(weir_tests::read_output(&out), before, "output after the refusal");
+    assert_eq!(
+        weir_tests::read_output(&out),
+        before,
+        "output after the refusal"
+    );
 
     // Told what to do, the job starts at the log's start.
     echo_run_in(
@@ -575,5 +623,9 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
     .unwrap();
     let mut want = first.clone();
     want.extend(second[10..].iter().cloned());
-    assert_same_output(&weir_tests::read_output(&out), &expect(&want), "after the gap");
+    assert_same_output(
+        &weir_tests::read_output(&out),
+        &expect(&want),
+        "after the gap",
+    );
 }

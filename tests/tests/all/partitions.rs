@@ -84,7 +84,7 @@ fn a_savepoint_restores_into_another_parallelism_with_the_same_partitions() {
 
 #[test]
 fn another_partition_count_is_refused_with_what_to_do() {
-    let job = Job::new("parts-refused", 300_000, artifacts::STATE_MACHINE, 2, "");
+    let job = Job::new("parts-refused", 3_000_000, artifacts::STATE_MACHINE, 2, "");
     savepoint_then_kill(&job);
     let out_before = job.output();
     set_threads(&job, 3, None);

@@ -700,3 +700,47 @@ fn a_restored_job_keeps_the_event_time_savepoints_it_passes_again() {
     assert_eq!(ids(&after), ids(&before));
     assert_eq!(manifests(&job), kept, "every savepoint byte-identical");
 }
+
+#[test]
+fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
+    let (job, _) = job_with_savepoint("ids-after");
+    let before = manifest::list(&job.store(), &job.name).unwrap();
+    let newest = before.iter().map(|f| f.manifest.id).max().unwrap();
+    // Restore the oldest savepoint and take a new savepoint in that run
+    // (the event-time ones it passes again are kept as they were, see
+    // above): ids continue after the newest of the job, not the restored.
+    let oldest = before[0].manifest.name.clone();
+    let mut plan = JobFile::load(&job.file())
+        .unwrap()
+        .resolve(&job.name, &job.root)
+        .unwrap();
+    plan.control = None;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    tx.send(weir::checkpoint::Trigger::Savepoint {
+        name: Some("after-restore".into()),
+        stop: false,
+        reply: None,
+    })
+    .unwrap();
+    let report = run(
+        &plan,
+        RunOptions {
+            from_savepoint: Some(oldest.clone()),
+            triggers: Some(rx),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(report.restored_from.is_some());
+    let after = manifest::list(&job.store(), &job.name).unwrap();
+    let retaken: Vec<u64> = after
+        .iter()
+        .filter(|f| !before.iter().any(|b| b.folder == f.folder))
+        .map(|f| f.manifest.id)
+        .collect();
+    assert!(!retaken.is_empty(), "the new savepoint was taken");
+    assert!(
+        retaken.iter().all(|&id| id > newest),
+        "{retaken:?} after {newest}"
+    );
+}

@@ -31,6 +31,12 @@
 //!   cold build (about 2.5 min) is a small part of the ~15 min cold build
 //!   that wasmtime dominates.
 //! - [`checkpoint`]: the state store, manifests, restore.
+//!
+//! The public API is what the `weir` binary, the tests and the benchmarks
+//! drive: [`job`], [`config`], [`checkpoint`] (triggers, manifests, the
+//! store), [`plugin`], [`runtime`] (the control client and figures),
+//! [`Error`]. Connectors, the sink module and the helpers are private
+//! (`pub(crate)`); their settings reach users through [`config`].
 //! - [`batch`], [`partition`], [`error`], [`digest`]: shared vocabulary.
 //!   `batch` holds the WIT types (generated there), so `plugin` uses
 //!   `batch` and not the reverse.
@@ -64,15 +70,15 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod digest;
-pub mod error;
+mod digest;
+mod error;
 pub mod generate;
 pub mod job;
 mod kafka;
 pub mod partition;
 pub mod plugin;
 pub mod runtime;
-pub mod sink;
+mod sink;
 pub mod source;
 
 pub use error::{Error, Result};

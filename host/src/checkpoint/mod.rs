@@ -6,7 +6,7 @@
 //! (see [`crate::runtime`]).
 
 pub mod manifest;
-pub mod restore;
+pub(crate) mod restore;
 pub mod store;
 
 use crossbeam_channel::Sender;

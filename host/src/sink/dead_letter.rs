@@ -133,11 +133,6 @@ impl DeadLetters {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// The file, if not standard error.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
     fn io_err(&self) -> impl FnOnce(std::io::Error) -> Error {
         Error::io(
             "writing dead letters to",

@@ -12,9 +12,9 @@
 //! files, a Kafka transaction). Dead letters have their own output,
 //! [`dead_letter::DeadLetters`], shared by the source and all tasks.
 
-pub mod dead_letter;
+pub(crate) mod dead_letter;
 mod file;
-pub mod kafka;
+pub(crate) mod kafka;
 mod stdout;
 
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::Result;
 use crate::batch::Batch;
 
-pub use file::{FileSinkSpec, part_name};
+pub use file::FileSinkSpec;
 pub use kafka::{Delivery, KafkaSinkSpec};
 
 /// A resolved sink.

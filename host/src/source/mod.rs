@@ -10,9 +10,9 @@
 //! position is opaque to the runtime: the connector that wrote it reads it
 //! back on restore.
 
-pub mod file;
+pub(crate) mod file;
 mod format;
-pub mod kafka;
+pub(crate) mod kafka;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

@@ -536,7 +536,11 @@ impl JobFile {
                 brokers: brokers.clone(),
                 topic: topic.clone(),
                 delivery: match delivery.as_deref() {
-                    None | Some("exactly-once") => Delivery::ExactlyOnce,
+                    // Exactly once commits at checkpoints: the default only
+                    // when there are checkpoints.
+                    None if self.checkpoints.enabled => Delivery::ExactlyOnce,
+                    None => Delivery::AtLeastOnce,
+                    Some("exactly-once") => Delivery::ExactlyOnce,
                     Some("at-least-once") => Delivery::AtLeastOnce,
                     Some(other) => {
                         return Err(Error::Config(format!(
@@ -1012,6 +1016,16 @@ mod tests {
             s.properties,
             vec![("compression.type".into(), "lz4".into())]
         );
+        // Without checkpoints nothing could commit exactly once: the
+        // default is then at least once.
+        let off = JobFile::parse(&format!("{job}\n[checkpoints]\nenabled = false\n"))
+            .unwrap()
+            .resolve("job", Path::new("/jobs"))
+            .unwrap();
+        let SinkSpec::Kafka(s) = &off.sink else {
+            panic!("a kafka sink")
+        };
+        assert_eq!(s.delivery, Delivery::AtLeastOnce);
         let bad = JobFile::parse(&job.replace("\"latest\"\n", "\"soon\"\n")).unwrap();
         let err = bad.resolve("job", Path::new("/")).unwrap_err();
         assert!(err.to_string().contains("until `soon`"), "{err}");

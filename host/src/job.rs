@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::batch::SourceBatch;
 use crate::checkpoint::Trigger;
+use crate::checkpoint::lease::Lease;
 use crate::checkpoint::manifest;
 use crate::checkpoint::restore::{self, Restored};
 use crate::checkpoint::store::StateStore;
@@ -151,6 +152,10 @@ struct Prepared {
     shared: Shared,
     /// Every partition's operators, instantiated and restored.
     chains: Vec<Chain>,
+    /// The id the first barrier gets (checkpoints on).
+    next_id: Option<u64>,
+    /// This run's lease on the job (checkpoints on): one run per job.
+    _lease: Option<Lease>,
 }
 
 /// Everything that can be refused is checked before output or state is
@@ -161,7 +166,15 @@ fn prepare(
     options: &RunOptions,
 ) -> Result<Prepared> {
     let store = open_store(plan)?;
+    let lease = store
+        .as_ref()
+        .map(|s| Lease::acquire(s, &plan.name))
+        .transpose()?;
     let restored = find_restore_point(plan, store.as_ref(), options.from_savepoint.as_deref())?;
+    let next_id = store
+        .as_ref()
+        .map(|s| next_checkpoint_id(s, plan, restored.as_ref()))
+        .transpose()?;
     let source = source::open(
         &plan.source,
         options.stop.clone(),
@@ -186,6 +199,8 @@ fn prepare(
         sinks,
         shared,
         chains,
+        next_id,
+        _lease: lease,
     })
 }
 
@@ -285,8 +300,8 @@ fn with_checkpoints(
 ) -> Result<(Router, Option<Receiver<Trigger>>)> {
     let plan = &job.plan;
     let mut unread = Some(triggers);
-    if let (Some(c), Some(tx), Some(store)) = (&plan.checkpoint, coordinator, &job.store) {
-        let next_id = next_checkpoint_id(store, plan, job.restored.as_ref())?;
+    if let (Some(c), Some(tx), Some(_)) = (&plan.checkpoint, coordinator, &job.store) {
+        let next_id = job.next_id.unwrap_or(1);
         let barriers = Barriers::new(
             tx,
             unread.take().expect("not taken yet"),
@@ -547,9 +562,12 @@ fn forward_triggers(extra: Option<Receiver<Trigger>>, to: &Sender<Trigger>) {
 /// (not only the restored one), so a new checkpoint never reuses the folder
 /// of an existing one.
 fn next_checkpoint_id(store: &StateStore, plan: &Plan, restored: Option<&Restored>) -> Result<u64> {
+    // Every id in use: complete manifests, and checkpoint folders whose
+    // manifest is missing or corrupt (never written into again).
     let newest = manifest::list(store, &plan.name)?
         .iter()
         .map(|f| f.manifest.id)
+        .chain(manifest::checkpoint_folder_ids(store, &plan.name)?)
         .max()
         .unwrap_or(0);
     Ok(newest.max(restored.map_or(0, |r| r.manifest.id)) + 1)

@@ -322,19 +322,57 @@ mod v1 {
 /// Every complete checkpoint and savepoint of `job`, oldest first. A folder
 /// without a manifest is an incomplete checkpoint and is not listed.
 pub fn list(store: &StateStore, job: &str) -> Result<Vec<Found>> {
+    let (found, corrupt) = list_all(store, job)?;
+    for c in &corrupt {
+        tracing::warn!(folder = %c.folder, "skipping a corrupt manifest: {}", c.detail);
+    }
+    Ok(found)
+}
+
+/// A checkpoint or savepoint whose manifest does not parse: listed as
+/// corrupt, skipped by `latest`, and deletable.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    /// Its folder in the store.
+    pub folder: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// Every checkpoint and savepoint of `job`, oldest first, and those whose
+/// manifest is corrupt.
+pub fn list_all(store: &StateStore, job: &str) -> Result<(Vec<Found>, Vec<Corrupt>)> {
     let mut found = Vec::new();
+    let mut corrupt = Vec::new();
     for (key, _) in store.list(&format!("jobs/{job}"))? {
-        if let Some(folder) = key.strip_suffix("/manifest.json")
-            && let Some(m) = read(store, folder)?
-        {
-            found.push(Found {
+        let Some(folder) = key.strip_suffix("/manifest.json") else {
+            continue;
+        };
+        match read(store, folder) {
+            Ok(Some(m)) => found.push(Found {
                 folder: folder.to_string(),
                 manifest: m,
-            });
+            }),
+            Ok(None) => {}
+            Err(Error::Savepoint { detail, .. }) => corrupt.push(Corrupt {
+                folder: folder.to_string(),
+                detail,
+            }),
+            Err(e) => return Err(e),
         }
     }
     found.sort_by_key(|f| (f.manifest.id, f.manifest.wall_time_ms));
-    Ok(found)
+    Ok((found, corrupt))
+}
+
+/// The ids of every checkpoint folder of `job`, complete or not.
+pub fn checkpoint_folder_ids(store: &StateStore, job: &str) -> Result<Vec<u64>> {
+    let prefix = format!("jobs/{job}/checkpoints/");
+    Ok(store
+        .list(&prefix)?
+        .iter()
+        .filter_map(|(key, _)| key.strip_prefix(&prefix)?.split('/').next()?.parse().ok())
+        .collect())
 }
 
 /// Pick a checkpoint or savepoint of `job`: a savepoint name, a checkpoint
@@ -342,7 +380,23 @@ pub fn list(store: &StateStore, job: &str) -> Result<Vec<Found>> {
 /// (newest whose watermark is before TIME: ms since the epoch or
 /// `YYYY-MM-DDTHH:MM:SS[Z]`).
 pub fn select(store: &StateStore, job: &str, selector: &str) -> Result<Found> {
-    let all = list(store, job)?;
+    let (all, corrupt) = list_all(store, job)?;
+    if let Some(c) = corrupt.iter().find(|c| {
+        c.folder.ends_with(&format!("/savepoints/{selector}"))
+            || c.folder.ends_with(&format!("/checkpoints/{selector}"))
+    }) {
+        return Err(Error::Savepoint {
+            location: format!("{}/{}", store.url(), c.folder),
+            detail: format!(
+                "its manifest is corrupt ({}); restore another one, or delete it with \
+                 `weir savepoint delete`",
+                c.detail
+            ),
+        });
+    }
+    for c in &corrupt {
+        tracing::warn!(folder = %c.folder, "skipping a corrupt manifest: {}", c.detail);
+    }
     let none = |what: String| Error::Savepoint {
         location: format!("{}/jobs/{job}", store.url()),
         detail: what,

@@ -6,6 +6,7 @@
 //! (see [`crate::runtime`]).
 
 pub mod manifest;
+pub(crate) mod lease;
 pub(crate) mod restore;
 pub mod store;
 

@@ -94,8 +94,11 @@ impl StateStore {
             let path = url.strip_prefix("file://").unwrap_or(url);
             let path = base.join(if path.is_empty() { "weir-state" } else { path });
             std::fs::create_dir_all(&path).map_err(Error::io("creating state folder", &path))?;
+            // Automatic cleanup: a pruned or deleted checkpoint leaves no
+            // empty folders behind.
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
-                .map_err(|e| Error::Config(format!("state store {}: {e}", path.display())))?;
+                .map_err(|e| Error::Config(format!("state store {}: {e}", path.display())))?
+                .with_automatic_cleanup(true);
             (Arc::new(fs), Path::default())
         };
         Ok(Self {
@@ -190,6 +193,14 @@ impl StateStore {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// Delete the object at `key`; nothing there is not an error.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match self.rt.block_on(self.store.delete(&self.path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(external(&self.url)(e)),
+        }
     }
 
     /// Delete every object under `prefix`.

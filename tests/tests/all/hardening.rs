@@ -357,3 +357,46 @@ fn a_savepoint_request_to_a_job_without_checkpoints_is_answered_at_once() {
     let status = child.wait().unwrap();
     assert!(status.success(), "stopped cleanly: {status}");
 }
+
+#[test]
+fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
+    let job = Job::new("twice", 200_000, artifacts::STATE_MACHINE, 2, "");
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(
+        job.file(),
+        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
+    )
+    .unwrap();
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let mut first = job.spawn(None);
+    job.wait_running();
+    let snapshot = || {
+        (
+            files_under(&job.root.join("out")),
+            files_under(&job.root.join("weir-state")),
+            files_under(&job.root.join("run")),
+        )
+    };
+    // Let the first run settle (it reads everything, then waits for files).
+    std::thread::sleep(Duration::from_millis(500));
+    let before = snapshot();
+    let second = job.weir().args(["run", file]).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        err.contains("already running") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    let after = snapshot();
+    assert!(
+        before == after,
+        "output, state and run files untouched by the refused run"
+    );
+    // The first run can still be stopped, with a savepoint.
+    job.run_ok(&["stop", file, "--savepoint", "--name", "end"]);
+    assert!(first.wait().unwrap().success());
+    // Its lease is gone: the job runs again (to the end of its input).
+    std::fs::write(job.file(), &text).unwrap();
+    job.run_ok(&["run", file, "--from-savepoint", "end"]);
+}

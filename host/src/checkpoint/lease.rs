@@ -1,0 +1,332 @@
+//! One run per job: a lease object in the state store
+//! (`jobs/<job>/lease.json`), created atomically (`PutMode::Create`, which
+//! `file://` and S3 both honour) before a run touches any output or state,
+//! refreshed while it runs and deleted when it ends.
+//!
+//! A second run of the same job finds the lease and is refused with its
+//! owner (host, pid, start time). A lease whose owner is gone can be taken
+//! over: on the same host when its process no longer exists (or the pid
+//! now belongs to another process), on another host when it has not been
+//! refreshed for [`STALE_AFTER`]. Two runs taking over the same stale lease
+//! at once are told apart by another atomic create
+//! (`lease-takeover/<old run id>`): only the one that creates it replaces
+//! the lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::store::StateStore;
+use crate::{Error, Result};
+
+/// How often a running job refreshes its lease.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// A lease of another host not refreshed for this long is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Who holds a job's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Random id of the run, to tell it from a later run of the same pid.
+    pub run_id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id on `host`.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (Linux), to tell
+    /// a reused pid from the owner.
+    pub process_start: u64,
+    /// When the run started (ms since the Unix epoch).
+    pub started_ms: i64,
+    /// When the lease was last refreshed (ms since the Unix epoch).
+    pub refreshed_ms: i64,
+}
+
+impl Owner {
+    fn me() -> Self {
+        let pid = std::process::id();
+        let now = now_ms();
+        Self {
+            run_id: random_id(),
+            host: host_name(),
+            pid,
+            process_start: process_start(pid).unwrap_or(0),
+            started_ms: now,
+            refreshed_ms: now,
+        }
+    }
+
+    /// Why this lease no longer holds, if it does not.
+    fn stale(&self) -> Option<String> {
+        if self.host == host_name() {
+            return match process_start(self.pid) {
+                None => Some(format!("process {} no longer exists", self.pid)),
+                Some(t) if self.process_start != 0 && t != self.process_start => Some(format!(
+                    "process {} is another process now (the owner exited)",
+                    self.pid
+                )),
+                Some(_) => None,
+            };
+        }
+        let idle = now_ms().saturating_sub(self.refreshed_ms);
+        (idle > STALE_AFTER.as_millis() as i64)
+            .then(|| format!("not refreshed for {} s", idle / 1000))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "host {}, pid {}, started {}",
+            self.host,
+            self.pid,
+            crate::checkpoint::manifest::format_time(self.started_ms)
+        )
+    }
+}
+
+/// A held lease: refreshed by a thread while it lives, deleted on drop
+/// (only if it is still this run's).
+pub struct Lease {
+    store: StateStore,
+    key: String,
+    owner: Owner,
+    done: Arc<AtomicBool>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+fn lease_key(job: &str) -> String {
+    format!("jobs/{job}/lease.json")
+}
+
+impl Lease {
+    /// Take the lease of `job`, or refuse with who holds it.
+    pub fn acquire(store: &StateStore, job: &str) -> Result<Self> {
+        let key = lease_key(job);
+        let owner = Owner::me();
+        if !store.put_new(&key, encode(&owner)?)? {
+            Self::take_over(store, job, &key, &owner)?;
+        }
+        Ok(Self::hold(store.clone(), key, owner))
+    }
+
+    /// The lease exists: take it over if its owner is gone, else refuse.
+    fn take_over(store: &StateStore, job: &str, key: &str, me: &Owner) -> Result<()> {
+        let refuse = |detail: String| Error::Config(format!("job `{job}`: {detail}"));
+        let Some(bytes) = store.get(key)? else {
+            // Released meanwhile.
+            return if store.put_new(key, encode(me)?)? {
+                Ok(())
+            } else {
+                Err(refuse("another run took the lease just now".into()))
+            };
+        };
+        let Ok(old) = serde_json::from_slice::<Owner>(&bytes) else {
+            return Err(refuse(format!(
+                "its lease {}/{key} does not parse; if no run of this job is running, delete it",
+                store.url()
+            )));
+        };
+        let Some(why) = old.stale() else {
+            return Err(refuse(format!(
+                "it is already running ({}); stop that run first (`weir stop JOB_FILE`), or \
+                 if that process is gone on another host, wait {} s or delete {}/{key}",
+                old.describe(),
+                STALE_AFTER.as_secs(),
+                store.url()
+            )));
+        };
+        let marker = format!("jobs/{job}/lease-takeover/{}", old.run_id);
+        if !store.put_new(&marker, Bytes::from(me.run_id.clone()))? {
+            return Err(refuse(format!(
+                "another run is taking over the stale lease of {} at the same time",
+                old.describe()
+            )));
+        }
+        tracing::warn!(owner = %old.describe(), "taking over the lease of a run that is gone: {why}");
+        store.put(key, encode(me)?)?;
+        store.delete(&marker)?;
+        Ok(())
+    }
+
+    fn hold(store: StateStore, key: String, owner: Owner) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let refresher = std::thread::Builder::new()
+            .name("weir-lease".into())
+            .spawn({
+                let (store, key, owner, done) =
+                    (store.clone(), key.clone(), owner.clone(), done.clone());
+                move || refresh(&store, &key, owner, &done)
+            })
+            .ok();
+        Self {
+            store,
+            key,
+            owner,
+            done,
+            refresher,
+        }
+    }
+}
+
+/// Rewrite the lease every [`REFRESH_EVERY`] while it is still ours.
+fn refresh(store: &StateStore, key: &str, mut owner: Owner, done: &AtomicBool) {
+    let mut last = std::time::Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() < REFRESH_EVERY {
+            continue;
+        }
+        last = std::time::Instant::now();
+        if !still_ours(store, key, &owner.run_id) {
+            tracing::error!("this run's lease was taken by another run");
+            return;
+        }
+        owner.refreshed_ms = now_ms();
+        if let Ok(b) = encode(&owner)
+            && let Err(e) = store.put(key, b)
+        {
+            tracing::warn!("refreshing the job's lease: {e}");
+        }
+    }
+}
+
+fn still_ours(store: &StateStore, key: &str, run_id: &str) -> bool {
+    matches!(store.get(key), Ok(Some(b))
+        if serde_json::from_slice::<Owner>(&b).is_ok_and(|o| o.run_id == run_id))
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        if still_ours(&self.store, &self.key, &self.owner.run_id)
+            && let Err(e) = self.store.delete(&self.key)
+        {
+            tracing::warn!("releasing the job's lease: {e}");
+        }
+    }
+}
+
+fn encode(owner: &Owner) -> Result<Bytes> {
+    serde_json::to_vec_pretty(owner)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(format!("encoding the lease: {e}")))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A process's start time (clock ticks since boot), `None` if it does not
+/// exist or has exited (a zombie not yet reaped by its parent).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    // Field 22 of the whole line: 20 after the state.
+    fields.nth(18)?.parse().ok()
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    b[..8]
+        .iter_mut()
+        .zip(nanos.to_le_bytes())
+        .for_each(|(x, n)| *x ^= n);
+    crate::digest::hex(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::store::StoreSpec;
+
+    fn store(dir: &std::path::Path) -> StateStore {
+        StateStore::open(
+            &StoreSpec {
+                url: format!("file://{}", dir.display()),
+                ..StoreSpec::default()
+            },
+            dir,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_holder_then_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let first = Lease::acquire(&s, "j").unwrap();
+        let err = Lease::acquire(&s, "j").err().unwrap().to_string();
+        assert!(err.contains("already running"), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        assert!(s.get(&lease_key("j")).unwrap().is_none(), "released");
+        let again = Lease::acquire(&s, "j").unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_lease_of_a_process_that_is_gone_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let gone = Owner {
+            pid,
+            process_start: 1,
+            ..Owner::me()
+        };
+        s.put(&lease_key("j"), encode(&gone).unwrap()).unwrap();
+        let lease = Lease::acquire(&s, "j").unwrap();
+        assert_eq!(lease.owner.pid, std::process::id());
+        // Another host's lease, refreshed long ago, is stale too.
+        drop(lease);
+        let far = Owner {
+            host: "elsewhere".into(),
+            refreshed_ms: now_ms() - STALE_AFTER.as_millis() as i64 - 1000,
+            ..Owner::me()
+        };
+        s.put(&lease_key("j"), encode(&far).unwrap()).unwrap();
+        drop(Lease::acquire(&s, "j").unwrap());
+        // A fresh one is not.
+        let near = Owner {
+            host: "elsewhere".into(),
+            ..Owner::me()
+        };
+        s.put(&lease_key("j"), encode(&near).unwrap()).unwrap();
+        let err = Lease::acquire(&s, "j").err().unwrap().to_string();
+        assert!(err.contains("host elsewhere"), "{err}");
+        assert!(
+            s.list("jobs/j/lease-takeover").unwrap().is_empty(),
+            "no takeover markers left"
+        );
+    }
+}

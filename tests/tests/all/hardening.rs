@@ -400,3 +400,153 @@ fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
     std::fs::write(job.file(), &text).unwrap();
     job.run_ok(&["run", file, "--from-savepoint", "end"]);
 }
+
+#[test]
+fn refused_runs_leave_committed_output_and_savepoints_byte_identical() {
+    let job = Job::new(
+        "refusals",
+        300_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
+    );
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    job.run_ok(&["run", file]);
+    let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
+    let savepoint = all[0].manifest.name.clone();
+    let input = all[0].manifest.source.position["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    let snapshot = || {
+        (
+            files_under(&job.root.join("out")),
+            files_under(&job.root.join("weir-state")),
+        )
+    };
+    let before = snapshot();
+    assert!(!before.0.is_empty() && !before.1.is_empty());
+    let refused = |what: &str, args: &[&str], says: &str| {
+        let out = job.weir().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the run was accepted");
+        assert!(err.contains(says), "{what}: {err}");
+        assert!(snapshot() == before, "{what}: output or savepoints changed");
+    };
+
+    // A typo in the source path.
+    std::fs::write(
+        job.file(),
+        text.replace("path = \"events\"", "path = \"evnets\""),
+    )
+    .unwrap();
+    refused(
+        "a source path with a typo",
+        &["run", file],
+        "does not exist",
+    );
+    std::fs::write(job.file(), &text).unwrap();
+
+    // A restore whose input file was moved away.
+    let events = job.root.join("events");
+    std::fs::rename(events.join(&input), job.root.join("moved.csv")).unwrap();
+    refused(
+        "a restore whose input file moved",
+        &["run", file, "--from-savepoint", &savepoint],
+        "not in the source folder",
+    );
+    std::fs::rename(job.root.join("moved.csv"), events.join(&input)).unwrap();
+
+    // A parallelism so large that its instances cannot be created.
+    std::fs::write(
+        job.file(),
+        text.replace("parallelism = 2", "parallelism = 100000"),
+    )
+    .unwrap();
+    refused(
+        "a parallelism too large",
+        &["run", file],
+        "plugin `op` failed",
+    );
+    std::fs::write(job.file(), &text).unwrap();
+
+    // A corrupt savepoint among good ones: named, it is refused; `latest`
+    // and the listing skip it.
+    let manifest = job
+        .root
+        .join("weir-state")
+        .join(&all[0].folder)
+        .join("manifest.json");
+    let good = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
+    let before_corrupt = snapshot();
+    let out = job
+        .weir()
+        .args(["run", file, "--from-savepoint", &savepoint])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("corrupt"), "{err}");
+    assert!(snapshot() == before_corrupt, "a refused corrupt restore");
+    let listed = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
+    assert_eq!(listed.len(), all.len() - 1, "the corrupt one is skipped");
+    std::fs::write(&manifest, &good).unwrap();
+}
+
+/// An echo job over `events` with a file sink in `out` and event-time
+/// savepoints every `every_ms`, run to the end in process.
+fn echo_plan(root: &Path, every_ms: Option<i64>) -> weir::config::Plan {
+    let mut plan = state_machine_plan(&root.join("events"), &root.join("out"), 1, artifacts::ECHO);
+    plan.checkpoint = Some(CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", root.join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval: None,
+        retain: 3,
+        savepoint_every_event_time_ms: every_ms,
+    });
+    plan
+}
+
+#[test]
+fn symlinked_input_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let elsewhere = dir.path().join("elsewhere.csv");
+    std::fs::write(&elsewhere, "k1,x,1\nk2,x,2\n").unwrap();
+    std::fs::write(events.join("a.csv"), "k0,x,0\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, events.join("b.csv")).unwrap();
+    run(&echo_plan(dir.path(), None), RunOptions::default()).unwrap();
+    let out = weir_tests::read_output(&dir.path().join("out"));
+    assert_eq!(out, ["k0=k0,x,0", "k1=k1,x,1", "k2=k2,x,2"]);
+    // A link that points nowhere is an error, not a silent skip.
+    std::fs::remove_file(&elsewhere).unwrap();
+    let err = run(&echo_plan(dir.path(), None), RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn extreme_event_times_do_not_take_a_savepoint_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let text: String = (0..200)
+        .map(|i| format!("k{i},x,{}\n", i64::MAX - 200 + i))
+        .collect();
+    std::fs::write(events.join("a.csv"), text).unwrap();
+    run(&echo_plan(dir.path(), Some(1000)), RunOptions::default()).unwrap();
+    let store = StoreSpec {
+        url: format!("file://{}", dir.path().join("state").display()),
+        ..StoreSpec::default()
+    };
+    let store = weir::checkpoint::store::StateStore::open(&store, dir.path()).unwrap();
+    let savepoints = weir::checkpoint::manifest::list(&store, "state-machine-demo").unwrap();
+    assert!(savepoints.len() <= 2, "{} savepoints", savepoints.len());
+    assert_eq!(weir_tests::read_output(&dir.path().join("out")).len(), 200);
+}

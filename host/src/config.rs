@@ -371,8 +371,10 @@ pub struct EngineConfig {
     /// Most linear memory one plugin instance may have, in MiB. Default 1024.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
-    /// Where compiled components are cached. Default `$WEIR_CACHE_DIR`, else
-    /// `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+    /// Where compiled components are cached (a private folder: mode 0700,
+    /// owned by the user). Default `$WEIR_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/weir/components`, else `~/.cache/weir/components`;
+    /// none of them: no cache.
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -1,6 +1,7 @@
 //! Weir's end-to-end tests: real pipelines over real files with plugins
 //! built from source. One test binary, one module per area.
 
+mod cache;
 mod dead_letters;
 mod faults;
 mod follow;

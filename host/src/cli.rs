@@ -197,12 +197,12 @@ fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
 /// `savepoint trigger`: ask the running job, wait until it is complete.
 fn savepoint_trigger(job: &Path, name: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
-    let addr = control::find(&plan.name)?;
+    let endpoint = control::find(&plan.name)?;
     let path = match name {
         Some(n) => format!("/savepoint?name={n}"),
         None => "/savepoint".into(),
     };
-    let (status, body) = control::request(&addr, "POST", &path)?;
+    let (status, body) = endpoint.request("POST", &path)?;
     anyhow::ensure!(status == 200, "savepoint failed ({status}): {body}");
     println!("{body}");
     Ok(())
@@ -216,7 +216,20 @@ fn savepoint_list(job: &Path) -> anyhow::Result<()> {
         "{:<12} {:<28} {:<26} {:<26} {:>12}  position",
         "kind", "name", "wall time", "event time (watermark)", "bytes"
     );
-    for f in manifest::list(&store, &plan.name)? {
+    let (found, corrupt) = manifest::list_all(&store, &plan.name)?;
+    for c in &corrupt {
+        let name = c.folder.rsplit('/').next().unwrap_or_default();
+        println!(
+            "{:<12} {:<28} {}",
+            "CORRUPT",
+            name,
+            format_args!(
+                "{} (restore skips it; `weir savepoint delete` removes it)",
+                c.detail
+            )
+        );
+    }
+    for f in found {
         let m = &f.manifest;
         let pos = describe_position(m);
         println!(
@@ -284,8 +297,10 @@ fn savepoint_delete(job: &Path, name: &str) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
     let store = open_store(&plan)?;
     let folder = manifest::folder(&plan.name, manifest::Kind::Savepoint, name);
+    // Whatever its manifest says (also a corrupt or missing one): a
+    // savepoint is its folder.
     anyhow::ensure!(
-        manifest::read(&store, &folder)?.is_some(),
+        !store.list(&format!("{folder}/"))?.is_empty(),
         "no savepoint named `{name}` for job `{}`",
         plan.name
     );
@@ -456,10 +471,13 @@ fn run_job(
     if let Some(from) = &report.restored_from {
         eprintln!("restored from {from}");
     }
-    if report.totals.records_read == 0 && report.dead_letters > 0 {
+    if report.dead_letters > 0
+        && report.dead_letters >= report.totals.records_read + report.totals.malformed
+    {
         eprintln!(
             "WARNING: every record of this run went to the dead-letter output ({} records): \
-             check the source's format, key and timestamp settings",
+             check the source's format, key and timestamp settings, and why the operator \
+             rejects them (the reasons are in the dead-letter output)",
             report.dead_letters
         );
     }
@@ -484,12 +502,12 @@ fn run_job(
 /// `weir stop`: stop a running job, with a savepoint first if asked.
 fn stop_job(job: &Path, savepoint: bool, name: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
-    let addr = control::find(&plan.name)?;
+    let endpoint = control::find(&plan.name)?;
     let mut path = format!("/stop?savepoint={savepoint}");
     if let Some(n) = name {
         path.push_str(&format!("&name={n}"));
     }
-    let (status, body) = control::request(&addr, "POST", &path)?;
+    let (status, body) = endpoint.request("POST", &path)?;
     anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
     println!("{body}");
     Ok(())

@@ -5,8 +5,8 @@
 //! here too; the runtime's coordinator writes them
 //! (see [`crate::runtime`]).
 
-pub mod manifest;
 pub(crate) mod lease;
+pub mod manifest;
 pub(crate) mod restore;
 pub mod store;
 

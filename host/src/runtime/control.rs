@@ -7,17 +7,31 @@
 //! - `POST /stop` and `POST /stop?savepoint=true&name=N`: stop the job, with
 //!   a savepoint first if asked.
 //!
-//! The bound address is written to `<run dir>/<job>.addr` so `weir savepoint
-//! trigger` and `weir stop` find the job by name.
+//! Access: the job makes a secret token per run and writes it, with the
+//! bound address and its process id, to `<run dir>/<job>.addr` as JSON
+//! `{"addr": "127.0.0.1:PORT", "token": "HEX", "pid": N}` (mode 0600, in a
+//! folder only its user can enter, see [`run_dir`]). `weir savepoint
+//! trigger` and `weir stop` find the job by name there ([`find`]) and send
+//! `Authorization: Bearer TOKEN`; any request without it gets 401. A
+//! request carrying `Origin` or `Sec-Fetch-*` (sent by browsers, never by
+//! the CLI) or a `Host` other than this endpoint's address (DNS rebinding)
+//! gets 403.
+//!
+//! Each connection has its own thread (at most [`MAX_CONNECTIONS`] at a
+//! time, then 503), [`HEAD_DEADLINE`] in all to send its request head and
+//! at most [`HEAD_LIMIT`] bytes of it (else 408 or 431): a slow or silent
+//! client does not hold up other requests.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use serde_json::json;
 
 use super::{CheckpointStats, Metrics};
@@ -28,17 +42,192 @@ use crate::{Error, Result, lock_or_recover};
 /// Longest a savepoint request waits for completion.
 const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 
-/// Folder holding `<job>.addr` files: `$WEIR_RUN_DIR`, else
-/// `<temp>/weir-run`.
-pub fn run_dir() -> PathBuf {
-    std::env::var_os("WEIR_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("weir-run"))
+/// Connections served at the same time; more are answered 503.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Time a client has, in all, to send its request head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Largest request head (request line and headers) accepted.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+
+/// Largest address file read.
+const ADDR_FILE_LIMIT: u64 = 4096;
+
+/// How long [`ControlServer`]'s drop waits for requests in progress.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// The effective user id of this process.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
-/// The address file of `job`.
+/// The per-user folder holding `<job>.addr` files: `$WEIR_RUN_DIR` if
+/// set, else `$XDG_RUNTIME_DIR/weir`, else `<temp>/weir-<euid>`. It must be
+/// a real directory owned by the user, with no group or other permissions
+/// ([`check_run_dir`]).
+pub fn run_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("WEIR_RUN_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && d.is_absolute()
+    {
+        return d.join("weir");
+    }
+    std::env::temp_dir().join(format!("weir-{}", euid()))
+}
+
+/// The address file of `job` in [`run_dir`].
 pub fn addr_file(job: &str) -> PathBuf {
     run_dir().join(format!("{job}.addr"))
+}
+
+fn refuse_run_dir(dir: &Path, why: String) -> Error {
+    Error::Config(format!(
+        "run folder {}: {why}; refusing to keep or read a control endpoint's address and token \
+         there (fix the folder, or set WEIR_RUN_DIR to a private one)",
+        dir.display()
+    ))
+}
+
+/// Refuse `dir` as a run folder unless it is a directory (not a symbolic
+/// link), owned by the effective user, with no group or other permissions.
+pub fn check_run_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).map_err(Error::io("inspecting run folder", dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse_run_dir(dir, "it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse_run_dir(dir, "it is not a directory".into()));
+    }
+    let me = euid();
+    if meta.uid() != me {
+        return Err(refuse_run_dir(
+            dir,
+            format!("it is owned by uid {}, not by you (uid {me})", meta.uid()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refuse_run_dir(
+            dir,
+            format!("its mode is {mode:o}: other users may enter it (it needs 700)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Create `dir` (mode 0700) if missing, then [`check_run_dir`] it.
+pub fn prepare_run_dir(dir: &Path) -> Result<()> {
+    let created = DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    // A symbolic link or a file in the way is reported by the check.
+    if let Err(e) = created
+        && std::fs::symlink_metadata(dir).is_err()
+    {
+        return Err(Error::io("creating run folder", dir)(e));
+    }
+    check_run_dir(dir)
+}
+
+/// A hex token of 32 random bytes.
+fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(Error::io("reading", "/dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Compare without leaking where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Where a running job's control endpoint is, and its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// Process id of the job.
+    pub pid: u32,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Send a request with this endpoint's token; see [`request`].
+    pub fn request(&self, method: &str, path: &str) -> Result<(u16, String)> {
+        request(&self.addr, &self.token, method, path)
+    }
+
+    fn to_json(&self) -> String {
+        json!({"addr": self.addr, "token": self.token, "pid": self.pid}).to_string()
+    }
+}
+
+/// Read an address file: a regular file (not followed if a symbolic link)
+/// owned by the effective user and readable by nobody else.
+fn read_addr_file(file: &Path) -> std::io::Result<Endpoint> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err(invalid(
+            "not a private file of yours (it must be a regular file with mode 600)",
+        ));
+    }
+    let mut text = String::new();
+    f.take(ADDR_FILE_LIMIT).read_to_string(&mut text)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| invalid("not a control address file"))?;
+    let field = |k: &str| v[k].as_str().map(str::to_string);
+    match (field("addr"), field("token"), v["pid"].as_u64()) {
+        (Some(addr), Some(token), Some(pid)) => Ok(Endpoint {
+            addr,
+            token,
+            pid: u32::try_from(pid).unwrap_or(0),
+        }),
+        _ => Err(invalid("not a control address file")),
+    }
+}
+
+/// Write `text` to `file` atomically: a new private temp file beside it
+/// (never following a link), renamed into place.
+fn write_private(file: &Path, text: &str) -> Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("addr");
+    let tmp = file.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(Error::io("writing", file))
 }
 
 /// What the server needs from the job.
@@ -65,10 +254,29 @@ impl JobHandle {
     }
 }
 
+/// What the connection threads share.
+struct Served {
+    job: JobHandle,
+    token: String,
+    addr: SocketAddr,
+    /// Set when the server stops.
+    done: AtomicBool,
+    /// Connections being served.
+    active: AtomicUsize,
+}
+
+/// Counts a connection as active while alive.
+struct Active(Arc<Served>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A running control server; stops when dropped.
 pub struct ControlServer {
-    addr: SocketAddr,
-    done: Arc<AtomicBool>,
+    served: Arc<Served>,
     thread: Option<std::thread::JoinHandle<()>>,
     addr_file: PathBuf,
 }
@@ -76,14 +284,17 @@ pub struct ControlServer {
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlServer")
-            .field("addr", &self.addr)
-            .finish()
+            .field("addr", &self.served.addr)
+            .finish_non_exhaustive()
     }
 }
 
 impl ControlServer {
-    /// Bind `listen` and serve `job`.
+    /// Bind `listen` and serve `job`; write its address and a new token to
+    /// `<run dir>/<job>.addr`.
     pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
+        let dir = run_dir();
+        prepare_run_dir(&dir)?;
         let listener = TcpListener::bind(listen)
             .map_err(Error::io("binding control endpoint", listen.to_string()))?;
         let addr = listener
@@ -92,57 +303,106 @@ impl ControlServer {
         listener
             .set_nonblocking(true)
             .map_err(Error::io("configuring control endpoint", addr.to_string()))?;
-        let addr_file = addr_file(&job.job);
-        if let Some(d) = addr_file.parent() {
-            std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
-        }
-        std::fs::write(&addr_file, addr.to_string()).map_err(Error::io("writing", &addr_file))?;
-        let done = Arc::new(AtomicBool::new(false));
-        let stop = done.clone();
+        let endpoint = Endpoint {
+            addr: addr.to_string(),
+            token: new_token()?,
+            pid: std::process::id(),
+        };
+        let addr_file = dir.join(format!("{}.addr", job.job));
+        write_private(&addr_file, &endpoint.to_json())?;
+        let served = Arc::new(Served {
+            job,
+            token: endpoint.token,
+            addr,
+            done: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+        });
+        let mut server = Self {
+            served: served.clone(),
+            thread: None,
+            addr_file,
+        };
         let thread = std::thread::Builder::new()
             .name("weir-control".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((conn, _)) => {
-                            if let Err(e) = serve(conn, &job) {
-                                tracing::debug!("control request failed: {e}");
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => tracing::warn!("control endpoint: {e}"),
-                    }
-                }
-            })
+            .spawn(move || accept_loop(&listener, &served))
             .map_err(|e| Error::Internal(format!("spawning control thread: {e}")))?;
+        server.thread = Some(thread);
         tracing::info!(%addr, "control endpoint");
-        Ok(Self {
-            addr,
-            done,
-            thread: Some(thread),
-            addr_file,
-        })
+        Ok(server)
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.served.addr
+    }
+
+    /// The token requests must carry.
+    pub fn token(&self) -> &str {
+        &self.served.token
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        self.served.done.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if std::fs::read_to_string(&self.addr_file).ok().as_deref() == Some(&self.addr.to_string())
+        // Let answers in progress (a savepoint before stopping) go out.
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while self.served.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if read_addr_file(&self.addr_file)
+            .is_ok_and(|e| same_secret(e.token.as_bytes(), self.served.token.as_bytes()))
         {
             let _ = std::fs::remove_file(&self.addr_file);
         }
     }
+}
+
+/// Accept connections until the server stops; one thread each.
+fn accept_loop(listener: &TcpListener, served: &Arc<Served>) {
+    while !served.done.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                if served.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    served.active.fetch_sub(1, Ordering::SeqCst);
+                    busy(conn);
+                    continue;
+                }
+                let active = Active(served.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("weir-control-conn".into())
+                    .spawn(move || {
+                        if let Err(e) = serve(conn, &active.0) {
+                            tracing::debug!("control request failed: {e}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("control endpoint: spawning a thread: {e}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                tracing::warn!("control endpoint: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Too many connections: answer 503 without reading, close. The write
+/// does not block (a short answer fits a new connection's send buffer).
+fn busy(mut conn: TcpStream) {
+    let _ = conn.set_nonblocking(true);
+    let _ = write_answer(
+        &mut conn,
+        &json_answer(503, json!({"error": "too many control connections"})),
+    );
+    let _ = conn.shutdown(Shutdown::Both);
 }
 
 fn query<'a>(path: &'a str, key: &str) -> Option<&'a str> {
@@ -172,43 +432,257 @@ fn json_answer(status: u16, body: serde_json::Value) -> Answer {
     (status, body.to_string(), "application/json")
 }
 
-/// Read one request, answer it, close.
-fn serve(conn: TcpStream, job: &JobHandle) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
+fn error(status: u16, message: &str) -> Answer {
+    json_answer(status, json!({ "error": message }))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn write_answer(
+    conn: &mut TcpStream,
+    (status, body, content_type): &Answer,
+) -> std::io::Result<()> {
+    let auth = if *status == 401 {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\n{auth}Connection: close\r\n\r\n{body}",
+        reason(*status),
+        body.len()
+    )?;
+    conn.flush()
+}
+
+/// Why no request head was read.
+enum HeadError {
+    /// The client closed, or the server stops: nothing to answer.
+    Gone,
+    /// [`HEAD_DEADLINE`] passed.
+    Slow,
+    /// Over [`HEAD_LIMIT`].
+    TooLarge,
+    /// A socket error.
+    Io(std::io::Error),
+}
+
+/// End of the head in `buf` (after the blank line), if there.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Read the request head: at most [`HEAD_LIMIT`] bytes within
+/// [`HEAD_DEADLINE`] in all (each read waits only for the time left).
+fn read_head(conn: &mut TcpStream, done: &AtomicBool) -> Result<Vec<u8>, HeadError> {
+    let deadline = Instant::now() + HEAD_DEADLINE;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
     loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
-            break;
+        if let Some(end) = head_end(&buf) {
+            if end > HEAD_LIMIT {
+                return Err(HeadError::TooLarge);
+            }
+            buf.truncate(end);
+            return Ok(buf);
+        }
+        if buf.len() > HEAD_LIMIT {
+            return Err(HeadError::TooLarge);
+        }
+        if done.load(Ordering::SeqCst) {
+            return Err(HeadError::Gone);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Slow);
+        }
+        // Wake up now and then to notice the server stopping.
+        conn.set_read_timeout(Some(left.min(Duration::from_millis(100))))
+            .map_err(HeadError::Io)?;
+        let room = (HEAD_LIMIT + 4 - buf.len()).min(chunk.len());
+        match conn.read(&mut chunk[..room]) {
+            Ok(0) => return Err(HeadError::Gone),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(HeadError::Io(e)),
         }
     }
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+}
+
+/// A parsed request head.
+struct Head {
+    method: String,
+    target: String,
+    /// Names lower-cased.
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+        let mut first = lines.next()?.split(' ');
+        let (method, target, version) = (first.next()?, first.next()?, first.next()?);
+        if first.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+            return None;
+        }
+        let mut headers = Vec::new();
+        for line in lines.take_while(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':')?;
+            if name.is_empty() || name.contains(|c: char| c.is_ascii_whitespace()) {
+                return None;
+            }
+            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+        }
+        Some(Self {
+            method: method.into(),
+            target: target.into(),
+            headers,
+        })
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether `host` names this endpoint (not another name resolving to it).
+fn host_ok(host: &str, addr: SocketAddr) -> bool {
+    let port = addr.port();
+    host == addr.to_string()
+        || host.eq_ignore_ascii_case(&format!("localhost:{port}"))
+        || host == format!("127.0.0.1:{port}")
+}
+
+/// Refuse what is not ours to answer: browsers, other host names, no
+/// token. `None` when the request may go on.
+fn refuse(head: &Head, served: &Served) -> Option<Answer> {
+    if head.all("origin").next().is_some()
+        || head
+            .headers
+            .iter()
+            .any(|(n, _)| n.starts_with("sec-fetch-"))
+    {
+        return Some(error(
+            403,
+            "requests from web pages are refused (the request carries an Origin or Sec-Fetch header)",
+        ));
+    }
+    let hosts: Vec<_> = head.all("host").collect();
+    match hosts[..] {
+        [host] if host_ok(host, served.addr) => {}
+        [] => return Some(error(400, "a Host header is required")),
+        _ => {
+            return Some(error(
+                403,
+                "the Host header does not name this endpoint (127.0.0.1:PORT or localhost:PORT)",
+            ));
+        }
+    }
+    let auth: Vec<_> = head.all("authorization").collect();
+    let token = match auth[..] {
+        [value] => value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim()),
+        _ => None,
+    };
+    if !token.is_some_and(|t| same_secret(t.as_bytes(), served.token.as_bytes())) {
+        return Some(error(
+            401,
+            "missing or wrong token: send `Authorization: Bearer TOKEN`, TOKEN from the job's \
+             address file in the run folder",
+        ));
+    }
+    None
+}
+
+/// Read one request, answer it, close.
+fn serve(mut conn: TcpStream, served: &Served) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let answer = match read_head(&mut conn, &served.done) {
+        Ok(bytes) => match Head::parse(&bytes) {
+            Some(head) => refuse(&head, served).unwrap_or_else(|| route(&head, served)),
+            None => error(400, "malformed request"),
+        },
+        Err(HeadError::Gone) => return Ok(()),
+        Err(HeadError::Io(e)) => return Err(e),
+        Err(HeadError::Slow) => error(408, "the request head took too long"),
+        Err(HeadError::TooLarge) => error(431, "the request head is too large"),
+    };
+    write_answer(&mut conn, &answer)?;
+    linger(conn);
+    Ok(())
+}
+
+/// Close after the answer without resetting the connection: stop sending,
+/// then read (and drop) what the client still sends, briefly.
+fn linger(mut conn: TcpStream) {
+    let _ = conn.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut sink = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || conn.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match conn.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Answer an authorized request.
+fn route(head: &Head, served: &Served) -> Answer {
+    let job = &served.job;
+    let path = head.target.as_str();
     let route = path.split('?').next().unwrap_or("");
-    let (status, body, content_type) = match (method, route) {
+    match (head.method.as_str(), route) {
         ("GET", "/status") => status(job),
         ("GET", "/metrics") => metrics(job),
-        ("POST", "/savepoint") => savepoint(job, path, false),
+        ("POST", "/savepoint") => savepoint(served, path, false),
         ("POST", "/stop") if query(path, "savepoint").is_some_and(|v| v == "true" || v == "1") => {
-            savepoint(job, path, true)
+            savepoint(served, path, true)
         }
         ("POST", "/stop") => {
             job.stop.store(true, Ordering::Relaxed);
             json_answer(200, json!({"stopping": true}))
         }
-        _ => json_answer(404, json!({"error": "no such endpoint"})),
-    };
-    let mut conn = reader.into_inner();
-    write!(
-        conn,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        if status == 200 { "OK" } else { "Error" },
-        body.len()
-    )?;
-    conn.flush()
+        _ => error(404, "no such endpoint"),
+    }
 }
 
 /// `GET /status`: counters and the last checkpoint, as JSON.
@@ -249,7 +723,8 @@ fn metrics(job: &JobHandle) -> Answer {
 
 /// `POST /savepoint?name=N` and `POST /stop?savepoint=true&name=N`: take
 /// a savepoint (then stop), answer when it is complete.
-fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
+fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
+    let job = &served.job;
     if !job.savepoints {
         return json_answer(
             409,
@@ -264,10 +739,7 @@ fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
         !n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     }) {
-        return json_answer(
-            400,
-            json!({"error": "a savepoint name may hold letters, digits, - _ ."}),
-        );
+        return error(400, "a savepoint name may hold letters, digits, - _ .");
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let sent = job.triggers.send(Trigger::Savepoint {
@@ -275,10 +747,23 @@ fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
         stop,
         reply: Some(tx),
     });
-    match sent
-        .ok()
-        .and_then(|()| rx.recv_timeout(SAVEPOINT_WAIT).ok())
-    {
+    let deadline = Instant::now() + SAVEPOINT_WAIT;
+    let mut reply = None;
+    if sent.is_ok() {
+        // Until answered, the job ends (its coordinator drops the reply),
+        // or the server stops (the coordinator has ended by then).
+        while reply.is_none() && Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => reply = Some(r),
+                Err(RecvTimeoutError::Timeout) if !served.done.load(Ordering::SeqCst) => {}
+                Err(_) => break,
+            }
+        }
+        if reply.is_none() {
+            reply = rx.try_recv().ok();
+        }
+    }
+    match reply {
         Some(Ok(m)) => json_answer(200, manifest_json(&job.job, &m)),
         Some(Err(e)) => json_answer(500, json!({"error": e})),
         None => json_answer(
@@ -288,13 +773,22 @@ fn savepoint(job: &JobHandle, path: &str, stop: bool) -> Answer {
     }
 }
 
-/// Send a request to a job's control endpoint; returns status and body.
-pub fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
+/// Send a request with `token` to the control endpoint at `addr`; returns
+/// status and body.
+pub fn request(addr: &str, token: &str, method: &str, path: &str) -> Result<(u16, String)> {
     let io = |e| Error::io("talking to the control endpoint at", addr.to_string())(e);
-    let mut conn = TcpStream::connect(addr).map_err(io)?;
+    let target =
+        addr.to_socket_addrs().map_err(io)?.next().ok_or_else(|| {
+            Error::Config(format!("control address `{addr}` resolves to nothing"))
+        })?;
+    let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(10)).map_err(io)?;
+    // A savepoint is answered when it is complete.
+    conn.set_read_timeout(Some(SAVEPOINT_WAIT + Duration::from_secs(60)))
+        .map_err(io)?;
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut response = String::new();
@@ -311,15 +805,31 @@ pub fn request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// The control address of a running job, from its address file.
-pub fn find(job: &str) -> Result<String> {
-    let f = addr_file(job);
-    std::fs::read_to_string(&f)
-        .map(|s| s.trim().to_string())
-        .map_err(|_| {
-            Error::Config(format!(
-                "job `{job}` does not seem to run here (no {})",
-                f.display()
-            ))
-        })
+/// The control endpoint of running job `job`, from its address file in
+/// [`run_dir`].
+pub fn find(job: &str) -> Result<Endpoint> {
+    find_in(&run_dir(), job)
+}
+
+/// The control endpoint of running job `job`, from its address file in
+/// run folder `dir` (which must pass [`check_run_dir`]).
+pub fn find_in(dir: &Path, job: &str) -> Result<Endpoint> {
+    let f = dir.join(format!("{job}.addr"));
+    let not_here = || {
+        Error::Config(format!(
+            "job `{job}` does not seem to run here (no {})",
+            f.display()
+        ))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_here()),
+        _ => check_run_dir(dir)?,
+    }
+    read_addr_file(&f).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            not_here()
+        } else {
+            Error::io("reading control address file", &f)(e)
+        }
+    })
 }

@@ -180,6 +180,25 @@ fn a_run_where_every_record_went_to_dead_letters_says_so() {
         ),
         "{said}"
     );
+    // Records that parse but that the operator refuses, every one.
+    let events = job.root.join("events");
+    for e in std::fs::read_dir(&events).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let lines: String = (0..500).map(|i| format!("{i},z,{i}\n")).collect();
+    std::fs::write(events.join("bad-events.csv"), lines).unwrap();
+    let text = std::fs::read_to_string(job.file())
+        .unwrap()
+        .replace("format = \"jsonl\"", "format = \"csv\"")
+        .replace("key_field = \"address\"", "key_column = 0");
+    std::fs::write(job.file(), text).unwrap();
+    let said = job.run_ok(&["run", job.file().to_str().unwrap()]);
+    assert!(
+        said.contains(
+            "WARNING: every record of this run went to the dead-letter output (500 records)"
+        ),
+        "{said}"
+    );
 }
 
 #[test]
@@ -549,4 +568,36 @@ fn extreme_event_times_do_not_take_a_savepoint_per_record() {
     let savepoints = weir::checkpoint::manifest::list(&store, "state-machine-demo").unwrap();
     assert!(savepoints.len() <= 2, "{} savepoints", savepoints.len());
     assert_eq!(weir_tests::read_output(&dir.path().join("out")).len(), 200);
+}
+
+#[test]
+fn a_corrupt_savepoint_is_listed_as_corrupt_and_can_be_deleted() {
+    let job = Job::new(
+        "corrupt-listed",
+        300_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
+    );
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    job.run_ok(&["run", file]);
+    let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
+    let bad = &all[0];
+    let folder = job.root.join("weir-state").join(&bad.folder);
+    std::fs::write(folder.join("manifest.json"), b"{\"format\": 2, \"job\"").unwrap();
+    let listed = job.run_ok(&["savepoint", "list", file]);
+    assert!(
+        listed.contains("CORRUPT") && listed.contains(&bad.manifest.name),
+        "{listed}"
+    );
+    for good in &all[1..] {
+        assert!(listed.contains(&good.manifest.name), "{listed}");
+    }
+    // `latest` skips it: a restore from it runs.
+    job.run_ok(&["run", file, "--from-savepoint", "latest"]);
+    job.run_ok(&["savepoint", "delete", file, &bad.manifest.name]);
+    assert!(!folder.exists(), "no folder left behind");
+    let listed = job.run_ok(&["savepoint", "list", file]);
+    assert!(!listed.contains("CORRUPT"), "{listed}");
 }

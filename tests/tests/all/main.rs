@@ -2,6 +2,7 @@
 //! built from source. One test binary, one module per area.
 
 mod cache;
+mod control;
 mod dead_letters;
 mod faults;
 mod follow;

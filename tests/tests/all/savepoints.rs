@@ -145,11 +145,9 @@ path = "dead-letters.jsonl"
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             assert!(Instant::now() < deadline, "the job did not start");
-            let addr =
-                std::fs::read_to_string(self.root.join("run").join(format!("{}.addr", self.name)));
-            if let Ok(addr) = addr
-                && let Ok((200, body)) =
-                    weir::runtime::control::request(addr.trim(), "GET", "/status")
+            if let Ok(endpoint) =
+                weir::runtime::control::find_in(&self.root.join("run"), &self.name)
+                && let Ok((200, body)) = endpoint.request("GET", "/status")
             {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 if v["records_read"].as_u64().unwrap_or(0) > 0 {

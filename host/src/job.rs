@@ -21,7 +21,7 @@ use crate::checkpoint::restore::{self, Restored};
 use crate::checkpoint::store::StateStore;
 use crate::config::{Plan, PluginSource};
 use crate::plugin::{OperatorFactory, WasmOperatorFactory, WeirEngine};
-use crate::runtime::control::{ControlServer, JobHandle};
+use crate::runtime::control::{Bound, ControlServer, JobHandle};
 use crate::runtime::{
     Barriers, Chain, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router,
     Shared, Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
@@ -135,7 +135,7 @@ pub fn run_with(
     let clock = (Instant::now(), process_cpu_time());
     let mut job = prepare(plan, factories, &options)?;
     let partitions = settle_output(&mut job)?;
-    let (router, running) = start(&job, partitions, &mut options, clock.0)?;
+    let (router, running) = start(&mut job, partitions, &mut options, clock.0)?;
     let source_result = run_source(job.source.as_mut(), router);
     finish(job, running, source_result, clock)
 }
@@ -156,6 +156,8 @@ struct Prepared {
     next_id: Option<u64>,
     /// This run's lease on the job (checkpoints on): one run per job.
     _lease: Option<Lease>,
+    /// The control endpoint's listener, bound before anything is touched.
+    control: Option<Bound>,
 }
 
 /// Everything that can be refused is checked before output or state is
@@ -190,6 +192,7 @@ fn prepare(
         )?),
         metrics: Arc::new(Metrics::default()),
     };
+    let control = plan.control.map(ControlServer::bind).transpose()?;
     let chains = build_chains(&plan, factories, restored.as_ref())?;
     Ok(Prepared {
         plan,
@@ -201,6 +204,7 @@ fn prepare(
         chains,
         next_id,
         _lease: lease,
+        control,
     })
 }
 
@@ -239,11 +243,13 @@ struct Running {
 /// Start the coordinator, the workers, the progress reporter and the
 /// control endpoint; returns the router the source writes to.
 fn start(
-    job: &Prepared,
+    job: &mut Prepared,
     partitions: Vec<Partition>,
     options: &mut RunOptions,
     started: Instant,
 ) -> Result<(Router, Running)> {
+    let bound = job.control.take();
+    let job = &*job;
     let plan = &job.plan;
     let stats = Arc::new(Mutex::new(CheckpointStats::default()));
     let completed = Arc::new(AtomicU64::new(0));
@@ -276,7 +282,7 @@ fn start(
     forward_triggers(options.triggers.take(), &trigger_tx);
     let (router, unread_triggers) =
         with_checkpoints(router, job, coord_tx, trigger_rx, &completed)?;
-    let control = start_control(plan, trigger_tx, options, &job.shared, &stats)?;
+    let control = start_control(plan, bound, trigger_tx, options, &job.shared, &stats)?;
     let running = Running {
         workers,
         coordinator,
@@ -320,15 +326,16 @@ fn with_checkpoints(
     Ok((router, unread))
 }
 
-/// The control endpoint, when the plan serves one.
+/// The control endpoint, when the plan serves one (bound in [`prepare`]).
 fn start_control(
     plan: &Plan,
+    bound: Option<Bound>,
     triggers: Sender<Trigger>,
     options: &RunOptions,
     shared: &Shared,
     stats: &Arc<Mutex<CheckpointStats>>,
 ) -> Result<Option<ControlServer>> {
-    let Some(addr) = plan.control else {
+    let Some(bound) = bound else {
         return Ok(None);
     };
     let handle = JobHandle {
@@ -339,7 +346,7 @@ fn start_control(
         checkpoints: stats.clone(),
         savepoints: plan.checkpoint.is_some(),
     };
-    ControlServer::start(addr, handle).map(Some)
+    ControlServer::serve(bound, handle).map(Some)
 }
 
 /// Run the source on this thread until its input ends, it is stopped or it

@@ -289,10 +289,18 @@ impl std::fmt::Debug for ControlServer {
     }
 }
 
+/// A control endpoint's listener, bound (and its run folder checked)
+/// before the job touches anything, not yet serving.
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
 impl ControlServer {
-    /// Bind `listen` and serve `job`; write its address and a new token to
-    /// `<run dir>/<job>.addr`.
-    pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
+    /// Check the run folder and bind `listen`: what can fail about the
+    /// endpoint fails here, before a run touches output or state.
+    pub fn bind(listen: SocketAddr) -> Result<Bound> {
         let dir = run_dir();
         prepare_run_dir(&dir)?;
         let listener = TcpListener::bind(listen)
@@ -303,6 +311,26 @@ impl ControlServer {
         listener
             .set_nonblocking(true)
             .map_err(Error::io("configuring control endpoint", addr.to_string()))?;
+        Ok(Bound {
+            listener,
+            addr,
+            dir,
+        })
+    }
+
+    /// Bind `listen` and serve `job` (see [`ControlServer::serve`]).
+    pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
+        Self::serve(Self::bind(listen)?, job)
+    }
+
+    /// Serve `job` on `bound`; write its address and a new token to
+    /// `<run dir>/<job>.addr`.
+    pub fn serve(bound: Bound, job: JobHandle) -> Result<Self> {
+        let Bound {
+            listener,
+            addr,
+            dir,
+        } = bound;
         let endpoint = Endpoint {
             addr: addr.to_string(),
             token: new_token()?,
@@ -738,8 +766,13 @@ fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
     if name.as_deref().is_some_and(|n| {
         !n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || n.chars().all(|c| c == '.')
+            || n.len() > 200
     }) {
-        return error(400, "a savepoint name may hold letters, digits, - _ .");
+        return error(
+            400,
+            "a savepoint name may hold letters, digits, - _ . (not only dots; at most 200)",
+        );
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let sent = job.triggers.send(Trigger::Savepoint {

@@ -412,6 +412,17 @@ fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
         before == after,
         "output, state and run files untouched by the refused run"
     );
+    // Savepoint names that would not name a folder of their own are refused.
+    for bad in ["..", ".", "a/b", "x%2Fy"] {
+        let out = job
+            .weir()
+            .args(["savepoint", "trigger", file, "--name", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: accepted");
+        assert!(err.contains("savepoint name may hold"), "{bad}: {err}");
+    }
     // The first run can still be stopped, with a savepoint.
     job.run_ok(&["stop", file, "--savepoint", "--name", "end"]);
     assert!(first.wait().unwrap().success());
@@ -488,6 +499,21 @@ fn refused_runs_leave_committed_output_and_savepoints_byte_identical() {
         "a parallelism too large",
         &["run", file],
         "plugin `op` failed",
+    );
+    std::fs::write(job.file(), &text).unwrap();
+
+    // A control endpoint port that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        job.file(),
+        format!("{text}\n[control]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    refused(
+        "a control port in use",
+        &["run", file, "--from-savepoint", &savepoint],
+        "binding control endpoint",
     );
     std::fs::write(job.file(), &text).unwrap();
 

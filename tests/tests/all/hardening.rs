@@ -627,3 +627,32 @@ fn a_corrupt_savepoint_is_listed_as_corrupt_and_can_be_deleted() {
     let listed = job.run_ok(&["savepoint", "list", file]);
     assert!(!listed.contains("CORRUPT"), "{listed}");
 }
+
+#[test]
+fn pruned_checkpoints_leave_no_folders() {
+    let job = Job::new(
+        "pruned",
+        2_000_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 10\nretain = 2\n",
+    );
+    let said = job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let taken: u64 = said
+        .split(" checkpoints")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(taken > 2, "checkpoints were pruned ({taken} taken): {said}");
+    let dir = job
+        .root
+        .join("weir-state/jobs")
+        .join(&job.name)
+        .join("checkpoints");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "only the retained folders: {left:?}");
+}

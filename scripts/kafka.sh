@@ -209,10 +209,11 @@ start() {
   rm -rf "$DATA"
   mkdir -p "$LOGDIR"
   write_config
-  # A cluster id is a base64url-encoded 16-byte UUID (what `StorageTool random-uuid` prints).
+  # A cluster id is a base64url-encoded 16-byte UUID (what `StorageTool random-uuid` prints);
+  # passed as --cluster-id=ID because one starting with "-" would read as an option.
   local cluster_id
   cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-  kjava kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$CONF" >"$DATA/format.log" 2>&1 || {
+  kjava kafka.tools.StorageTool format --standalone --cluster-id="$cluster_id" -c "$CONF" >"$DATA/format.log" 2>&1 || {
     cat "$DATA/format.log" >&2
     die "formatting $LOGDIR failed"
   }

@@ -2,7 +2,8 @@
 # Crash soak: the crash-anywhere tests (file sink, and Kafka to Kafka
 # exactly once against the test broker) with 100 SIGKILLs at random moments
 # each, every run restarted with `--from-savepoint latest`, then the
-# committed output compared with an uninterrupted run. WEIR_CRASH_RUNS
+# committed output compared with an uninterrupted run; then a JavaScript
+# plugin holding ~700k keys through its checkpoints. WEIR_CRASH_RUNS
 # overrides 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +11,5 @@ export WEIR_CRASH_RUNS="${WEIR_CRASH_RUNS:-100}"
 cargo test --release -p weir-tests --test all crash_anywhere_and_restart_from_latest -- --nocapture
 eval "$(scripts/kafka.sh start)"
 cargo test --release -p weir-tests --test all kafka_kill_9 -- --nocapture
+# About 700k live keys in the JavaScript plugin, checkpointed (slow).
+cargo test --release -p weir-tests --test all a_javascript_plugin_with_700k_keys -- --ignored --nocapture

@@ -656,3 +656,46 @@ fn pruned_checkpoints_leave_no_folders() {
         .collect();
     assert_eq!(left.len(), 2, "only the retained folders: {left:?}");
 }
+
+/// About 700k live keys in the JavaScript plugin: its snapshots run under
+/// the state-call deadline, not the batch one, so checkpoints complete.
+/// Slow (the JS map at this size handles some 15k records/s): run by
+/// `scripts/soak.sh`, not the test suite.
+#[test]
+#[ignore]
+fn a_javascript_plugin_with_700k_keys_takes_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    generate(
+        &events,
+        &GenerateConfig {
+            events: 1_500_000,
+            max_machines: 700_000,
+            max_address: 700_000,
+            ..GenerateConfig::default()
+        },
+    )
+    .unwrap();
+    let mut plan = state_machine_plan(
+        &events,
+        &dir.path().join("out"),
+        1,
+        artifacts::STATE_MACHINE_JS,
+    );
+    plan.checkpoint = Some(CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", dir.path().join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval: Some(Duration::from_secs(5)),
+        retain: 2,
+        savepoint_every_event_time_ms: None,
+    });
+    let report = run(&plan, RunOptions::default()).unwrap();
+    assert!(report.checkpoints.completed >= 2, "{:?}", report.checkpoints);
+    assert_same_output(
+        &weir_tests::read_output(&dir.path().join("out")),
+        &weir_tests::reference_alerts(&events),
+        "alerts of a DFA",
+    );
+}

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value, json};
@@ -42,6 +42,9 @@ const CHECK_EVERY: u32 = 1024;
 const POLL: Duration = Duration::from_millis(50);
 /// How often the consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(2);
+/// How long the source rides out a broker it cannot reach (a restart)
+/// before the job fails.
+const BROKER_OUTAGE: Duration = Duration::from_secs(120);
 /// How long a finished bounded run waits for its final checkpoint before
 /// committing its offsets to the group (it ends either way).
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
@@ -195,6 +198,23 @@ impl Drop for LogEnds {
             let _ = t.join();
         }
     }
+}
+
+/// Errors librdkafka recovers from by itself (it reconnects and retries).
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+        )
+    )
 }
 
 /// The partition's next offset as recorded in a checkpoint.
@@ -597,6 +617,7 @@ impl Source for KafkaSource {
         let mut since_check = 0u32;
         let mut last_check = Instant::now();
         let mut last_lag = Instant::now() - LAG_EVERY;
+        let mut outage: Option<Instant> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Completion::Stopped);
@@ -605,6 +626,7 @@ impl Source for KafkaSource {
             let idle = polled.is_none();
             match polled {
                 Some(Ok(m)) => {
+                    outage = None;
                     let p = m.partition() as usize;
                     let offset = m.offset();
                     if p >= self.next.len() || offset < self.next[p] {
@@ -630,6 +652,25 @@ impl Source for KafkaSource {
                     since_check += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) if is_transient(&e) => {
+                    // librdkafka reconnects by itself: ride out a broker
+                    // that restarts, up to BROKER_OUTAGE.
+                    if outage.is_none() {
+                        tracing::warn!(
+                            "kafka: reading topic {}: {e}; retrying for up to {} s",
+                            self.spec.topic,
+                            BROKER_OUTAGE.as_secs()
+                        );
+                    }
+                    let since = *outage.get_or_insert_with(Instant::now);
+                    if since.elapsed() > BROKER_OUTAGE {
+                        return Err(Error::External(format!(
+                            "kafka: reading topic {}: {e}, for {} s: is the broker up?",
+                            self.spec.topic,
+                            BROKER_OUTAGE.as_secs()
+                        )));
+                    }
+                }
                 Some(Err(e)) => {
                     return Err(Error::External(format!(
                         "kafka: reading topic {}: {e}",

@@ -192,7 +192,10 @@ fn prepare(
         )?),
         metrics: Arc::new(Metrics::default()),
     };
-    let control = plan.control.map(ControlServer::bind).transpose()?;
+    let control = plan
+        .control
+        .map(|a| ControlServer::bind(a, &plan.name))
+        .transpose()?;
     let chains = build_chains(&plan, factories, restored.as_ref())?;
     Ok(Prepared {
         plan,

@@ -300,9 +300,22 @@ pub struct Bound {
 impl ControlServer {
     /// Check the run folder and bind `listen`: what can fail about the
     /// endpoint fails here, before a run touches output or state.
-    pub fn bind(listen: SocketAddr) -> Result<Bound> {
+    /// A job whose endpoint is still served by a live process is refused
+    /// (a second run of it, also without checkpoints and so without a
+    /// lease): its address file is not replaced.
+    pub fn bind(listen: SocketAddr, job: &str) -> Result<Bound> {
         let dir = run_dir();
         prepare_run_dir(&dir)?;
+        if let Ok(ep) = find_in(&dir, job)
+            && ep.pid != std::process::id()
+            && process_alive(ep.pid)
+        {
+            return Err(Error::Config(format!(
+                "job `{job}` is already running here (pid {}, control endpoint {}); stop it \
+                 first (`weir stop JOB_FILE`)",
+                ep.pid, ep.addr
+            )));
+        }
         let listener = TcpListener::bind(listen)
             .map_err(Error::io("binding control endpoint", listen.to_string()))?;
         let addr = listener
@@ -320,7 +333,7 @@ impl ControlServer {
 
     /// Bind `listen` and serve `job` (see [`ControlServer::serve`]).
     pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
-        Self::serve(Self::bind(listen)?, job)
+        Self::serve(Self::bind(listen, &job.job)?, job)
     }
 
     /// Serve `job` on `bound`; write its address and a new token to
@@ -842,6 +855,15 @@ pub fn request(addr: &str, token: &str, method: &str, path: &str) -> Result<(u16
 /// [`run_dir`].
 pub fn find(job: &str) -> Result<Endpoint> {
     find_in(&run_dir(), job)
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// The control endpoint of running job `job`, from its address file in

@@ -692,10 +692,50 @@ fn a_javascript_plugin_with_700k_keys_takes_its_checkpoints() {
         savepoint_every_event_time_ms: None,
     });
     let report = run(&plan, RunOptions::default()).unwrap();
-    assert!(report.checkpoints.completed >= 2, "{:?}", report.checkpoints);
+    assert!(
+        report.checkpoints.completed >= 2,
+        "{:?}",
+        report.checkpoints
+    );
     assert_same_output(
         &weir_tests::read_output(&dir.path().join("out")),
         &weir_tests::reference_alerts(&events),
         "alerts of a DFA",
     );
+}
+
+#[test]
+fn a_second_run_of_a_job_without_checkpoints_is_refused_and_the_first_stays_reachable() {
+    let job = Job::new(
+        "twice-no-checkpoints",
+        10_000,
+        artifacts::STATE_MACHINE,
+        1,
+        "[checkpoints]\nenabled = false\n",
+    );
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(
+        job.file(),
+        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
+    )
+    .unwrap();
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let mut first = job.spawn(None);
+    job.wait_running();
+    let run_files = files_under(&job.root.join("run"));
+    let second = job.weir().args(["run", file]).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        err.contains("already running") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    assert_eq!(
+        files_under(&job.root.join("run")),
+        run_files,
+        "address file kept"
+    );
+    job.run_ok(&["stop", file]);
+    assert!(first.wait().unwrap().success());
 }

@@ -170,7 +170,7 @@ fn prepare(
     let store = open_store(plan)?;
     let lease = store
         .as_ref()
-        .map(|s| Lease::acquire(s, &plan.name))
+        .map(|s| Lease::acquire_or_stop(s, &plan.name, options.stop.clone()))
         .transpose()?;
     let restored = find_restore_point(plan, store.as_ref(), options.from_savepoint.as_deref())?;
     let next_id = store

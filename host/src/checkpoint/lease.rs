@@ -103,13 +103,20 @@ fn lease_key(job: &str) -> String {
 
 impl Lease {
     /// Take the lease of `job`, or refuse with who holds it.
+    #[cfg(test)]
     pub fn acquire(store: &StateStore, job: &str) -> Result<Self> {
+        Self::acquire_or_stop(store, job, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Lease::acquire`]; if the lease is later found taken by another
+    /// run, `stop` is set, so this run stops rather than run beside it.
+    pub fn acquire_or_stop(store: &StateStore, job: &str, stop: Arc<AtomicBool>) -> Result<Self> {
         let key = lease_key(job);
         let owner = Owner::me();
         if !store.put_new(&key, encode(&owner)?)? {
             Self::take_over(store, job, &key, &owner)?;
         }
-        Ok(Self::hold(store.clone(), key, owner))
+        Ok(Self::hold(store.clone(), key, owner, stop))
     }
 
     /// The lease exists: take it over if its owner is gone, else refuse.
@@ -146,19 +153,19 @@ impl Lease {
             )));
         }
         tracing::warn!(owner = %old.describe(), "taking over the lease of a run that is gone: {why}");
-        store.put(key, encode(me)?)?;
-        store.delete(&marker)?;
-        Ok(())
+        // The marker stays: deleting it would let a run that read the same
+        // old lease take it over again after this one.
+        store.put(key, encode(me)?)
     }
 
-    fn hold(store: StateStore, key: String, owner: Owner) -> Self {
+    fn hold(store: StateStore, key: String, owner: Owner, stop: Arc<AtomicBool>) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let refresher = std::thread::Builder::new()
             .name("weir-lease".into())
             .spawn({
                 let (store, key, owner, done) =
                     (store.clone(), key.clone(), owner.clone(), done.clone());
-                move || refresh(&store, &key, owner, &done)
+                move || refresh(&store, &key, owner, &done, &stop)
             })
             .ok();
         Self {
@@ -171,8 +178,10 @@ impl Lease {
     }
 }
 
-/// Rewrite the lease every [`REFRESH_EVERY`] while it is still ours.
-fn refresh(store: &StateStore, key: &str, mut owner: Owner, done: &AtomicBool) {
+/// Rewrite the lease every [`REFRESH_EVERY`] while it is still ours; if
+/// another run holds it now, stop this one. A store that cannot be read
+/// is retried at the next refresh.
+fn refresh(store: &StateStore, key: &str, mut owner: Owner, done: &AtomicBool, stop: &AtomicBool) {
     let mut last = std::time::Instant::now();
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -180,9 +189,22 @@ fn refresh(store: &StateStore, key: &str, mut owner: Owner, done: &AtomicBool) {
             continue;
         }
         last = std::time::Instant::now();
-        if !still_ours(store, key, &owner.run_id) {
-            tracing::error!("this run's lease was taken by another run");
-            return;
+        match owner_of(store, key) {
+            Ok(Some(o)) if o.run_id == owner.run_id => {}
+            Ok(other) => {
+                tracing::error!(
+                    holder = other
+                        .map(|o| o.describe())
+                        .unwrap_or_else(|| "nobody".into()),
+                    "this run's lease was taken or removed: stopping the run"
+                );
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("reading the job's lease: {e}; retrying");
+                continue;
+            }
         }
         owner.refreshed_ms = now_ms();
         if let Ok(b) = encode(&owner)
@@ -193,9 +215,15 @@ fn refresh(store: &StateStore, key: &str, mut owner: Owner, done: &AtomicBool) {
     }
 }
 
+/// Who holds the lease now (`None`: nobody, or it does not parse).
+fn owner_of(store: &StateStore, key: &str) -> Result<Option<Owner>> {
+    Ok(store
+        .get(key)?
+        .and_then(|b| serde_json::from_slice::<Owner>(&b).ok()))
+}
+
 fn still_ours(store: &StateStore, key: &str, run_id: &str) -> bool {
-    matches!(store.get(key), Ok(Some(b))
-        if serde_json::from_slice::<Owner>(&b).is_ok_and(|o| o.run_id == run_id))
+    matches!(owner_of(store, key), Ok(Some(o)) if o.run_id == run_id)
 }
 
 impl Drop for Lease {
@@ -324,9 +352,17 @@ mod tests {
         s.put(&lease_key("j"), encode(&near).unwrap()).unwrap();
         let err = Lease::acquire(&s, "j").err().unwrap().to_string();
         assert!(err.contains("host elsewhere"), "{err}");
-        assert!(
-            s.list("jobs/j/lease-takeover").unwrap().is_empty(),
-            "no takeover markers left"
-        );
+        // A second takeover of the same old lease is refused.
+        let gone_again = Owner {
+            pid,
+            process_start: 1,
+            ..Owner::me()
+        };
+        s.put(&lease_key("k"), encode(&gone_again).unwrap())
+            .unwrap();
+        let marker = format!("jobs/k/lease-takeover/{}", gone_again.run_id);
+        s.put_new(&marker, Bytes::from("another run")).unwrap();
+        let err = Lease::acquire(&s, "k").err().unwrap().to_string();
+        assert!(err.contains("at the same time"), "{err}");
     }
 }

@@ -224,9 +224,11 @@ impl KafkaSinkFactory {
             c.fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
                 .map_err(external(format!("reading the offsets of {topic}")))
         };
+        // The end now; the last stable offset only moves forward and
+        // reaches it once the transactions open now have ended.
+        let (_, end) = read(&plain)?;
         loop {
             let (lo, stable) = read(committed)?;
-            let (_, end) = read(&plain)?;
             if stable >= end {
                 return Ok((lo, stable));
             }

@@ -45,6 +45,8 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 /// How long the source rides out a broker it cannot reach (a restart)
 /// before the job fails.
 const BROKER_OUTAGE: Duration = Duration::from_secs(120);
+/// Transient errors further apart than this belong to separate outages.
+const OUTAGE_GAP: Duration = Duration::from_secs(30);
 /// How long a finished bounded run waits for its final checkpoint before
 /// committing its offsets to the group (it ends either way).
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
@@ -369,6 +371,7 @@ impl KafkaSource {
             let deadline = Instant::now() + FINAL_COMMIT_WAIT;
             while out.completed_checkpoint().unwrap_or(0) < id
                 && !out.is_stopping()
+                && !self.stop.load(Ordering::Relaxed)
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(5));
@@ -617,7 +620,8 @@ impl Source for KafkaSource {
         let mut since_check = 0u32;
         let mut last_check = Instant::now();
         let mut last_lag = Instant::now() - LAG_EVERY;
-        let mut outage: Option<Instant> = None;
+        // Since when, and last seen: transient errors reading the topic.
+        let mut outage: Option<(Instant, Instant)> = None;
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Completion::Stopped);
@@ -655,6 +659,12 @@ impl Source for KafkaSource {
                 Some(Err(e)) if is_transient(&e) => {
                     // librdkafka reconnects by itself: ride out a broker
                     // that restarts, up to BROKER_OUTAGE.
+                    // Errors long apart are separate outages.
+                    if outage
+                        .is_some_and(|(_, last): (Instant, Instant)| last.elapsed() > OUTAGE_GAP)
+                    {
+                        outage = None;
+                    }
                     if outage.is_none() {
                         tracing::warn!(
                             "kafka: reading topic {}: {e}; retrying for up to {} s",
@@ -662,7 +672,8 @@ impl Source for KafkaSource {
                             BROKER_OUTAGE.as_secs()
                         );
                     }
-                    let since = *outage.get_or_insert_with(Instant::now);
+                    let since = outage.map_or_else(Instant::now, |(since, _)| since);
+                    outage = Some((since, Instant::now()));
                     if since.elapsed() > BROKER_OUTAGE {
                         return Err(Error::External(format!(
                             "kafka: reading topic {}: {e}, for {} s: is the broker up?",

@@ -143,6 +143,9 @@ pub struct FileSource {
     position: FilePosition,
     /// Where a restored job resumes.
     start: Option<FilePosition>,
+    /// Record the files done in each position: when following a folder,
+    /// or when the restored position had them.
+    record_done: bool,
     buf: Vec<u8>,
 }
 
@@ -218,13 +221,17 @@ impl FileSource {
             None => None,
         };
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
+        let spec_follow = spec.follow;
         Ok(Self {
             spec,
             parser,
             stop,
             done: HashSet::new(),
             files: Arc::default(),
-            position: FilePosition::default(),
+            // Until a file is read, the position is the restored one (a
+            // final checkpoint of a run with nothing new to read keeps it).
+            position: start.clone().unwrap_or_default(),
+            record_done: spec_follow || start.as_ref().is_some_and(|s| s.done.is_some()),
             start,
             buf: vec![0; CHUNK],
         })
@@ -391,7 +398,7 @@ impl FileSource {
                 .inspect_err(|e| tracing::warn!(file = f, "no digest for the position: {e}"))
                 .ok()
         });
-        let done = self.spec.follow.then(|| {
+        let done = self.record_done.then(|| {
             let mut d: Vec<String> = self
                 .done
                 .iter()

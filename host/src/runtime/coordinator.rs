@@ -396,7 +396,14 @@ impl Coordinator {
             if all.last().map(String::as_str) != Some(name) {
                 all.push(name.to_string());
             }
-            if file == "manifest.json" {
+            // Only a manifest that reads counts: pruning must not keep
+            // corrupt checkpoints in place of the last good ones.
+            if file == "manifest.json"
+                && matches!(
+                    crate::checkpoint::manifest::read(&self.store, &format!("{prefix}{name}")),
+                    Ok(Some(_))
+                )
+            {
                 complete.push(name.to_string());
             }
         }

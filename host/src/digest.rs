@@ -13,6 +13,14 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// `bytes` random bytes from the kernel, as lower-case hex: secrets and
+/// unique ids.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut b = vec![0u8; bytes];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Ok(hex(&b))
+}
+
 /// Lower-case hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

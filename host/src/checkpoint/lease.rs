@@ -47,17 +47,17 @@ pub struct Owner {
 }
 
 impl Owner {
-    fn me() -> Self {
+    fn me() -> Result<Self> {
         let pid = std::process::id();
         let now = now_ms();
-        Self {
-            run_id: random_id(),
+        Ok(Self {
+            run_id: crate::digest::random_hex(16).map_err(Error::io("reading", "/dev/urandom"))?,
             host: host_name(),
             pid,
             process_start: process_start(pid).unwrap_or(0),
             started_ms: now,
             refreshed_ms: now,
-        }
+        })
     }
 
     /// Why this lease no longer holds, if it does not.
@@ -112,7 +112,7 @@ impl Lease {
     /// run, `stop` is set, so this run stops rather than run beside it.
     pub fn acquire_or_stop(store: &StateStore, job: &str, stop: Arc<AtomicBool>) -> Result<Self> {
         let key = lease_key(job);
-        let owner = Owner::me();
+        let owner = Owner::me()?;
         if !store.put_new(&key, encode(&owner)?)? {
             Self::take_over(store, job, &key, &owner)?;
         }
@@ -260,7 +260,7 @@ fn host_name() -> String {
 
 /// A process's start time (clock ticks since boot), `None` if it does not
 /// exist or has exited (a zombie not yet reaped by its parent).
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -270,21 +270,6 @@ fn process_start(pid: u32) -> Option<u64> {
     }
     // Field 22 of the whole line: 20 after the state.
     fields.nth(18)?.parse().ok()
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    b[..8]
-        .iter_mut()
-        .zip(nanos.to_le_bytes())
-        .for_each(|(x, n)| *x ^= n);
-    crate::digest::hex(&b)
 }
 
 #[cfg(test)]
@@ -330,7 +315,7 @@ mod tests {
         let gone = Owner {
             pid,
             process_start: 1,
-            ..Owner::me()
+            ..Owner::me().unwrap()
         };
         s.put(&lease_key("j"), encode(&gone).unwrap()).unwrap();
         let lease = Lease::acquire(&s, "j").unwrap();
@@ -340,14 +325,14 @@ mod tests {
         let far = Owner {
             host: "elsewhere".into(),
             refreshed_ms: now_ms() - STALE_AFTER.as_millis() as i64 - 1000,
-            ..Owner::me()
+            ..Owner::me().unwrap()
         };
         s.put(&lease_key("j"), encode(&far).unwrap()).unwrap();
         drop(Lease::acquire(&s, "j").unwrap());
         // A fresh one is not.
         let near = Owner {
             host: "elsewhere".into(),
-            ..Owner::me()
+            ..Owner::me().unwrap()
         };
         s.put(&lease_key("j"), encode(&near).unwrap()).unwrap();
         let err = Lease::acquire(&s, "j").err().unwrap().to_string();
@@ -356,7 +341,7 @@ mod tests {
         let gone_again = Owner {
             pid,
             process_start: 1,
-            ..Owner::me()
+            ..Owner::me().unwrap()
         };
         s.put(&lease_key("k"), encode(&gone_again).unwrap())
             .unwrap();

@@ -134,11 +134,7 @@ pub fn prepare_run_dir(dir: &Path) -> Result<()> {
 
 /// A hex token of 32 random bytes.
 fn new_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(Error::io("reading", "/dev/urandom"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::digest::random_hex(32).map_err(Error::io("reading", "/dev/urandom"))
 }
 
 /// Compare without leaking where the first difference is.
@@ -308,7 +304,7 @@ impl ControlServer {
         prepare_run_dir(&dir)?;
         if let Ok(ep) = find_in(&dir, job)
             && ep.pid != std::process::id()
-            && process_alive(ep.pid)
+            && crate::checkpoint::lease::process_start(ep.pid).is_some()
         {
             return Err(Error::Config(format!(
                 "job `{job}` is already running here (pid {}, control endpoint {}); stop it \
@@ -855,15 +851,6 @@ pub fn request(addr: &str, token: &str, method: &str, path: &str) -> Result<(u16
 /// [`run_dir`].
 pub fn find(job: &str) -> Result<Endpoint> {
     find_in(&run_dir(), job)
-}
-
-/// Whether process `pid` exists and has not exited (a zombie has).
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat.get(i + 2..i + 3))
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 /// The control endpoint of running job `job`, from its address file in

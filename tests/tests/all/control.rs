@@ -17,12 +17,7 @@ use crate::savepoints::Job;
 /// A job over a followed folder: it runs until stopped.
 fn following_job(name: &str, extra: &str) -> Job {
     let job = Job::new(name, 10_000, artifacts::STATE_MACHINE, 1, extra);
-    let text = std::fs::read_to_string(job.file()).unwrap();
-    std::fs::write(
-        job.file(),
-        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
-    )
-    .unwrap();
+    job.set_follow(true);
     job
 }
 

@@ -349,12 +349,7 @@ fn a_savepoint_request_to_a_job_without_checkpoints_is_answered_at_once() {
         1,
         "[checkpoints]\nenabled = false\n",
     );
-    let text = std::fs::read_to_string(job.file()).unwrap();
-    std::fs::write(
-        job.file(),
-        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
-    )
-    .unwrap();
+    job.set_follow(true);
     let file = job.file();
     let file = file.to_str().unwrap();
     let mut child = job.spawn(None);
@@ -380,12 +375,7 @@ fn a_savepoint_request_to_a_job_without_checkpoints_is_answered_at_once() {
 #[test]
 fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
     let job = Job::new("twice", 200_000, artifacts::STATE_MACHINE, 2, "");
-    let text = std::fs::read_to_string(job.file()).unwrap();
-    std::fs::write(
-        job.file(),
-        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
-    )
-    .unwrap();
+    job.set_follow(true);
     let file = job.file();
     let file = file.to_str().unwrap();
     let mut first = job.spawn(None);
@@ -427,7 +417,7 @@ fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
     job.run_ok(&["stop", file, "--savepoint", "--name", "end"]);
     assert!(first.wait().unwrap().success());
     // Its lease is gone: the job runs again (to the end of its input).
-    std::fs::write(job.file(), &text).unwrap();
+    job.set_follow(false);
     job.run_ok(&["run", file, "--from-savepoint", "end"]);
 }
 
@@ -713,12 +703,7 @@ fn a_second_run_of_a_job_without_checkpoints_is_refused_and_the_first_stays_reac
         1,
         "[checkpoints]\nenabled = false\n",
     );
-    let text = std::fs::read_to_string(job.file()).unwrap();
-    std::fs::write(
-        job.file(),
-        text.replace("key_column = 0", "key_column = 0\nfollow = true"),
-    )
-    .unwrap();
+    job.set_follow(true);
     let file = job.file();
     let file = file.to_str().unwrap();
     let mut first = job.spawn(None);

@@ -367,10 +367,7 @@ fn undecodable_kafka_records_go_to_dead_letters_with_partition_and_offset() {
     let bad: Vec<(String, String)> = (0..20)
         .map(|i| (format!("{i}"), format!("garbage record {i}")))
         .collect();
-    produce(
-        &input,
-        bad.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(&input, &bad);
     write_job(
         &job,
         2,
@@ -469,10 +466,7 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     let topic = "kafka-modes-in";
     create_topic(topic, 3);
     let first = lines("a", 40);
-    produce(
-        topic,
-        first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(topic, &first);
     std::thread::sleep(Duration::from_millis(50));
     let between = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -480,10 +474,7 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
         .as_millis();
     std::thread::sleep(Duration::from_millis(50));
     let second = lines("b", 40);
-    produce(
-        topic,
-        second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(topic, &second);
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
 
     // Raw values, keyed by the Kafka record key, from the earliest offsets
@@ -536,10 +527,7 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     let got = echo_run("modes-group-1", topic, group);
     assert_same_output(&got, &expect(&all), "first run of the group");
     let third = lines("c", 20);
-    produce(
-        topic,
-        third.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(topic, &third);
     let got = echo_run(
         "modes-group-2",
         topic,
@@ -564,6 +552,14 @@ fn kafka_start_modes_and_ends_read_what_they_say() {
     );
 }
 
+/// Produce `(key, value)` records to `topic`.
+fn produce_pairs(topic: &str, records: &[(String, String)]) -> u64 {
+    produce(
+        topic,
+        records.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    )
+}
+
 fn as_refs(r: &[(String, String)]) -> Vec<(&str, &str)> {
     r.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -573,18 +569,12 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
     let topic = "kafka-retention-in";
     create_topic(topic, 1);
     let first = lines("a", 20);
-    produce(
-        topic,
-        first.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(topic, &first);
     let dir = tempfile::tempdir().unwrap();
     let bounded = "until = \"latest\"";
     echo_run_in(dir.path(), "kafka-retention", topic, bounded, None).unwrap();
     let second = lines("b", 20);
-    produce(
-        topic,
-        second.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-    );
+    produce_pairs(topic, &second);
     // Retention deletes what the job has not read yet: offsets 20..30.
     delete_records_before(topic, 0, 30);
     let out = dir.path().join("out");

@@ -87,6 +87,19 @@ path = "dead-letters.jsonl"
         std::fs::write(self.root.join("job.toml"), text).unwrap();
     }
 
+    /// Make the job's file source follow its folder (run until stopped),
+    /// or read it once again.
+    pub fn set_follow(&self, follow: bool) {
+        let text = std::fs::read_to_string(self.file()).unwrap();
+        let (once, following) = ("key_column = 0\n", "key_column = 0\nfollow = true\n");
+        let text = if follow {
+            text.replacen(once, following, 1)
+        } else {
+            text.replacen(following, once, 1)
+        };
+        std::fs::write(self.file(), text).unwrap();
+    }
+
     /// The job file.
     pub fn file(&self) -> PathBuf {
         self.root.join("job.toml")

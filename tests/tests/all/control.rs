@@ -14,13 +14,6 @@ use weir_tests::artifacts;
 
 use crate::savepoints::Job;
 
-/// A job over a followed folder: it runs until stopped.
-fn following_job(name: &str, extra: &str) -> Job {
-    let job = Job::new(name, 10_000, artifacts::STATE_MACHINE, 1, extra);
-    job.set_follow(true);
-    job
-}
-
 /// The job's control endpoint (address and token), from its run folder.
 fn endpoint(job: &Job) -> weir::Result<Endpoint> {
     weir::runtime::control::find_in(&job.root.join("run"), &job.name)
@@ -87,7 +80,7 @@ fn bearer(token: &str) -> String {
 
 #[test]
 fn a_request_without_the_token_or_with_a_wrong_one_is_refused_and_the_job_keeps_running() {
-    let job = following_job("control-token", "");
+    let job = Job::following("control-token", "");
     let (mut child, ep) = start(&job);
     let addr = ep.addr.as_str();
     assert_eq!(ep.token.len(), 64, "32 random bytes in hex");
@@ -129,7 +122,7 @@ fn a_request_without_the_token_or_with_a_wrong_one_is_refused_and_the_job_keeps_
 
 #[test]
 fn a_request_from_a_web_page_or_another_host_name_is_refused_even_with_the_token() {
-    let job = following_job("control-origin", "");
+    let job = Job::following("control-origin", "");
     let (mut child, ep) = start(&job);
     let addr = ep.addr.as_str();
     let port = addr.rsplit(':').next().unwrap();
@@ -184,7 +177,7 @@ fn timed(job: &Job, args: &[&str]) -> (Output, Duration) {
 
 #[test]
 fn slow_and_silent_clients_do_not_hold_up_savepoints_or_stop() {
-    let job = following_job("control-slow", "");
+    let job = Job::following("control-slow", "");
     let (mut child, ep) = start(&job);
     let file = job.file();
     let file = file.to_str().unwrap();
@@ -271,7 +264,7 @@ fn slow_and_silent_clients_do_not_hold_up_savepoints_or_stop() {
 
 #[test]
 fn an_oversized_request_head_is_refused() {
-    let job = following_job("control-big", "");
+    let job = Job::following("control-big", "");
     let (mut child, ep) = start(&job);
     let addr = ep.addr.as_str();
     let pad = format!("X-Pad: {}", "a".repeat(16 * 1024));
@@ -293,7 +286,7 @@ fn an_oversized_request_head_is_refused() {
 
 #[test]
 fn too_many_connections_are_answered_503_and_the_endpoint_recovers() {
-    let job = following_job("control-busy", "");
+    let job = Job::following("control-busy", "");
     let (mut child, ep) = start(&job);
     let opened = Instant::now();
     let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
@@ -376,7 +369,7 @@ fn a_run_folder_that_is_a_symlink_or_open_to_others_is_refused() {
 
 #[test]
 fn a_missing_run_folder_is_made_private_and_a_planted_address_link_is_not_followed() {
-    let job = following_job("control-planted", "");
+    let job = Job::following("control-planted", "");
     let run = job.root.join("run");
     // The first run makes the folder, 0700, and a 0600 address file.
     let (child, _) = start(&job);

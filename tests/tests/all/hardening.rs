@@ -11,7 +11,25 @@ use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
 use weir_tests::{artifacts, assert_same_output, file_source, state_machine_plan};
 
-use crate::savepoints::Job;
+use crate::savepoints::{Job, job_with_savepoint};
+
+/// Checkpoints into a `file://` store in `root/state`.
+fn checkpoints_in(
+    root: &Path,
+    interval: Option<Duration>,
+    retain: usize,
+    savepoint_every_event_time_ms: Option<i64>,
+) -> CheckpointPlan {
+    CheckpointPlan {
+        store: StoreSpec {
+            url: format!("file://{}", root.join("state").display()),
+            ..StoreSpec::default()
+        },
+        interval,
+        retain,
+        savepoint_every_event_time_ms,
+    }
+}
 
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -47,15 +65,7 @@ fn a_savepoint_name_that_exists_is_refused_and_the_old_one_kept() {
     );
     file_source(&mut plan).follow = true;
     file_source(&mut plan).poll_interval = Duration::from_millis(10);
-    plan.checkpoint = Some(CheckpointPlan {
-        store: StoreSpec {
-            url: format!("file://{}", dir.path().join("state").display()),
-            ..StoreSpec::default()
-        },
-        interval: None,
-        retain: 3,
-        savepoint_every_event_time_ms: None,
-    });
+    plan.checkpoint = Some(checkpoints_in(dir.path(), None, 3, None));
     let (tx, rx) = crossbeam_channel::unbounded();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let job = std::thread::spawn({
@@ -120,15 +130,12 @@ fn many_keys_plan(root: &Path, engine: EngineSettings) -> weir::config::Plan {
     }
     let mut plan = state_machine_plan(&events, &root.join("out"), 1, artifacts::STATE_MACHINE);
     plan.engine = engine;
-    plan.checkpoint = Some(CheckpointPlan {
-        store: StoreSpec {
-            url: format!("file://{}", root.join("state").display()),
-            ..StoreSpec::default()
-        },
-        interval: Some(Duration::from_millis(100)),
-        retain: 2,
-        savepoint_every_event_time_ms: None,
-    });
+    plan.checkpoint = Some(checkpoints_in(
+        root,
+        Some(Duration::from_millis(100)),
+        2,
+        None,
+    ));
     plan
 }
 
@@ -204,16 +211,9 @@ fn a_run_where_every_record_went_to_dead_letters_says_so() {
 #[test]
 fn a_restore_whose_input_file_changed_or_shrank_is_refused_and_touches_nothing() {
     // Event-time savepoints fall mid-input, at the same places every run.
-    let job = Job::new(
-        "changed-input",
-        300_000,
-        artifacts::STATE_MACHINE,
-        2,
-        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
-    );
+    let (job, _) = job_with_savepoint("changed-input");
     let file = job.file();
     let file = file.to_str().unwrap();
-    job.run_ok(&["run", file]);
     let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
     let sp = &all[0].manifest;
     let at = &sp.source.position;
@@ -287,15 +287,7 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
     let mut plan = state_machine_plan(&events, &out, 1, artifacts::ECHO);
     file_source(&mut plan).follow = true;
     file_source(&mut plan).poll_interval = Duration::from_millis(10);
-    plan.checkpoint = Some(CheckpointPlan {
-        store: StoreSpec {
-            url: format!("file://{}", dir.path().join("state").display()),
-            ..StoreSpec::default()
-        },
-        interval: None,
-        retain: 3,
-        savepoint_every_event_time_ms: None,
-    });
+    plan.checkpoint = Some(checkpoints_in(dir.path(), None, 3, None));
     // Run until the folder is read, then stop with a savepoint.
     let run_then_stop = |from: Option<&str>, name: &str| {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -342,14 +334,7 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
 
 #[test]
 fn a_savepoint_request_to_a_job_without_checkpoints_is_answered_at_once() {
-    let job = Job::new(
-        "no-checkpoints",
-        10_000,
-        artifacts::STATE_MACHINE,
-        1,
-        "[checkpoints]\nenabled = false\n",
-    );
-    job.set_follow(true);
+    let job = Job::following("no-checkpoints", "[checkpoints]\nenabled = false\n");
     let file = job.file();
     let file = file.to_str().unwrap();
     let mut child = job.spawn(None);
@@ -423,16 +408,10 @@ fn a_second_run_of_a_running_job_is_refused_and_changes_nothing() {
 
 #[test]
 fn refused_runs_leave_committed_output_and_savepoints_byte_identical() {
-    let job = Job::new(
-        "refusals",
-        300_000,
-        artifacts::STATE_MACHINE,
-        2,
-        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
-    );
+    // Event-time savepoints fall mid-input, at the same places every run.
+    let (job, _) = job_with_savepoint("refusals");
     let file = job.file();
     let file = file.to_str().unwrap();
-    job.run_ok(&["run", file]);
     let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
     let savepoint = all[0].manifest.name.clone();
     let input = all[0].manifest.source.position["file"]
@@ -534,15 +513,7 @@ fn refused_runs_leave_committed_output_and_savepoints_byte_identical() {
 /// savepoints every `every_ms`, run to the end in process.
 fn echo_plan(root: &Path, every_ms: Option<i64>) -> weir::config::Plan {
     let mut plan = state_machine_plan(&root.join("events"), &root.join("out"), 1, artifacts::ECHO);
-    plan.checkpoint = Some(CheckpointPlan {
-        store: StoreSpec {
-            url: format!("file://{}", root.join("state").display()),
-            ..StoreSpec::default()
-        },
-        interval: None,
-        retain: 3,
-        savepoint_every_event_time_ms: every_ms,
-    });
+    plan.checkpoint = Some(checkpoints_in(root, None, 3, every_ms));
     plan
 }
 
@@ -588,16 +559,10 @@ fn extreme_event_times_do_not_take_a_savepoint_per_record() {
 
 #[test]
 fn a_corrupt_savepoint_is_listed_as_corrupt_and_can_be_deleted() {
-    let job = Job::new(
-        "corrupt-listed",
-        300_000,
-        artifacts::STATE_MACHINE,
-        2,
-        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
-    );
+    // Event-time savepoints fall mid-input, at the same places every run.
+    let (job, _) = job_with_savepoint("corrupt-listed");
     let file = job.file();
     let file = file.to_str().unwrap();
-    job.run_ok(&["run", file]);
     let all = weir::checkpoint::manifest::list(&job.store(), &job.name).unwrap();
     let bad = &all[0];
     let folder = job.root.join("weir-state").join(&bad.folder);
@@ -672,15 +637,12 @@ fn a_javascript_plugin_with_700k_keys_takes_its_checkpoints() {
         1,
         artifacts::STATE_MACHINE_JS,
     );
-    plan.checkpoint = Some(CheckpointPlan {
-        store: StoreSpec {
-            url: format!("file://{}", dir.path().join("state").display()),
-            ..StoreSpec::default()
-        },
-        interval: Some(Duration::from_secs(5)),
-        retain: 2,
-        savepoint_every_event_time_ms: None,
-    });
+    plan.checkpoint = Some(checkpoints_in(
+        dir.path(),
+        Some(Duration::from_secs(5)),
+        2,
+        None,
+    ));
     let report = run(&plan, RunOptions::default()).unwrap();
     assert!(
         report.checkpoints.completed >= 2,
@@ -696,14 +658,7 @@ fn a_javascript_plugin_with_700k_keys_takes_its_checkpoints() {
 
 #[test]
 fn a_second_run_of_a_job_without_checkpoints_is_refused_and_the_first_stays_reachable() {
-    let job = Job::new(
-        "twice-no-checkpoints",
-        10_000,
-        artifacts::STATE_MACHINE,
-        1,
-        "[checkpoints]\nenabled = false\n",
-    );
-    job.set_follow(true);
+    let job = Job::following("twice-no-checkpoints", "[checkpoints]\nenabled = false\n");
     let file = job.file();
     let file = file.to_str().unwrap();
     let mut first = job.spawn(None);

@@ -87,6 +87,14 @@ path = "dead-letters.jsonl"
         std::fs::write(self.root.join("job.toml"), text).unwrap();
     }
 
+    /// A small state-machine job (10k events, one task) that follows its
+    /// folder: it runs until stopped.
+    pub fn following(name: &str, extra: &str) -> Self {
+        let job = Self::new(name, 10_000, artifacts::STATE_MACHINE, 1, extra);
+        job.set_follow(true);
+        job
+    }
+
     /// Make the job's file source follow its folder (run until stopped),
     /// or read it once again.
     pub fn set_follow(&self, follow: bool) {
@@ -459,7 +467,7 @@ fn wait_for(read: &std::sync::atomic::AtomicU64, n: u64) {
 
 /// Build a job with a savepoint `good` (taken on an event-time schedule and
 /// renamed) and return it with the savepoint's folder.
-fn job_with_savepoint(name: &str) -> (Job, PathBuf) {
+pub fn job_with_savepoint(name: &str) -> (Job, PathBuf) {
     let job = Job::new(
         name,
         300_000,

@@ -108,7 +108,7 @@ pub fn build_python_plugin(
     let status = Command::new(&tool)
         .current_dir(workspace)
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .args(["-d", "wit", "-w", "operator-plugin", "componentize", "app", "-p"])
+        .args(["-d", "wit/v0.1.0", "-w", "operator-plugin", "componentize", "app", "-p"])
         .arg(plugin_dir)
         .args(["-p", "guest-sdk/python", "-s", "-o"])
         .arg(&out)
@@ -151,7 +151,7 @@ pub fn build_js_plugin(workspace: &Path, entry: &str, name: &str, out_dir: &Path
 pub fn generate_c_bindings(workspace: &Path, out_dir: &Path) -> Result<(), String> {
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve
-        .push_dir(workspace.join("wit"))
+        .push_dir(workspace.join("wit/v0.1.0"))
         .map_err(|e| format!("{e:#}"))?;
     let world = resolve
         .select_world(&[pkg], Some("operator-plugin"))

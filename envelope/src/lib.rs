@@ -12,8 +12,10 @@
 //! entries          per entry: u32 LE key length, key, u32 LE value length, value
 //! ```
 //!
-//! Entries are written sorted by key bytes, so equal state gives equal bytes.
-//! Each operator encodes its values as it likes (the Rust SDK uses postcard).
+//! A blocking snapshot writes its entries sorted by key bytes, so equal state
+//! gives equal bytes; a chunked snapshot writes them in the state map's
+//! order (readers take entries in any order; keys are unique). Each operator
+//! encodes its values as it likes (the Rust SDK uses postcard).
 
 /// First four bytes of every envelope.
 pub const MAGIC: &[u8; 4] = b"WEIR";
@@ -28,17 +30,35 @@ pub struct Writer {
     count: u64,
 }
 
+/// Append an envelope's header to `buf`: everything before the entries,
+/// with the entry count `count` (a chunked writer knows it up front).
+pub fn write_header(buf: &mut Vec<u8>, state_version: u32, operator: &[u8], count: u64) {
+    buf.extend_from_slice(MAGIC);
+    buf.push(FORMAT_VERSION);
+    buf.extend_from_slice(&state_version.to_le_bytes());
+    buf.extend_from_slice(&len32(operator.len()).to_le_bytes());
+    buf.extend_from_slice(operator);
+    buf.extend_from_slice(&count.to_le_bytes());
+}
+
+/// Append one entry to `buf`, its value written by `write`.
+#[inline]
+pub fn write_entry_with(buf: &mut Vec<u8>, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+    buf.extend_from_slice(&len32(key.len()).to_le_bytes());
+    buf.extend_from_slice(key);
+    let len_at = buf.len();
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    write(buf);
+    let len = len32(buf.len() - len_at - 4);
+    buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
 impl Writer {
     /// Start an envelope with the operator-wide bytes.
     pub fn new(state_version: u32, operator: &[u8], capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity + operator.len() + 21);
-        buf.extend_from_slice(MAGIC);
-        buf.push(FORMAT_VERSION);
-        buf.extend_from_slice(&state_version.to_le_bytes());
-        buf.extend_from_slice(&len32(operator.len()).to_le_bytes());
-        buf.extend_from_slice(operator);
-        let count_at = buf.len();
-        buf.extend_from_slice(&0u64.to_le_bytes());
+        write_header(&mut buf, state_version, operator, 0);
+        let count_at = buf.len() - 8;
         Self {
             buf,
             count_at,
@@ -58,13 +78,7 @@ impl Writer {
 
     /// Append one entry whose value is written by `write`.
     pub fn entry_with(&mut self, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
-        self.buf.extend_from_slice(&len32(key.len()).to_le_bytes());
-        self.buf.extend_from_slice(key);
-        let len_at = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_le_bytes());
-        write(&mut self.buf);
-        let len = len32(self.buf.len() - len_at - 4);
-        self.buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        write_entry_with(&mut self.buf, key, write);
         self.count += 1;
     }
 

@@ -20,7 +20,7 @@ copyFileSync(join(here, 'weir-guest.js'), join(work, 'weir-guest.js'));
 copyFileSync(resolve(entry), join(work, basename(entry)));
 const { component } = await componentize({
   sourcePath: join(work, basename(entry)),
-  witPath: resolve(here, '../../wit'),
+  witPath: resolve(here, '../../wit/v0.1.0'),
   worldName: 'operator-plugin',
   disableFeatures: ['http', 'stdio', 'random', 'clocks', 'fetch-event'],
 });

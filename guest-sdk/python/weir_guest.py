@@ -26,7 +26,7 @@ on), and writes and reads snapshots as the keyed state envelope of
 wit/STATE.md, so the host can inspect them and other languages can read
 them.
 
-Build: `componentize-py -d wit -w operator-plugin componentize app
+Build: `componentize-py -d wit/v0.1.0 -w operator-plugin componentize app
 -p <plugin dir> -p guest-sdk/python -s -o plugin.wasm` (`-s` stubs WASI out:
 a plugin gets no WASI).
 """

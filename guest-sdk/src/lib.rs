@@ -30,10 +30,12 @@
 //! - [`Operator`], [`Ctx`], [`KeyState`], [`Record`]: what an author sees.
 //! - [`runtime`]: the generic driver behind the exports; also usable natively
 //!   (benchmarks run the same operator logic without Wasm through it).
+//! - [`map`]: the keyed state map, with copy-on-write chunked snapshots.
 //! - [`envelope`]: the language-neutral keyed state encoding (`wit/STATE.md`).
 //! - [`bindings`]: the `wit-bindgen` output for `wit/weir.wit`.
 
 pub use weir_envelope as envelope;
+pub mod map;
 pub mod runtime;
 
 #[doc(hidden)]
@@ -325,6 +327,20 @@ macro_rules! export_operator {
                 ) -> ::core::result::Result<(), $crate::bindings::weir::plugin::types::Error> {
                     __RUNTIME.with(|rt| {
                         $crate::runtime::glue::restore(&mut rt.borrow_mut(), &bytes, from_version)
+                    })
+                }
+                fn snapshot_begin()
+                -> ::core::result::Result<(), $crate::bindings::weir::plugin::types::Error> {
+                    __RUNTIME.with(|rt| $crate::runtime::glue::snapshot_begin(&mut rt.borrow_mut()))
+                }
+                fn snapshot_next(
+                    max_bytes: u32,
+                ) -> ::core::result::Result<
+                    ::core::option::Option<::std::vec::Vec<u8>>,
+                    $crate::bindings::weir::plugin::types::Error,
+                > {
+                    __RUNTIME.with(|rt| {
+                        $crate::runtime::glue::snapshot_next(&mut rt.borrow_mut(), max_bytes)
                     })
                 }
             }

@@ -3,72 +3,9 @@
 //! format. [`glue`] adapts it to the `wit-bindgen` types; the benchmark drives
 //! [`Runtime`] natively to compare the same logic with and without Wasm.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-
 use crate::envelope;
+use crate::map::StateMap;
 use crate::{Config, Ctx, KeyState, NO_TIMESTAMP, Operator, Record};
-
-type StateMap<S> = HashMap<Key, Option<S>, BuildHasherDefault<rustc_hash::FxHasher>>;
-
-/// Keys up to this long are stored inline in the map.
-const INLINE_KEY: usize = 22;
-
-/// A state map key. Short keys (addresses, ids) live inline in the map's
-/// slot, so a lookup touches one cache line instead of chasing a pointer.
-#[derive(Clone)]
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    #[inline]
-    fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0u8; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            Key::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(key.into())
-        }
-    }
-
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..*len as usize],
-            Key::Heap(b) => b,
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Key {
-    #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-// Hash and Eq agree with `[u8]`'s, as `Borrow` requires.
-impl std::hash::Hash for Key {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for Key {
-    #[inline]
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for Key {}
 
 /// Records in packed form (the shape of WIT `batch`), owned.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -218,15 +155,6 @@ fn offset(n: usize) -> u32 {
     u32::try_from(n).expect("batch output over 4 GiB")
 }
 
-/// Lets postcard append to a borrowed buffer.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
-    }
-}
-
 /// The first 8 bytes of `key`, zero-padded, as a big-endian number: ordering
 /// by it, then by the whole key, is the byte-wise order.
 #[inline]
@@ -262,11 +190,22 @@ pub enum Error {
     Other(String),
 }
 
+/// Where a chunked snapshot stands.
+enum Chunking {
+    /// None open.
+    Closed,
+    /// Open; the envelope header goes first into the next chunk.
+    Open { header: Option<Vec<u8>> },
+    /// The last chunk was handed out; the next call says so and closes.
+    Done,
+}
+
 /// One operator instance with its keyed state.
 pub struct Runtime<O: Operator> {
     op: O,
     state: StateMap<O::State>,
     out: OutputBuf,
+    chunking: Chunking,
 }
 
 impl<O: Operator> Default for Runtime<O> {
@@ -282,6 +221,7 @@ impl<O: Operator> Runtime<O> {
             op: O::default(),
             state: StateMap::default(),
             out: OutputBuf::default(),
+            chunking: Chunking::Closed,
         }
     }
 
@@ -300,27 +240,11 @@ impl<O: Operator> Runtime<O> {
         batch.checked_len().map_err(Error::Other)?;
         for (i, rec) in batch.records().enumerate() {
             let rec = rec.map_err(Error::Other)?;
-            let result = match self.state.get_mut(rec.key) {
-                Some(slot) => {
-                    let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
-                    let r = self.op.on_event(&rec, &mut KeyState::new(slot), &mut ctx);
-                    if slot.is_none() {
-                        self.state.remove(rec.key);
-                    }
-                    r
-                }
-                None => {
-                    let mut slot = None;
-                    let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
-                    let r = self
-                        .op
-                        .on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
-                    if slot.is_some() {
-                        self.state.insert(Key::new(rec.key), slot);
-                    }
-                    r
-                }
-            };
+            let (op, out) = (&mut self.op, &mut self.out);
+            let result = self.state.update(rec.key, |slot| {
+                let mut ctx = Ctx::new(out, rec.key, watermark);
+                op.on_event(&rec, &mut KeyState::new(slot), &mut ctx)
+            });
             if let Err(reason) = result {
                 self.out.rejected.push((i as u32, reason));
             }
@@ -335,13 +259,11 @@ impl<O: Operator> Runtime<O> {
         watermark: i64,
     ) -> Result<Outcome, Error> {
         for (key, time) in fired {
-            let mut slot = self.state.remove(key).flatten();
-            let mut ctx = Ctx::new(&mut self.out, key, watermark);
-            self.op
-                .on_timer(key, time, &mut KeyState::new(&mut slot), &mut ctx);
-            if slot.is_some() {
-                self.state.insert(Key::new(key), slot);
-            }
+            let (op, out) = (&mut self.op, &mut self.out);
+            self.state.update(key, |slot| {
+                let mut ctx = Ctx::new(out, key, watermark);
+                op.on_timer(key, time, &mut KeyState::new(slot), &mut ctx);
+            });
         }
         Ok(self.out.take())
     }
@@ -352,17 +274,14 @@ impl<O: Operator> Runtime<O> {
             .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))?;
         // Sort by key bytes. Comparing an 8-byte big-endian prefix first
         // orders most keys without a byte-wise compare (slow in Wasm).
-        let mut entries: Vec<(u64, &[u8], &O::State)> = self
-            .state
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (prefix(k.as_slice()), k.as_slice(), v)))
-            .collect();
+        let mut entries: Vec<(u64, &[u8], &O::State)> =
+            self.state.iter().map(|(k, v)| (prefix(k), k, v)).collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let mut w = envelope::Writer::new(O::STATE_VERSION, &operator, entries.len() * 16);
         let mut failure = None;
         for (_, key, value) in entries {
             w.entry_with(key, |buf| {
-                if let Err(e) = postcard::to_extend(value, Append(buf)) {
+                if let Err(e) = encode_value(value, buf) {
                     failure.get_or_insert(e);
                 }
             });
@@ -398,8 +317,9 @@ impl<O: Operator> Runtime<O> {
         } else {
             O::migrate_operator(from_version, env.operator).map_err(Error::State)?
         };
-        let mut state = StateMap::default();
-        state.reserve(usize::try_from(env.count).unwrap_or(0).min(blob.len() / 8));
+        // Each entry takes at least 8 bytes: a count beyond that is a lie.
+        let mut state =
+            StateMap::with_capacity(usize::try_from(env.count).unwrap_or(0).min(blob.len() / 8));
         for entry in env.entries() {
             let (key, value) = entry.map_err(Error::State)?;
             let value = if current {
@@ -412,12 +332,64 @@ impl<O: Operator> Runtime<O> {
             } else {
                 O::migrate_state(from_version, value).map_err(Error::State)?
             };
-            state.insert(Key::new(key), Some(value));
+            state.insert(key, value);
         }
         self.op = op;
         self.state = state;
+        self.chunking = Chunking::Closed;
         Ok(())
     }
+
+    /// Start a chunked snapshot: freeze the state as it is now, in
+    /// constant time (a snapshot still open is dropped). `process` and
+    /// `on_timers` may run before its last chunk; the chunks still hold the
+    /// state as of this call.
+    pub fn snapshot_begin(&mut self) -> Result<(), Error> {
+        let operator = postcard::to_allocvec(&self.op)
+            .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))?;
+        let count = self.state.freeze();
+        let mut header = Vec::with_capacity(operator.len() + 21);
+        envelope::write_header(&mut header, O::STATE_VERSION, &operator, count);
+        self.chunking = Chunking::Open {
+            header: Some(header),
+        };
+        Ok(())
+    }
+
+    /// The next piece of the open chunked snapshot, about `max_bytes` long
+    /// (a single entry may exceed it); `None` once every piece was handed
+    /// out, which closes the snapshot. The pieces, concatenated, are a
+    /// keyed state envelope with the entries in the map's order.
+    pub fn snapshot_next(&mut self, max_bytes: usize) -> Result<Option<Vec<u8>>, Error> {
+        match &mut self.chunking {
+            Chunking::Closed => Err(Error::State(
+                "no snapshot is open: call snapshot-begin first".into(),
+            )),
+            Chunking::Done => {
+                self.chunking = Chunking::Closed;
+                Ok(None)
+            }
+            Chunking::Open { header } => {
+                let mut out = header.take().unwrap_or_default();
+                match self.state.next_chunk(&mut out, max_bytes.max(1)) {
+                    Ok(true) => {
+                        self.chunking = Chunking::Done;
+                        Ok(Some(out))
+                    }
+                    Ok(false) => Ok(Some(out)),
+                    Err(e) => {
+                        self.chunking = Chunking::Closed;
+                        Err(Error::State(e))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Encode one key's value the way snapshots store it (postcard).
+fn encode_value<S: serde::Serialize>(value: &S, buf: &mut Vec<u8>) -> Result<(), String> {
+    crate::map::encode_postcard(value, buf)
 }
 
 /// Adapters between [`Runtime`] and the `wit-bindgen` types, used by
@@ -509,6 +481,17 @@ pub mod glue {
         from_version: u32,
     ) -> Result<(), wit::Error> {
         rt.restore(bytes, from_version).map_err(error)
+    }
+
+    pub fn snapshot_begin<O: Operator>(rt: &mut Runtime<O>) -> Result<(), wit::Error> {
+        rt.snapshot_begin().map_err(error)
+    }
+
+    pub fn snapshot_next<O: Operator>(
+        rt: &mut Runtime<O>,
+        max_bytes: u32,
+    ) -> Result<Option<Vec<u8>>, wit::Error> {
+        rt.snapshot_next(max_bytes as usize).map_err(error)
     }
 }
 

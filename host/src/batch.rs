@@ -11,7 +11,7 @@ pub use wit::weir::plugin::types::{Batch, Outcome, Rejection, Timer};
 pub(crate) mod wit {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import weir:plugin/types@0.1.0;",
+        interfaces: "import weir:plugin/types@0.2.0;",
     });
 }
 

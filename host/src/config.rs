@@ -134,6 +134,13 @@ pub struct CheckpointConfig {
     /// many ms of event time (3600000: every hour). Default 0 (off).
     #[serde(default)]
     pub savepoint_every_event_time_ms: i64,
+    /// Chunked snapshots: at a barrier a plugin built against
+    /// weir:plugin@0.2.0 freezes its state and the task writes it out in
+    /// chunks of about this many KiB between batches, so the stream does not
+    /// stop for the whole serialization. 0 takes every snapshot in one
+    /// blocking call instead. Default 1024.
+    #[serde(default = "default_snapshot_chunk_kib")]
+    pub snapshot_chunk_kib: u32,
     /// Turn checkpoints, savepoints and the exactly-once file sink off.
     /// Default true.
     #[serde(default = "default_true")]
@@ -146,6 +153,9 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_retain() -> usize {
     3
 }
+fn default_snapshot_chunk_kib() -> u32 {
+    1024
+}
 fn default_true() -> bool {
     true
 }
@@ -156,6 +166,7 @@ impl Default for CheckpointConfig {
             interval_ms: default_checkpoint_interval_ms(),
             retain: default_retain(),
             savepoint_every_event_time_ms: 0,
+            snapshot_chunk_kib: default_snapshot_chunk_kib(),
             enabled: true,
         }
     }
@@ -634,6 +645,8 @@ impl JobFile {
             retain: self.checkpoints.retain.max(1),
             savepoint_every_event_time_ms: (self.checkpoints.savepoint_every_event_time_ms > 0)
                 .then_some(self.checkpoints.savepoint_every_event_time_ms),
+            snapshot_chunk_bytes: (self.checkpoints.snapshot_chunk_kib > 0)
+                .then(|| self.checkpoints.snapshot_chunk_kib.saturating_mul(1024)),
         })
     }
 
@@ -890,6 +903,13 @@ pub struct CheckpointPlan {
     pub retain: usize,
     /// Event-time savepoint schedule (ms).
     pub savepoint_every_event_time_ms: Option<i64>,
+    /// Chunk size of chunked snapshots (`None`: blocking snapshots).
+    pub snapshot_chunk_bytes: Option<u32>,
+}
+
+impl CheckpointPlan {
+    /// The default chunk size of chunked snapshots, in bytes.
+    pub const DEFAULT_CHUNK_BYTES: u32 = 1 << 20;
 }
 
 /// What the runtime executes.

@@ -262,11 +262,15 @@ fn start(
         .unzip();
     let (coord_tx, coordinator) =
         start_coordinator(plan, job.store.as_ref(), decision_txs, (&stats, &completed))?;
+    let chunk_bytes = plan
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.snapshot_chunk_bytes);
     let (senders, recycle_rx, workers) = start_workers(
         threads,
         partitions,
         &job.shared,
-        coord_tx.as_ref(),
+        (coord_tx.as_ref(), chunk_bytes),
         decision_rxs,
     )?;
     let progress = start_progress(options, &job.shared.metrics, started);
@@ -509,7 +513,7 @@ fn start_workers(
     threads: usize,
     partitions: Vec<Partition>,
     shared: &Shared,
-    coordinator: Option<&Sender<CoordMsg>>,
+    (coordinator, chunk_bytes): (Option<&Sender<CoordMsg>>, Option<u32>),
     decisions: Vec<Receiver<Decision>>,
 ) -> Result<Started> {
     let mut per_thread: Vec<Vec<Partition>> = (0..threads).map(|_| Vec::new()).collect();
@@ -522,7 +526,14 @@ fn start_workers(
     for (thread, (parts, decisions)) in per_thread.into_iter().zip(decisions).enumerate() {
         let (tx, rx) = crossbeam_channel::bounded::<TaskMsg>(CHANNEL_DEPTH * parts.len().max(1));
         senders.push(tx);
-        let worker = Worker::new(thread, threads, parts, shared.clone(), coordinator.cloned());
+        let worker = Worker::new(
+            thread,
+            threads,
+            parts,
+            shared.clone(),
+            coordinator.cloned(),
+            chunk_bytes,
+        );
         let recycle = recycle_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("weir-task-{thread}"))

@@ -103,6 +103,7 @@ fn measure(label: &str, n: u64, events: &std::path::Path, out: &std::path::Path,
         interval: None,
         retain: 1,
         savepoint_every_event_time_ms: None,
+        snapshot_chunk_bytes: Some(CheckpointPlan::DEFAULT_CHUNK_BYTES),
     });
     // Once every key is in, take a savepoint and stop.
     let (tx, rx) = crossbeam_channel::unbounded();

@@ -75,6 +75,17 @@ where
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         self.runtime.snapshot().map_err(|e| fail(&self.name, e))
     }
+    fn snapshot_begin(&mut self) -> Result<bool> {
+        self.runtime
+            .snapshot_begin()
+            .map(|()| true)
+            .map_err(|e| fail(&self.name, e))
+    }
+    fn snapshot_next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>> {
+        self.runtime
+            .snapshot_next(max_bytes as usize)
+            .map_err(|e| fail(&self.name, e))
+    }
     fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
         self.runtime
             .restore(bytes, from_version)
@@ -127,5 +138,91 @@ where
     }
     fn init(&self, op: &mut dyn Operator) -> Result<()> {
         op.init_with(&[])
+    }
+}
+
+/// What [`plain_state_machine`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainRun {
+    /// Events read.
+    pub events: u64,
+    /// Alerts written.
+    pub alerts: u64,
+    /// Addresses holding state at the end.
+    pub live_keys: usize,
+    /// Wall time.
+    pub elapsed: std::time::Duration,
+    /// CPU time of the process during the run.
+    pub cpu: std::time::Duration,
+}
+
+impl PlainRun {
+    /// Events per second of wall time.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Events per CPU-second.
+    pub fn events_per_cpu_sec(&self) -> f64 {
+        self.events as f64 / self.cpu.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The state-machine job as a plain single-threaded program would write it,
+/// with no Weir in it: read every file of `input` (in name order), keep one
+/// state per address in an `FxHashMap<u32, State>` and write the same JSON
+/// alerts to `out`. The benchmark's yardstick for the Wasm plugin.
+pub fn plain_state_machine(input: &std::path::Path, out: &std::path::Path) -> PlainRun {
+    use state_machine::{State, parse_event};
+    use std::io::Write;
+    let started = (std::time::Instant::now(), weir::runtime::process_cpu_time());
+    let mut files: Vec<_> = std::fs::read_dir(input)
+        .expect("input folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let mut states: std::collections::HashMap<u32, State, rustc_hash::FxBuildHasher> =
+        Default::default();
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).expect("out"));
+    let (mut events, mut alerts) = (0u64, 0u64);
+    let mut line_out = Vec::with_capacity(64);
+    for file in files {
+        let text = std::fs::read(&file).expect("read input");
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            events += 1;
+            let Ok((address, event)) = parse_event(line) else {
+                continue;
+            };
+            let current = states.get(&address).copied().unwrap_or(State::Initial);
+            match current.transition(event) {
+                Some(State::Terminal) => {
+                    states.remove(&address);
+                }
+                Some(next) => {
+                    states.insert(address, next);
+                }
+                None => {
+                    alerts += 1;
+                    line_out.clear();
+                    write!(
+                        line_out,
+                        "{{\"address\":{address},\"state\":\"{}\",\"event\":\"{}\"}}",
+                        current.name(),
+                        event as char
+                    )
+                    .expect("format");
+                    line_out.push(b'\n');
+                    w.write_all(&line_out).expect("write");
+                }
+            }
+        }
+    }
+    w.flush().expect("flush");
+    PlainRun {
+        events,
+        alerts,
+        live_keys: states.len(),
+        elapsed: started.0.elapsed(),
+        cpu: weir::runtime::process_cpu_time().saturating_sub(started.1),
     }
 }

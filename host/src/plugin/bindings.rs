@@ -1,26 +1,84 @@
-//! Host bindings generated from `wit/weir.wit`, and the per-store host
+//! Host bindings generated from `wit/weir.wit` (weir:plugin@0.2.0) and
+//! `wit/v0.1.0/weir.wit` (0.1.0, still accepted), and the per-store host
 //! state they run against: the plugin's log import and the memory cap.
 //!
 //! `operator-plugin` is the world every plugin targets: it exports
 //! `weir:plugin/operator` and `weir:plugin/state` and imports only
 //! `weir:plugin/host` (a log function). No WASI is linked, so a component
-//! that imports any WASI interface is refused at load time.
+//! that imports any WASI interface is refused at load time. Both versions
+//! share one set of types (generated in `batch`: the records are the same),
+//! so the rest of the host does not see which version a plugin speaks,
+//! except for the chunked snapshot only 0.2.0 has.
 
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 
-use weir::plugin::types::Level;
+use crate::batch::wit::weir::plugin::types::Level;
 
-wasmtime::component::bindgen!({
-    world: "operator-plugin",
-    path: "../wit",
-    // The shared types are generated in `batch`, which the rest of the
-    // host uses without depending on `plugin`.
-    with: {
-        "weir:plugin/types": crate::batch::wit::weir::plugin::types,
-    },
-});
+/// weir:plugin@0.2.0.
+pub(crate) mod v2 {
+    wasmtime::component::bindgen!({
+        world: "operator-plugin",
+        path: "../wit",
+        // The shared types are generated in `batch`, which the rest of the
+        // host uses without depending on `plugin`.
+        with: {
+            "weir:plugin/types": crate::batch::wit::weir::plugin::types,
+        },
+    });
+}
+
+/// weir:plugin@0.1.0: no chunked snapshot.
+pub(crate) mod v1 {
+    wasmtime::component::bindgen!({
+        world: "operator-plugin",
+        path: "../wit/v0.1.0",
+        with: {
+            "weir:plugin/types": crate::batch::wit::weir::plugin::types,
+        },
+    });
+}
+
+/// A linked component, of either version.
+#[derive(Clone)]
+pub enum PluginPre {
+    /// weir:plugin@0.1.0.
+    V1(v1::OperatorPluginPre<PluginCtx>),
+    /// weir:plugin@0.2.0.
+    V2(v2::OperatorPluginPre<PluginCtx>),
+}
+
+/// An instance's exports, of either version.
+pub(crate) enum Plugin {
+    V1(v1::OperatorPlugin),
+    V2(v2::OperatorPlugin),
+}
+
+impl PluginPre {
+    /// Instantiate into `store`.
+    pub(crate) fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<PluginCtx>,
+    ) -> wasmtime::Result<Plugin> {
+        Ok(match self {
+            PluginPre::V1(p) => Plugin::V1(p.instantiate(store)?),
+            PluginPre::V2(p) => Plugin::V2(p.instantiate(store)?),
+        })
+    }
+}
+
+/// Run the same call on the bindings of either version: `each!(plugin, b
+/// => b.weir_plugin_operator().call_init(store, config))`.
+macro_rules! each {
+    ($plugin:expr, $b:ident => $call:expr) => {
+        match $plugin {
+            $crate::plugin::bindings::Plugin::V1($b) => $call,
+            $crate::plugin::bindings::Plugin::V2($b) => $call,
+        }
+    };
+}
+pub(crate) use each;
 
 /// Per-store host state.
 pub struct PluginCtx {
@@ -70,9 +128,15 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-impl weir::plugin::types::Host for PluginCtx {}
+impl crate::batch::wit::weir::plugin::types::Host for PluginCtx {}
 
-impl weir::plugin::host::Host for PluginCtx {
+impl v1::weir::plugin::host::Host for PluginCtx {
+    fn log(&mut self, level: Level, message: String) {
+        v2::weir::plugin::host::Host::log(self, level, message);
+    }
+}
+
+impl v2::weir::plugin::host::Host for PluginCtx {
     fn log(&mut self, level: Level, message: String) {
         let (plugin, task) = (&*self.plugin, self.task);
         match level {

@@ -94,7 +94,7 @@ impl Default for EngineSettings {
 }
 
 /// The versions of the `weir:plugin` WIT package this host accepts.
-pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// How often the epoch advances; per-call deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(5);
@@ -130,7 +130,9 @@ pub struct LoadedPlugin {
     /// Hex SHA-256 of the component bytes.
     pub digest: String,
     /// The pre-linked component.
-    pub pre: bindings::OperatorPluginPre<PluginCtx>,
+    pub pre: bindings::PluginPre,
+    /// The `weir:plugin` version it was built against.
+    pub wit_version: String,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
 }
@@ -156,10 +158,16 @@ impl WeirEngine {
         let engine =
             Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
-        bindings::OperatorPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(
+        bindings::v2::OperatorPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(
             &mut linker,
             |c| c,
         )
+        .and_then(|()| {
+            bindings::v1::OperatorPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(
+                &mut linker,
+                |c| c,
+            )
+        })
         .map_err(|e| Error::Internal(format!("linking host functions: {e:#}")))?;
         start_ticker(&engine);
         let cache_dir = resolve_cache_dir(settings.cache_dir.as_deref());
@@ -209,17 +217,23 @@ impl WeirEngine {
         };
         let digest = sha256_hex(bytes);
         let (component, from_cache) = self.compile_cached(&digest, bytes).map_err(load_err)?;
-        check_interface(&self.inner.engine, &component).map_err(load_err)?;
+        let wit_version = check_interface(&self.inner.engine, &component).map_err(load_err)?;
         let pre = self
             .inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("{e:#}")))?;
-        let pre = bindings::OperatorPluginPre::new(pre).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = if wit_version == "0.1.0" {
+            bindings::v1::OperatorPluginPre::new(pre).map(bindings::PluginPre::V1)
+        } else {
+            bindings::v2::OperatorPluginPre::new(pre).map(bindings::PluginPre::V2)
+        }
+        .map_err(|e| load_err(format!("{e:#}")))?;
         Ok(LoadedPlugin {
             name: name.into(),
             digest,
             pre,
+            wit_version,
             from_cache,
         })
     }
@@ -309,9 +323,9 @@ fn wasmtime_version() -> &'static str {
     "48.0.8"
 }
 
-/// Check the component's WIT package version and that it imports nothing
-/// but `weir:plugin/host`.
-fn check_interface(engine: &Engine, component: &Component) -> Result<(), String> {
+/// Check the component's WIT package version (returned) and that it imports
+/// nothing but `weir:plugin/host`.
+fn check_interface(engine: &Engine, component: &Component) -> Result<String, String> {
     let ty = component.component_type();
     let mut version = None;
     for (name, _) in ty.exports(engine) {
@@ -341,7 +355,7 @@ fn check_interface(engine: &Engine, component: &Component) -> Result<(), String>
             ));
         }
     }
-    Ok(())
+    Ok(version)
 }
 
 fn start_ticker(engine: &Engine) {

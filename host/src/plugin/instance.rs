@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::weir::plugin::types::Error as WitError;
-use super::bindings::{MemoryCap, OperatorPlugin, PluginCtx};
+use super::bindings::{MemoryCap, Plugin, PluginCtx, each};
 use super::engine::{LoadedPlugin, WeirEngine};
+use crate::batch::wit::weir::plugin::types::Error as WitError;
 use crate::batch::{Batch, Outcome, Timer};
 use crate::{Error, Result};
 
@@ -20,7 +20,7 @@ pub struct PluginInstance {
     digest: String,
     task: usize,
     store: Store<PluginCtx>,
-    bindings: OperatorPlugin,
+    bindings: Plugin,
     deadline_ticks: u64,
     timeout_ms: u128,
     /// `snapshot` and `restore` serialize a whole state: their own deadline.
@@ -107,16 +107,20 @@ impl PluginInstance {
     /// Call `init`.
     pub fn init(&mut self, config: &[(String, String)]) -> Result<()> {
         let call = "init".to_string();
-        self.call(call, |b, s| b.weir_plugin_operator().call_init(s, config))
+        self.call(
+            call,
+            |b, s| each!(b, b => b.weir_plugin_operator().call_init(&mut *s, config)),
+        )
     }
 
     /// Call `process` with one batch.
     pub fn process(&mut self, batch: &Batch, watermark: i64) -> Result<Outcome> {
         self.batches += 1;
         let call = format!("process (batch {}, {} records)", self.batches, batch.len());
-        let out = self.call(call.clone(), |b, s| {
-            b.weir_plugin_operator().call_process(s, batch, watermark)
-        })?;
+        let out = self.call(
+            call.clone(),
+            |b, s| each!(b, b => b.weir_plugin_operator().call_process(&mut *s, batch, watermark)),
+        )?;
         self.check_outcome(out, call, batch.len())
     }
 
@@ -124,43 +128,74 @@ impl PluginInstance {
     pub fn on_timers(&mut self, fired: &[Timer], watermark: i64) -> Result<Outcome> {
         let call = format!("on-timers ({} timers, watermark {watermark})", fired.len());
         let out = self.call(call.clone(), |b, s| {
-            b.weir_plugin_operator().call_on_timers(s, fired, watermark)
+            each!(b, b => b.weir_plugin_operator().call_on_timers(&mut *s, fired, watermark))
         })?;
         self.check_outcome(out, call, 0)
     }
 
     /// The state schema version the plugin writes.
     pub fn state_version(&mut self) -> Result<u32> {
-        self.call("state version".into(), |b, s| {
-            b.weir_plugin_state().call_version(s).map(Ok)
-        })
+        self.call(
+            "state version".into(),
+            |b, s| each!(b, b => b.weir_plugin_state().call_version(&mut *s).map(Ok)),
+        )
     }
 
     /// The state schema versions the plugin restores.
     pub fn accepted_versions(&mut self) -> Result<Vec<u32>> {
-        self.call("state accepts".into(), |b, s| {
-            b.weir_plugin_state().call_accepts(s).map(Ok)
-        })
+        self.call(
+            "state accepts".into(),
+            |b, s| each!(b, b => b.weir_plugin_state().call_accepts(&mut *s).map(Ok)),
+        )
     }
 
     /// Serialize the plugin's state.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.state_call("snapshot".into(), |b, s| {
-            b.weir_plugin_state().call_snapshot(s)
+        self.state_call(
+            "snapshot".into(),
+            |b, s| each!(b, b => b.weir_plugin_state().call_snapshot(&mut *s)),
+        )
+    }
+
+    /// Whether the plugin has the chunked snapshot (weir:plugin@0.2.0).
+    pub fn has_chunked_snapshot(&self) -> bool {
+        matches!(self.bindings, Plugin::V2(_))
+    }
+
+    /// Start a chunked snapshot (freeze the state). Only for plugins that
+    /// [`have one`](Self::has_chunked_snapshot).
+    pub fn snapshot_begin(&mut self) -> Result<()> {
+        self.call("snapshot-begin".into(), |b, s| match b {
+            Plugin::V2(b) => b.weir_plugin_state().call_snapshot_begin(s),
+            Plugin::V1(_) => Ok(Err(WitError::Other(
+                "built against weir:plugin@0.1.0, which has no chunked snapshot".into(),
+            ))),
+        })
+    }
+
+    /// The next chunk of the open chunked snapshot, about `max_bytes` long;
+    /// `None` when it is complete.
+    pub fn snapshot_next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>> {
+        self.call("snapshot-next".into(), |b, s| match b {
+            Plugin::V2(b) => b.weir_plugin_state().call_snapshot_next(s, max_bytes),
+            Plugin::V1(_) => Ok(Err(WitError::Other(
+                "built against weir:plugin@0.1.0, which has no chunked snapshot".into(),
+            ))),
         })
     }
 
     /// Restore the plugin's state.
     pub fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
-        self.state_call("restore".into(), |b, s| {
-            b.weir_plugin_state().call_restore(s, bytes, from_version)
-        })
+        self.state_call(
+            "restore".into(),
+            |b, s| each!(b, b => b.weir_plugin_state().call_restore(&mut *s, bytes, from_version)),
+        )
     }
 
     fn call<T>(
         &mut self,
         call: String,
-        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+        f: impl FnOnce(&Plugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T> {
         let deadline = (self.deadline_ticks, self.timeout_ms);
         self.call_with(deadline, call, f)
@@ -170,7 +205,7 @@ impl PluginInstance {
     fn state_call<T>(
         &mut self,
         call: String,
-        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+        f: impl FnOnce(&Plugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T> {
         let deadline = (self.state_deadline_ticks, self.state_timeout_ms);
         self.call_with(deadline, call, f)
@@ -180,7 +215,7 @@ impl PluginInstance {
         &mut self,
         (ticks, timeout_ms): (u64, u128),
         call: String,
-        f: impl FnOnce(&OperatorPlugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
+        f: impl FnOnce(&Plugin, &mut Store<PluginCtx>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T> {
         if self.failed {
             return Err(self.error(

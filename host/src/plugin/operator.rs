@@ -18,6 +18,17 @@ pub trait Operator: Send {
     fn on_timers(&mut self, fired: &[Timer], watermark: i64) -> Result<Outcome>;
     /// Serialize the state.
     fn snapshot(&mut self) -> Result<Vec<u8>>;
+    /// Start a chunked snapshot: freeze the state as it is now.
+    /// `Ok(false)`: the operator has none (use [`Operator::snapshot`]).
+    fn snapshot_begin(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    /// The next chunk (about `max_bytes`) of the open chunked snapshot;
+    /// `None` once it is complete. `process` and `on_timers` may run in
+    /// between; the chunks hold the state as of `snapshot_begin`.
+    fn snapshot_next(&mut self, _max_bytes: u32) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// Restore a snapshot written by state version `from_version`.
     fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()>;
     /// Call the operator's `init` with its configuration.
@@ -52,6 +63,15 @@ impl Operator for PluginInstance {
     }
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         PluginInstance::snapshot(self)
+    }
+    fn snapshot_begin(&mut self) -> Result<bool> {
+        if !self.has_chunked_snapshot() {
+            return Ok(false);
+        }
+        PluginInstance::snapshot_begin(self).map(|()| true)
+    }
+    fn snapshot_next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>> {
+        PluginInstance::snapshot_next(self, max_bytes)
     }
     fn restore(&mut self, bytes: &[u8], from_version: u32) -> Result<()> {
         PluginInstance::restore(self, bytes, from_version)

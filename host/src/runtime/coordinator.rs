@@ -85,8 +85,12 @@ pub struct PartitionSnapshot {
     pub operators: Vec<OperatorSnapshot>,
     /// What its sink pre-committed, if anything.
     pub sink: Option<SinkSnapshot>,
-    /// How long the partition paused.
+    /// How long the partition paused at the barrier (with chunked
+    /// snapshots: freeze, timers and the sink's pre-commit).
     pub pause: Duration,
+    /// The longest chunk call of a chunked snapshot (each one a short pause
+    /// between batches); zero for blocking snapshots.
+    pub chunk_pause: Duration,
 }
 
 /// Messages to the coordinator.
@@ -107,8 +111,10 @@ pub struct CheckpointStats {
     pub failed: u64,
     /// The last completed manifest.
     pub last: Option<Manifest>,
-    /// Longest partition pause of the last one.
+    /// Longest partition pause at the barrier, last one.
     pub last_max_pause: Duration,
+    /// Longest single chunk call of a chunked snapshot, last one.
+    pub last_max_chunk_pause: Duration,
     /// Barrier-to-manifest time of the last one.
     pub last_duration: Duration,
     /// Time spent uploading blobs and the manifest, last one.
@@ -262,7 +268,8 @@ impl Coordinator {
             return Ok(None);
         }
         let mut blobs = Vec::new();
-        let (partitions, max_pause) = self.partition_entries(&dir, b, f.partitions, &mut blobs);
+        let (partitions, (max_pause, max_chunk)) =
+            self.partition_entries(&dir, b, f.partitions, &mut blobs);
         let manifest = self.manifest(b, partitions);
         let upload = Instant::now();
         self.upload(&dir, &manifest_key, blobs, &manifest)?;
@@ -275,6 +282,7 @@ impl Coordinator {
         }
         let mut stats = lock_or_recover(&self.stats);
         stats.last_max_pause = max_pause;
+        stats.last_max_chunk_pause = max_chunk;
         stats.last_duration = f.started.elapsed();
         stats.last_upload = upload;
         Ok(Some(manifest))
@@ -301,7 +309,7 @@ impl Coordinator {
     }
 
     /// Every partition's manifest entry, in partition order, and the
-    /// longest partition pause. The blobs the entries name go to `blobs`
+    /// longest partition pause and chunk call. The blobs the entries name go to `blobs`
     /// (store key, bytes).
     fn partition_entries(
         &self,
@@ -309,14 +317,15 @@ impl Coordinator {
         b: &Begin,
         snapshots: Vec<Option<PartitionSnapshot>>,
         blobs: &mut Vec<(String, Bytes)>,
-    ) -> (Vec<PartitionEntry>, Duration) {
+    ) -> (Vec<PartitionEntry>, (Duration, Duration)) {
         let mut partitions = Vec::with_capacity(self.partitions);
-        let mut max_pause = Duration::ZERO;
+        let (mut max_pause, mut max_chunk) = (Duration::ZERO, Duration::ZERO);
         let mut source_positions: BTreeMap<usize, Value> =
             b.source.partitions.iter().cloned().collect();
         for (p, snap) in snapshots.into_iter().enumerate() {
             let snap = snap.expect("complete");
             max_pause = max_pause.max(snap.pause);
+            max_chunk = max_chunk.max(snap.chunk_pause);
             let operators = snap
                 .operators
                 .into_iter()
@@ -333,7 +342,7 @@ impl Coordinator {
                 operators,
             });
         }
-        (partitions, max_pause)
+        (partitions, (max_pause, max_chunk))
     }
 
     /// The manifest of the checkpoint `b` began.

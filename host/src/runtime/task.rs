@@ -9,11 +9,11 @@
 //! when the coordinator says the checkpoint is durable (or failed), each
 //! partition's sink commits (or aborts) what it pre-committed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::coordinator::{CoordMsg, Decision, OperatorSnapshot, PartitionSnapshot};
 use super::metrics::Metrics;
@@ -67,6 +67,10 @@ pub struct TaskStats {
     pub batches: u64,
     /// Timers fired.
     pub timers_fired: u64,
+    /// Batches processed while a chunked snapshot was being written out.
+    pub batches_during_snapshots: u64,
+    /// Chunks of chunked snapshots written.
+    pub snapshot_chunks: u64,
 }
 
 /// Registered timers of one operator, ordered by time, deduplicated.
@@ -162,6 +166,19 @@ pub struct Partition {
     timers: Vec<Timers>,
     sink: Box<dyn Sink>,
     watermark: i64,
+    /// A snapshot taken at a barrier whose state is still being written
+    /// out in chunks.
+    pending: Option<Pending>,
+}
+
+/// A partition's snapshot between its barrier and its last chunk: the
+/// operators froze their state at the barrier and hand it out in chunks
+/// between batches.
+struct Pending {
+    snap: PartitionSnapshot,
+    /// Operators (chain index) whose chunked snapshot is still open.
+    open: VecDeque<usize>,
+    chunk_bytes: u32,
 }
 
 /// A partition's operator chain, restored, before its sink exists: the
@@ -209,17 +226,36 @@ impl Chain {
             timers: self.timers,
             sink,
             watermark: self.watermark,
+            pending: None,
         }
     }
 }
 
 impl Partition {
-    /// Snapshot every operator and its timers and pre-commit the sink.
-    fn snapshot(&mut self, checkpoint: u64) -> Result<PartitionSnapshot> {
+    /// At barrier `checkpoint`: snapshot every operator and its timers and
+    /// pre-commit the sink. With `chunk_bytes`, an operator that has a
+    /// chunked snapshot only freezes its state here; the snapshot is then
+    /// complete once [`Partition::next_chunk`] has written it out, and this
+    /// returns `None`.
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        chunk_bytes: Option<u32>,
+    ) -> Result<Option<PartitionSnapshot>> {
+        debug_assert!(
+            self.pending.is_none(),
+            "the previous snapshot is finished first"
+        );
         let started = Instant::now();
         let mut operators = Vec::with_capacity(self.operators.len());
-        for (op, timers) in self.operators.iter_mut().zip(&self.timers) {
-            let state = op.snapshot()?;
+        let mut open = VecDeque::new();
+        for (i, (op, timers)) in self.operators.iter_mut().zip(&self.timers).enumerate() {
+            let state = if chunk_bytes.is_some() && op.snapshot_begin()? {
+                open.push_back(i);
+                Vec::new()
+            } else {
+                op.snapshot()?
+            };
             operators.push(OperatorSnapshot {
                 name: op.name().to_string(),
                 digest: op.digest().to_string(),
@@ -230,14 +266,58 @@ impl Partition {
             });
         }
         let sink = self.sink.pre_commit(checkpoint)?;
-        Ok(PartitionSnapshot {
+        let snap = PartitionSnapshot {
             id: checkpoint,
             partition: self.id,
             watermark: self.watermark,
             operators,
             sink,
             pause: started.elapsed(),
-        })
+            chunk_pause: Duration::ZERO,
+        };
+        match chunk_bytes {
+            Some(chunk_bytes) if !open.is_empty() => {
+                self.pending = Some(Pending {
+                    snap,
+                    open,
+                    chunk_bytes,
+                });
+                Ok(None)
+            }
+            _ => Ok(Some(snap)),
+        }
+    }
+
+    /// Write out one chunk of the open snapshot; the snapshot once its
+    /// last chunk is in.
+    fn next_chunk(&mut self) -> Result<Option<PartitionSnapshot>> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(None);
+        };
+        let Some(&i) = pending.open.front() else {
+            return Ok(self.pending.take().map(|p| p.snap));
+        };
+        let started = Instant::now();
+        let chunk = self.operators[i].snapshot_next(pending.chunk_bytes)?;
+        let took = started.elapsed();
+        pending.snap.chunk_pause = pending.snap.chunk_pause.max(took);
+        match chunk {
+            Some(bytes) => {
+                let state = &mut pending.snap.operators[i].state;
+                if state.is_empty() {
+                    *state = bytes;
+                } else {
+                    state.extend_from_slice(&bytes);
+                }
+            }
+            None => {
+                pending.open.pop_front();
+            }
+        }
+        if pending.open.is_empty() {
+            return Ok(self.pending.take().map(|p| p.snap));
+        }
+        Ok(None)
     }
 
     /// Run one source batch through the chain, then fire due timers.
@@ -358,19 +438,26 @@ pub struct Worker {
     stats: TaskStats,
     /// Where snapshots go at barriers (`None`: no checkpointing).
     coordinator: Option<Sender<CoordMsg>>,
+    /// Chunk size of chunked snapshots (`None`: blocking snapshots).
+    chunk_bytes: Option<u32>,
+    /// Partitions with a chunked snapshot still being written out.
+    snapshots_open: usize,
     /// Checkpoints pre-committed and not yet decided, oldest first.
     undecided: Vec<u64>,
 }
 
 impl Worker {
     /// Thread `thread` of `threads`, running `partitions` (each with
-    /// `p % threads == thread`, in increasing order).
+    /// `p % threads == thread`, in increasing order). Snapshots go to
+    /// `coordinator`, written out in chunks of `chunk_bytes` between batches
+    /// where the operators can (`None`: in one blocking call at the barrier).
     pub fn new(
         thread: usize,
         threads: usize,
         partitions: Vec<Partition>,
         shared: Shared,
         coordinator: Option<Sender<CoordMsg>>,
+        chunk_bytes: Option<u32>,
     ) -> Self {
         debug_assert!(partitions.iter().all(|p| p.id % threads == thread));
         Self {
@@ -379,6 +466,8 @@ impl Worker {
             shared,
             stats: TaskStats::default(),
             coordinator,
+            chunk_bytes,
+            snapshots_open: 0,
             undecided: Vec::new(),
         }
     }
@@ -401,13 +490,27 @@ impl Worker {
             while let Ok(d) = decisions.try_recv() {
                 self.decide(d)?;
             }
-            let msg = input.recv_timeout(IDLE_FLUSH);
+            let msg = if self.snapshots_open > 0 {
+                // A snapshot is being written out: one chunk per message,
+                // and chunks back to back while the input is idle.
+                self.next_chunk()?;
+                match input.try_recv() {
+                    Ok(m) => Ok(m),
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                input.recv_timeout(IDLE_FLUSH)
+            };
             match msg {
                 Ok(TaskMsg::Batch {
                     partition,
                     batch,
                     watermark,
                 }) => {
+                    if self.snapshots_open > 0 {
+                        self.stats.batches_during_snapshots += 1;
+                    }
                     locate(&mut self.partitions, self.threads, partition)?.process(
                         &batch,
                         watermark,
@@ -428,7 +531,10 @@ impl Worker {
                     )?;
                     unflushed = true;
                 }
-                Ok(TaskMsg::Barrier(id)) => self.checkpoint(id)?,
+                Ok(TaskMsg::Barrier(id)) => {
+                    self.finish_snapshots()?;
+                    self.checkpoint(id)?;
+                }
                 Ok(TaskMsg::EndOfInput) => {
                     for p in &mut self.partitions {
                         p.advance(i64::MAX, &self.shared, &mut self.stats)?;
@@ -449,6 +555,7 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        self.finish_snapshots()?;
         self.settle(decisions)?;
         for p in &mut self.partitions {
             p.sink.end(end)?;
@@ -463,10 +570,40 @@ impl Worker {
             return Ok(());
         };
         for p in &mut self.partitions {
-            let snap = p.snapshot(id)?;
-            let _ = coordinator.send(CoordMsg::Partition(snap));
+            match p.snapshot(id, self.chunk_bytes)? {
+                Some(snap) => {
+                    let _ = coordinator.send(CoordMsg::Partition(snap));
+                }
+                None => self.snapshots_open += 1,
+            }
         }
         self.undecided.push(id);
+        Ok(())
+    }
+
+    /// Write out one chunk of the first partition's open snapshot, and
+    /// hand the snapshot over once it is complete.
+    fn next_chunk(&mut self) -> Result<()> {
+        let Some(p) = self.partitions.iter_mut().find(|p| p.pending.is_some()) else {
+            self.snapshots_open = 0;
+            return Ok(());
+        };
+        self.stats.snapshot_chunks += 1;
+        if let Some(snap) = p.next_chunk()? {
+            self.snapshots_open -= 1;
+            if let Some(coordinator) = &self.coordinator {
+                let _ = coordinator.send(CoordMsg::Partition(snap));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write out every open snapshot (before the next barrier, and at the
+    /// end).
+    fn finish_snapshots(&mut self) -> Result<()> {
+        while self.snapshots_open > 0 {
+            self.next_chunk()?;
+        }
         Ok(())
     }
 

@@ -28,6 +28,7 @@ fn checkpoints_in(
         interval,
         retain,
         savepoint_every_event_time_ms,
+        snapshot_chunk_bytes: Some(CheckpointPlan::DEFAULT_CHUNK_BYTES),
     }
 }
 
@@ -143,30 +144,39 @@ fn many_keys_plan(root: &Path, engine: EngineSettings) -> weir::config::Plan {
 fn snapshot_and_restore_have_their_own_deadline() {
     let dir = tempfile::tempdir().unwrap();
     // Batches get a generous deadline; the state deadline alone decides
-    // for `snapshot`: held to 10 ms, the snapshot of a large state is
-    // stopped (it takes longer than that) although batches may take 1 s.
+    // for a blocking `snapshot`: held to 10 ms, the snapshot of a large
+    // state is stopped (it takes longer than that) although batches may
+    // take 1 s.
     let tight = EngineSettings {
         call_timeout: Duration::from_secs(1),
         state_call_timeout: Duration::from_millis(10),
         ..EngineSettings::default()
     };
-    let err = run(&many_keys_plan(dir.path(), tight), RunOptions::default())
+    let mut blocking = many_keys_plan(dir.path(), tight.clone());
+    if let Some(c) = blocking.checkpoint.as_mut() {
+        c.snapshot_chunk_bytes = None;
+    }
+    let err = run(&blocking, RunOptions::default())
         .expect_err("a 10 ms state deadline stops the snapshot");
     let text = err.to_string();
     assert!(
         text.contains("snapshot") && text.contains("deadline of 10 ms"),
         "{text}"
     );
-    // With its own (default) deadline, the same snapshots pass.
+    // Chunked snapshots (the default) never serialize the whole state in
+    // one call: the same 10 ms state deadline passes.
+    let report = run(&many_keys_plan(dir.path(), tight), RunOptions::default()).unwrap();
+    assert!(report.checkpoints.completed > 0, "checkpoints completed");
+    // With its own (default) deadline, blocking snapshots pass too.
     let default_state = EngineSettings {
         call_timeout: Duration::from_secs(1),
         ..EngineSettings::default()
     };
-    let report = run(
-        &many_keys_plan(dir.path(), default_state),
-        RunOptions::default(),
-    )
-    .unwrap();
+    let mut blocking = many_keys_plan(dir.path(), default_state);
+    if let Some(c) = blocking.checkpoint.as_mut() {
+        c.snapshot_chunk_bytes = None;
+    }
+    let report = run(&blocking, RunOptions::default()).unwrap();
     assert!(report.checkpoints.completed > 0, "checkpoints completed");
 }
 

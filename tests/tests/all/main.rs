@@ -11,4 +11,5 @@ mod kafka;
 mod languages;
 mod partitions;
 mod savepoints;
+mod snapshots;
 mod state_machine;

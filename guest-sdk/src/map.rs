@@ -1,0 +1,673 @@
+//! The keyed state map: one value per key, built for millions of live keys
+//! in a Wasm guest, with copy-on-write snapshots.
+//!
+//! # Layout
+//! An open-addressing table with linear probing and backward-shift deletion
+//! (no tombstones, so a table with a high churn of keys stays short-probed).
+//! A bucket is the key in 16 bytes and the value, side by side: a lookup of
+//! a short key reads one or two neighbouring buckets and compares them as
+//! two 64-bit words, with no pointer to chase and no byte-wise compare.
+//! Keys up to 15 bytes are stored inline (the 16th byte is the length); a
+//! longer key lives in a side list and its bucket holds its index and a hash
+//! of its bytes.
+//!
+//! # Snapshots without a pause
+//! [`StateMap::freeze`] marks the current contents as the snapshot in
+//! constant time; [`StateMap::next_chunk`] then writes the frozen entries out
+//! a piece at a time while the map keeps changing. Before a bucket the
+//! writer has not reached yet is changed (update, insert, delete, or an
+//! entry moved by a deletion), its frozen entry is encoded into a side
+//! buffer and the bucket is marked as handled, so the writer skips it: each
+//! frozen entry is written exactly once, as it was at the freeze. When the
+//! table grows during a snapshot (entries move), the frozen entries not yet
+//! written are encoded into that buffer first: one extra encoding pass,
+//! once per doubling of the table.
+
+use serde::Serialize;
+
+/// Keys up to this long are stored inline.
+const INLINE: usize = 15;
+/// The 16th byte of a key stored in the side list.
+const LONG: u8 = 0xFF;
+/// The table grows when more than 3/4 of its buckets are used.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 4;
+
+/// A key as stored in a bucket.
+///
+/// Inline: the bytes, zero-padded, and the length in byte 15. Long: the
+/// index in the side list (bytes 0..4), a hash of the bytes (4..12) and
+/// [`LONG`] in byte 15.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Repr([u8; 16]);
+
+impl Repr {
+    #[inline(always)]
+    fn words(&self) -> (u64, u64) {
+        let (a, b) = self.0.split_at(8);
+        (
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        )
+    }
+
+    #[inline(always)]
+    fn is_long(&self) -> bool {
+        self.0[15] == LONG
+    }
+
+    #[inline(always)]
+    fn long_index(&self) -> usize {
+        u32::from_le_bytes(self.0[..4].try_into().expect("4 bytes")) as usize
+    }
+
+    /// The hash the table places this key by (independent of a long key's
+    /// index, so a lookup can compute it from the bytes alone).
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        let (a, b) = self.words();
+        let a = if self.is_long() { a & !0xFFFF_FFFF } else { a };
+        mix(a, b)
+    }
+}
+
+#[inline(always)]
+fn mix(a: u64, b: u64) -> u64 {
+    (a ^ 0x243F_6A88_85A3_08D3)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(23)
+        ^ b.wrapping_mul(0xFF51_AFD7_ED55_8CCD)
+}
+
+/// 64-bit FNV-1a over a long key's bytes (long keys are the rare case).
+fn bytes_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A key being looked up.
+struct Query<'k> {
+    key: &'k [u8],
+    /// Inline: the exact bucket key. Long: index 0 (compared apart).
+    repr: Repr,
+    hash: u64,
+}
+
+impl<'k> Query<'k> {
+    #[inline(always)]
+    fn new(key: &'k [u8]) -> Self {
+        let mut b = [0u8; 16];
+        if key.len() <= INLINE {
+            b[..key.len()].copy_from_slice(key);
+            b[15] = key.len() as u8;
+        } else {
+            b[4..12].copy_from_slice(&bytes_hash(key).to_le_bytes());
+            b[15] = LONG;
+        }
+        let repr = Repr(b);
+        Self {
+            key,
+            hash: repr.hash(),
+            repr,
+        }
+    }
+}
+
+struct Bucket<S> {
+    key: Repr,
+    /// `None`: the bucket is empty.
+    value: Option<S>,
+}
+
+/// Where a lookup ended.
+enum Probe {
+    /// The key is in this bucket.
+    Found(usize),
+    /// The key is not in the map; this empty bucket is where it would go.
+    Vacant(usize),
+}
+
+/// A snapshot in progress.
+struct Frozen {
+    /// Next bucket of the frozen table to write.
+    cursor: usize,
+    /// Buckets at or past `cursor` already handled (pre-image taken, or
+    /// empty at the freeze), one bit each.
+    handled: Vec<u64>,
+    /// Set when the table grew during the snapshot: every frozen entry not
+    /// written yet was encoded into `pending` then, and the table is done.
+    flushed: bool,
+    /// Encoded entries waiting to be written: pre-images of changed buckets.
+    pending: Vec<u8>,
+    /// Entries written or encoded into `pending` so far, and at the freeze.
+    taken: u64,
+    count: u64,
+}
+
+impl Frozen {
+    #[inline(always)]
+    fn is_handled(&self, i: usize) -> bool {
+        self.handled[i / 64] & (1 << (i % 64)) != 0
+    }
+    #[inline(always)]
+    fn set_handled(&mut self, i: usize) {
+        self.handled[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// How a value is written into a snapshot.
+pub type Encode<S> = fn(&S, &mut Vec<u8>) -> Result<(), String>;
+
+/// The keyed state map of an operator.
+pub struct StateMap<S> {
+    buckets: Vec<Bucket<S>>,
+    /// `64 - log2(buckets.len())`: the hash's top bits pick the home bucket.
+    shift: u32,
+    len: usize,
+    /// Keys longer than [`INLINE`], by index; `None` for a free index.
+    long: Vec<Option<Box<[u8]>>>,
+    long_free: Vec<u32>,
+    frozen: Option<Frozen>,
+    encode: Encode<S>,
+    /// The first value that failed to encode into a snapshot.
+    encode_error: Option<String>,
+}
+
+pub(crate) fn encode_postcard<S: Serialize>(value: &S, buf: &mut Vec<u8>) -> Result<(), String> {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Append<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0.extend(iter);
+        }
+    }
+    postcard::to_extend(value, Append(buf))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl<S: Serialize> Default for StateMap<S> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<S: Serialize> StateMap<S> {
+    /// An empty map with room for `n` keys before it grows; values are
+    /// encoded into snapshots with postcard.
+    pub fn with_capacity(n: usize) -> Self {
+        Self::with_encoder(n, encode_postcard::<S>)
+    }
+}
+
+impl<S> StateMap<S> {
+    /// An empty map with room for `n` keys, encoding values with `encode`.
+    pub fn with_encoder(n: usize, encode: Encode<S>) -> Self {
+        let size = (n * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(16);
+        Self {
+            buckets: empty_table(size),
+            shift: 64 - size.trailing_zeros(),
+            len: 0,
+            long: Vec::new(),
+            long_free: Vec::new(),
+            frozen: None,
+            encode,
+            encode_error: None,
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the map holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    fn key_bytes<'a>(long: &'a [Option<Box<[u8]>>], repr: &'a Repr) -> &'a [u8] {
+        if repr.is_long() {
+            long[repr.long_index()].as_deref().unwrap_or_default()
+        } else {
+            &repr.0[..repr.0[15] as usize]
+        }
+    }
+
+    #[inline(always)]
+    fn probe(&self, q: &Query<'_>) -> Probe {
+        let mask = self.mask();
+        let mut i = self.home(q.hash);
+        if !q.repr.is_long() {
+            let want = q.repr.words();
+            loop {
+                let b = &self.buckets[i];
+                if b.value.is_none() {
+                    return Probe::Vacant(i);
+                }
+                if b.key.words() == want {
+                    return Probe::Found(i);
+                }
+                i = (i + 1) & mask;
+            }
+        }
+        loop {
+            let b = &self.buckets[i];
+            if b.value.is_none() {
+                return Probe::Vacant(i);
+            }
+            if b.key.is_long()
+                && b.key.0[4..12] == q.repr.0[4..12]
+                && Self::key_bytes(&self.long, &b.key) == q.key
+            {
+                return Probe::Found(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<&S> {
+        match self.probe(&Query::new(key)) {
+            Probe::Found(i) => self.buckets[i].value.as_ref(),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Run `f` on `key`'s value (`None` if the key has none): a value left
+    /// in the slot is kept, `None` removes the key.
+    #[inline]
+    pub fn update<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Option<S>) -> R) -> R {
+        let q = Query::new(key);
+        match self.probe(&q) {
+            Probe::Found(i) => {
+                self.before_write(i);
+                let r = f(&mut self.buckets[i].value);
+                if self.buckets[i].value.is_none() {
+                    self.remove_at(i);
+                }
+                r
+            }
+            Probe::Vacant(i) => {
+                let mut slot = None;
+                let r = f(&mut slot);
+                if let Some(value) = slot {
+                    self.insert_vacant(&q, i, value);
+                }
+                r
+            }
+        }
+    }
+
+    /// Set `key`'s value.
+    pub fn insert(&mut self, key: &[u8], value: S) {
+        self.update(key, |slot| *slot = Some(value));
+    }
+
+    /// Remove `key`, returning its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<S> {
+        self.update(key, |slot| slot.take())
+    }
+
+    fn insert_vacant(&mut self, q: &Query<'_>, mut i: usize, value: S) {
+        if (self.len + 1) * LOAD_DEN > self.buckets.len() * LOAD_NUM {
+            self.grow();
+            i = match self.probe(q) {
+                Probe::Vacant(i) => i,
+                Probe::Found(_) => unreachable!("the key was not in the map"),
+            };
+        }
+        let mut repr = q.repr;
+        if repr.is_long() {
+            let index = match self.long_free.pop() {
+                Some(x) => {
+                    self.long[x as usize] = Some(q.key.into());
+                    x
+                }
+                None => {
+                    self.long.push(Some(q.key.into()));
+                    u32::try_from(self.long.len() - 1).expect("fewer than 4G long keys")
+                }
+            };
+            repr.0[..4].copy_from_slice(&index.to_le_bytes());
+        }
+        self.before_write(i);
+        self.buckets[i] = Bucket {
+            key: repr,
+            value: Some(value),
+        };
+        self.len += 1;
+    }
+
+    /// Empty bucket `i` and shift the entries after it back towards their
+    /// home, so no probe sequence is broken.
+    fn remove_at(&mut self, mut hole: usize) {
+        let key = self.buckets[hole].key;
+        // `before_write` took the frozen pre-image (with the key's bytes)
+        // when one was needed, so a long key's bytes can go now.
+        if key.is_long() {
+            let x = key.long_index() as u32;
+            self.long[x as usize] = None;
+            self.long_free.push(x);
+        }
+        self.buckets[hole].value = None;
+        self.len -= 1;
+        let mask = self.mask();
+        let mut j = (hole + 1) & mask;
+        while self.buckets[j].value.is_some() {
+            let home = self.home(self.buckets[j].key.hash());
+            // The entry at `j` may move to `hole` unless its home lies in
+            // (hole, j] (cyclically).
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.before_write(j);
+                self.before_write(hole);
+                self.buckets.swap(hole, j);
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        // During a snapshot, every frozen entry the writer has not reached
+        // is encoded now: the entries are about to move. This costs one
+        // encoding pass on top of the rehash, once per doubling.
+        if let Some(f) = self.frozen.as_ref().filter(|f| !f.flushed) {
+            let mut i = f.cursor;
+            while i < self.buckets.len() {
+                self.before_write(i);
+                i += 1;
+            }
+            if let Some(f) = self.frozen.as_mut() {
+                f.flushed = true;
+            }
+        }
+        let size = self.buckets.len() * 2;
+        let old = std::mem::replace(&mut self.buckets, empty_table(size));
+        self.shift = 64 - size.trailing_zeros();
+        let mask = size - 1;
+        for b in old {
+            if let Some(v) = b.value {
+                let mut i = self.home(b.key.hash());
+                while self.buckets[i].value.is_some() {
+                    i = (i + 1) & mask;
+                }
+                self.buckets[i] = Bucket {
+                    key: b.key,
+                    value: Some(v),
+                };
+            }
+        }
+    }
+
+    /// Copy-on-write: before bucket `i` changes during a snapshot, take the
+    /// pre-image of a frozen entry the writer has not reached yet.
+    #[inline(always)]
+    fn before_write(&mut self, i: usize) {
+        let Some(f) = self.frozen.as_mut() else {
+            return;
+        };
+        if f.flushed || i < f.cursor || f.is_handled(i) {
+            return;
+        }
+        f.set_handled(i);
+        let b = &self.buckets[i];
+        if let Some(v) = &b.value {
+            f.taken += 1;
+            let key = Self::key_bytes(&self.long, &b.key);
+            let encode = self.encode;
+            let mut failed = None;
+            weir_envelope::write_entry_with(&mut f.pending, key, |buf| {
+                if let Err(e) = encode(v, buf) {
+                    failed = Some(e);
+                }
+            });
+            if let Some(e) = failed {
+                self.encode_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Every entry, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &S)> {
+        self.buckets.iter().filter_map(|b| {
+            b.value
+                .as_ref()
+                .map(|v| (Self::key_bytes(&self.long, &b.key), v))
+        })
+    }
+
+    /// Freeze the current contents as a snapshot (constant time; a
+    /// snapshot still open is dropped). Returns the number of entries.
+    pub fn freeze(&mut self) -> u64 {
+        self.thaw();
+        self.frozen = Some(Frozen {
+            cursor: 0,
+            handled: vec![0; self.buckets.len().div_ceil(64)],
+            flushed: false,
+            pending: Vec::new(),
+            taken: 0,
+            count: self.len as u64,
+        });
+        self.len as u64
+    }
+
+    /// Whether a snapshot is open.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// Drop the open snapshot, if any.
+    pub fn thaw(&mut self) {
+        if self.frozen.take().is_some() {
+            self.encode_error = None;
+        }
+    }
+
+    /// Append frozen entries (envelope encoding) to `out` until it holds at
+    /// least `max_bytes` or the snapshot is complete. Returns whether it is
+    /// complete (the snapshot is then closed); an error if a value did not
+    /// encode or the entry count does not add up.
+    pub fn next_chunk(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, String> {
+        let Some(f) = self.frozen.as_mut() else {
+            return Err("no snapshot is open".into());
+        };
+        // Pre-images first: entries the writer had not reached yet.
+        if out.is_empty() {
+            std::mem::swap(out, &mut f.pending);
+        } else {
+            out.append(&mut f.pending);
+        }
+        let encode = self.encode;
+        let mut failed = None;
+        let end = if f.flushed {
+            f.cursor
+        } else {
+            self.buckets.len()
+        };
+        while f.cursor < end && out.len() < max_bytes {
+            let i = f.cursor;
+            f.cursor += 1;
+            if f.is_handled(i) {
+                continue;
+            }
+            let b = &self.buckets[i];
+            if let Some(v) = &b.value {
+                f.taken += 1;
+                let key = Self::key_bytes(&self.long, &b.key);
+                weir_envelope::write_entry_with(out, key, |buf| {
+                    if let Err(e) = encode(v, buf) {
+                        failed.get_or_insert(e);
+                    }
+                });
+            }
+        }
+        let done = (f.flushed || f.cursor >= end) && f.pending.is_empty();
+        let (taken, count) = (f.taken, f.count);
+        if let Some(e) = failed.or_else(|| self.encode_error.take()) {
+            self.thaw();
+            return Err(format!("cannot encode key state: {e}"));
+        }
+        if done {
+            self.thaw();
+            if taken != count {
+                return Err(format!(
+                    "internal error: the snapshot wrote {taken} entries of the {count} frozen"
+                ));
+            }
+        }
+        Ok(done)
+    }
+}
+
+fn empty_table<S>(size: usize) -> Vec<Bucket<S>> {
+    let mut v = Vec::with_capacity(size);
+    v.resize_with(size, || Bucket {
+        key: Repr([0; 16]),
+        value: None,
+    });
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// xorshift: the tests need no dependency for randomness.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Keys of every length class: empty, short, exactly inline, long.
+    fn key(rng: &mut Rng, space: u64) -> Vec<u8> {
+        let n = rng.below(space);
+        match n % 4 {
+            0 => n.to_string().into_bytes(),
+            1 => format!("{n:015}").into_bytes(),
+            2 => format!("a-much-longer-key-{n:020}").into_bytes(),
+            _ if n == 3 => Vec::new(),
+            _ => format!("k{n}").into_bytes(),
+        }
+    }
+
+    fn decode(blob: &[u8]) -> BTreeMap<Vec<u8>, u64> {
+        let env = weir_envelope::Envelope::parse(blob).expect("envelope");
+        let mut out = BTreeMap::new();
+        for e in env.entries() {
+            let (k, v) = e.expect("entry");
+            let v: u64 = postcard::from_bytes(v).expect("value");
+            assert!(
+                out.insert(k.to_vec(), v).is_none(),
+                "key {k:?} written twice"
+            );
+        }
+        assert_eq!(out.len() as u64, env.count);
+        out
+    }
+
+    fn contents(map: &StateMap<u64>) -> BTreeMap<Vec<u8>, u64> {
+        map.iter().map(|(k, v)| (k.to_vec(), *v)).collect()
+    }
+
+    #[test]
+    fn behaves_like_a_map_under_churn() {
+        let mut rng = Rng(7);
+        let mut map = StateMap::<u64>::default();
+        let mut model = BTreeMap::new();
+        for step in 0..200_000u64 {
+            let k = key(&mut rng, 5_000);
+            match rng.below(3) {
+                0 => {
+                    assert_eq!(map.remove(&k), model.remove(&k), "step {step}");
+                }
+                _ => {
+                    map.insert(&k, step);
+                    model.insert(k.clone(), step);
+                }
+            }
+            assert_eq!(map.get(&k), model.get(&k), "step {step}");
+        }
+        assert_eq!(map.len(), model.len());
+        assert_eq!(contents(&map), model);
+    }
+
+    /// A snapshot frozen while the map keeps changing (updates, inserts,
+    /// deletes that shift entries, growth) holds exactly the contents at
+    /// the freeze.
+    #[test]
+    fn a_chunked_snapshot_holds_the_state_at_the_freeze() {
+        for seed in 1..40u64 {
+            let mut rng = Rng(seed * 7919);
+            let mut map = StateMap::<u64>::default();
+            let space = 50 + rng.below(3_000);
+            for i in 0..rng.below(4_000) {
+                map.insert(&key(&mut rng, space), i);
+            }
+            let frozen = contents(&map);
+            let count = map.freeze();
+            assert_eq!(count as usize, frozen.len());
+            let mut blob = Vec::new();
+            weir_envelope::write_header(&mut blob, 1, b"", count);
+            let chunk = 1 + rng.below(600) as usize;
+            loop {
+                // Change the map between chunks, sometimes a lot (growth).
+                let burst = if rng.below(10) == 0 { 5_000 } else { 40 };
+                for _ in 0..rng.below(burst) {
+                    let k = key(&mut rng, space * 2);
+                    if rng.below(2) == 0 {
+                        map.remove(&k);
+                    } else {
+                        map.update(&k, |v| *v = Some(v.unwrap_or(0) + 1_000_000));
+                    }
+                }
+                let mut out = Vec::new();
+                let done = map.next_chunk(&mut out, chunk).expect("chunk");
+                blob.extend_from_slice(&out);
+                if done {
+                    break;
+                }
+            }
+            assert!(!map.is_frozen());
+            assert_eq!(decode(&blob), frozen, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn freezing_again_drops_the_open_snapshot() {
+        let mut map = StateMap::<u64>::default();
+        map.insert(b"a", 1);
+        map.freeze();
+        map.insert(b"b", 2);
+        assert_eq!(map.freeze(), 2);
+        let mut blob = Vec::new();
+        weir_envelope::write_header(&mut blob, 1, b"", 2);
+        while !map.next_chunk(&mut blob, 1 << 20).unwrap() {}
+        assert_eq!(decode(&blob).len(), 2);
+        assert!(map.next_chunk(&mut blob, 1).is_err(), "no snapshot open");
+    }
+}

@@ -79,6 +79,25 @@ fn mix(a: u64, b: u64) -> u64 {
     (h ^ (h >> 29) ^ b).wrapping_mul(0xFF51_AFD7_ED55_8CCD)
 }
 
+/// Up to 7 bytes as a little-endian number, zero-padded, read with at most
+/// three loads (overlapping loads OR the same bytes twice).
+#[inline(always)]
+fn partial_le(s: &[u8]) -> u64 {
+    let n = s.len();
+    debug_assert!(n < 8);
+    if n >= 4 {
+        let lo = u64::from(u32::from_le_bytes(s[..4].try_into().expect("4 bytes")));
+        let hi = u64::from(u32::from_le_bytes(s[n - 4..].try_into().expect("4 bytes")));
+        lo | hi << ((n - 4) * 8)
+    } else if n > 0 {
+        u64::from(s[0])
+            | u64::from(s[n / 2]) << (8 * (n / 2))
+            | u64::from(s[n - 1]) << (8 * (n - 1))
+    } else {
+        0
+    }
+}
+
 /// 64-bit FNV-1a over a long key's bytes (long keys are the rare case).
 fn bytes_hash(key: &[u8]) -> u64 {
     key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -99,8 +118,18 @@ impl<'k> Query<'k> {
     fn new(key: &'k [u8]) -> Self {
         let mut b = [0u8; 16];
         if key.len() <= INLINE {
-            b[..key.len()].copy_from_slice(key);
-            b[15] = key.len() as u8;
+            // Word loads instead of a variable-length copy: in Wasm a copy
+            // of a few bytes is a call (`memory.copy` or `memcpy`).
+            let (a, rest) = if key.len() >= 8 {
+                let (head, rest) = key.split_at(8);
+                (u64::from_le_bytes(head.try_into().expect("8 bytes")), rest)
+            } else {
+                (0, key)
+            };
+            let tail = partial_le(rest);
+            let (a, c) = if key.len() >= 8 { (a, tail) } else { (tail, 0) };
+            b[..8].copy_from_slice(&a.to_le_bytes());
+            b[8..].copy_from_slice(&(c | (key.len() as u64) << 56).to_le_bytes());
         } else {
             b[4..12].copy_from_slice(&bytes_hash(key).to_le_bytes());
             b[15] = LONG;
@@ -609,6 +638,17 @@ mod tests {
         // 100k keys into 256k buckets: about 82k distinct homes if spread
         // at random.
         assert!(homes.len() > 75_000, "{} distinct homes", homes.len());
+    }
+
+    #[test]
+    fn inline_keys_are_their_bytes_zero_padded_with_the_length_last() {
+        for len in 0..=INLINE {
+            let key: Vec<u8> = (1..=len as u8).collect();
+            let mut want = [0u8; 16];
+            want[..len].copy_from_slice(&key);
+            want[15] = len as u8;
+            assert_eq!(Query::new(&key).repr.0, want, "length {len}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
  * record to the dead-letter output), optionally sets WEIR_STATE_VERSION, and
  * includes this header once. The helper implements every export: it decodes
  * packed batches, keeps per-key state (byte strings, in an open-addressing
- * hash table: weir_state_get / weir_state_put / weir_state_del), builds the
+ * hash table with short keys and values inline: weir_state_get /
+ * weir_state_put / weir_state_del), builds the
  * packed output, and writes and reads snapshots as the keyed state envelope
  * of wit/STATE.md. Timers are not offered by this helper yet.
  *
@@ -69,32 +70,55 @@ static void weir_i64s_push(weir_i64s *b, int64_t v) {
     b->ptr[b->len++] = v;
 }
 
-/* ---- keyed state: open addressing, FNV-1a ---- */
+/* ---- keyed state ----
+ * Open addressing with linear probing and backward-shift deletion (no
+ * tombstones: a table with constant churn of keys neither slows down nor
+ * grows). Each slot stores the key's hash (compared before the key; reused
+ * when the table grows), keys up to 16 bytes and values up to 8 bytes
+ * inline (no allocation per key for the usual short ids and small states),
+ * longer ones on the heap. */
+
+#define WEIR_KEY_INLINE 16
+#define WEIR_VAL_INLINE 8
 
 typedef struct {
-    uint8_t *key; size_t key_len;
-    uint8_t *val; size_t val_len;
-    int used; /* 0 empty, 1 live, 2 deleted */
+    uint64_t hash; /* 0: empty */
+    uint32_t key_len, val_len;
+    union { uint8_t in[WEIR_KEY_INLINE]; uint8_t *ptr; } key;
+    union { uint8_t in[WEIR_VAL_INLINE]; uint8_t *ptr; } val;
 } weir_slot;
 
 static weir_slot *weir_slots;
-static size_t weir_cap, weir_live, weir_dead;
+static size_t weir_cap, weir_live;
 
+static const uint8_t *weir_slot_key(const weir_slot *s) {
+    return s->key_len <= WEIR_KEY_INLINE ? s->key.in : s->key.ptr;
+}
+
+static const uint8_t *weir_slot_val(const weir_slot *s) {
+    return s->val_len <= WEIR_VAL_INLINE ? s->val.in : s->val.ptr;
+}
+
+/* FNV-1a, then a multiply so the high bits (which pick the slot) depend on
+ * every byte; never 0. */
 static uint64_t weir_hash(const uint8_t *k, size_t n) {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++) { h ^= k[i]; h *= 1099511628211ULL; }
-    return h;
+    h = (h ^ (h >> 29)) * 0xFF51AFD7ED558CCDULL;
+    return h | 1;
 }
 
-static weir_slot *weir_find(const uint8_t *key, size_t n, int for_insert) {
-    if (!weir_cap) return NULL;
-    size_t i = weir_hash(key, n) & (weir_cap - 1);
-    weir_slot *tomb = NULL;
+static size_t weir_home(uint64_t h) {
+    return (size_t)(h >> 32) & (weir_cap - 1);
+}
+
+/* The slot holding `key`, or the empty slot where it would go (*found 0). */
+static size_t weir_probe(const uint8_t *key, size_t n, uint64_t h, int *found) {
+    size_t i = weir_home(h);
     for (;;) {
-        weir_slot *s = &weir_slots[i];
-        if (s->used == 0) return for_insert ? (tomb ? tomb : s) : NULL;
-        if (s->used == 2) { if (!tomb) tomb = s; }
-        else if (s->key_len == n && memcmp(s->key, key, n) == 0) return s;
+        const weir_slot *s = &weir_slots[i];
+        if (!s->hash) { *found = 0; return i; }
+        if (s->hash == h && s->key_len == n && memcmp(weir_slot_key(s), key, n) == 0) { *found = 1; return i; }
         i = (i + 1) & (weir_cap - 1);
     }
 }
@@ -105,58 +129,92 @@ static void weir_rehash(size_t cap) {
     weir_slots = calloc(cap, sizeof(weir_slot));
     if (!weir_slots) abort();
     weir_cap = cap;
-    weir_dead = 0;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i].used == 1) *weir_find(old[i].key, old[i].key_len, 1) = old[i];
+    for (size_t j = 0; j < old_cap; j++) {
+        if (!old[j].hash) continue;
+        size_t i = weir_home(old[j].hash);
+        while (weir_slots[i].hash) i = (i + 1) & (cap - 1);
+        weir_slots[i] = old[j];
+    }
     free(old);
 }
 
-/** The value of `key`, or NULL (its length in *len). */
+static void weir_slot_free(weir_slot *s) {
+    if (s->key_len > WEIR_KEY_INLINE) free(s->key.ptr);
+    if (s->val_len > WEIR_VAL_INLINE) free(s->val.ptr);
+}
+
+/** The value of `key`, or NULL (its length in *len); valid until the next
+ * weir_state_put or weir_state_del. */
 static const uint8_t *weir_state_get(const uint8_t *key, size_t n, size_t *len) {
-    weir_slot *s = weir_find(key, n, 0);
-    if (!s) return NULL;
-    *len = s->val_len;
-    return s->val;
+    if (!weir_cap) return NULL;
+    int found;
+    size_t i = weir_probe(key, n, weir_hash(key, n), &found);
+    if (!found) return NULL;
+    *len = weir_slots[i].val_len;
+    return weir_slot_val(&weir_slots[i]);
 }
 
 /** Set the value of `key` (copied). */
 static void weir_state_put(const uint8_t *key, size_t n, const uint8_t *val, size_t val_len) {
-    if ((weir_live + weir_dead + 1) * 4 >= weir_cap * 3) weir_rehash(weir_cap ? weir_cap * 2 : 1024);
-    weir_slot *s = weir_find(key, n, 1);
-    if (s->used == 1) {
-        if (s->val_len != val_len) { s->val = realloc(s->val, val_len ? val_len : 1); if (!s->val) abort(); }
-    } else {
-        if (s->used == 2) weir_dead--;
-        s->key = malloc(n ? n : 1);
-        s->val = malloc(val_len ? val_len : 1);
-        if (!s->key || !s->val) abort();
-        memcpy(s->key, key, n);
-        s->key_len = n;
-        s->used = 1;
+    if ((weir_live + 1) * 4 > weir_cap * 3) weir_rehash(weir_cap ? weir_cap * 2 : 1024);
+    uint64_t h = weir_hash(key, n);
+    int found;
+    weir_slot *s = &weir_slots[weir_probe(key, n, h, &found)];
+    if (!found) {
+        s->hash = h;
+        s->key_len = (uint32_t)n;
+        if (n <= WEIR_KEY_INLINE) {
+            memcpy(s->key.in, key, n);
+        } else {
+            s->key.ptr = malloc(n);
+            if (!s->key.ptr) abort();
+            memcpy(s->key.ptr, key, n);
+        }
+        s->val_len = 0;
         weir_live++;
     }
-    memcpy(s->val, val, val_len);
-    s->val_len = val_len;
+    if (s->val_len > WEIR_VAL_INLINE && val_len <= WEIR_VAL_INLINE) free(s->val.ptr);
+    if (val_len <= WEIR_VAL_INLINE) {
+        memcpy(s->val.in, val, val_len);
+    } else {
+        uint8_t *p = realloc(s->val_len > WEIR_VAL_INLINE ? s->val.ptr : NULL, val_len);
+        if (!p) abort();
+        memcpy(p, val, val_len);
+        s->val.ptr = p;
+    }
+    s->val_len = (uint32_t)val_len;
 }
 
 /** Forget `key`. */
 static void weir_state_del(const uint8_t *key, size_t n) {
-    weir_slot *s = weir_find(key, n, 0);
-    if (!s) return;
-    free(s->key);
-    free(s->val);
-    s->key = s->val = NULL;
-    s->used = 2;
+    if (!weir_cap) return;
+    int found;
+    size_t hole = weir_probe(key, n, weir_hash(key, n), &found);
+    if (!found) return;
+    weir_slot_free(&weir_slots[hole]);
+    weir_slots[hole].hash = 0;
     weir_live--;
-    weir_dead++;
+    /* Shift the entries after the hole back towards their home, so no probe
+     * sequence is broken: the entry at j may move unless its home lies in
+     * (hole, j] (cyclically). */
+    size_t mask = weir_cap - 1;
+    for (size_t j = (hole + 1) & mask; weir_slots[j].hash; j = (j + 1) & mask) {
+        size_t home = weir_home(weir_slots[j].hash);
+        int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (!stays) {
+            weir_slots[hole] = weir_slots[j];
+            weir_slots[j].hash = 0;
+            hole = j;
+        }
+    }
 }
 
 static void weir_state_clear_all(void) {
     for (size_t i = 0; i < weir_cap; i++)
-        if (weir_slots[i].used == 1) { free(weir_slots[i].key); free(weir_slots[i].val); }
+        if (weir_slots[i].hash) weir_slot_free(&weir_slots[i]);
     free(weir_slots);
     weir_slots = NULL;
-    weir_cap = weir_live = weir_dead = 0;
+    weir_cap = weir_live = 0;
 }
 
 /* ---- one call's output ---- */
@@ -275,7 +333,7 @@ void exports_weir_plugin_state_accepts(operator_plugin_list_u32_t *ret) {
 static int weir_cmp_slots(const void *a, const void *b) {
     const weir_slot *x = *(weir_slot *const *)a, *y = *(weir_slot *const *)b;
     size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int c = memcmp(x->key, y->key, n);
+    int c = memcmp(weir_slot_key(x), weir_slot_key(y), n);
     if (c) return c;
     return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
 }
@@ -286,7 +344,7 @@ bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_
     if (!live) abort();
     size_t n = 0;
     for (size_t i = 0; i < weir_cap; i++)
-        if (weir_slots[i].used == 1) live[n++] = &weir_slots[i];
+        if (weir_slots[i].hash) live[n++] = &weir_slots[i];
     qsort(live, n, sizeof(weir_slot *), weir_cmp_slots);
     weir_bytes out = {0};
     weir_bytes_push(&out, "WEIR", 4);
@@ -297,9 +355,9 @@ bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_
     weir_bytes_u64(&out, n);
     for (size_t i = 0; i < n; i++) {
         weir_bytes_u32(&out, (uint32_t)live[i]->key_len);
-        weir_bytes_push(&out, live[i]->key, live[i]->key_len);
+        weir_bytes_push(&out, weir_slot_key(live[i]), live[i]->key_len);
         weir_bytes_u32(&out, (uint32_t)live[i]->val_len);
-        weir_bytes_push(&out, live[i]->val, live[i]->val_len);
+        weir_bytes_push(&out, weir_slot_val(live[i]), live[i]->val_len);
     }
     free(live);
     ret->ptr = out.ptr;

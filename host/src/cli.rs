@@ -264,7 +264,7 @@ fn savepoint_show(job: &Path, name: &str, keys_limit: Option<usize>) -> anyhow::
 }
 
 /// Partition `t`'s state of `op`, read from the keyed state envelope
-/// without the plugin: counts, then the first `limit` keys.
+/// without the plugin: counts, then the `limit` smallest keys.
 fn print_keys(t: usize, op: &restore::RestoredOperator, limit: usize) -> anyhow::Result<()> {
     let env = weir_envelope::Envelope::parse(&op.state).map_err(|e| {
         anyhow::anyhow!(
@@ -280,8 +280,19 @@ fn print_keys(t: usize, op: &restore::RestoredOperator, limit: usize) -> anyhow:
         env.operator.len(),
         op.timers.len()
     );
-    for entry in env.entries().take(limit) {
-        let (key, value) = entry.map_err(|e| anyhow::anyhow!("partition {t}: {e}"))?;
+    // The smallest keys, whatever order the snapshot wrote them in (a
+    // chunked snapshot writes them in its map's order); reading them all
+    // also checks the whole envelope.
+    let mut entries = env
+        .entries()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("partition {t}: {e}"))?;
+    if entries.len() > limit {
+        entries.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+        entries.truncate(limit);
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in entries {
         println!(
             "  {:<24} {} bytes: {}",
             String::from_utf8_lossy(key),

@@ -185,9 +185,6 @@ impl Frozen {
     }
 }
 
-/// How a value is written into a snapshot.
-pub type Encode<S> = fn(&S, &mut Vec<u8>) -> Result<(), String>;
-
 /// The keyed state map of an operator.
 pub struct StateMap<S> {
     buckets: Vec<Bucket<S>>,
@@ -198,11 +195,11 @@ pub struct StateMap<S> {
     long: Vec<Option<Box<[u8]>>>,
     long_free: Vec<u32>,
     frozen: Option<Frozen>,
-    encode: Encode<S>,
     /// The first value that failed to encode into a snapshot.
     encode_error: Option<String>,
 }
 
+/// Append `value` to `buf` the way snapshots store values (postcard).
 pub(crate) fn encode_postcard<S: Serialize>(value: &S, buf: &mut Vec<u8>) -> Result<(), String> {
     struct Append<'a>(&'a mut Vec<u8>);
     impl Extend<u8> for Append<'_> {
@@ -221,17 +218,18 @@ impl<S: Serialize> Default for StateMap<S> {
     }
 }
 
+/// Append one snapshot entry (envelope encoding) for `key` and `value`;
+/// an error if the value does not encode.
+fn write_entry<S: Serialize>(out: &mut Vec<u8>, key: &[u8], value: &S) -> Result<(), String> {
+    let mut result = Ok(());
+    weir_envelope::write_entry_with(out, key, |buf| result = encode_postcard(value, buf));
+    result
+}
+
 impl<S: Serialize> StateMap<S> {
     /// An empty map with room for `n` keys before it grows; values are
     /// encoded into snapshots with postcard.
     pub fn with_capacity(n: usize) -> Self {
-        Self::with_encoder(n, encode_postcard::<S>)
-    }
-}
-
-impl<S> StateMap<S> {
-    /// An empty map with room for `n` keys, encoding values with `encode`.
-    pub fn with_encoder(n: usize, encode: Encode<S>) -> Self {
         let size = (n * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(16);
         Self {
             buckets: empty_table(size),
@@ -240,7 +238,6 @@ impl<S> StateMap<S> {
             long: Vec::new(),
             long_free: Vec::new(),
             frozen: None,
-            encode,
             encode_error: None,
         }
     }
@@ -416,11 +413,14 @@ impl<S> StateMap<S> {
         // During a snapshot, every frozen entry the writer has not reached
         // is encoded now: the entries are about to move. This costs one
         // encoding pass on top of the rehash, once per doubling.
-        if let Some(f) = self.frozen.as_ref().filter(|f| !f.flushed) {
-            let mut i = f.cursor;
-            while i < self.buckets.len() {
+        if let Some(cursor) = self
+            .frozen
+            .as_ref()
+            .filter(|f| !f.flushed)
+            .map(|f| f.cursor)
+        {
+            for i in cursor..self.buckets.len() {
                 self.before_write(i);
-                i += 1;
             }
             if let Some(f) = self.frozen.as_mut() {
                 f.flushed = true;
@@ -459,14 +459,7 @@ impl<S> StateMap<S> {
         if let Some(v) = &b.value {
             f.taken += 1;
             let key = Self::key_bytes(&self.long, &b.key);
-            let encode = self.encode;
-            let mut failed = None;
-            weir_envelope::write_entry_with(&mut f.pending, key, |buf| {
-                if let Err(e) = encode(v, buf) {
-                    failed = Some(e);
-                }
-            });
-            if let Some(e) = failed {
+            if let Err(e) = write_entry(&mut f.pending, key, v) {
                 self.encode_error.get_or_insert(e);
             }
         }
@@ -522,7 +515,6 @@ impl<S> StateMap<S> {
         } else {
             out.append(&mut f.pending);
         }
-        let encode = self.encode;
         let mut failed = None;
         let end = if f.flushed {
             f.cursor
@@ -539,11 +531,9 @@ impl<S> StateMap<S> {
             if let Some(v) = &b.value {
                 f.taken += 1;
                 let key = Self::key_bytes(&self.long, &b.key);
-                weir_envelope::write_entry_with(out, key, |buf| {
-                    if let Err(e) = encode(v, buf) {
-                        failed.get_or_insert(e);
-                    }
-                });
+                if let Err(e) = write_entry(out, key, v) {
+                    failed.get_or_insert(e);
+                }
             }
         }
         let done = (f.flushed || f.cursor >= end) && f.pending.is_empty();

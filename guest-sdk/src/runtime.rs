@@ -268,10 +268,15 @@ impl<O: Operator> Runtime<O> {
         Ok(self.out.take())
     }
 
+    /// The operator-wide state as snapshots store it.
+    fn encode_operator(&self) -> Result<Vec<u8>, Error> {
+        postcard::to_allocvec(&self.op)
+            .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))
+    }
+
     /// The whole state as a keyed state envelope (keys sorted).
     pub fn snapshot(&self) -> Result<Vec<u8>, Error> {
-        let operator = postcard::to_allocvec(&self.op)
-            .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))?;
+        let operator = self.encode_operator()?;
         // Sort by key bytes. Comparing an 8-byte big-endian prefix first
         // orders most keys without a byte-wise compare (slow in Wasm).
         let mut entries: Vec<(u64, &[u8], &O::State)> =
@@ -281,7 +286,7 @@ impl<O: Operator> Runtime<O> {
         let mut failure = None;
         for (_, key, value) in entries {
             w.entry_with(key, |buf| {
-                if let Err(e) = encode_value(value, buf) {
+                if let Err(e) = crate::map::encode_postcard(value, buf) {
                     failure.get_or_insert(e);
                 }
             });
@@ -345,8 +350,7 @@ impl<O: Operator> Runtime<O> {
     /// `on_timers` may run before its last chunk; the chunks still hold the
     /// state as of this call.
     pub fn snapshot_begin(&mut self) -> Result<(), Error> {
-        let operator = postcard::to_allocvec(&self.op)
-            .map_err(|e| Error::State(format!("cannot encode operator state: {e}")))?;
+        let operator = self.encode_operator()?;
         let count = self.state.freeze();
         let mut header = Vec::with_capacity(operator.len() + 21);
         envelope::write_header(&mut header, O::STATE_VERSION, &operator, count);
@@ -385,11 +389,6 @@ impl<O: Operator> Runtime<O> {
             }
         }
     }
-}
-
-/// Encode one key's value the way snapshots store it (postcard).
-fn encode_value<S: serde::Serialize>(value: &S, buf: &mut Vec<u8>) -> Result<(), String> {
-    crate::map::encode_postcard(value, buf)
 }
 
 /// Adapters between [`Runtime`] and the `wit-bindgen` types, used by

@@ -167,9 +167,7 @@ impl PluginInstance {
     pub fn snapshot_begin(&mut self) -> Result<()> {
         self.call("snapshot-begin".into(), |b, s| match b {
             Plugin::V2(b) => b.weir_plugin_state().call_snapshot_begin(s),
-            Plugin::V1(_) => Ok(Err(WitError::Other(
-                "built against weir:plugin@0.1.0, which has no chunked snapshot".into(),
-            ))),
+            Plugin::V1(_) => no_chunked_snapshot(),
         })
     }
 
@@ -178,9 +176,7 @@ impl PluginInstance {
     pub fn snapshot_next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>> {
         self.call("snapshot-next".into(), |b, s| match b {
             Plugin::V2(b) => b.weir_plugin_state().call_snapshot_next(s, max_bytes),
-            Plugin::V1(_) => Ok(Err(WitError::Other(
-                "built against weir:plugin@0.1.0, which has no chunked snapshot".into(),
-            ))),
+            Plugin::V1(_) => no_chunked_snapshot(),
         })
     }
 
@@ -259,6 +255,13 @@ impl PluginInstance {
             detail,
         }
     }
+}
+
+/// What a chunked-snapshot call answers for a 0.1.0 plugin, which has none.
+fn no_chunked_snapshot<T>() -> wasmtime::Result<std::result::Result<T, WitError>> {
+    Ok(Err(WitError::Other(
+        "built against weir:plugin@0.1.0, which has no chunked snapshot".into(),
+    )))
 }
 
 fn wit_error(e: &WitError) -> String {

@@ -440,8 +440,6 @@ pub struct Worker {
     coordinator: Option<Sender<CoordMsg>>,
     /// Chunk size of chunked snapshots (`None`: blocking snapshots).
     chunk_bytes: Option<u32>,
-    /// Partitions with a chunked snapshot still being written out.
-    snapshots_open: usize,
     /// Checkpoints pre-committed and not yet decided, oldest first.
     undecided: Vec<u64>,
 }
@@ -467,7 +465,6 @@ impl Worker {
             stats: TaskStats::default(),
             coordinator,
             chunk_bytes,
-            snapshots_open: 0,
             undecided: Vec::new(),
         }
     }
@@ -490,7 +487,7 @@ impl Worker {
             while let Ok(d) = decisions.try_recv() {
                 self.decide(d)?;
             }
-            let msg = if self.snapshots_open > 0 {
+            let msg = if self.snapshots_open() {
                 // A snapshot is being written out: one chunk per message,
                 // and chunks back to back while the input is idle.
                 self.next_chunk()?;
@@ -508,7 +505,7 @@ impl Worker {
                     batch,
                     watermark,
                 }) => {
-                    if self.snapshots_open > 0 {
+                    if self.snapshots_open() {
                         self.stats.batches_during_snapshots += 1;
                     }
                     locate(&mut self.partitions, self.threads, partition)?.process(
@@ -570,11 +567,8 @@ impl Worker {
             return Ok(());
         };
         for p in &mut self.partitions {
-            match p.snapshot(id, self.chunk_bytes)? {
-                Some(snap) => {
-                    let _ = coordinator.send(CoordMsg::Partition(snap));
-                }
-                None => self.snapshots_open += 1,
+            if let Some(snap) = p.snapshot(id, self.chunk_bytes)? {
+                let _ = coordinator.send(CoordMsg::Partition(snap));
             }
         }
         self.undecided.push(id);
@@ -585,15 +579,13 @@ impl Worker {
     /// hand the snapshot over once it is complete.
     fn next_chunk(&mut self) -> Result<()> {
         let Some(p) = self.partitions.iter_mut().find(|p| p.pending.is_some()) else {
-            self.snapshots_open = 0;
             return Ok(());
         };
         self.stats.snapshot_chunks += 1;
-        if let Some(snap) = p.next_chunk()? {
-            self.snapshots_open -= 1;
-            if let Some(coordinator) = &self.coordinator {
-                let _ = coordinator.send(CoordMsg::Partition(snap));
-            }
+        if let Some(snap) = p.next_chunk()?
+            && let Some(coordinator) = &self.coordinator
+        {
+            let _ = coordinator.send(CoordMsg::Partition(snap));
         }
         Ok(())
     }
@@ -601,10 +593,15 @@ impl Worker {
     /// Write out every open snapshot (before the next barrier, and at the
     /// end).
     fn finish_snapshots(&mut self) -> Result<()> {
-        while self.snapshots_open > 0 {
+        while self.snapshots_open() {
             self.next_chunk()?;
         }
         Ok(())
+    }
+
+    /// Whether a partition has a chunked snapshot still being written out.
+    fn snapshots_open(&self) -> bool {
+        self.partitions.iter().any(|p| p.pending.is_some())
     }
 
     /// Commit or abort what checkpoint `d` covers in every sink.

@@ -13,6 +13,10 @@ const PLUGINS: &[(&str, &str)] = &[
     ("noop-plugin", "NOOP"),
     ("session-plugin", "SESSION"),
     ("echo-plugin", "ECHO"),
+    ("swap-fault-plugin", "SWAP_FAULT"),
+    ("restore-trap-plugin", "RESTORE_TRAP"),
+    ("reformat-plugin", "REFORMAT"),
+    ("incompatible-plugin", "INCOMPATIBLE"),
 ];
 
 fn main() {

@@ -11,6 +11,7 @@ use crate::demo::{DemoConfig, run_demo};
 use crate::generate::{GenerateConfig, generate};
 use crate::job::{RunOptions, run};
 use crate::runtime::control;
+use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
 use crate::source::Completion;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -92,6 +93,60 @@ enum Command {
         #[command(subcommand)]
         command: ComponentCommand,
     },
+    /// Hot-swap plugins of a running job: swap, rollback, history.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// A what-if run: a second job from a savepoint of JOB over the same
+    /// input, with a new plugin, writing to its own output folder (compare
+    /// it with `weir diff`).
+    Fork {
+        /// The job file of the job to fork.
+        job: PathBuf,
+        /// The savepoint (or checkpoint) of JOB to start from: its name,
+        /// `latest`, `before:TIME`.
+        #[arg(long, value_name = "SAVEPOINT")]
+        from_savepoint: String,
+        /// The new component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The operator it replaces (default: the job's only operator).
+        #[arg(long)]
+        operator: Option<String>,
+        /// Output folder (part files, as the file sink writes them, and
+        /// `dead-letters.jsonl`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop before the first record at or after this event time (ms,
+        /// or YYYY-MM-DDTHH:MM:SSZ); default: the end of the input.
+        #[arg(long, value_name = "END")]
+        until: Option<String>,
+        /// Worker threads of the fork (its share of the CPU).
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Scheduling niceness of the fork (0-19): the live job keeps the
+        /// CPU first.
+        #[arg(long, default_value_t = 10)]
+        nice: i32,
+    },
+    /// Compare two outputs (folders of part files): equal, changed, missing
+    /// and extra records by key, and the first examples of each.
+    Diff {
+        /// The first output (the baseline).
+        a: PathBuf,
+        /// The second output.
+        b: PathBuf,
+        /// JSON field that holds a record's key (default: the whole line).
+        #[arg(long)]
+        key: Option<String>,
+        /// How many examples of each kind to print.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate events and run the state-machine plugin over them (no servers).
     Demo {
         /// Number of events.
@@ -146,6 +201,49 @@ enum SavepointCommand {
         job: PathBuf,
         /// Savepoint name.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Swap an operator of the running job to a new component: pre-flight
+    /// (compile, WIT version, imports, state version) before anything
+    /// pauses, the swap at a barrier, then a probation; a failure of the
+    /// new version rolls back to the old one with no record lost or
+    /// duplicated. Waits for the outcome.
+    Swap {
+        /// The job file.
+        job: PathBuf,
+        /// The operator to swap.
+        #[arg(long)]
+        operator: String,
+        /// The new component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Batches the new version must run before its probation can end
+        /// (then at the next checkpoint).
+        #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
+        probation_batches: u64,
+        /// Return once swapped, without waiting for the probation's outcome.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Swap an operator back to the version before its last promoted swap.
+    Rollback {
+        /// The job file.
+        job: PathBuf,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// Batches of probation, as for `swap`.
+        #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
+        probation_batches: u64,
+    },
+    /// List the job's swaps: times, digests, pause and outcome (read from
+    /// the state store; the job need not run).
+    History {
+        /// The job file.
+        job: PathBuf,
     },
 }
 
@@ -419,6 +517,39 @@ fn real_main() -> anyhow::Result<()> {
         Command::Component {
             command: ComponentCommand::New { module, out },
         } => new_component(&module, &out),
+        Command::Plugin { command } => plugin(command),
+        Command::Fork {
+            job,
+            from_savepoint,
+            plugin,
+            operator,
+            out,
+            until,
+            parallelism,
+            nice,
+        } => fork(
+            &job,
+            &from_savepoint,
+            (&plugin, operator.as_deref()),
+            &out,
+            until.as_deref(),
+            (parallelism, nice),
+        ),
+        Command::Diff {
+            a,
+            b,
+            key,
+            examples,
+            json,
+        } => {
+            let report = crate::diff::diff(&a, &b, key.as_deref(), examples)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Demo {
             events,
             parallelism,
@@ -476,6 +607,7 @@ fn run_job(
             progress_every: Some(std::time::Duration::from_secs(5)),
             from_savepoint,
             triggers: None,
+            fork_of: None,
         },
     )
     .with_context(|| format!("job `{}` failed", plan.name))?;
@@ -545,5 +677,230 @@ fn new_component(module: &Path, out: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: not a weir-guest module: {e}", module.display()))?;
     std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {} ({} KiB)", out.display(), component.len() / 1024);
+    Ok(())
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Swap {
+            job,
+            operator,
+            plugin,
+            probation_batches,
+            no_wait,
+        } => {
+            let plugin = std::fs::canonicalize(&plugin)
+                .with_context(|| format!("the plugin {}", plugin.display()))?;
+            let path = format!(
+                "/swap?operator={}&plugin={}&probation_batches={probation_batches}",
+                control::percent_encode(&operator),
+                control::percent_encode(&plugin.to_string_lossy()),
+            );
+            swap_request(&job, &path, no_wait)
+        }
+        PluginCommand::Rollback {
+            job,
+            operator,
+            probation_batches,
+        } => {
+            let path = format!(
+                "/rollback?operator={}&probation_batches={probation_batches}",
+                control::percent_encode(&operator)
+            );
+            swap_request(&job, &path, false)
+        }
+        PluginCommand::History { job } => plugin_history(&job),
+    }
+}
+
+/// Ask the running job for a swap; then, unless `no_wait`, follow its
+/// record in `GET /status` until it is promoted or rolled back.
+fn swap_request(job: &Path, path: &str, no_wait: bool) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let endpoint = control::find(&plan.name)?;
+    let (status, body) = endpoint.request("POST", path)?;
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status != 200 {
+        let why = record["error"].as_str().unwrap_or(&body);
+        anyhow::bail!("swap refused ({status}): {why}");
+    }
+    let seq = record["seq"].as_u64().unwrap_or_default();
+    println!("{}", describe_swap(&record));
+    if no_wait {
+        return Ok(());
+    }
+    loop {
+        let outcome = record_outcome(&record);
+        if outcome == "promoted" {
+            return Ok(());
+        }
+        if outcome == "rolled_back" {
+            anyhow::bail!(
+                "swap {seq} was rolled back: {}",
+                record["cause"].as_str().unwrap_or("?")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Ok((200, body)) = endpoint.request("GET", "/status") else {
+            anyhow::bail!(
+                "the job ended before swap {seq} had an outcome; `weir plugin history` tells \
+                 which version its last checkpoint runs"
+            );
+        };
+        let status: serde_json::Value = serde_json::from_str(&body)?;
+        let Some(r) = status["swaps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|r| r["seq"].as_u64() == Some(seq)))
+        else {
+            anyhow::bail!("swap {seq} is not in the job's status");
+        };
+        if record_outcome(r) != outcome {
+            println!("{}", describe_swap(r));
+        }
+        if matches!(record_outcome(r).as_str(), "promoted" | "rolled_back") {
+            return if record_outcome(r) == "promoted" {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "swap {seq} was rolled back: {}",
+                    r["cause"].as_str().unwrap_or("?")
+                )
+            };
+        }
+    }
+}
+
+fn record_outcome(r: &serde_json::Value) -> String {
+    r["outcome"].as_str().unwrap_or_default().to_string()
+}
+
+/// One line for a swap record.
+fn describe_swap(r: &serde_json::Value) -> String {
+    let short = |k: &str| {
+        r[k].as_str()
+            .unwrap_or("")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    };
+    let mut line = format!(
+        "swap {} {} of `{}`: {} -> {} at {} (savepoint {}): {}",
+        r["seq"],
+        r["kind"].as_str().unwrap_or("swap"),
+        r["operator"].as_str().unwrap_or("?"),
+        short("from_digest"),
+        short("to_digest"),
+        r["requested_ms"]
+            .as_i64()
+            .map(manifest::format_time)
+            .unwrap_or_default(),
+        r["savepoint"].as_str().unwrap_or("?"),
+        record_outcome(r).replace('_', " "),
+    );
+    if let Some(p) = r["pause"].as_object() {
+        let ms = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        line.push_str(&format!(
+            "; pause {:.1} ms (snapshot {:.1}, instantiate {:.1}, restore {:.1})",
+            ms("total_ms"),
+            ms("snapshot_ms"),
+            ms("instantiate_ms"),
+            ms("restore_ms")
+        ));
+    }
+    if let Some(c) = r["promoted_at"].as_u64() {
+        line.push_str(&format!("; promoted at checkpoint {c}"));
+    }
+    if let Some(c) = r["cause"].as_str() {
+        line.push_str(&format!("; cause: {c}"));
+    }
+    line
+}
+
+/// `plugin history`: every swap of the job, from the state store.
+fn plugin_history(job: &Path) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let store = open_store(&plan)?;
+    let records = crate::runtime::swap::read_history(&store, &plan.name)?;
+    if records.is_empty() {
+        println!("job `{}` has no swaps", plan.name);
+    }
+    for r in records {
+        println!("{}", describe_swap(&serde_json::to_value(r)?));
+    }
+    Ok(())
+}
+
+/// `weir fork`: the job from a savepoint with a new plugin, into its own
+/// output folder.
+fn fork(
+    job: &Path,
+    from_savepoint: &str,
+    (plugin, operator): (&Path, Option<&str>),
+    out: &Path,
+    until: Option<&str>,
+    (parallelism, nice): (usize, i32),
+) -> anyhow::Result<()> {
+    anyhow::ensure!(parallelism > 0, "--parallelism must be at least 1");
+    let live = load_plan(job)?;
+    let mut plan = live.clone();
+    plan.name = format!("{}-fork", live.name);
+    let i = match operator {
+        Some(name) => plan
+            .operators
+            .iter()
+            .position(|o| o.name == name)
+            .ok_or_else(|| anyhow::anyhow!("job `{}` has no operator `{name}`", live.name))?,
+        None if plan.operators.len() == 1 => 0,
+        None => anyhow::bail!("the job has several operators: name one with --operator"),
+    };
+    plan.operators[i].plugin = crate::config::PluginSource::Path(plugin.to_path_buf());
+    let until = until
+        .map(|end| {
+            manifest::parse_time(end)
+                .ok_or_else(|| anyhow::anyhow!("--until `{end}` is not a time"))
+        })
+        .transpose()?;
+    match &mut plan.source {
+        crate::source::SourceSpec::Files(f) => {
+            f.follow = false;
+            f.until = until;
+        }
+        crate::source::SourceSpec::Kafka(_) => anyhow::bail!(
+            "forks of Kafka jobs are not supported yet: fork a job that reads files (the \
+             same history the Kafka job read, e.g. its archive)"
+        ),
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    plan.sink = crate::sink::SinkSpec::Files(crate::sink::FileSinkSpec {
+        dir: out.to_path_buf(),
+    });
+    plan.dead_letter = Some(out.join("dead-letters.jsonl"));
+    plan.control = None;
+    plan.parallelism = parallelism;
+    // Threads inherit the niceness: set it before the job starts any.
+    // SAFETY: setpriority on this thread only reads its arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(0, 19)) } != 0 {
+        tracing::warn!("cannot lower the fork's priority");
+    }
+    let report = run(
+        &plan,
+        RunOptions {
+            stop: stop_on_signals(),
+            from_savepoint: Some(from_savepoint.to_string()),
+            fork_of: Some(live.name.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .with_context(|| format!("fork `{}` failed", plan.name))?;
+    eprintln!(
+        "fork `{}` from {}: {} records in, {} out, {} dead letters, {:.2} s; output in {}",
+        plan.name,
+        report.restored_from.as_deref().unwrap_or(from_savepoint),
+        report.totals.records_read,
+        report.totals.emitted,
+        report.dead_letters,
+        report.elapsed.as_secs_f64(),
+        out.display()
+    );
     Ok(())
 }

@@ -596,6 +596,7 @@ impl JobFile {
             header: src.header,
             follow: src.follow,
             poll_interval: Duration::from_millis(src.poll_interval_ms.max(1)),
+            until: None,
         };
         Ok((SourceSpec::Files(spec), src.watermark_delay_ms.max(0)))
     }

@@ -54,6 +54,7 @@ pub fn state_machine_plan(
             header: false,
             follow: false,
             poll_interval: Duration::from_millis(200),
+            until: None,
         }),
         watermark_delay_ms: 0,
         idle_timeout: Duration::from_secs(10),

@@ -22,6 +22,7 @@ use crate::checkpoint::store::StateStore;
 use crate::config::{Plan, PluginSource};
 use crate::plugin::{OperatorFactory, WasmOperatorFactory, WeirEngine};
 use crate::runtime::control::{Bound, ControlServer, JobHandle};
+use crate::runtime::swap::{self, Current, SwapLog, Swapper};
 use crate::runtime::{
     Barriers, Chain, CheckpointStats, CoordMsg, Coordinator, Decision, Metrics, Partition, Router,
     Shared, Snapshot, TaskMsg, TaskStats, Worker, process_cpu_time,
@@ -52,6 +53,10 @@ pub struct RunOptions {
     /// Extra source of barrier requests (tests, embedding programs); the
     /// control endpoint has its own.
     pub triggers: Option<Receiver<Trigger>>,
+    /// A what-if fork of this job: `from_savepoint` names a savepoint of
+    /// the job called this, and the run starts from its state and source
+    /// positions with a fresh output (none of the job's sink state).
+    pub fork_of: Option<String>,
 }
 
 /// Counters at a progress tick.
@@ -118,22 +123,75 @@ pub fn load_operators(engine: &WeirEngine, plan: &Plan) -> Result<Vec<Arc<dyn Op
         .collect()
 }
 
-/// Run `plan` with its Wasm plugins.
+/// Run `plan` with its Wasm plugins. A restart from a checkpoint runs the
+/// plugin versions the checkpoint names where a swap brought them in; the
+/// control endpoint can swap plugins while the job runs.
 pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
     let engine = WeirEngine::new(plan.engine.clone())?;
-    let factories = load_operators(&engine, plan)?;
-    run_with(plan, &factories, options)
+    let mut factories = load_operators(&engine, plan)?;
+    let restart = (
+        options.from_savepoint.as_deref(),
+        options.fork_of.as_deref(),
+    );
+    resume_versions(&engine, plan, restart, &mut factories)?;
+    run_inner(plan, &factories, Some(engine), options)
 }
 
 /// Run `plan` with the given operator chain (the benchmark passes native
-/// operators here).
+/// operators here); no plugin swaps.
 pub fn run_with(
     plan: &Plan,
     factories: &[Arc<dyn OperatorFactory>],
+    options: RunOptions,
+) -> Result<JobReport> {
+    run_inner(plan, factories, None, options)
+}
+
+/// The versions a restart from `selector` runs (see
+/// [`swap::versions_for_restart`]); a selector that finds nothing is left
+/// to `prepare` to refuse.
+fn resume_versions(
+    engine: &WeirEngine,
+    plan: &Plan,
+    (selector, fork_of): (Option<&str>, Option<&str>),
+    factories: &mut [Arc<dyn OperatorFactory>],
+) -> Result<()> {
+    let (Some(selector), Some(store)) = (selector, open_store(plan)?) else {
+        return Ok(());
+    };
+    let Ok(found) = manifest::select(&store, fork_of.unwrap_or(&plan.name), selector) else {
+        return Ok(());
+    };
+    let digests: Vec<String> = found
+        .manifest
+        .partitions
+        .first()
+        .map(|p| {
+            p.operators
+                .iter()
+                .map(|o| o.plugin_digest.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    swap::versions_for_restart(
+        engine,
+        &store,
+        fork_of.unwrap_or(&plan.name),
+        &plan.operators,
+        factories,
+        &digests,
+    )
+}
+
+fn run_inner(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    engine: Option<WeirEngine>,
     mut options: RunOptions,
 ) -> Result<JobReport> {
     let clock = (Instant::now(), process_cpu_time());
     let mut job = prepare(plan, factories, &options)?;
+    job.engine = engine;
     let partitions = settle_output(&mut job)?;
     let (router, running) = start(&mut job, partitions, &mut options, clock.0)?;
     let source_result = run_source(job.source.as_mut(), router);
@@ -158,6 +216,10 @@ struct Prepared {
     _lease: Option<Lease>,
     /// The control endpoint's listener, bound before anything is touched.
     control: Option<Bound>,
+    /// The engine, for plugin swaps (`None`: native operators, no swaps).
+    engine: Option<WeirEngine>,
+    /// The operators' factories as the job starts.
+    factories: Vec<Arc<dyn OperatorFactory>>,
 }
 
 /// Everything that can be refused is checked before output or state is
@@ -172,7 +234,12 @@ fn prepare(
         .as_ref()
         .map(|s| Lease::acquire_or_stop(s, &plan.name, options.stop.clone()))
         .transpose()?;
-    let restored = find_restore_point(plan, store.as_ref(), options.from_savepoint.as_deref())?;
+    let restored = find_restore_point(
+        plan,
+        store.as_ref(),
+        options.from_savepoint.as_deref(),
+        options.fork_of.as_deref(),
+    )?;
     let next_id = store
         .as_ref()
         .map(|s| next_checkpoint_id(s, plan, restored.as_ref()))
@@ -208,6 +275,8 @@ fn prepare(
         next_id,
         _lease: lease,
         control,
+        engine: None,
+        factories: factories.to_vec(),
     })
 }
 
@@ -289,7 +358,15 @@ fn start(
     forward_triggers(options.triggers.take(), &trigger_tx);
     let (router, unread_triggers) =
         with_checkpoints(router, job, coord_tx, trigger_rx, &completed)?;
-    let control = start_control(plan, bound, trigger_tx, options, &job.shared, &stats)?;
+    let swaps = swapper(job, trigger_tx.clone(), threads)?;
+    let control = start_control(
+        plan,
+        bound,
+        (trigger_tx, swaps),
+        options,
+        &job.shared,
+        &stats,
+    )?;
     let running = Running {
         workers,
         coordinator,
@@ -337,7 +414,7 @@ fn with_checkpoints(
 fn start_control(
     plan: &Plan,
     bound: Option<Bound>,
-    triggers: Sender<Trigger>,
+    (triggers, swaps): (Sender<Trigger>, Option<Arc<Swapper>>),
     options: &RunOptions,
     shared: &Shared,
     stats: &Arc<Mutex<CheckpointStats>>,
@@ -352,8 +429,38 @@ fn start_control(
         metrics: shared.metrics.clone(),
         checkpoints: stats.clone(),
         savepoints: plan.checkpoint.is_some(),
+        swaps,
     };
     ControlServer::serve(bound, handle).map(Some)
+}
+
+/// Plugin swaps, when the job runs Wasm plugins with checkpoints.
+fn swapper(
+    job: &Prepared,
+    triggers: Sender<Trigger>,
+    threads: usize,
+) -> Result<Option<Arc<Swapper>>> {
+    let (Some(engine), Some(store), Some(_)) = (&job.engine, &job.store, &job.plan.checkpoint)
+    else {
+        return Ok(None);
+    };
+    let current = job
+        .factories
+        .iter()
+        .map(|f| Current {
+            digest: f.digest().unwrap_or_default().to_string(),
+            factory: f.clone(),
+        })
+        .collect();
+    let log = Arc::new(SwapLog::open(&job.plan.name, store.clone(), current)?);
+    Ok(Some(Arc::new(Swapper::new(
+        engine.clone(),
+        store.clone(),
+        &job.plan.name,
+        job.plan.operators.clone(),
+        log,
+        (triggers, threads),
+    ))))
 }
 
 /// Run the source on this thread until its input ends, it is stopped or it
@@ -420,9 +527,20 @@ fn find_restore_point(
     plan: &Plan,
     store: Option<&StateStore>,
     selector: Option<&str>,
+    fork_of: Option<&str>,
 ) -> Result<Option<Restored>> {
     match (selector, store) {
-        (Some(sel), Some(store)) => Ok(Some(load_for_plan(store, plan, sel)?)),
+        (Some(sel), Some(store)) => {
+            let Some(job) = fork_of else {
+                return Ok(Some(load_for_plan(store, plan, sel)?));
+            };
+            let mut r = load_checked(store, plan, job, sel)?;
+            // A fork writes its own output: none of the job's sink state.
+            for p in &mut r.partitions {
+                p.sink = None;
+            }
+            Ok(Some(r))
+        }
         (Some(_), None) => Err(Error::Config(
             "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
         )),
@@ -647,7 +765,13 @@ fn start_progress(
 /// operator chain. The parallelism may differ: partitions move between
 /// threads.
 pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<Restored> {
-    let r = restore::load(store, &plan.name, selector)?;
+    load_checked(store, plan, &plan.name, selector)
+}
+
+/// [`load_for_plan`] for a savepoint of job `job` (a fork's is another
+/// job's).
+fn load_checked(store: &StateStore, plan: &Plan, job: &str, selector: &str) -> Result<Restored> {
+    let r = restore::load(store, job, selector)?;
     let theirs = r.manifest.partitions.len();
     if plan.partitions != 0 && theirs != plan.partitions {
         return Err(r.error(format!(

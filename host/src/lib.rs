@@ -12,8 +12,8 @@
 //! `demo`, `job`, `runtime`, `config`, `source`, `checkpoint`, `sink`,
 //! `kafka`, `plugin`, then the shared vocabulary (`batch`, `partition`,
 //! `error`, `digest`) and `generate`.
-//! - [`cli`]: the `weir` command line; [`demo`], [`generate`]: its `demo`
-//!   and `generate` commands.
+//! - [`cli`]: the `weir` command line; [`demo`], [`generate`], [`diff`]:
+//!   its `demo`, `generate` and `diff` commands.
 //! - [`config`]: the user's job file (TOML) and its resolution into a
 //!   [`config::Plan`].
 //! - [`job`]: assembles a plan (connectors, plugins, state) and runs it.
@@ -70,6 +70,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod diff;
 mod digest;
 mod error;
 pub mod generate;

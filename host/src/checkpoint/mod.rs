@@ -29,6 +29,11 @@ pub enum Trigger {
         /// Gets the manifest when the savepoint is complete.
         reply: Option<Reply>,
     },
+    /// Swap an operator's plugin at a barrier (pre-flight passed).
+    Swap {
+        /// The swap, shared with the workers.
+        probation: std::sync::Arc<crate::runtime::swap::Probation>,
+    },
 }
 
 /// A barrier due now, which the source injects at its next record boundary
@@ -43,6 +48,8 @@ pub struct BarrierRequest {
     pub stop: bool,
     /// Who to tell when it completes.
     pub reply: Option<Reply>,
+    /// A plugin swap at this barrier.
+    pub swap: Option<std::sync::Arc<crate::runtime::swap::Probation>>,
 }
 
 /// Default name of a triggered savepoint.

@@ -49,6 +49,11 @@ pub trait OperatorFactory: Send + Sync {
     fn create(&self, partition: usize) -> Result<Box<dyn Operator>>;
     /// Call `init` on an instance with the job's configuration.
     fn init(&self, op: &mut dyn Operator) -> Result<()>;
+    /// Digest of the component its instances run (`None`: not a Wasm
+    /// component).
+    fn digest(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Operator for PluginInstance {
@@ -121,5 +126,8 @@ impl OperatorFactory for WasmOperatorFactory {
     }
     fn init(&self, op: &mut dyn Operator) -> Result<()> {
         op.init_with(&self.config)
+    }
+    fn digest(&self) -> Option<&str> {
+        Some(&self.plugin.digest)
     }
 }

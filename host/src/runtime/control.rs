@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use serde_json::json;
 
+use super::swap::{DEFAULT_PROBATION_BATCHES, Swapper};
 use super::{CheckpointStats, Metrics};
 use crate::checkpoint::Trigger;
 use crate::checkpoint::manifest::{Manifest, folder};
@@ -241,6 +242,9 @@ pub struct JobHandle {
     pub checkpoints: Arc<Mutex<CheckpointStats>>,
     /// Whether the job takes checkpoints (and so can take savepoints).
     pub savepoints: bool,
+    /// Plugin swaps (`None`: the job cannot swap: no checkpoints, or
+    /// native operators).
+    pub swaps: Option<Arc<Swapper>>,
 }
 
 impl JobHandle {
@@ -714,6 +718,8 @@ fn route(head: &Head, served: &Served) -> Answer {
         ("POST", "/stop") if query(path, "savepoint").is_some_and(|v| v == "true" || v == "1") => {
             savepoint(served, path, true)
         }
+        ("POST", "/swap") => swap(job, path, false),
+        ("POST", "/rollback") => swap(job, path, true),
         ("POST", "/stop") => {
             job.stop.store(true, Ordering::Relaxed);
             json_answer(200, json!({"stopping": true}))
@@ -738,8 +744,86 @@ fn status(job: &JobHandle) -> Answer {
             "checkpoints_failed": c.failed,
             "consumer_lag": job.metrics.lag(),
             "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
+            "operators": job.swaps.as_ref().map(|s| s.log().current().iter().map(|c| c.digest.clone()).collect::<Vec<_>>()),
+            "swaps": job.swaps.as_ref().map(|s| s.log().records()),
         }),
     )
+}
+
+/// `POST /swap?operator=NAME&plugin=PATH[&probation_batches=N]`: swap an
+/// operator's plugin (answers once the new version runs on probation, or
+/// with why it was refused: nothing changed then);
+/// `POST /rollback?operator=NAME`: swap back to the version before the
+/// last promoted swap.
+fn swap(job: &JobHandle, path: &str, rollback: bool) -> Answer {
+    let Some(swaps) = &job.swaps else {
+        return error(
+            409,
+            "this job cannot swap plugins: swaps need checkpoints ([checkpoints] enabled) and \
+             Wasm plugins",
+        );
+    };
+    let Some(operator) = query(path, "operator").map(percent_decode) else {
+        return error(400, "name the operator: ?operator=NAME");
+    };
+    let batches = match query(path, "probation_batches").map(str::parse::<u64>) {
+        None => DEFAULT_PROBATION_BATCHES,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(400, "probation_batches must be a number"),
+    };
+    let result = if rollback {
+        swaps.rollback(&operator, batches)
+    } else {
+        let Some(plugin) = query(path, "plugin").map(percent_decode) else {
+            return error(400, "name the new component: ?plugin=PATH");
+        };
+        swaps.swap(&operator, std::path::Path::new(&plugin), batches)
+    };
+    match result {
+        Ok(record) => json_answer(200, serde_json::to_value(record).unwrap_or_default()),
+        Err(r) => error(r.status, &r.message),
+    }
+}
+
+/// Decode `%XX` escapes and `+` (a query value).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encode a query value (everything but unreserved characters).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if c.is_ascii_alphanumeric() || b"-_.~/".contains(&c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
 }
 
 /// `GET /metrics`: the counters in Prometheus text format.

@@ -10,12 +10,15 @@
 //! - `coordinator`: collects a barrier's partition snapshots, writes the
 //!   checkpoint and tells workers to commit or abort.
 //! - [`control`]: the HTTP control endpoint of a running job.
+//! - [`swap`]: hot swaps of an operator's plugin, with probation and
+//!   rollback.
 //! - `metrics`: shared counters.
 
 pub mod control;
 mod coordinator;
 mod metrics;
 mod router;
+pub mod swap;
 mod task;
 
 pub use coordinator::CheckpointStats;

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::coordinator::{Begin, CoordMsg};
 use super::metrics::Metrics;
+use super::swap::Probation;
 use super::task::TaskMsg;
 use crate::Result;
 use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
@@ -110,6 +111,10 @@ pub struct Router {
     idle_timeout: Duration,
     /// The workers were told the input ended ([`Output::end_of_input`]).
     ended: bool,
+    /// A swap on probation and the batches sent since its barrier: the
+    /// periodic checkpoint waits until the probation's batches are sent,
+    /// then comes at once (it ends the probation).
+    swap_watch: Option<(Arc<Probation>, u64)>,
 }
 
 impl Router {
@@ -145,6 +150,7 @@ impl Router {
             partition_time: None,
             idle_timeout,
             ended: false,
+            swap_watch: None,
         }
     }
 
@@ -201,6 +207,9 @@ impl Router {
         });
         let batch = std::mem::replace(&mut self.pending[partition], fresh.unwrap_or_default());
         self.metrics.add_read(batch.data.len() as u64, 0);
+        if let Some((_, sent)) = &mut self.swap_watch {
+            *sent += 1;
+        }
         let watermark = self.watermark_of(partition);
         self.sent_watermark[partition] = watermark;
         self.deliver(
@@ -344,13 +353,41 @@ impl Output for Router {
 
     fn barrier_due(&mut self) -> Option<BarrierRequest> {
         let b = self.barriers.as_mut()?;
-        if let Ok(Trigger::Savepoint { name, stop, reply }) = b.triggers.try_recv() {
-            return Some(BarrierRequest {
-                kind: Kind::Savepoint,
-                name,
-                stop,
-                reply,
-            });
+        match b.triggers.try_recv() {
+            Ok(Trigger::Savepoint { name, stop, reply }) => {
+                return Some(BarrierRequest {
+                    kind: Kind::Savepoint,
+                    name,
+                    stop,
+                    reply,
+                    swap: None,
+                });
+            }
+            Ok(Trigger::Swap { probation }) => {
+                return Some(BarrierRequest {
+                    kind: Kind::Savepoint,
+                    name: Some(format!("swap-{}", probation.order.seq)),
+                    stop: false,
+                    reply: None,
+                    swap: Some(probation),
+                });
+            }
+            Err(_) => {}
+        }
+        if let Some((p, sent)) = &self.swap_watch {
+            if p.has_failed() {
+                // Rolled back already: the next barrier comes on schedule.
+            } else if *sent >= p.order.probation_batches {
+                return Some(BarrierRequest {
+                    kind: Kind::Checkpoint,
+                    name: None,
+                    stop: false,
+                    reply: None,
+                    swap: None,
+                });
+            } else {
+                return None;
+            }
         }
         let now = Instant::now();
         if now >= b.next_periodic {
@@ -360,6 +397,7 @@ impl Output for Router {
                 name: None,
                 stop: false,
                 reply: None,
+                swap: None,
             });
         }
         None
@@ -396,6 +434,7 @@ impl Output for Router {
             name: Some(event_time_savepoint_name(next)),
             stop: false,
             reply: None,
+            swap: None,
         })
     }
 
@@ -446,8 +485,20 @@ impl Output for Router {
                 self.send(p)?;
             }
         }
+        // A swap barrier starts a probation; the next barrier ends it.
+        self.swap_watch = req.swap.clone().map(|p| (p, 0));
         for thread in 0..self.senders.len() {
-            self.deliver(thread, TaskMsg::Barrier(id))?;
+            let msg = match &req.swap {
+                Some(p) => TaskMsg::Swap {
+                    id,
+                    probation: p.clone(),
+                },
+                None => TaskMsg::Barrier(id),
+            };
+            self.deliver(thread, msg)?;
+        }
+        if let Some(p) = &req.swap {
+            p.injected(id);
         }
         if req.stop {
             ControlFlow::Break(())
@@ -470,6 +521,7 @@ impl Output for Router {
             name: None,
             stop: false,
             reply: None,
+            swap: None,
         };
         self.barrier(request, position)
     }

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::coordinator::{CoordMsg, Decision, OperatorSnapshot, PartitionSnapshot};
 use super::metrics::Metrics;
+use super::swap::{Pause, Probation, lap};
 use crate::batch::{Batch, Origin, Outcome, Rejection, SourceBatch, Timer};
 use crate::checkpoint::manifest::encode_timers;
 use crate::checkpoint::restore::{RestoredOperator, RestoredPartition};
@@ -52,6 +53,15 @@ pub enum TaskMsg {
     Barrier(u64),
     /// The input ended: fire every remaining timer.
     EndOfInput,
+    /// Barrier `id` (a savepoint) at which operator
+    /// `probation.order.operator` swaps to a new plugin version: snapshot,
+    /// swap, and run the new version on probation.
+    Swap {
+        /// Checkpoint id.
+        id: u64,
+        /// The swap, shared by every worker.
+        probation: Arc<Probation>,
+    },
 }
 
 /// What a worker did.
@@ -71,10 +81,12 @@ pub struct TaskStats {
     pub batches_during_snapshots: u64,
     /// Chunks of chunked snapshots written.
     pub snapshot_chunks: u64,
+    /// Batches run again on the old version after a swap rolled back.
+    pub batches_replayed: u64,
 }
 
 /// Registered timers of one operator, ordered by time, deduplicated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Timers {
     set: BTreeSet<(i64, Vec<u8>)>,
 }
@@ -169,6 +181,46 @@ pub struct Partition {
     /// A snapshot taken at a barrier whose state is still being written
     /// out in chunks.
     pending: Option<Pending>,
+    /// A new plugin version on probation in this partition.
+    probation: Option<Box<OnProbation>>,
+}
+
+/// A partition while a swapped-in version is on probation: what it needs
+/// to go back to the swap barrier and run the kept input again on the old
+/// version, and the output it holds back until the probation passes.
+struct OnProbation {
+    /// The swapped operator (chain index).
+    operator: usize,
+    /// The old instance, as it was at the swap barrier.
+    old: Box<dyn Operator>,
+    /// The other operators' state at the barrier (chain index, state,
+    /// version), for chains of more than one operator.
+    others: Vec<(usize, Vec<u8>, u32)>,
+    /// Timers and watermark at the barrier.
+    timers: Vec<Timers>,
+    watermark: i64,
+    /// Input since the barrier, in order.
+    input: Vec<Kept>,
+    /// Output since the barrier, written once the probation passes.
+    held: Vec<Batch>,
+    /// Dead letters since the barrier, likewise.
+    held_dead: Vec<HeldDeadLetter>,
+}
+
+/// Input kept during a probation.
+enum Kept {
+    Batch(SourceBatch, i64),
+    Watermark(i64),
+    End,
+}
+
+/// A dead letter held back during a probation.
+struct HeldDeadLetter {
+    operator: usize,
+    reason: String,
+    origin: Option<Origin>,
+    key: Vec<u8>,
+    value: Vec<u8>,
 }
 
 /// A partition's snapshot between its barrier and its last chunk: the
@@ -227,6 +279,7 @@ impl Chain {
             sink,
             watermark: self.watermark,
             pending: None,
+            probation: None,
         }
     }
 }
@@ -320,6 +373,129 @@ impl Partition {
         Ok(None)
     }
 
+    /// At swap barrier `checkpoint`: snapshot every operator (blocking: the
+    /// new instance needs the state now), create the new version of the
+    /// swapped operator in its own store and restore the snapshot into it.
+    /// Returns the snapshot (the old version's, for the savepoint) and the
+    /// pause, or why the new version failed (the partition then runs on
+    /// the old one, untouched).
+    fn swap_in(
+        &mut self,
+        checkpoint: u64,
+        probation: &Probation,
+    ) -> Result<(PartitionSnapshot, Result<Pause, String>)> {
+        let mut t = Instant::now();
+        let mut snap = self
+            .snapshot(checkpoint, None)?
+            .ok_or_else(|| Error::Internal("a blocking snapshot stayed open".into()))?;
+        let snapshot = lap(&mut t);
+        let order = &probation.order;
+        let i = order.operator;
+        let mut new = match order.factory.create(self.id) {
+            Ok(op) => op,
+            Err(e) => return Ok((snap, Err(e.to_string()))),
+        };
+        let instantiate = lap(&mut t);
+        let s = &snap.operators[i];
+        let restored = new
+            .restore(&s.state, s.state_version)
+            .and_then(|()| order.factory.init(new.as_mut()));
+        let restore = lap(&mut t);
+        let pause = Pause::of(snapshot, instantiate, restore);
+        snap.pause = snap
+            .pause
+            .max(Duration::from_secs_f64(pause.total_ms / 1e3));
+        if let Err(e) = restored {
+            return Ok((snap, Err(e.to_string())));
+        }
+        let others = if self.operators.len() > 1 {
+            snap.operators
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, o)| (j, o.state.clone(), o.state_version))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let old = std::mem::replace(&mut self.operators[i], new);
+        self.probation = Some(Box::new(OnProbation {
+            operator: i,
+            old,
+            others,
+            timers: self.timers.clone(),
+            watermark: self.watermark,
+            input: Vec::new(),
+            held: Vec::new(),
+            held_dead: Vec::new(),
+        }));
+        Ok((snap, Ok(pause)))
+    }
+
+    /// The new version failed: go back to the swap barrier on the old
+    /// instance (state, timers, watermark), drop what the new one held
+    /// back, and run the kept input again.
+    fn roll_back(&mut self, shared: &Shared, stats: &mut TaskStats) -> Result<()> {
+        let Some(p) = self.probation.take() else {
+            return Ok(());
+        };
+        let p = *p;
+        self.operators[p.operator] = p.old;
+        for (j, state, version) in &p.others {
+            self.operators[*j].restore(state, *version)?;
+        }
+        self.timers = p.timers;
+        self.watermark = p.watermark;
+        for kept in p.input {
+            match kept {
+                Kept::Batch(batch, watermark) => {
+                    stats.batches_replayed += 1;
+                    self.process(&batch, watermark, shared, stats)?;
+                }
+                Kept::Watermark(w) => self.advance(w, shared, stats)?,
+                Kept::End => self.advance(i64::MAX, shared, stats)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The new version passed its probation: write what it held back and
+    /// let the old instance go.
+    fn release(&mut self, shared: &Shared, stats: &mut TaskStats) -> Result<()> {
+        let Some(p) = self.probation.take() else {
+            return Ok(());
+        };
+        for batch in &p.held {
+            self.sink.write(batch)?;
+            stats.records_out += batch.len() as u64;
+            shared.metrics.add_emitted(batch.len() as u64);
+        }
+        for d in &p.held_dead {
+            shared.dead_letters.write(&DeadLetter {
+                stage: Stage::Operator {
+                    operator: self.operators[d.operator].name(),
+                    partition: self.id,
+                },
+                reason: &d.reason,
+                origin: d.origin,
+                key: Some(&d.key),
+                value: &d.value,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Keep `input` while on probation; it comes back when not.
+    fn keep(&mut self, input: Kept) -> Option<Kept> {
+        match self.probation.as_mut() {
+            Some(p) => {
+                p.input.push(input);
+                None
+            }
+            None => Some(input),
+        }
+    }
+
     /// Run one source batch through the chain, then fire due timers.
     fn process(
         &mut self,
@@ -394,6 +570,10 @@ impl Partition {
         }
         let last = owned.as_ref().unwrap_or(input);
         if !last.is_empty() {
+            if let Some(p) = self.probation.as_mut() {
+                p.held.push(owned.unwrap_or_else(|| input.clone()));
+                return Ok(());
+            }
             self.sink.write(last)?;
             stats.records_out += last.len() as u64;
             shared.metrics.add_emitted(last.len() as u64);
@@ -402,7 +582,7 @@ impl Partition {
     }
 
     fn dead_letter(
-        &self,
+        &mut self,
         op: usize,
         batch: &Batch,
         origins: Option<&[Origin]>,
@@ -414,13 +594,24 @@ impl Partition {
             let rec = batch
                 .get(i)
                 .ok_or_else(|| Error::Internal(format!("rejection index {i} out of range")))?;
+            let origin = origins.and_then(|o| o.get(i)).copied();
+            if let Some(p) = self.probation.as_mut() {
+                p.held_dead.push(HeldDeadLetter {
+                    operator: op,
+                    reason: r.reason.clone(),
+                    origin,
+                    key: rec.key.to_vec(),
+                    value: rec.value.to_vec(),
+                });
+                continue;
+            }
             shared.dead_letters.write(&DeadLetter {
                 stage: Stage::Operator {
                     operator: self.operators[op].name(),
                     partition: self.id,
                 },
                 reason: &r.reason,
-                origin: origins.and_then(|o| o.get(i)).copied(),
+                origin,
                 key: Some(rec.key),
                 value: rec.value,
             })?;
@@ -442,6 +633,21 @@ pub struct Worker {
     chunk_bytes: Option<u32>,
     /// Checkpoints pre-committed and not yet decided, oldest first.
     undecided: Vec<u64>,
+    /// A plugin swap between its barrier and the end of its probation.
+    swap: Option<Arc<Probation>>,
+    /// A swap that passed probation, promoted once its checkpoint
+    /// completes.
+    promoting: Option<Arc<Probation>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A worker that ends (an error, or the input's end) is no longer
+        // waited for at the swap's barriers.
+        if let Some(p) = self.swap.take() {
+            p.leave();
+        }
+    }
 }
 
 impl Worker {
@@ -466,6 +672,8 @@ impl Worker {
             coordinator,
             chunk_bytes,
             undecided: Vec::new(),
+            swap: None,
+            promoting: None,
         }
     }
 
@@ -486,6 +694,10 @@ impl Worker {
             // the throughput of a fast plugin).
             while let Ok(d) = decisions.try_recv() {
                 self.decide(d)?;
+            }
+            if self.swap.as_ref().is_some_and(|p| p.has_failed()) {
+                // The new version failed in another worker.
+                self.roll_back_all()?;
             }
             let msg = if self.snapshots_open() {
                 // A snapshot is being written out: one chunk per message,
@@ -508,33 +720,39 @@ impl Worker {
                     if self.snapshots_open() {
                         self.stats.batches_during_snapshots += 1;
                     }
-                    locate(&mut self.partitions, self.threads, partition)?.process(
-                        &batch,
-                        watermark,
-                        &self.shared,
-                        &mut self.stats,
-                    )?;
-                    let _ = recycle.send(batch);
+                    let p = locate(&mut self.partitions, self.threads, partition)?;
+                    let done = p.process(&batch, watermark, &self.shared, &mut self.stats);
+                    if let Some(Kept::Batch(batch, _)) = p.keep(Kept::Batch(batch, watermark)) {
+                        let _ = recycle.send(batch);
+                    }
+                    self.on_probation(done)?;
                     unflushed = true;
                 }
                 Ok(TaskMsg::Watermark {
                     partition,
                     watermark,
                 }) => {
-                    locate(&mut self.partitions, self.threads, partition)?.advance(
-                        watermark,
-                        &self.shared,
-                        &mut self.stats,
-                    )?;
+                    let p = locate(&mut self.partitions, self.threads, partition)?;
+                    let done = p.advance(watermark, &self.shared, &mut self.stats);
+                    let _ = p.keep(Kept::Watermark(watermark));
+                    self.on_probation(done)?;
                     unflushed = true;
                 }
                 Ok(TaskMsg::Barrier(id)) => {
                     self.finish_snapshots()?;
+                    self.end_probation(id)?;
                     self.checkpoint(id)?;
                 }
+                Ok(TaskMsg::Swap { id, probation }) => {
+                    self.finish_snapshots()?;
+                    self.swap_at(id, probation)?;
+                }
                 Ok(TaskMsg::EndOfInput) => {
-                    for p in &mut self.partitions {
-                        p.advance(i64::MAX, &self.shared, &mut self.stats)?;
+                    for i in 0..self.partitions.len() {
+                        let p = &mut self.partitions[i];
+                        let done = p.advance(i64::MAX, &self.shared, &mut self.stats);
+                        let _ = p.keep(Kept::End);
+                        self.on_probation(done)?;
                     }
                     end = End::EndOfInput;
                     unflushed = true;
@@ -553,11 +771,92 @@ impl Worker {
             }
         }
         self.finish_snapshots()?;
+        // A probation still open at the end is decided now.
+        self.end_probation(u64::MAX)?;
         self.settle(decisions)?;
         for p in &mut self.partitions {
             p.sink.end(end)?;
         }
-        Ok(self.stats)
+        Ok(std::mem::take(&mut self.stats))
+    }
+
+    /// The result of running input through a partition: an error while a
+    /// new version is on probation rolls the swap back (everywhere) and the
+    /// job goes on; any other error ends the worker.
+    fn on_probation(&mut self, done: Result<()>) -> Result<()> {
+        let Err(e) = done else {
+            return Ok(());
+        };
+        let on_probation = self.partitions.iter().any(|p| p.probation.is_some());
+        match self.swap.clone() {
+            Some(swap) if on_probation => {
+                swap.fail(&e.to_string());
+                self.roll_back_all()
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Roll every partition of this worker back to the old version.
+    fn roll_back_all(&mut self) -> Result<()> {
+        for p in &mut self.partitions {
+            p.roll_back(&self.shared, &mut self.stats)?;
+        }
+        Ok(())
+    }
+
+    /// Swap barrier `id`: snapshot each partition for the savepoint, swap
+    /// in the new version, then meet the other workers: if the new version
+    /// failed to restore anywhere, every partition stays on the old one.
+    fn swap_at(&mut self, id: u64, probation: Arc<Probation>) -> Result<()> {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return Err(Error::Internal("a swap barrier without checkpoints".into()));
+        };
+        // Set first: if this worker fails here, the others stop waiting.
+        self.swap = Some(probation.clone());
+        let mut failure = None;
+        for p in &mut self.partitions {
+            let (snap, swapped) = p.swap_in(id, &probation)?;
+            match swapped {
+                Ok(pause) => probation.add_pause(&pause),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+            let _ = coordinator.send(CoordMsg::Partition(snap));
+        }
+        self.undecided.push(id);
+        if let Some(cause) = failure {
+            probation.fail(&cause);
+        }
+        if !probation.round(id) {
+            self.roll_back_all()?;
+        }
+        probation.swapped();
+        Ok(())
+    }
+
+    /// At barrier `id` (`u64::MAX`: the end of the run) after a swap:
+    /// meet the other workers; the new version passed if it failed
+    /// nowhere, and what it held back is written before the snapshot;
+    /// else every partition rolls back.
+    fn end_probation(&mut self, id: u64) -> Result<()> {
+        let Some(swap) = self.swap.take() else {
+            return Ok(());
+        };
+        let passed = swap.round(id);
+        if passed {
+            for p in &mut self.partitions {
+                p.release(&self.shared, &mut self.stats)?;
+            }
+            swap.passed(id);
+            self.promoting = Some(swap.clone());
+        } else {
+            self.roll_back_all()?;
+        }
+        // Not waited for at later barriers of this swap (there are none).
+        swap.leave();
+        Ok(())
     }
 
     /// At barrier `id`: snapshot every partition and hand it to the
@@ -610,6 +909,12 @@ impl Worker {
             match d {
                 Decision::Commit(id) => p.sink.commit(id)?,
                 Decision::Abort(id) => p.sink.abort(id)?,
+            }
+        }
+        if let (Decision::Commit(id), Some(swap)) = (d, &self.promoting) {
+            swap.committed(id);
+            if swap.is_over() {
+                self.promoting = None;
             }
         }
         match d {

@@ -13,3 +13,4 @@ mod partitions;
 mod savepoints;
 mod snapshots;
 mod state_machine;
+mod swaps;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::batch::NO_TIMESTAMP;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -49,6 +50,9 @@ pub struct FileSourceSpec {
     pub follow: bool,
     /// Poll interval of `follow`.
     pub poll_interval: Duration,
+    /// End the input before the first record at or after this event time
+    /// (a fork's `--until`).
+    pub until: Option<i64>,
 }
 
 /// Where the reader is: the file source's checkpointed position.
@@ -147,6 +151,9 @@ pub struct FileSource {
     /// or when the restored position had them.
     record_done: bool,
     buf: Vec<u8>,
+    /// The position before the first record at or after `spec.until`,
+    /// once read.
+    until_at: std::cell::Cell<Option<Position>>,
 }
 
 /// Refuse a restored position in `file` that its input no longer has: the
@@ -234,6 +241,7 @@ impl FileSource {
             record_done: spec_follow || start.as_ref().is_some_and(|s| s.done.is_some()),
             start,
             buf: vec![0; CHUNK],
+            until_at: std::cell::Cell::new(None),
         })
     }
 
@@ -440,6 +448,15 @@ impl FileSource {
         };
         match self.parser.parse(line) {
             Ok(p) => {
+                if let Some(until) = self.spec.until
+                    && p.timestamp != NO_TIMESTAMP
+                    && p.timestamp >= until
+                {
+                    let at =
+                        self.checkpoint_position(self.position.offset + start as u64, line_no - 1);
+                    self.until_at.set(Some(at));
+                    return Ok(ControlFlow::Break(()));
+                }
                 if let Some(req) = out.event_time_barrier(p.timestamp) {
                     let at =
                         self.checkpoint_position(self.position.offset + start as u64, line_no - 1);
@@ -491,6 +508,13 @@ impl Source for FileSource {
                     _ => (0, 0),
                 };
                 if let Some(stopped) = self.read_file(&name, &path, from, out)? {
+                    if let Some(end) = self.until_at.take() {
+                        // `until` reached: the input ends here.
+                        if out.end_of_input(end).is_break() {
+                            return Ok(Completion::Stopped);
+                        }
+                        return Ok(Completion::EndOfInput);
+                    }
                     return Ok(stopped);
                 }
                 resume = None;

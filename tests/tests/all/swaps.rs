@@ -1,0 +1,518 @@
+//! Hot swaps and what-if forks, end to end with the `weir` binary: a
+//! running job takes a new plugin version at a barrier (`weir plugin
+//! swap`), a failing version is rolled back with no record lost or written
+//! twice, crashes during swaps restart on the version the checkpoint
+//! names, and `weir fork` + `weir diff` compare a new version with the old
+//! one over the same history.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::checkpoint::manifest;
+use weir::runtime::control::Endpoint;
+use weir_tests::{artifacts, assert_same_output, read_output};
+
+use crate::savepoints::Job;
+
+/// The state-machine component with a custom section appended: the same
+/// code under another digest (a rebuild with the same logic).
+fn variant(dir: &Path, tag: &str) -> PathBuf {
+    let mut bytes = std::fs::read(artifacts::STATE_MACHINE).unwrap();
+    let name = b"weir-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    bytes.push(0); // custom section
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(format!("state-machine-{tag}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Hex SHA-256 of a file.
+fn digest(path: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A job that follows its input folder, whose input arrives in pieces.
+struct Fed {
+    job: Job,
+    /// The output of one uninterrupted run over the whole input.
+    expected: Vec<String>,
+    pieces: Vec<Vec<String>>,
+    /// Pieces written so far.
+    next: usize,
+}
+
+impl Fed {
+    /// `events` events in `pieces` files; only the first is there yet.
+    fn new(name: &str, events: u64, parallelism: usize, extra: &str, pieces: usize) -> Self {
+        let job = Job::new(name, events, artifacts::STATE_MACHINE, parallelism, extra);
+        let expected = job.reference();
+        let events_dir = job.root.join("events");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&events_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let mut lines = Vec::new();
+        for f in files {
+            lines.extend(
+                std::fs::read_to_string(&f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+            std::fs::remove_file(f).unwrap();
+        }
+        let per = lines.len().div_ceil(pieces);
+        let pieces = lines.chunks(per).map(<[String]>::to_vec).collect();
+        job.set_follow(true);
+        let text = std::fs::read_to_string(job.file()).unwrap();
+        std::fs::write(
+            job.file(),
+            text.replace("follow = true\n", "follow = true\npoll_interval_ms = 10\n"),
+        )
+        .unwrap();
+        let mut fed = Self {
+            job,
+            expected,
+            pieces,
+            next: 0,
+        };
+        fed.feed();
+        fed
+    }
+
+    /// Write the next piece (hidden, then renamed: a file the source lists
+    /// is complete).
+    fn feed(&mut self) {
+        let events = self.job.root.join("events");
+        let name = format!("events-{:06}.csv", self.next);
+        let hidden = events.join(format!(".{name}"));
+        std::fs::write(&hidden, self.pieces[self.next].join("\n") + "\n").unwrap();
+        std::fs::rename(&hidden, events.join(name)).unwrap();
+        self.next += 1;
+    }
+
+    fn lines_fed(&self) -> u64 {
+        self.pieces[..self.next]
+            .iter()
+            .map(|p| p.len() as u64)
+            .sum()
+    }
+}
+
+fn endpoint(job: &Job) -> Endpoint {
+    weir::runtime::control::find_in(&job.root.join("run"), &job.name).unwrap()
+}
+
+fn status(job: &Job) -> serde_json::Value {
+    let (code, body) = endpoint(job).request("GET", "/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Wait until the running job has read at least `n` records.
+fn wait_read(job: &Job, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status(job)["records_read"].as_u64().unwrap_or(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the job did not read {n} records"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait until swap `seq` is promoted or rolled back; its record.
+fn outcome(job: &Job, seq: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(job);
+        let r = s["swaps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["seq"] == seq).cloned());
+        if let Some(r) = r
+            && matches!(r["outcome"].as_str(), Some("promoted" | "rolled_back"))
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "swap {seq} has no outcome: {s}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `weir plugin swap ... --no-wait`.
+fn swap(job: &Job, plugin: &Path, batches: u32) -> Output {
+    swap_command(job, plugin, batches).output().unwrap()
+}
+
+fn swap_command(job: &Job, plugin: &Path, batches: u32) -> std::process::Command {
+    let mut c = job.weir();
+    c.args(["plugin", "swap"])
+        .arg(job.file())
+        .args(["--operator", "op", "--plugin"])
+        .arg(plugin)
+        .args(["--probation-batches", &batches.to_string(), "--no-wait"]);
+    c
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Stop the job with a final savepoint; it must exit cleanly.
+fn stop(job: &Job, mut child: Child) {
+    job.run_ok(&["stop", job.file().to_str().unwrap(), "--savepoint"]);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {status}");
+}
+
+/// The plugin digest the newest checkpoint or savepoint names.
+fn latest_digest(job: &Job) -> Option<String> {
+    let all = manifest::list(&job.store(), &job.name).unwrap();
+    all.last()
+        .map(|f| f.manifest.partitions[0].operators[0].plugin_digest.clone())
+}
+
+/// Swap to the same logic under another digest in the middle of the
+/// input; the output is exactly the uninterrupted run's.
+fn same_logic_swap(name: &str, parallelism: usize) {
+    let mut fed = Fed::new(name, 300_000, parallelism, "", 3);
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let new = variant(&job.root, "b");
+    let o = swap(job, &new, 4);
+    assert!(o.status.success(), "swap: {}", text(&o));
+    assert!(text(&o).contains("probation"), "{}", text(&o));
+    fed.feed();
+    let job = &fed.job;
+    let r = outcome(job, 1);
+    assert_eq!(r["outcome"], "promoted", "{r}");
+    let pause = &r["pause"];
+    for k in ["snapshot_ms", "instantiate_ms", "restore_ms", "total_ms"] {
+        assert!(pause[k].as_f64().is_some(), "pause reports {k}: {r}");
+    }
+    let new_digest = digest(new.to_str().unwrap());
+    assert_eq!(status(job)["operators"][0], new_digest.as_str());
+    fed.feed();
+    wait_read(&fed.job, fed.lines_fed());
+    let job = &fed.job;
+    stop(job, child);
+    assert_same_output(&job.output(), &fed.expected, "output with a swap");
+    assert_eq!(latest_digest(job).as_deref(), Some(new_digest.as_str()));
+    let history = job.run_ok(&["plugin", "history", job.file().to_str().unwrap()]);
+    assert!(
+        history.contains("promoted") && history.contains(&new_digest[..12]),
+        "{history}"
+    );
+}
+
+#[test]
+fn a_swap_to_the_same_logic_keeps_the_output_exactly() {
+    same_logic_swap("swap-p1", 1);
+}
+
+#[test]
+fn a_swap_to_the_same_logic_keeps_the_output_exactly_at_parallelism_4() {
+    same_logic_swap("swap-p4", 4);
+}
+
+/// Swap to `plugin`, which fails (`fault` in the operator's config picks
+/// how): rolled back, the job goes on, the output is exactly the
+/// uninterrupted run's, and the status says why.
+fn rolled_back(name: &str, plugin: &str, fault: &str, cause: &[&str]) {
+    let extra = "[engine]\ncall_timeout_ms = 1000\nmemory_mb = 128\n";
+    let mut fed = Fed::new(name, 200_000, 2, extra, 3);
+    let text_file = std::fs::read_to_string(fed.job.file()).unwrap();
+    std::fs::write(
+        fed.job.file(),
+        text_file.replace("gap_ms = 40", &format!("gap_ms = 40, fault = \"{fault}\"")),
+    )
+    .unwrap();
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let o = swap(job, Path::new(plugin), 4);
+    assert!(o.status.success(), "swap request: {}", text(&o));
+    fed.feed();
+    let job = &fed.job;
+    let r = outcome(job, 1);
+    assert_eq!(r["outcome"], "rolled_back", "{r}");
+    let why = r["cause"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        cause.iter().any(|c| why.contains(c)),
+        "the cause names the failure ({cause:?}): {why}"
+    );
+    let original = digest(artifacts::STATE_MACHINE);
+    assert_eq!(status(job)["operators"][0], original.as_str());
+    fed.feed();
+    wait_read(&fed.job, fed.lines_fed());
+    let job = &fed.job;
+    stop(job, child);
+    assert_same_output(&job.output(), &fed.expected, "output after a rollback");
+    assert_eq!(latest_digest(job).as_deref(), Some(original.as_str()));
+}
+
+#[test]
+fn a_version_whose_restore_traps_is_rolled_back() {
+    rolled_back(
+        "swap-restore-trap",
+        artifacts::RESTORE_TRAP,
+        "",
+        &["restore"],
+    );
+}
+
+#[test]
+fn a_version_that_traps_on_its_first_batch_is_rolled_back() {
+    rolled_back(
+        "swap-trap",
+        artifacts::SWAP_FAULT,
+        "trap",
+        &["trap", "panic", "unreachable"],
+    );
+}
+
+#[test]
+fn a_version_over_its_memory_cap_is_rolled_back() {
+    rolled_back("swap-hog", artifacts::SWAP_FAULT, "hog", &["memory"]);
+}
+
+#[test]
+fn a_version_past_its_deadline_is_rolled_back() {
+    rolled_back(
+        "swap-spin",
+        artifacts::SWAP_FAULT,
+        "spin",
+        &["deadline", "interrupt"],
+    );
+}
+
+#[test]
+fn a_version_that_cannot_read_the_state_is_refused_before_anything_pauses() {
+    let fed = Fed::new("swap-incompatible", 50_000, 2, "", 1);
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let before = status(job);
+    let o = swap(job, Path::new(artifacts::INCOMPATIBLE), 4);
+    assert!(!o.status.success(), "refused");
+    let said = text(&o);
+    assert!(
+        said.contains("cannot read the running state") && said.contains("version 1"),
+        "{said}"
+    );
+    let after = status(job);
+    assert_eq!(
+        after["checkpoints_completed"], before["checkpoints_completed"],
+        "no barrier: the job never paused"
+    );
+    assert_eq!(after["swaps"], serde_json::json!([]), "{after}");
+    assert!(
+        manifest::list(&job.store(), &job.name)
+            .unwrap()
+            .iter()
+            .all(|f| !f.manifest.name.starts_with("swap-")),
+        "no swap savepoint"
+    );
+    stop(job, child);
+    assert_same_output(&job.output(), &fed.expected, "output");
+}
+
+/// SIGKILL at random moments while swaps come and go; each restart from
+/// `latest` runs the version that checkpoint names, and the output is
+/// exactly once.
+#[test]
+fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
+    let kills = 10;
+    let mut fed = Fed::new("swap-crash", 240_000, 2, "", kills + 2);
+    let original = PathBuf::from(artifacts::STATE_MACHINE);
+    let versions = [
+        original.clone(),
+        variant(&fed.job.root, "b"),
+        variant(&fed.job.root, "c"),
+    ];
+    let digests: Vec<String> = versions
+        .iter()
+        .map(|v| digest(v.to_str().unwrap()))
+        .collect();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut restored = 0;
+    for i in 0..kills {
+        let named = latest_digest(&fed.job);
+        let mut child = fed.job.spawn(named.is_some().then_some("latest"));
+        if i > 0 {
+            fed.feed();
+        }
+        let job = &fed.job;
+        job.wait_running();
+        let running = status(job)["operators"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let expected = named.clone().unwrap_or_else(|| digests[0].clone());
+        assert_eq!(
+            running, expected,
+            "run {i} restored the checkpoint's version"
+        );
+        restored += usize::from(named.is_some());
+        let next = versions
+            .iter()
+            .zip(&digests)
+            .find(|(_, d)| **d != running)
+            .map(|(v, _)| v)
+            .unwrap();
+        let mut swapping = swap_command(job, next, 2)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(rng % 300));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let _ = swapping.wait();
+    }
+    assert!(restored > 0, "some runs restored from a checkpoint");
+    // The rest of the input, read to its end by a last run from `latest`.
+    while fed.next < fed.pieces.len() {
+        fed.feed();
+    }
+    let job = &fed.job;
+    job.set_follow(false);
+    let named = latest_digest(job);
+    let file = job.file();
+    let mut args = vec!["run", file.to_str().unwrap()];
+    if named.is_some() {
+        args.extend(["--from-savepoint", "latest"]);
+    }
+    job.run_ok(&args);
+    assert_same_output(
+        &job.output(),
+        &fed.expected,
+        &format!("output after {kills} kills during swaps"),
+    );
+    let history = job.run_ok(&["plugin", "history", file.to_str().unwrap()]);
+    assert!(history.contains("swap 1"), "{history}");
+}
+
+/// A fork from a savepoint with a plugin that formats the alerts of one
+/// state differently: the diff reports exactly those alerts as changed;
+/// a fork with the job's own plugin is the job's output after the
+/// savepoint, and diffs equal.
+#[test]
+fn a_fork_with_a_new_plugin_diffs_exactly_the_changed_alerts() {
+    // The job reads the first half and stops with savepoint `mid`; its
+    // committed output then is what it emitted before `mid`. From `mid` it
+    // reads the rest.
+    let mut fed = Fed::new("fork", 300_000, 2, "", 2);
+    let mut child = fed.job.spawn(None);
+    fed.job.wait_running();
+    wait_read(&fed.job, fed.lines_fed());
+    let file = fed.job.file();
+    fed.job.run_ok(&[
+        "stop",
+        file.to_str().unwrap(),
+        "--savepoint",
+        "--name",
+        "mid",
+    ]);
+    assert!(child.wait().unwrap().success());
+    let before = fed.job.output();
+    fed.feed();
+    let job = &fed.job;
+    job.set_follow(false);
+    job.run_ok(&["run", file.to_str().unwrap(), "--from-savepoint", "mid"]);
+    let all = job.output();
+    assert_same_output(&all, &fed.expected, "the job's output");
+    // What the job emitted after the savepoint (multiset difference).
+    let mut after = all.clone();
+    for l in &before {
+        let i = after.iter().position(|a| a == l).unwrap();
+        after.remove(i);
+    }
+    assert!(!after.is_empty(), "the savepoint is not at the end");
+
+    let fork = |plugin: &str, out: &str| {
+        let out = job.root.join(out);
+        job.run_ok(&[
+            "fork",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "mid",
+            "--plugin",
+            plugin,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    };
+    let same = fork(artifacts::STATE_MACHINE, "fork-same");
+    assert_same_output(
+        &read_output(&same),
+        &{
+            let mut a = after.clone();
+            a.sort();
+            a
+        },
+        "a fork with the same plugin is the job's output after the savepoint",
+    );
+    let new = fork(artifacts::REFORMAT, "fork-new");
+    let diff = |a: &Path, b: &Path| {
+        job.run_ok(&[
+            "diff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--key",
+            "address",
+            "--json",
+        ])
+    };
+    let report: serde_json::Value = serde_json::from_str(&diff(&same, &new)).unwrap();
+    let in_y = after
+        .iter()
+        .filter(|l| l.contains("\"state\":\"Y\""))
+        .count() as u64;
+    assert!(in_y > 0, "some alerts are in state Y");
+    assert_eq!(report["changed"], in_y, "{report}");
+    assert_eq!(report["equal"], after.len() as u64 - in_y, "{report}");
+    assert_eq!(
+        (report["missing"].as_u64(), report["extra"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let example = &report["changed_examples"][0];
+    assert!(
+        example["a"].as_str().unwrap().contains("\"state\":\"Y\"")
+            && example["b"]
+                .as_str()
+                .unwrap()
+                .contains("\"expected\":\"e\""),
+        "{example}"
+    );
+    // The same inputs give the same report.
+    assert_eq!(
+        diff(&same, &new),
+        diff(&same, &new),
+        "the report is deterministic"
+    );
+    let equal: serde_json::Value =
+        serde_json::from_str(&diff(&same, &fork(artifacts::STATE_MACHINE, "fork-same-2"))).unwrap();
+    assert_eq!(equal["equal"], after.len() as u64, "{equal}");
+    assert_eq!(equal["changed"], 0);
+}

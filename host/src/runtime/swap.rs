@@ -624,7 +624,7 @@ impl Swapper {
                 operator: i,
                 factory,
                 digest,
-                probation_batches: probation_batches.max(1),
+                probation_batches,
             },
             self.log.clone(),
             self.workers,

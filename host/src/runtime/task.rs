@@ -26,6 +26,10 @@ use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::sink::{End, Sink};
 use crate::{Error, Result};
 
+/// Chunk size of the snapshot taken at a swap barrier: the whole state is
+/// needed at once, so chunks are large.
+const SWAP_CHUNK_BYTES: u32 = 4 << 20;
+
 /// How long a worker's input must be idle before it flushes its sinks.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
@@ -385,9 +389,13 @@ impl Partition {
         probation: &Probation,
     ) -> Result<(PartitionSnapshot, Result<Pause, String>)> {
         let mut t = Instant::now();
-        let mut snap = self
-            .snapshot(checkpoint, None)?
-            .ok_or_else(|| Error::Internal("a blocking snapshot stayed open".into()))?;
+        // The state now, in one go: through the chunked snapshot where the
+        // plugin has one (no sort; large chunks), else the blocking one.
+        let mut snap = self.snapshot(checkpoint, Some(SWAP_CHUNK_BYTES))?;
+        while snap.is_none() {
+            snap = self.next_chunk()?;
+        }
+        let mut snap = snap.ok_or_else(|| Error::Internal("no snapshot at the swap".into()))?;
         let snapshot = lap(&mut t);
         let order = &probation.order;
         let i = order.operator;

@@ -4,7 +4,8 @@
 //! another, checked with a `read_committed` consumer against an
 //! independent DFA; crashes at random moments and inside the window
 //! between a durable checkpoint and the transaction commit; restoring into
-//! a new topic; dead letters with partition and offset.
+//! a new topic; dead letters with partition and offset; a plugin swap
+//! under a running Kafka job.
 
 use std::time::{Duration, Instant};
 
@@ -618,4 +619,61 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
         &expect(&want),
         "after the gap",
     );
+}
+
+/// A running Kafka job (no end) takes a new build of its plugin between
+/// two halves of its input: the alerts it commits are exactly the DFA's.
+#[test]
+fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
+    use crate::swaps::{
+        digest, latest_digest, outcome, status, stop, swap, text, variant, wait_read,
+    };
+    let job = Job::new("kafka-swap", 300_000, artifacts::STATE_MACHINE, 2, "");
+    let events = job.root.join("events");
+    let expected = reference_alerts(&events);
+    let mut lines = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        lines.extend(
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    let half = lines.len() / 2;
+    for (dir, part) in [("first", &lines[..half]), ("second", &lines[half..])] {
+        std::fs::create_dir_all(job.root.join(dir)).unwrap();
+        std::fs::write(
+            job.root.join(dir).join("events.csv"),
+            part.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    let (input, out) = (format!("{}-in", job.name), format!("{}-out", job.name));
+    create_topic(&input, PARTITIONS);
+    create_topic(&out, 3);
+    produce_csv_dir(&job.root.join("first"), &input);
+    write_job(&job, 2, &out, "", "interval_ms = 100");
+    let text_file = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(job.file(), text_file.replace("until = \"latest\"", "")).unwrap();
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(&job, half as u64);
+    let new = variant(&job.root, "k");
+    let o = swap(&job, &new, 4);
+    assert!(o.status.success(), "swap: {}", text(&o));
+    produce_csv_dir(&job.root.join("second"), &input);
+    let r = outcome(&job, 1);
+    assert_eq!(r["outcome"], "promoted", "{r}");
+    let new_digest = digest(new.to_str().unwrap());
+    assert_eq!(status(&job)["operators"][0], new_digest.as_str());
+    wait_read(&job, lines.len() as u64);
+    stop(&job, child);
+    assert_same_output(&read_values(&out), &expected, "alerts with a swap");
+    assert_eq!(latest_digest(&job).as_deref(), Some(new_digest.as_str()));
 }

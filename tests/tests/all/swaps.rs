@@ -17,7 +17,7 @@ use crate::savepoints::Job;
 
 /// The state-machine component with a custom section appended: the same
 /// code under another digest (a rebuild with the same logic).
-fn variant(dir: &Path, tag: &str) -> PathBuf {
+pub(crate) fn variant(dir: &Path, tag: &str) -> PathBuf {
     let mut bytes = std::fs::read(artifacts::STATE_MACHINE).unwrap();
     let name = b"weir-test-variant";
     let mut payload = vec![name.len() as u8];
@@ -33,7 +33,7 @@ fn variant(dir: &Path, tag: &str) -> PathBuf {
 }
 
 /// Hex SHA-256 of a file.
-fn digest(path: &str) -> String {
+pub(crate) fn digest(path: &str) -> String {
     use sha2::Digest;
     hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -115,14 +115,14 @@ fn endpoint(job: &Job) -> Endpoint {
     weir::runtime::control::find_in(&job.root.join("run"), &job.name).unwrap()
 }
 
-fn status(job: &Job) -> serde_json::Value {
+pub(crate) fn status(job: &Job) -> serde_json::Value {
     let (code, body) = endpoint(job).request("GET", "/status").unwrap();
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
 /// Wait until the running job has read at least `n` records.
-fn wait_read(job: &Job, n: u64) {
+pub(crate) fn wait_read(job: &Job, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while status(job)["records_read"].as_u64().unwrap_or(0) < n {
         assert!(
@@ -134,7 +134,7 @@ fn wait_read(job: &Job, n: u64) {
 }
 
 /// Wait until swap `seq` is promoted or rolled back; its record.
-fn outcome(job: &Job, seq: u64) -> serde_json::Value {
+pub(crate) fn outcome(job: &Job, seq: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = status(job);
@@ -152,7 +152,7 @@ fn outcome(job: &Job, seq: u64) -> serde_json::Value {
 }
 
 /// `weir plugin swap ... --no-wait`.
-fn swap(job: &Job, plugin: &Path, batches: u32) -> Output {
+pub(crate) fn swap(job: &Job, plugin: &Path, batches: u32) -> Output {
     swap_command(job, plugin, batches).output().unwrap()
 }
 
@@ -166,19 +166,19 @@ fn swap_command(job: &Job, plugin: &Path, batches: u32) -> std::process::Command
     c
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 /// Stop the job with a final savepoint; it must exit cleanly.
-fn stop(job: &Job, mut child: Child) {
+pub(crate) fn stop(job: &Job, mut child: Child) {
     job.run_ok(&["stop", job.file().to_str().unwrap(), "--savepoint"]);
     let status = child.wait().unwrap();
     assert!(status.success(), "stopped cleanly: {status}");
 }
 
 /// The plugin digest the newest checkpoint or savepoint names.
-fn latest_digest(job: &Job) -> Option<String> {
+pub(crate) fn latest_digest(job: &Job) -> Option<String> {
     let all = manifest::list(&job.store(), &job.name).unwrap();
     all.last()
         .map(|f| f.manifest.partitions[0].operators[0].plugin_digest.clone())
@@ -187,7 +187,7 @@ fn latest_digest(job: &Job) -> Option<String> {
 /// Swap to the same logic under another digest in the middle of the
 /// input; the output is exactly the uninterrupted run's.
 fn same_logic_swap(name: &str, parallelism: usize) {
-    let mut fed = Fed::new(name, 300_000, parallelism, "", 3);
+    let mut fed = Fed::new(name, 400_000, parallelism, "", 4);
     let job = &fed.job;
     let child = job.spawn(None);
     job.wait_running();
@@ -208,14 +208,45 @@ fn same_logic_swap(name: &str, parallelism: usize) {
     assert_eq!(status(job)["operators"][0], new_digest.as_str());
     fed.feed();
     wait_read(&fed.job, fed.lines_fed());
+    // `weir plugin rollback` swaps back to the version before the swap
+    // (kept in the store), with its own probation, while input flows.
     let job = &fed.job;
+    let rollback = job
+        .weir()
+        .args(["plugin", "rollback"])
+        .arg(job.file())
+        .args(["--operator", "op", "--probation-batches", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while status(job)["swaps"].as_array().map_or(0, Vec::len) < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fed.feed();
+    let said = rollback.wait_with_output().unwrap();
+    assert!(said.status.success(), "rollback: {}", text(&said));
+    let job = &fed.job;
+    let original = digest(artifacts::STATE_MACHINE);
+    assert_eq!(status(job)["operators"][0], original.as_str());
+    wait_read(job, fed.lines_fed());
     stop(job, child);
-    assert_same_output(&job.output(), &fed.expected, "output with a swap");
-    assert_eq!(latest_digest(job).as_deref(), Some(new_digest.as_str()));
+    assert_same_output(
+        &job.output(),
+        &fed.expected,
+        "output with a swap and a rollback",
+    );
+    assert_eq!(latest_digest(job).as_deref(), Some(original.as_str()));
     let history = job.run_ok(&["plugin", "history", job.file().to_str().unwrap()]);
     assert!(
-        history.contains("promoted") && history.contains(&new_digest[..12]),
+        history.contains("swap 1 swap") && history.contains(&new_digest[..12]),
         "{history}"
+    );
+    assert!(history.contains("swap 2 rollback"), "{history}");
+    assert_eq!(
+        history.matches("promoted").count(),
+        4,
+        "two promoted swaps: {history}"
     );
 }
 
@@ -511,6 +542,27 @@ fn a_fork_with_a_new_plugin_diffs_exactly_the_changed_alerts() {
         diff(&same, &new),
         "the report is deterministic"
     );
+    // `--until`: the fork stops before the first record at that event time.
+    let second = &fed.pieces[1];
+    let time = |l: &String| l.split(',').nth(2).unwrap().parse::<i64>().unwrap();
+    let end = time(&second[second.len() / 2]);
+    let read = second.iter().take_while(|l| time(l) < end).count();
+    let until = job.root.join("fork-until");
+    let said = job.run_ok(&[
+        "fork",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        "mid",
+        "--plugin",
+        artifacts::STATE_MACHINE,
+        "--out",
+        until.to_str().unwrap(),
+        "--until",
+        &end.to_string(),
+    ]);
+    assert!(said.contains(&format!(": {read} records in")), "{said}");
+    let partial = read_output(&until);
+    assert!(!partial.is_empty() && partial.len() < after.len());
     let equal: serde_json::Value =
         serde_json::from_str(&diff(&same, &fork(artifacts::STATE_MACHINE, "fork-same-2"))).unwrap();
     assert_eq!(equal["equal"], after.len() as u64, "{equal}");

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Crash soak: the crash-anywhere tests (file sink, and Kafka to Kafka
+# Crash soak: the crash-anywhere tests (file sink, kills during plugin
+# swaps, and Kafka to Kafka
 # exactly once against the test broker) with 100 SIGKILLs at random moments
 # each, every run restarted with `--from-savepoint latest`, then the
 # committed output compared with an uninterrupted run; then a JavaScript
@@ -9,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export WEIR_CRASH_RUNS="${WEIR_CRASH_RUNS:-100}"
 cargo test --release -p weir-tests --test all crash_anywhere_and_restart_from_latest -- --nocapture
+cargo test --release -p weir-tests --test all kill_9_during_swaps -- --nocapture
 eval "$(scripts/kafka.sh start)"
 cargo test --release -p weir-tests --test all kafka_kill_9 -- --nocapture
 # About 700k live keys in the JavaScript plugin, checkpointed (slow).

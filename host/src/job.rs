@@ -258,6 +258,7 @@ fn prepare(
             source.origins(),
         )?),
         metrics: Arc::new(Metrics::default()),
+        workers_gone: Arc::default(),
     };
     let control = plan
         .control
@@ -444,7 +445,7 @@ fn swapper(
     else {
         return Ok(None);
     };
-    let current = job
+    let current: Vec<Current> = job
         .factories
         .iter()
         .map(|f| Current {
@@ -452,14 +453,22 @@ fn swapper(
             factory: f.clone(),
         })
         .collect();
+    let running: Vec<(String, String)> = job
+        .plan
+        .operators
+        .iter()
+        .zip(&current)
+        .map(|(o, c)| (o.name.clone(), c.digest.clone()))
+        .collect();
     let log = Arc::new(SwapLog::open(&job.plan.name, store.clone(), current)?);
+    log.settle_open(&running);
     Ok(Some(Arc::new(Swapper::new(
         engine.clone(),
         store.clone(),
         &job.plan.name,
         job.plan.operators.clone(),
         log,
-        (triggers, threads),
+        (triggers, threads, job.shared.workers_gone.clone()),
     ))))
 }
 

@@ -374,10 +374,18 @@ impl Output for Router {
             }
             Err(_) => {}
         }
+        let now = Instant::now();
         if let Some((p, sent)) = &self.swap_watch {
+            // The checkpoint that ends a probation comes once its batches
+            // are sent; a periodic one due meanwhile waits, at most one
+            // more interval (slow input).
+            let overdue = b.interval.is_some_and(|i| now >= b.next_periodic + i);
             if p.has_failed() {
                 // Rolled back already: the next barrier comes on schedule.
-            } else if *sent >= p.order.probation_batches {
+            } else if *sent >= p.order.probation_batches || overdue {
+                if let Some(i) = b.interval {
+                    b.next_periodic = now + i;
+                }
                 return Some(BarrierRequest {
                     kind: Kind::Checkpoint,
                     name: None,
@@ -389,7 +397,6 @@ impl Output for Router {
                 return None;
             }
         }
-        let now = Instant::now();
         if now >= b.next_periodic {
             b.next_periodic = now + b.interval.unwrap_or(Duration::MAX / 4);
             return Some(BarrierRequest {

@@ -24,7 +24,7 @@
 //!   digest (`jobs/<job>/plugins/<digest>.wasm`), so a restart from a
 //!   checkpoint runs the version that checkpoint names.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -184,20 +184,46 @@ impl SwapLog {
     }
 
     fn add(&self, record: SwapRecord) {
+        let mut records = lock_or_recover(&self.records);
         self.persist(&record);
-        lock_or_recover(&self.records).push(record);
+        records.push(record);
     }
 
-    /// Change record `seq` and write it to the store.
+    /// Change record `seq` and write it to the store (under the lock, so
+    /// the store never keeps an older version of a record).
     fn update(&self, seq: u64, f: impl FnOnce(&mut SwapRecord)) -> Option<SwapRecord> {
-        let updated = {
-            let mut records = lock_or_recover(&self.records);
-            let r = records.iter_mut().find(|r| r.seq == seq)?;
-            f(r);
-            r.clone()
-        };
+        let mut records = lock_or_recover(&self.records);
+        let r = records.iter_mut().find(|r| r.seq == seq)?;
+        f(r);
+        let updated = r.clone();
         self.persist(&updated);
         Some(updated)
+    }
+
+    /// On a restart: a swap the previous run left without an outcome was
+    /// promoted if the restored checkpoint runs its version (`running`:
+    /// operator name and digest), else it ended with that run.
+    pub fn settle_open(&self, running: &[(String, String)]) {
+        let open: Vec<SwapRecord> = self
+            .records()
+            .into_iter()
+            .filter(|r| matches!(r.outcome, Outcome::Requested | Outcome::Probation))
+            .collect();
+        for r in open {
+            let promoted = running
+                .iter()
+                .any(|(name, digest)| *name == r.operator && *digest == r.to_digest);
+            self.update(r.seq, |r| {
+                if promoted {
+                    r.outcome = Outcome::Promoted;
+                    r.cause = Some("the job stopped after the checkpoint that promoted it".into());
+                } else {
+                    r.outcome = Outcome::RolledBack;
+                    r.cause = Some("the job stopped before the swap was promoted".into());
+                }
+                r.ended_ms = Some(now_ms());
+            });
+        }
     }
 
     fn persist(&self, r: &SwapRecord) {
@@ -258,11 +284,13 @@ struct Meet {
     /// The barrier being met at.
     id: u64,
     arrived: usize,
-    /// Workers that ended (they no longer come).
-    left: usize,
     /// Decided barriers: (id, passed).
     decided: Vec<(u64, bool)>,
 }
+
+/// How often a worker waiting at a swap's barrier looks whether another
+/// one ended.
+const MEET_POLL: Duration = Duration::from_millis(50);
 
 /// What the workers share while a swap is on.
 pub struct Probation {
@@ -270,6 +298,9 @@ pub struct Probation {
     pub order: SwapOrder,
     log: Arc<SwapLog>,
     workers: usize,
+    /// Worker threads of the job that ended (for any reason): they no
+    /// longer come to a barrier.
+    gone: Arc<AtomicUsize>,
     failed: AtomicBool,
     meet: Mutex<Meet>,
     met: Condvar,
@@ -297,13 +328,14 @@ impl Probation {
     pub fn new(
         order: SwapOrder,
         log: Arc<SwapLog>,
-        workers: usize,
+        (workers, gone): (usize, Arc<AtomicUsize>),
         reply: Sender<std::result::Result<SwapRecord, String>>,
     ) -> Self {
         Self {
             order,
             log,
             workers,
+            gone,
             failed: AtomicBool::new(false),
             meet: Mutex::new(Meet::default()),
             met: Condvar::new(),
@@ -344,43 +376,37 @@ impl Probation {
     }
 
     /// Meet the other workers at barrier `id` of the swap; true when the
-    /// new version failed nowhere (every worker gets the same answer). A
-    /// worker that ended is not waited for.
+    /// new version failed nowhere (every worker gets the same answer).
+    /// Workers that ended are not waited for; `u64::MAX` (a worker's end of
+    /// input) joins the barrier the others are meeting at, if any.
     pub fn round(&self, id: u64) -> bool {
         let mut m = lock_or_recover(&self.meet);
+        let open = m.arrived > 0 && !m.decided.iter().any(|(d, _)| *d == m.id);
+        let id = if id == u64::MAX && open { m.id } else { id };
+        if let Some(&(_, passed)) = m.decided.iter().find(|(d, _)| *d == id) {
+            return passed;
+        }
         if m.id != id {
             m.id = id;
             m.arrived = 0;
         }
         m.arrived += 1;
-        if m.arrived + m.left >= self.workers {
-            return self.decide(&mut m, id);
-        }
         loop {
             if let Some(&(_, passed)) = m.decided.iter().find(|(d, _)| *d == id) {
                 return passed;
             }
-            m = self.met.wait(m).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    /// A worker ended: the others no longer wait for it.
-    pub fn leave(&self) {
-        let mut m = lock_or_recover(&self.meet);
-        m.left += 1;
-        if m.arrived > 0 && m.arrived + m.left >= self.workers {
-            let id = m.id;
-            if !m.decided.iter().any(|(d, _)| *d == id) {
-                self.decide(&mut m, id);
+            if m.arrived + self.gone.load(Ordering::Acquire) >= self.workers {
+                let passed = !self.has_failed();
+                m.decided.push((id, passed));
+                self.met.notify_all();
+                return passed;
             }
+            m = self
+                .met
+                .wait_timeout(m, MEET_POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-    }
-
-    fn decide(&self, m: &mut Meet, id: u64) -> bool {
-        let passed = !self.has_failed();
-        m.decided.push((id, passed));
-        self.met.notify_all();
-        passed
     }
 
     /// Every worker swapped at the barrier (or rolled back): answer the
@@ -399,7 +425,10 @@ impl Probation {
             );
             self.log.update(self.order.seq, |r| {
                 r.pause = Some(pause);
-                r.outcome = Outcome::Probation;
+                // Not over an outcome a failure recorded meanwhile.
+                if r.outcome == Outcome::Requested {
+                    r.outcome = Outcome::Probation;
+                }
             })
         };
         let _ = reply.send(record.ok_or_else(|| "the swap record is gone".to_string()));
@@ -426,10 +455,12 @@ impl Probation {
             },
         );
         tracing::info!(
-            swap = self.order.seq, to = %short(&self.order.digest), checkpoint = at,
+            swap = self.order.seq, to = %short(&self.order.digest), checkpoint = id,
             "the new version passed probation: promoted"
         );
-        self.end(Outcome::Promoted, None, Some(at));
+        // `id`, not `at`: if the checkpoint that ended the probation
+        // failed, the next one that completes holds the new version.
+        self.end(Outcome::Promoted, None, Some(id));
     }
 
     /// Whether the outcome is final.
@@ -475,9 +506,18 @@ pub struct Swapper {
     log: Arc<SwapLog>,
     triggers: Sender<Trigger>,
     workers: usize,
+    /// Worker threads that ended.
+    gone: Arc<AtomicUsize>,
     /// The swap under way, if any: one at a time.
     active: Mutex<Option<Arc<Probation>>>,
 }
+
+/// Most batches a probation may ask for (held output and kept input grow
+/// with it).
+pub const MAX_PROBATION_BATCHES: u64 = 100_000;
+
+/// Largest component a swap reads.
+const MAX_COMPONENT_BYTES: u64 = 1 << 30;
 
 impl Swapper {
     /// Swaps for `job` (operators `operators`, run by `workers` threads).
@@ -487,7 +527,7 @@ impl Swapper {
         job: &str,
         operators: Vec<OperatorSpec>,
         log: Arc<SwapLog>,
-        (triggers, workers): (Sender<Trigger>, usize),
+        (triggers, workers, gone): (Sender<Trigger>, usize, Arc<AtomicUsize>),
     ) -> Self {
         Self {
             engine,
@@ -497,6 +537,7 @@ impl Swapper {
             log,
             triggers,
             workers,
+            gone,
             active: Mutex::new(None),
         }
     }
@@ -514,6 +555,13 @@ impl Swapper {
         path: &std::path::Path,
         probation_batches: u64,
     ) -> std::result::Result<SwapRecord, Refused> {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_COMPONENT_BYTES {
+            return Err(refused(
+                400,
+                format!("{} is {size} bytes: not a plugin component", path.display()),
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|e| {
             refused(
                 400,
@@ -587,6 +635,12 @@ impl Swapper {
         kind: &str,
     ) -> std::result::Result<SwapRecord, Refused> {
         let i = self.operator_index(operator)?;
+        if probation_batches > MAX_PROBATION_BATCHES {
+            return Err(refused(
+                400,
+                format!("probation_batches is at most {MAX_PROBATION_BATCHES}"),
+            ));
+        }
         let mut active = lock_or_recover(&self.active);
         if let Some(a) = active.as_ref().filter(|a| !a.is_over()) {
             return Err(refused(
@@ -627,7 +681,7 @@ impl Swapper {
                 probation_batches,
             },
             self.log.clone(),
-            self.workers,
+            (self.workers, self.gone.clone()),
             tx,
         ));
         *active = Some(probation.clone());
@@ -785,10 +839,15 @@ pub fn versions_for_restart(
         if named == configured {
             continue;
         }
+        // Versions this job ran: the ones swaps started from, and the ones
+        // they brought in, unless rolled back (a checkpoint never holds
+        // those; a job file naming one asks for it on purpose).
         let ran = |d: &str| {
-            history
-                .iter()
-                .any(|r| r.operator == spec.name && (r.from_digest == d || r.to_digest == d))
+            history.iter().any(|r| {
+                r.operator == spec.name
+                    && (r.from_digest == d
+                        || (r.to_digest == d && r.outcome != Outcome::RolledBack))
+            })
         };
         if !ran(configured) || !ran(named) {
             continue;

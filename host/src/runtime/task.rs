@@ -172,6 +172,8 @@ pub struct Shared {
     pub dead_letters: Arc<DeadLetters>,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
+    /// Worker threads that ended (a swap's barriers stop waiting for them).
+    pub workers_gone: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One partition: an operator chain instance, its timers, watermark and
@@ -650,11 +652,15 @@ pub struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // A worker that ends (an error, or the input's end) is no longer
-        // waited for at the swap's barriers.
+        // A worker that ends during a probation (an error: the job fails)
+        // rolls the swap back; the other workers no longer wait for it at
+        // the swap's barriers.
         if let Some(p) = self.swap.take() {
-            p.leave();
+            p.fail("a worker ended during the probation");
         }
+        self.shared
+            .workers_gone
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -753,6 +759,9 @@ impl Worker {
                 }
                 Ok(TaskMsg::Swap { id, probation }) => {
                     self.finish_snapshots()?;
+                    // The barrier ends an earlier swap's probation first
+                    // (one that failed: a new swap waits for the rest).
+                    self.end_probation(id)?;
                     self.swap_at(id, probation)?;
                 }
                 Ok(TaskMsg::EndOfInput) => {
@@ -862,8 +871,6 @@ impl Worker {
         } else {
             self.roll_back_all()?;
         }
-        // Not waited for at later barriers of this swap (there are none).
-        swap.leave();
         Ok(())
     }
 

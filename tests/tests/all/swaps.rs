@@ -369,8 +369,18 @@ fn a_version_that_cannot_read_the_state_is_refused_before_anything_pauses() {
 /// exactly once.
 #[test]
 fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
-    let kills = 10;
-    let mut fed = Fed::new("swap-crash", 240_000, 2, "", kills + 2);
+    // scripts/soak.sh runs 100 (WEIR_CRASH_RUNS).
+    let kills: usize = std::env::var("WEIR_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut fed = Fed::new(
+        "swap-crash",
+        24_000 * (kills as u64 + 2),
+        2,
+        "[checkpoints]\ninterval_ms = 50\n",
+        kills + 2,
+    );
     let original = PathBuf::from(artifacts::STATE_MACHINE);
     let versions = [
         original.clone(),
@@ -383,6 +393,8 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
         .collect();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut restored = 0;
+    // Restarts that resumed on a version a swap brought in.
+    let mut swapped_in = 0;
     for i in 0..kills {
         let named = latest_digest(&fed.job);
         let mut child = fed.job.spawn(named.is_some().then_some("latest"));
@@ -401,6 +413,7 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
             "run {i} restored the checkpoint's version"
         );
         restored += usize::from(named.is_some());
+        swapped_in += usize::from(running != digests[0]);
         let next = versions
             .iter()
             .zip(&digests)
@@ -415,12 +428,17 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(rng % 300));
+        std::thread::sleep(Duration::from_millis(rng % 800));
         child.kill().unwrap();
         child.wait().unwrap();
         let _ = swapping.wait();
     }
     assert!(restored > 0, "some runs restored from a checkpoint");
+    println!("{restored} restores, {swapped_in} on a swapped-in version");
+    assert!(
+        swapped_in > 0,
+        "some restarts resumed on a version a swap brought in"
+    );
     // The rest of the input, read to its end by a last run from `latest`.
     while fed.next < fed.pieces.len() {
         fed.feed();
@@ -440,7 +458,12 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
         &format!("output after {kills} kills during swaps"),
     );
     let history = job.run_ok(&["plugin", "history", file.to_str().unwrap()]);
+    println!("{history}");
     assert!(history.contains("swap 1"), "{history}");
+    assert!(
+        history.matches("promoted at").count() > 0,
+        "some swaps were promoted before a kill: {history}"
+    );
 }
 
 /// A fork from a savepoint with a plugin that formats the alerts of one

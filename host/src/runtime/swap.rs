@@ -876,3 +876,127 @@ pub fn versions_for_restart(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::store::StoreSpec;
+    use crate::plugin::Operator;
+
+    /// A factory that is never called: the rendezvous does not create
+    /// instances.
+    struct Unused;
+    impl OperatorFactory for Unused {
+        fn name(&self) -> &str {
+            "op"
+        }
+        fn create(&self, _: usize) -> Result<Box<dyn Operator>> {
+            Err(Error::Internal("not in this test".into()))
+        }
+        fn init(&self, _: &mut dyn Operator) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn probation(workers: usize) -> (Arc<Probation>, Arc<AtomicUsize>, Arc<SwapLog>) {
+        let spec = StoreSpec {
+            url: "memory://".into(),
+            ..Default::default()
+        };
+        let store = StateStore::open(&spec, std::path::Path::new(".")).unwrap();
+        let log = Arc::new(SwapLog::open("job", store, Vec::new()).unwrap());
+        log.add(SwapRecord {
+            seq: 1,
+            operator: "op".into(),
+            from_digest: "a".into(),
+            to_digest: "b".into(),
+            kind: "swap".into(),
+            requested_ms: 0,
+            savepoint: "swap-1".into(),
+            checkpoint: None,
+            outcome: Outcome::Requested,
+            cause: None,
+            pause: None,
+            promoted_at: None,
+            ended_ms: None,
+        });
+        let gone = Arc::new(AtomicUsize::new(0));
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let p = Probation::new(
+            SwapOrder {
+                seq: 1,
+                operator: 0,
+                factory: Arc::new(Unused),
+                digest: "b".into(),
+                probation_batches: 1,
+            },
+            log.clone(),
+            (workers, gone.clone()),
+            tx,
+        );
+        (Arc::new(p), gone, log)
+    }
+
+    fn meet(p: &Arc<Probation>, id: u64) -> std::thread::JoinHandle<bool> {
+        let p = p.clone();
+        std::thread::spawn(move || p.round(id))
+    }
+
+    #[test]
+    fn every_worker_gets_the_same_verdict() {
+        let (p, _, log) = probation(3);
+        let a = meet(&p, 7);
+        let b = meet(&p, 7);
+        std::thread::sleep(Duration::from_millis(20));
+        p.fail("trap in partition 2");
+        let c = meet(&p, 7);
+        assert_eq!(
+            [a.join().unwrap(), b.join().unwrap(), c.join().unwrap()],
+            [false; 3]
+        );
+        let r = &log.records()[0];
+        assert_eq!(r.outcome, Outcome::RolledBack);
+        assert_eq!(r.cause.as_deref(), Some("trap in partition 2"));
+        // A later failure does not change the first cause.
+        p.fail("another");
+        assert_eq!(
+            log.records()[0].cause.as_deref(),
+            Some("trap in partition 2")
+        );
+    }
+
+    #[test]
+    fn a_worker_that_ended_is_not_waited_for() {
+        let (p, gone, _) = probation(3);
+        let a = meet(&p, 7);
+        let b = meet(&p, 7);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!a.is_finished(), "waits for the third worker");
+        gone.fetch_add(1, Ordering::AcqRel);
+        assert!(a.join().unwrap() && b.join().unwrap(), "passed");
+    }
+
+    #[test]
+    fn the_end_of_a_run_joins_the_barrier_being_met() {
+        let (p, _, _) = probation(2);
+        let a = meet(&p, 9);
+        std::thread::sleep(Duration::from_millis(20));
+        // The other worker's input ended (it never saw barrier 9).
+        let b = meet(&p, u64::MAX);
+        assert!(a.join().unwrap() && b.join().unwrap());
+        // Rounds after a decided one start afresh.
+        let c = meet(&p, 10);
+        let d = meet(&p, 10);
+        assert!(c.join().unwrap() && d.join().unwrap());
+    }
+
+    #[test]
+    fn a_restart_settles_open_swaps_by_the_version_it_runs() {
+        let (_, _, log) = probation(1);
+        log.settle_open(&[("op".into(), "b".into())]);
+        assert_eq!(log.records()[0].outcome, Outcome::Promoted);
+        let (_, _, log) = probation(1);
+        log.settle_open(&[("op".into(), "a".into())]);
+        assert_eq!(log.records()[0].outcome, Outcome::RolledBack);
+    }
+}

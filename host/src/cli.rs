@@ -865,10 +865,15 @@ fn fork(
             f.follow = false;
             f.until = until;
         }
-        crate::source::SourceSpec::Kafka(_) => anyhow::bail!(
-            "forks of Kafka jobs are not supported yet: fork a job that reads files (the \
-             same history the Kafka job read, e.g. its archive)"
-        ),
+        crate::source::SourceSpec::Kafka(k) => {
+            // Its own consumer group (offsets are committed there for lag
+            // tools), and an end: the offsets at its start, or `--until`.
+            k.group_id = format!("{}-fork", k.group_id);
+            k.until = Some(match until {
+                Some(t) => crate::config::Until::Timestamp(t),
+                None => crate::config::Until::Latest,
+            });
+        }
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     plan.sink = crate::sink::SinkSpec::Files(crate::sink::FileSinkSpec {

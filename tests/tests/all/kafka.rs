@@ -5,7 +5,7 @@
 //! independent DFA; crashes at random moments and inside the window
 //! between a durable checkpoint and the transaction commit; restoring into
 //! a new topic; dead letters with partition and offset; a plugin swap
-//! under a running Kafka job.
+//! under a running Kafka job, and forks of it.
 
 use std::time::{Duration, Instant};
 
@@ -623,6 +623,7 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
 
 /// A running Kafka job (no end) takes a new build of its plugin between
 /// two halves of its input: the alerts it commits are exactly the DFA's.
+/// Then forks from its savepoint between the halves.
 #[test]
 fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
     use crate::swaps::{
@@ -664,6 +665,14 @@ fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
     let child = job.spawn(None);
     job.wait_running();
     wait_read(&job, half as u64);
+    // A savepoint after the first half, for the forks below.
+    job.run_ok(&[
+        "savepoint",
+        "trigger",
+        job.file().to_str().unwrap(),
+        "--name",
+        "mid",
+    ]);
     let new = variant(&job.root, "k");
     let o = swap(&job, &new, 4);
     assert!(o.status.success(), "swap: {}", text(&o));
@@ -676,4 +685,50 @@ fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
     stop(&job, child);
     assert_same_output(&read_values(&out), &expected, "alerts with a swap");
     assert_eq!(latest_digest(&job).as_deref(), Some(new_digest.as_str()));
+
+    // Forks of the Kafka job from `mid` read the topic from its offsets to
+    // the end, into their own folders: with the job's plugin, the alerts
+    // of the second half; with a reformatting one, the diff says which.
+    let mut after = expected.clone();
+    for a in reference_alerts(&job.root.join("first")) {
+        let i = after.iter().position(|x| *x == a).unwrap();
+        after.remove(i);
+    }
+    assert!(!after.is_empty());
+    let fork = |plugin: &str, dir: &str| {
+        let dir = job.root.join(dir);
+        job.run_ok(&[
+            "fork",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "mid",
+            "--plugin",
+            plugin,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        dir
+    };
+    let same = fork(artifacts::STATE_MACHINE, "fork-same");
+    assert_same_output(
+        &weir_tests::read_output(&same),
+        &after,
+        "a fork of the Kafka job from its savepoint",
+    );
+    let new = fork(artifacts::REFORMAT, "fork-new");
+    let report: serde_json::Value = serde_json::from_str(&job.run_ok(&[
+        "diff",
+        same.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--key",
+        "address",
+        "--json",
+    ]))
+    .unwrap();
+    let in_y = after
+        .iter()
+        .filter(|l| l.contains("\"state\":\"Y\""))
+        .count();
+    assert_eq!(report["changed"], in_y as u64, "{report}");
+    assert_eq!(report["equal"], (after.len() - in_y) as u64, "{report}");
 }

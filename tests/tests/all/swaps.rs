@@ -591,3 +591,51 @@ fn a_fork_with_a_new_plugin_diffs_exactly_the_changed_alerts() {
     assert_eq!(equal["equal"], after.len() as u64, "{equal}");
     assert_eq!(equal["changed"], 0);
 }
+
+/// A rollback in a chain of two operators: the swapped one goes back to
+/// its old instance, and the other one (which ran on during the
+/// probation) back to its state at the swap barrier.
+#[test]
+fn a_rollback_in_a_chain_restores_every_operator_to_the_barrier() {
+    let extra = "[engine]\ncall_timeout_ms = 1000\nmemory_mb = 128\n";
+    let mut fed = Fed::new("swap-chain", 200_000, 2, extra, 3);
+    let text_file = std::fs::read_to_string(fed.job.file()).unwrap();
+    // A pass-through operator first (the trap plugin passes every record
+    // without `boom` as it is; the events have none).
+    let chained = text_file
+        .replace(
+            "[[operators]]\nname = \"op\"",
+            &format!(
+                "[[operators]]\nname = \"pass\"\nplugin = \"{}\"\n[[operators]]\nname = \"op\"",
+                artifacts::TRAP
+            ),
+        )
+        .replace("gap_ms = 40", "gap_ms = 40, fault = \"trap\"");
+    assert_ne!(chained, text_file);
+    std::fs::write(fed.job.file(), chained).unwrap();
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let o = swap(job, Path::new(artifacts::SWAP_FAULT), 4);
+    assert!(o.status.success(), "swap request: {}", text(&o));
+    fed.feed();
+    let job = &fed.job;
+    let r = outcome(job, 1);
+    assert_eq!(r["outcome"], "rolled_back", "{r}");
+    let s = status(job);
+    assert_eq!(s["operators"][1], digest(artifacts::STATE_MACHINE).as_str());
+    fed.feed();
+    wait_read(&fed.job, fed.lines_fed());
+    let job = &fed.job;
+    stop(job, child);
+    assert_same_output(
+        &job.output(),
+        &fed.expected,
+        "output of the chain after a rollback",
+    );
+    let all = manifest::list(&job.store(), &job.name).unwrap();
+    let ops = &all.last().unwrap().manifest.partitions[0].operators;
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[1].plugin_digest, digest(artifacts::STATE_MACHINE));
+}

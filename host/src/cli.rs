@@ -729,16 +729,15 @@ fn swap_request(job: &Path, path: &str, no_wait: bool) -> anyhow::Result<()> {
     if no_wait {
         return Ok(());
     }
+    let mut record = record;
     loop {
-        let outcome = record_outcome(&record);
-        if outcome == "promoted" {
-            return Ok(());
-        }
-        if outcome == "rolled_back" {
-            anyhow::bail!(
+        match record_outcome(&record).as_str() {
+            "promoted" => return Ok(()),
+            "rolled_back" => anyhow::bail!(
                 "swap {seq} was rolled back: {}",
                 record["cause"].as_str().unwrap_or("?")
-            );
+            ),
+            _ => {}
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
         let Ok((200, body)) = endpoint.request("GET", "/status") else {
@@ -754,19 +753,10 @@ fn swap_request(job: &Path, path: &str, no_wait: bool) -> anyhow::Result<()> {
         else {
             anyhow::bail!("swap {seq} is not in the job's status");
         };
-        if record_outcome(r) != outcome {
+        if record_outcome(r) != record_outcome(&record) {
             println!("{}", describe_swap(r));
         }
-        if matches!(record_outcome(r).as_str(), "promoted" | "rolled_back") {
-            return if record_outcome(r) == "promoted" {
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "swap {seq} was rolled back: {}",
-                    r["cause"].as_str().unwrap_or("?")
-                )
-            };
-        }
+        record = r.clone();
     }
 }
 

@@ -20,10 +20,7 @@ const WEIR: &str = env!("CARGO_BIN_EXE_weir-it");
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let events: u64 = if benchmarking {
-        std::env::var("WEIR_BENCH_EVENTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5_000_000)
+        weir_tests::env_or("WEIR_BENCH_EVENTS", 5_000_000)
     } else {
         20_000
     };
@@ -42,20 +39,7 @@ fn main() {
         },
     )
     .unwrap();
-    let mut lines = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&gen_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files {
-        lines.extend(
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(str::to_string),
-        );
-    }
+    let lines = weir_tests::csv_lines(&gen_dir);
     let events_dir = root.join("events");
     std::fs::create_dir_all(&events_dir).unwrap();
     std::fs::write(

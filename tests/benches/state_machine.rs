@@ -18,15 +18,8 @@ use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, load_operators, run_with};
 use weir::plugin::OperatorFactory;
 use weir::plugin::WeirEngine;
-use weir_tests::artifacts;
 use weir_tests::native::{NativeFactory, plain_state_machine};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use weir_tests::{artifacts, env_or};
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing

@@ -20,14 +20,7 @@ use weir::checkpoint::store::StoreSpec;
 use weir::config::{CheckpointPlan, EngineSettings, PluginSource};
 use weir::job::{RunOptions, run};
 use weir::runtime::control::{Endpoint, find_in, percent_encode};
-use weir_tests::artifacts;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use weir_tests::{artifacts, env_or};
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
@@ -49,7 +42,10 @@ fn main() {
     }
     w.flush().unwrap();
     drop(w);
-    let versions = [PathBuf::from(artifacts::STATE_MACHINE), variant(dir.path())];
+    let versions = [
+        PathBuf::from(artifacts::STATE_MACHINE),
+        weir_tests::state_machine_variant(dir.path(), "b"),
+    ];
 
     let mut plan = weir::demo::state_machine_plan(
         &events,
@@ -158,19 +154,6 @@ fn main() {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     job.join().unwrap().expect("bench job");
-}
-
-/// The state-machine component with a custom section appended: the same
-/// code under another digest.
-fn variant(dir: &Path) -> PathBuf {
-    let mut bytes = std::fs::read(artifacts::STATE_MACHINE).unwrap();
-    let payload = b"\x0cweir-variantb";
-    bytes.push(0);
-    bytes.push(payload.len() as u8);
-    bytes.extend_from_slice(payload);
-    let path = dir.join("state-machine-b.wasm");
-    std::fs::write(&path, bytes).unwrap();
-    path
 }
 
 /// Wait until the job's endpoint answers and it has read `keys` records.

@@ -66,16 +66,7 @@ pub fn create_topic(name: &str, partitions: i32) {
 /// keyed by its first column, with the Java client's default partitioner
 /// (librdkafka's `murmur2_random`). Returns how many were produced.
 pub fn produce_csv_dir(dir: &Path, topic: &str) -> u64 {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).unwrap();
-        lines.extend(text.lines().map(str::to_string));
-    }
+    let lines = crate::csv_lines(dir);
     produce(
         topic,
         lines.iter().map(|l| {

@@ -15,6 +15,50 @@ pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
+/// Every line of the files in `dir`, files in name order.
+pub fn csv_lines(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for f in files {
+        lines.extend(
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    lines
+}
+
+/// The state-machine component with a custom section appended, written to
+/// `dir`: the same code under another digest (a rebuild of the same logic).
+pub fn state_machine_variant(dir: &Path, tag: &str) -> PathBuf {
+    let mut bytes = std::fs::read(artifacts::STATE_MACHINE).unwrap();
+    let name = b"weir-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    bytes.push(0); // custom section
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(format!("state-machine-{tag}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A benchmark setting from the environment, else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The state-machine job over `events` writing to `out`, with the plugin at
 /// `plugin`.
 pub fn state_machine_plan(events: &Path, out: &Path, parallelism: usize, plugin: &str) -> Plan {

@@ -52,6 +52,19 @@ pub struct BarrierRequest {
     pub swap: Option<std::sync::Arc<crate::runtime::swap::Probation>>,
 }
 
+impl BarrierRequest {
+    /// A checkpoint, nobody to tell.
+    pub fn checkpoint() -> Self {
+        Self {
+            kind: Kind::Checkpoint,
+            name: None,
+            stop: false,
+            reply: None,
+            swap: None,
+        }
+    }
+}
+
 /// Default name of a triggered savepoint.
 pub fn savepoint_name(id: u64) -> String {
     format!("sp-{}", checkpoint_name(id))

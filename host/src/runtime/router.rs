@@ -386,26 +386,14 @@ impl Output for Router {
                 if let Some(i) = b.interval {
                     b.next_periodic = now + i;
                 }
-                return Some(BarrierRequest {
-                    kind: Kind::Checkpoint,
-                    name: None,
-                    stop: false,
-                    reply: None,
-                    swap: None,
-                });
+                return Some(BarrierRequest::checkpoint());
             } else {
                 return None;
             }
         }
         if now >= b.next_periodic {
             b.next_periodic = now + b.interval.unwrap_or(Duration::MAX / 4);
-            return Some(BarrierRequest {
-                kind: Kind::Checkpoint,
-                name: None,
-                stop: false,
-                reply: None,
-                swap: None,
-            });
+            return Some(BarrierRequest::checkpoint());
         }
         None
     }
@@ -523,14 +511,7 @@ impl Output for Router {
         if !self.barriers.as_ref().is_some_and(|b| b.at_end) {
             return ControlFlow::Continue(());
         }
-        let request = BarrierRequest {
-            kind: Kind::Checkpoint,
-            name: None,
-            stop: false,
-            reply: None,
-            swap: None,
-        };
-        self.barrier(request, position)
+        self.barrier(BarrierRequest::checkpoint(), position)
     }
 
     fn is_stopping(&self) -> bool {

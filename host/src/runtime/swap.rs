@@ -133,6 +133,27 @@ pub struct SwapRecord {
     pub ended_ms: Option<i64>,
 }
 
+impl SwapRecord {
+    /// Swap `seq` of `operator` from `from` to `to`, just asked for.
+    pub fn requested(seq: u64, operator: &str, (from, to): (&str, &str), kind: &str) -> Self {
+        Self {
+            seq,
+            operator: operator.to_string(),
+            from_digest: from.to_string(),
+            to_digest: to.to_string(),
+            kind: kind.to_string(),
+            requested_ms: now_ms(),
+            savepoint: format!("swap-{seq}"),
+            checkpoint: None,
+            outcome: Outcome::Requested,
+            cause: None,
+            pause: None,
+            promoted_at: None,
+            ended_ms: None,
+        }
+    }
+}
+
 /// The version an operator runs now.
 #[derive(Clone)]
 pub struct Current {
@@ -656,21 +677,12 @@ impl Swapper {
         let digest = sha256_hex(&bytes);
         self.keep_components(i, &current.digest, &digest, bytes)?;
         let seq = self.log.next_seq();
-        self.log.add(SwapRecord {
+        self.log.add(SwapRecord::requested(
             seq,
-            operator: operator.to_string(),
-            from_digest: current.digest.clone(),
-            to_digest: digest.clone(),
-            kind: kind.to_string(),
-            requested_ms: now_ms(),
-            savepoint: format!("swap-{seq}"),
-            checkpoint: None,
-            outcome: Outcome::Requested,
-            cause: None,
-            pause: None,
-            promoted_at: None,
-            ended_ms: None,
-        });
+            operator,
+            (&current.digest, &digest),
+            kind,
+        ));
         let (tx, rx) = crossbeam_channel::bounded(1);
         let probation = Arc::new(Probation::new(
             SwapOrder {
@@ -905,21 +917,7 @@ mod tests {
         };
         let store = StateStore::open(&spec, std::path::Path::new(".")).unwrap();
         let log = Arc::new(SwapLog::open("job", store, Vec::new()).unwrap());
-        log.add(SwapRecord {
-            seq: 1,
-            operator: "op".into(),
-            from_digest: "a".into(),
-            to_digest: "b".into(),
-            kind: "swap".into(),
-            requested_ms: 0,
-            savepoint: "swap-1".into(),
-            checkpoint: None,
-            outcome: Outcome::Requested,
-            cause: None,
-            pause: None,
-            promoted_at: None,
-            ended_ms: None,
-        });
+        log.add(SwapRecord::requested(1, "op", ("a", "b"), "swap"));
         let gone = Arc::new(AtomicUsize::new(0));
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let p = Probation::new(

@@ -412,9 +412,7 @@ impl Partition {
             .and_then(|()| order.factory.init(new.as_mut()));
         let restore = lap(&mut t);
         let pause = Pause::of(snapshot, instantiate, restore);
-        snap.pause = snap
-            .pause
-            .max(Duration::from_secs_f64(pause.total_ms / 1e3));
+        snap.pause = snap.pause.max(snapshot + instantiate + restore);
         if let Err(e) = restored {
             return Ok((snap, Err(e.to_string())));
         }

@@ -627,25 +627,13 @@ fn a_restored_offset_deleted_by_retention_is_refused_with_the_logs_range() {
 #[test]
 fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
     use crate::swaps::{
-        digest, latest_digest, outcome, status, stop, swap, text, variant, wait_read,
+        digest, fork_into, latest_digest, outcome, status, stop, swap, text, variant, wait_read,
+        without,
     };
     let job = Job::new("kafka-swap", 300_000, artifacts::STATE_MACHINE, 2, "");
     let events = job.root.join("events");
     let expected = reference_alerts(&events);
-    let mut lines = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&events)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files {
-        lines.extend(
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(str::to_string),
-        );
-    }
+    let lines = weir_tests::csv_lines(&events);
     let half = lines.len() / 2;
     for (dir, part) in [("first", &lines[..half]), ("second", &lines[half..])] {
         std::fs::create_dir_all(job.root.join(dir)).unwrap();
@@ -689,26 +677,9 @@ fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
     // Forks of the Kafka job from `mid` read the topic from its offsets to
     // the end, into their own folders: with the job's plugin, the alerts
     // of the second half; with a reformatting one, the diff says which.
-    let mut after = expected.clone();
-    for a in reference_alerts(&job.root.join("first")) {
-        let i = after.iter().position(|x| *x == a).unwrap();
-        after.remove(i);
-    }
+    let after = without(&expected, &reference_alerts(&job.root.join("first")));
     assert!(!after.is_empty());
-    let fork = |plugin: &str, dir: &str| {
-        let dir = job.root.join(dir);
-        job.run_ok(&[
-            "fork",
-            job.file().to_str().unwrap(),
-            "--from-savepoint",
-            "mid",
-            "--plugin",
-            plugin,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        dir
-    };
+    let fork = |plugin: &str, dir: &str| fork_into(&job, "mid", plugin, dir);
     let same = fork(artifacts::STATE_MACHINE, "fork-same");
     assert_same_output(
         &weir_tests::read_output(&same),

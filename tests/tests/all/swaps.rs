@@ -15,22 +15,8 @@ use weir_tests::{artifacts, assert_same_output, read_output};
 
 use crate::savepoints::Job;
 
-/// The state-machine component with a custom section appended: the same
-/// code under another digest (a rebuild with the same logic).
-pub(crate) fn variant(dir: &Path, tag: &str) -> PathBuf {
-    let mut bytes = std::fs::read(artifacts::STATE_MACHINE).unwrap();
-    let name = b"weir-test-variant";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    assert!(payload.len() < 128, "one-byte LEB128 size");
-    bytes.push(0); // custom section
-    bytes.push(payload.len() as u8);
-    bytes.extend_from_slice(&payload);
-    let path = dir.join(format!("state-machine-{tag}.wasm"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+/// The state-machine component under another digest (same code).
+pub(crate) use weir_tests::state_machine_variant as variant;
 
 /// Hex SHA-256 of a file.
 pub(crate) fn digest(path: &str) -> String {
@@ -58,21 +44,9 @@ impl Fed {
         let job = Job::new(name, events, artifacts::STATE_MACHINE, parallelism, extra);
         let expected = job.reference();
         let events_dir = job.root.join("events");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&events_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let mut lines = Vec::new();
-        for f in files {
-            lines.extend(
-                std::fs::read_to_string(&f)
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
-            std::fs::remove_file(f).unwrap();
-        }
+        let lines = weir_tests::csv_lines(&events_dir);
+        std::fs::remove_dir_all(&events_dir).unwrap();
+        std::fs::create_dir_all(&events_dir).unwrap();
         let per = lines.len().div_ceil(pieces);
         let pieces = lines.chunks(per).map(<[String]>::to_vec).collect();
         job.set_follow(true);
@@ -175,6 +149,33 @@ pub(crate) fn stop(job: &Job, mut child: Child) {
     job.run_ok(&["stop", job.file().to_str().unwrap(), "--savepoint"]);
     let status = child.wait().unwrap();
     assert!(status.success(), "stopped cleanly: {status}");
+}
+
+/// `weir fork` of `job` from savepoint `from` with `plugin`, into folder
+/// `dir` of the job's; the folder.
+pub(crate) fn fork_into(job: &Job, from: &str, plugin: &str, dir: &str) -> PathBuf {
+    let out = job.root.join(dir);
+    job.run_ok(&[
+        "fork",
+        job.file().to_str().unwrap(),
+        "--from-savepoint",
+        from,
+        "--plugin",
+        plugin,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// `all` without one of each line of `some` (a multiset difference).
+pub(crate) fn without(all: &[String], some: &[String]) -> Vec<String> {
+    let mut rest = all.to_vec();
+    for l in some {
+        let i = rest.iter().position(|a| a == l).unwrap();
+        rest.remove(i);
+    }
+    rest
 }
 
 /// The plugin digest the newest checkpoint or savepoint names.
@@ -495,28 +496,10 @@ fn a_fork_with_a_new_plugin_diffs_exactly_the_changed_alerts() {
     job.run_ok(&["run", file.to_str().unwrap(), "--from-savepoint", "mid"]);
     let all = job.output();
     assert_same_output(&all, &fed.expected, "the job's output");
-    // What the job emitted after the savepoint (multiset difference).
-    let mut after = all.clone();
-    for l in &before {
-        let i = after.iter().position(|a| a == l).unwrap();
-        after.remove(i);
-    }
+    // What the job emitted after the savepoint.
+    let after = without(&all, &before);
     assert!(!after.is_empty(), "the savepoint is not at the end");
-
-    let fork = |plugin: &str, out: &str| {
-        let out = job.root.join(out);
-        job.run_ok(&[
-            "fork",
-            job.file().to_str().unwrap(),
-            "--from-savepoint",
-            "mid",
-            "--plugin",
-            plugin,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        out
-    };
+    let fork = |plugin: &str, out: &str| fork_into(job, "mid", plugin, out);
     let same = fork(artifacts::STATE_MACHINE, "fork-same");
     assert_same_output(
         &read_output(&same),

@@ -18,6 +18,10 @@ pub(crate) mod wit {
 /// Event time of a record without one (WIT: `i64::MIN`).
 pub const NO_TIMESTAMP: i64 = i64::MIN;
 
+/// The versions of the `weir:plugin` WIT package this host accepts, newest
+/// first (the first is the one checkpoints record).
+pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+
 /// A record borrowed from a [`Batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {

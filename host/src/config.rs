@@ -28,13 +28,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::checkpoint::store::StoreSpec;
-pub use crate::plugin::EngineSettings;
+pub use crate::plugin::{EngineSettings, OperatorSpec, PluginSource};
+pub use crate::runtime::BatchSettings;
 pub use crate::sink::{Delivery, FileSinkSpec, KafkaSinkSpec, SinkSpec};
 pub use crate::source::SourceSpec;
 pub use crate::source::file::{FileSourceSpec, Format, KeySpec};
@@ -427,13 +427,13 @@ pub struct BatchConfig {
 }
 
 fn default_max_records() -> usize {
-    1024
+    BatchSettings::default().max_records
 }
 fn default_max_bytes() -> usize {
-    1 << 20
+    BatchSettings::default().max_bytes
 }
 fn default_linger_ms() -> u64 {
-    50
+    BatchSettings::default().linger.as_millis() as u64
 }
 
 impl Default for BatchConfig {
@@ -848,48 +848,6 @@ fn toml_scalar(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Where a plugin's component comes from.
-#[derive(Debug, Clone)]
-pub enum PluginSource {
-    /// A `.wasm` file.
-    Path(PathBuf),
-    /// Component bytes held in memory (the demo's embedded plugin).
-    Bytes(Arc<[u8]>),
-}
-
-/// A resolved operator.
-#[derive(Debug, Clone)]
-pub struct OperatorSpec {
-    /// Name for logs, errors and dead letters.
-    pub name: String,
-    /// The component.
-    pub plugin: PluginSource,
-    /// `init` configuration.
-    pub config: Vec<(String, String)>,
-}
-
-/// Resolved batching settings.
-#[derive(Debug, Clone)]
-pub struct BatchSettings {
-    /// Most records per batch.
-    pub max_records: usize,
-    /// Most key+value bytes per batch.
-    pub max_bytes: usize,
-    /// Idle flush delay.
-    pub linger: Duration,
-}
-
-impl Default for BatchSettings {
-    fn default() -> Self {
-        let b = BatchConfig::default();
-        Self {
-            max_records: b.max_records,
-            max_bytes: b.max_bytes,
-            linger: Duration::from_millis(b.linger_ms),
-        }
     }
 }
 

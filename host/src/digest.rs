@@ -25,3 +25,8 @@ pub fn random_hex(bytes: usize) -> std::io::Result<String> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
+
+/// The first 12 hex digits of a digest, as logs and messages show it.
+pub fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::batch::SourceBatch;
-use crate::checkpoint::Trigger;
 use crate::checkpoint::lease::Lease;
 use crate::checkpoint::manifest;
 use crate::checkpoint::restore::{self, Restored};
 use crate::checkpoint::store::StateStore;
 use crate::config::{Plan, PluginSource};
 use crate::plugin::{OperatorFactory, WasmOperatorFactory, WeirEngine};
+use crate::runtime::Trigger;
 use crate::runtime::control::{Bound, ControlServer, JobHandle};
 use crate::runtime::swap::{self, Current, SwapLog, Swapper};
 use crate::runtime::{
@@ -463,7 +463,7 @@ fn swapper(
     let log = Arc::new(SwapLog::open(&job.plan.name, store.clone(), current)?);
     log.settle_open(&running);
     Ok(Some(Arc::new(Swapper::new(
-        engine.clone(),
+        Arc::new(engine.clone()),
         store.clone(),
         &job.plan.name,
         job.plan.operators.clone(),

@@ -68,6 +68,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
+mod clock;
 pub mod config;
 pub mod demo;
 pub mod diff;
@@ -87,3 +88,185 @@ pub(crate) use error::{lock, lock_or_recover};
 
 /// The Weir host version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod layout {
+    //! The layout rules above, checked on the sources: each module uses
+    //! only modules after it in [`ORDER`], and no file grows past
+    //! [`MAX_LINES`] without a reason written here.
+
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    /// Top-level modules, highest first: a module may use the ones after it.
+    const ORDER: &[&str] = &[
+        "cli",
+        "demo",
+        "job",
+        "config",
+        "runtime",
+        "checkpoint",
+        "source",
+        "sink",
+        "kafka",
+        "plugin",
+        "diff",
+        "batch",
+        "partition",
+        "error",
+        "digest",
+        "codec",
+        "clock",
+        "generate",
+    ];
+
+    /// Items of the crate root every module may use.
+    const ROOT: &[&str] = &["Error", "Result", "lock", "lock_or_recover", "VERSION"];
+
+    /// About how long a file may grow before it is split by concept.
+    const MAX_LINES: usize = 600;
+
+    /// Files allowed past [`MAX_LINES`], each with its reason.
+    const LONG_FILES: &[(&str, &str)] = &[];
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    fn src() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    }
+
+    /// The top-level module a file belongs to (`None`: the crate root).
+    fn module_of(file: &Path) -> Option<String> {
+        let rel = file.strip_prefix(src()).unwrap();
+        let first = rel.components().next()?.as_os_str().to_str()?.to_string();
+        let name = first.trim_end_matches(".rs").to_string();
+        (!matches!(name.as_str(), "lib" | "main")).then_some(name)
+    }
+
+    /// The top-level modules a file names through `crate::` (in `use`
+    /// lines, groups included, and in paths), comments left out.
+    fn uses(text: &str) -> BTreeSet<String> {
+        let code: String = text
+            .lines()
+            .map(|l| match l.find("//") {
+                Some(i) => &l[..i],
+                None => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut found = BTreeSet::new();
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `use crate::{a::b, c, d::{e, f}}`: the names at depth 0.
+                let mut depth = 0;
+                let mut name = String::new();
+                let mut at_start = true;
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            if !name.is_empty() {
+                                found.insert(std::mem::take(&mut name));
+                            }
+                            at_start = true;
+                        }
+                        c if c.is_whitespace() && name.is_empty() => {}
+                        c if depth == 0 && at_start && (c.is_alphanumeric() || c == '_') => {
+                            name.push(c)
+                        }
+                        _ if depth == 0 && at_start && !name.is_empty() => {
+                            found.insert(std::mem::take(&mut name));
+                            at_start = false;
+                        }
+                        _ => {}
+                    }
+                }
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn modules_use_only_modules_below_them() {
+        let mut files = Vec::new();
+        sources(&src(), &mut files);
+        let rank = |m: &str| ORDER.iter().position(|o| *o == m);
+        let mut wrong = Vec::new();
+        for f in &files {
+            let Some(module) = module_of(f) else { continue };
+            let me = rank(&module)
+                .unwrap_or_else(|| panic!("module `{module}` is not in ORDER: place it"));
+            for used in uses(&std::fs::read_to_string(f).unwrap()) {
+                if used == module || ROOT.contains(&used.as_str()) {
+                    continue;
+                }
+                match rank(&used) {
+                    Some(r) if r > me => {}
+                    _ => wrong.push(format!(
+                        "{} uses crate::{used}",
+                        f.strip_prefix(src()).unwrap().display()
+                    )),
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "imports up the order:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_order_check_sees_groups_and_paths() {
+        let found = uses(
+            "use crate::{Error, batch::{Batch, Timer},\n plugin::Operator};\n\
+             // crate::cli in a comment\nlet x = crate::digest::short(d);",
+        );
+        let want: BTreeSet<String> = ["Error", "batch", "plugin", "digest"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(found, want);
+    }
+
+    #[test]
+    fn files_stay_short() {
+        let mut files = Vec::new();
+        sources(&src(), &mut files);
+        let mut long = Vec::new();
+        for f in &files {
+            let rel = f.strip_prefix(src()).unwrap().display().to_string();
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            if lines > MAX_LINES && !LONG_FILES.iter().any(|(p, _)| *p == rel) {
+                long.push(format!("{rel}: {lines} lines"));
+            }
+        }
+        assert!(
+            long.is_empty(),
+            "split these by concept:\n{}",
+            long.join("\n")
+        );
+    }
+}

@@ -13,12 +13,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use weir::checkpoint::Trigger;
 use weir::checkpoint::store::{StateStore, StoreSpec};
 use weir::config::{CheckpointPlan, EngineSettings, PluginSource};
 use weir::job::{RunOptions, load_for_plan, run};
 use weir::plugin::{PluginInstance, WeirEngine};
 use weir::runtime::CheckpointStats;
+use weir::runtime::Trigger;
 use weir_tests::artifacts;
 
 fn main() {

@@ -15,12 +15,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::store::StateStore;
+use crate::clock::now_ms;
 use crate::{Error, Result};
 
 /// How often a running job refreshes its lease.
@@ -244,12 +245,6 @@ fn encode(owner: &Owner) -> Result<Bytes> {
     serde_json::to_vec_pretty(owner)
         .map(Bytes::from)
         .map_err(|e| Error::Internal(format!("encoding the lease: {e}")))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn host_name() -> String {

@@ -1,69 +1,15 @@
 //! State on the object store: the [`store`] (a thin wrapper over
 //! `object_store`), [`manifest`]s (the commit point of a checkpoint or
 //! savepoint, format 2, format 1 read) and [`restore`] (find and verify one
-//! before a job starts from it). The barrier requests that make them are
-//! here too; the runtime's coordinator writes them
-//! (see [`crate::runtime`]).
+//! before a job starts from it), and the names of savepoints. The runtime
+//! asks for them (its triggers) and its coordinator writes them.
 
 pub(crate) mod lease;
 pub mod manifest;
 pub(crate) mod restore;
 pub mod store;
 
-use crossbeam_channel::Sender;
-
-use manifest::{Kind, Manifest, checkpoint_name};
-
-/// Reply to whoever asked for a savepoint.
-pub type Reply = Sender<Result<Manifest, String>>;
-
-/// A request from outside (control endpoint, `weir stop`).
-#[derive(Debug)]
-pub enum Trigger {
-    /// Take a savepoint; with `stop`, end the job right after it.
-    Savepoint {
-        /// Savepoint name (default `sp-<id>`).
-        name: Option<String>,
-        /// Stop the job once the barrier is injected.
-        stop: bool,
-        /// Gets the manifest when the savepoint is complete.
-        reply: Option<Reply>,
-    },
-    /// Swap an operator's plugin at a barrier (pre-flight passed).
-    Swap {
-        /// The swap, shared with the workers.
-        probation: std::sync::Arc<crate::runtime::swap::Probation>,
-    },
-}
-
-/// A barrier due now, which the source injects at its next record boundary
-/// with its position.
-#[derive(Debug)]
-pub struct BarrierRequest {
-    /// Checkpoint or savepoint.
-    pub kind: Kind,
-    /// Savepoint name, if given.
-    pub name: Option<String>,
-    /// Stop the job right after it.
-    pub stop: bool,
-    /// Who to tell when it completes.
-    pub reply: Option<Reply>,
-    /// A plugin swap at this barrier.
-    pub swap: Option<std::sync::Arc<crate::runtime::swap::Probation>>,
-}
-
-impl BarrierRequest {
-    /// A checkpoint, nobody to tell.
-    pub fn checkpoint() -> Self {
-        Self {
-            kind: Kind::Checkpoint,
-            name: None,
-            stop: false,
-            reply: None,
-            swap: None,
-        }
-    }
-}
+use manifest::checkpoint_name;
 
 /// Default name of a triggered savepoint.
 pub fn savepoint_name(id: u64) -> String {
@@ -77,4 +23,36 @@ pub const EVENT_TIME_PREFIX: &str = "et-";
 pub fn event_time_savepoint_name(boundary: i64) -> String {
     let t = manifest::format_time(boundary);
     format!("{EVENT_TIME_PREFIX}{}", t.replace([':', '.'], "-"))
+}
+
+/// What a savepoint name may hold, as the refusal says it.
+pub const SAVEPOINT_NAME_RULE: &str =
+    "a savepoint name may hold letters, digits, - _ . (not only dots; at most 200)";
+
+/// Whether `name` may name a savepoint: a folder name in the store on every
+/// platform (letters, digits, `-`, `_`, `.`; not only dots; at most 200).
+/// Every way to ask for a savepoint checks it: the control endpoint before
+/// it asks, the router for triggers from the library API.
+pub fn check_savepoint_name(name: &str) -> Result<(), &'static str> {
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.chars().all(|c| c == '.')
+        && name.len() <= 200;
+    if ok { Ok(()) } else { Err(SAVEPOINT_NAME_RULE) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savepoint_names_are_folder_names() {
+        for good in ["before-fix", "v1.2_final", "a", &"x".repeat(200)] {
+            assert!(check_savepoint_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "sp 1", "é", &"x".repeat(201)] {
+            assert!(check_savepoint_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -48,6 +48,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
 use super::bindings::{self, PluginCtx};
+use crate::batch::ACCEPTED_WIT_VERSIONS;
 use crate::digest::sha256_hex;
 use crate::{Error, Result};
 
@@ -92,9 +93,6 @@ impl Default for EngineSettings {
         }
     }
 }
-
-/// The versions of the `weir:plugin` WIT package this host accepts.
-pub const ACCEPTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// How often the epoch advances; per-call deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(5);

@@ -5,9 +5,11 @@
 //! - [`WeirEngine`]: the wasmtime engine, epoch deadlines, the check of the
 //!   WIT version and imports, and the compiled-component cache.
 //! - [`PluginInstance`]: one instance in its own store, called per batch.
-//! - [`Operator`] / [`OperatorFactory`]: what the runtime sees of an
-//!   operator; Wasm plugins implement them, and so does the benchmark's
-//!   native build of the same logic.
+//! - [`Operator`] / [`OperatorFactory`] / [`PluginLoader`]: what the
+//!   runtime sees of an operator and of the engine that makes them; Wasm
+//!   plugins implement them, and so does the benchmark's native build of
+//!   the same logic.
+//! - [`OperatorSpec`] / [`PluginSource`]: a resolved operator of a job.
 //!
 //! Arrows point down only: `operator` -> `instance` -> `engine` ->
 //! `bindings`.
@@ -16,9 +18,10 @@ mod bindings;
 mod engine;
 mod instance;
 mod operator;
+mod spec;
 
-pub use engine::{
-    ACCEPTED_WIT_VERSIONS, EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir,
-};
+pub use crate::batch::ACCEPTED_WIT_VERSIONS;
+pub use engine::{EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir};
 pub use instance::PluginInstance;
-pub use operator::{Operator, OperatorFactory, WasmOperatorFactory};
+pub use operator::{Operator, OperatorFactory, PluginLoader, WasmOperatorFactory};
+pub use spec::{OperatorSpec, PluginSource};

@@ -3,6 +3,8 @@
 //! plugins implement both through [`WasmOperatorFactory`]; the benchmark's
 //! native build of the same logic implements them directly.
 
+use std::sync::Arc;
+
 use super::engine::{LoadedPlugin, WeirEngine};
 use super::instance::PluginInstance;
 use crate::Result;
@@ -129,5 +131,35 @@ impl OperatorFactory for WasmOperatorFactory {
     }
     fn digest(&self) -> Option<&str> {
         Some(&self.plugin.digest)
+    }
+}
+
+/// Makes operator factories from component bytes: how the runtime loads
+/// another version of a plugin (a swap, a restart on a swapped-in
+/// version) without knowing how plugins run.
+pub trait PluginLoader: Send + Sync {
+    /// Compile and check `bytes` as operator `name`'s plugin, whose
+    /// instances get `config` at `init`.
+    fn factory(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: &[(String, String)],
+    ) -> Result<Arc<dyn OperatorFactory>>;
+}
+
+impl PluginLoader for WeirEngine {
+    fn factory(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: &[(String, String)],
+    ) -> Result<Arc<dyn OperatorFactory>> {
+        let loaded = self.load(name, bytes)?;
+        Ok(Arc::new(WasmOperatorFactory::new(
+            self.clone(),
+            loaded,
+            config.to_vec(),
+        )))
     }
 }

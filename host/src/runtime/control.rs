@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use serde_json::json;
 
+use super::Trigger;
 use super::swap::{DEFAULT_PROBATION_BATCHES, Swapper};
 use super::{CheckpointStats, Metrics};
-use crate::checkpoint::Trigger;
 use crate::checkpoint::manifest::{Manifest, folder};
 use crate::{Error, Result, lock_or_recover};
 

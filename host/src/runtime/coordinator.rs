@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
-use crate::checkpoint::Reply;
+use super::barrier::Reply;
 use crate::checkpoint::manifest::{
     BlobRef, Kind, MANIFEST_FORMAT, Manifest, OperatorEntry, PartitionEntry, SourcePosition, folder,
 };
@@ -357,7 +357,7 @@ impl Coordinator {
             watermark: b.watermark,
             max_event_time: b.max_event_time,
             host_version: crate::VERSION.into(),
-            wit_version: crate::plugin::ACCEPTED_WIT_VERSIONS[0].into(),
+            wit_version: crate::batch::ACCEPTED_WIT_VERSIONS[0].into(),
             parallelism: self.parallelism,
             source: SourcePosition {
                 connector: b.connector.to_string(),

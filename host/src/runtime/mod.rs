@@ -14,6 +14,7 @@
 //!   rollback.
 //! - `metrics`: shared counters.
 
+mod barrier;
 pub mod control;
 mod coordinator;
 mod metrics;
@@ -21,9 +22,11 @@ mod router;
 pub mod swap;
 mod task;
 
+pub use barrier::{BarrierRequest, Reply, Trigger};
 pub use coordinator::CheckpointStats;
 pub(crate) use coordinator::{CoordMsg, Coordinator, Decision};
 pub use metrics::{Metrics, Snapshot, process_cpu_time};
+pub use router::BatchSettings;
 pub(crate) use router::{Barriers, Router};
 pub use task::TaskStats;
 pub(crate) use task::{Chain, Partition, Shared, TaskMsg, Worker};

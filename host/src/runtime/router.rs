@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::barrier::{Barrier, BarrierRequest, Pending, Trigger};
 use super::coordinator::{Begin, CoordMsg};
 use super::metrics::Metrics;
 use super::swap::Probation;
@@ -21,11 +22,32 @@ use super::task::TaskMsg;
 use crate::Result;
 use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
 use crate::checkpoint::manifest::{Kind, checkpoint_name};
-use crate::checkpoint::{BarrierRequest, Trigger, event_time_savepoint_name, savepoint_name};
-use crate::config::BatchSettings;
+use crate::checkpoint::{check_savepoint_name, event_time_savepoint_name, savepoint_name};
 use crate::partition::partition_for_key;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::source::{Completion, Output, Position};
+
+/// Resolved batching settings.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// Most records per batch.
+    pub max_records: usize,
+    /// Most key+value bytes per batch.
+    pub max_bytes: usize,
+    /// Idle flush delay.
+    pub linger: Duration,
+}
+
+impl Default for BatchSettings {
+    /// 1024 records, 1 MiB, 50 ms (the job file's `[batch]` defaults).
+    fn default() -> Self {
+        Self {
+            max_records: 1024,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+        }
+    }
+}
 
 /// Barrier scheduling: periodic checkpoints, triggered savepoints and
 /// savepoints on an event-time schedule.
@@ -115,6 +137,8 @@ pub struct Router {
     /// periodic checkpoint waits until the probation's batches are sent,
     /// then comes at once (it ends the probation).
     swap_watch: Option<(Arc<Probation>, u64)>,
+    /// Barriers the source holds a token for and has not injected yet.
+    handed_out: Pending,
 }
 
 impl Router {
@@ -151,6 +175,7 @@ impl Router {
             idle_timeout,
             ended: false,
             swap_watch: None,
+            handed_out: Pending::default(),
         }
     }
 
@@ -351,10 +376,78 @@ impl Output for Router {
         ControlFlow::Continue(())
     }
 
-    fn barrier_due(&mut self) -> Option<BarrierRequest> {
+    fn barrier_due(&mut self) -> Option<Barrier> {
+        let req = self.request_due()?;
+        Some(self.handed_out.hand_out(req))
+    }
+
+    #[inline]
+    fn event_time_barrier(&mut self, timestamp: i64) -> Option<Barrier> {
+        let req = self.event_time_request(timestamp)?;
+        Some(self.handed_out.hand_out(req))
+    }
+
+    fn next_barrier_id(&self) -> Option<u64> {
+        self.barriers.as_ref().map(|b| b.next_id)
+    }
+
+    fn completed_checkpoint(&self) -> Option<u64> {
+        let id = self.barriers.as_ref()?.completed.load(Ordering::Relaxed);
+        (id > 0).then_some(id)
+    }
+
+    fn barrier(&mut self, token: Barrier, position: Position) -> ControlFlow<()> {
+        match self.handed_out.take(token) {
+            Some(req) => self.inject(req, position),
+            None => {
+                tracing::error!("a source handed back a barrier token twice; ignored");
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    fn end_of_input(&mut self, position: Position) -> ControlFlow<()> {
+        Output::flush(self)?;
+        for thread in 0..self.senders.len() {
+            self.deliver(thread, TaskMsg::EndOfInput)?;
+        }
+        self.ended = true;
+        if !self.barriers.as_ref().is_some_and(|b| b.at_end) {
+            return ControlFlow::Continue(());
+        }
+        self.inject(BarrierRequest::checkpoint(), position)
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.disconnected
+    }
+
+    fn read_bytes(&mut self, n: u64) {
+        self.metrics.add_read(0, n);
+    }
+
+    fn unit_done(&mut self) {
+        self.metrics.add_file();
+    }
+
+    fn report_lag(&mut self, lag: &[i64]) {
+        self.metrics.set_lag(lag);
+    }
+}
+
+impl Router {
+    /// The barrier due now, if any: a trigger, the end of a probation,
+    /// the checkpoint interval.
+    fn request_due(&mut self) -> Option<BarrierRequest> {
         let b = self.barriers.as_mut()?;
         match b.triggers.try_recv() {
             Ok(Trigger::Savepoint { name, stop, reply }) => {
+                if let Some(refused) = name.as_deref().and_then(|n| check_savepoint_name(n).err()) {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(refused.to_string()));
+                    }
+                    return None;
+                }
                 return Some(BarrierRequest {
                     kind: Kind::Savepoint,
                     name,
@@ -398,8 +491,9 @@ impl Output for Router {
         None
     }
 
+    /// The event-time savepoint due before a record at `timestamp`.
     #[inline]
-    fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest> {
+    fn event_time_request(&mut self, timestamp: i64) -> Option<BarrierRequest> {
         let b = self.barriers.as_mut()?;
         let every = b.every_event_time?;
         if timestamp == NO_TIMESTAMP {
@@ -433,16 +527,8 @@ impl Output for Router {
         })
     }
 
-    fn next_barrier_id(&self) -> Option<u64> {
-        self.barriers.as_ref().map(|b| b.next_id)
-    }
-
-    fn completed_checkpoint(&self) -> Option<u64> {
-        let id = self.barriers.as_ref()?.completed.load(Ordering::Relaxed);
-        (id > 0).then_some(id)
-    }
-
-    fn barrier(&mut self, req: BarrierRequest, position: Position) -> ControlFlow<()> {
+    /// Inject `req` after everything routed so far, at `position`.
+    fn inject(&mut self, req: BarrierRequest, position: Position) -> ControlFlow<()> {
         self.combine_watermarks();
         let Some(b) = self.barriers.as_mut() else {
             if let Some(r) = req.reply {
@@ -460,9 +546,7 @@ impl Output for Router {
             Kind::Checkpoint => checkpoint_name(id),
             Kind::Savepoint => req.name.unwrap_or_else(|| savepoint_name(id)),
         };
-        let wall_time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let wall_time_ms = crate::clock::now_ms();
         let begin = Begin {
             id,
             kind: req.kind,
@@ -500,33 +584,5 @@ impl Output for Router {
         } else {
             ControlFlow::Continue(())
         }
-    }
-
-    fn end_of_input(&mut self, position: Position) -> ControlFlow<()> {
-        Output::flush(self)?;
-        for thread in 0..self.senders.len() {
-            self.deliver(thread, TaskMsg::EndOfInput)?;
-        }
-        self.ended = true;
-        if !self.barriers.as_ref().is_some_and(|b| b.at_end) {
-            return ControlFlow::Continue(());
-        }
-        self.barrier(BarrierRequest::checkpoint(), position)
-    }
-
-    fn is_stopping(&self) -> bool {
-        self.disconnected
-    }
-
-    fn read_bytes(&mut self, n: u64) {
-        self.metrics.add_read(0, n);
-    }
-
-    fn unit_done(&mut self) {
-        self.metrics.add_file();
-    }
-
-    fn report_lag(&mut self, lag: &[i64]) {
-        self.metrics.set_lag(lag);
     }
 }

@@ -22,7 +22,6 @@ use serde_json::Value;
 
 use crate::Result;
 use crate::batch::{Origin, Origins};
-use crate::checkpoint::BarrierRequest;
 
 /// A resolved source: which connector, with its settings.
 #[derive(Debug, Clone)]
@@ -83,13 +82,15 @@ pub trait Output {
     /// The input is idle: send every partly filled batch and the watermark.
     fn flush(&mut self) -> ControlFlow<()>;
     /// A barrier due now (a trigger, or the checkpoint interval). Sources
-    /// ask between records, about once per chunk of input.
-    fn barrier_due(&mut self) -> Option<BarrierRequest>;
+    /// ask between records, about once per chunk of input, and hand the
+    /// token back at once with their position ([`Output::barrier`]).
+    fn barrier_due(&mut self) -> Option<Barrier>;
     /// A barrier due before a record with event time `timestamp` (the
     /// event-time savepoint schedule).
-    fn event_time_barrier(&mut self, timestamp: i64) -> Option<BarrierRequest>;
-    /// Inject `request` after everything routed so far, at `position`.
-    fn barrier(&mut self, request: BarrierRequest, position: Position) -> ControlFlow<()>;
+    fn event_time_barrier(&mut self, timestamp: i64) -> Option<Barrier>;
+    /// Inject the barrier `token` stands for after everything routed so
+    /// far, at `position`.
+    fn barrier(&mut self, token: Barrier, position: Position) -> ControlFlow<()>;
     /// A bounded source read all its input, up to `position`: the runtime
     /// fires the remaining timers and, with checkpoints on, takes a final
     /// checkpoint at `position`, so that all output (also what the timers
@@ -109,6 +110,28 @@ pub trait Output {
     /// Each partition's lag behind the end of its input (Kafka), for
     /// progress and metrics.
     fn report_lag(&mut self, lag: &[i64]);
+}
+
+/// A barrier the runtime asks a source to place at its next record
+/// boundary: an opaque token, handed back with the source's position there
+/// ([`Output::barrier`]). What the barrier is (checkpoint, savepoint, swap)
+/// is the runtime's business.
+#[derive(Debug)]
+#[must_use = "a barrier token is handed back with the position"]
+pub struct Barrier {
+    seq: u64,
+}
+
+impl Barrier {
+    /// The runtime's token number `seq`.
+    pub(crate) fn new(seq: u64) -> Self {
+        Self { seq }
+    }
+
+    /// The number the runtime gave it.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 /// A running source.

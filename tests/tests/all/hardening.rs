@@ -84,7 +84,7 @@ fn a_savepoint_name_that_exists_is_refused_and_the_old_one_kept() {
     });
     let savepoint = |name: &str| {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(weir::checkpoint::Trigger::Savepoint {
+        tx.send(weir::runtime::Trigger::Savepoint {
             name: Some(name.into()),
             stop: false,
             reply: Some(reply),
@@ -315,7 +315,7 @@ fn a_file_that_arrives_with_an_earlier_name_is_read_also_after_a_restore() {
         });
         std::thread::sleep(Duration::from_millis(500));
         let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(weir::checkpoint::Trigger::Savepoint {
+        tx.send(weir::runtime::Trigger::Savepoint {
             name: Some(name.into()),
             stop: true,
             reply: Some(reply),

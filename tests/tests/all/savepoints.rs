@@ -375,7 +375,7 @@ fn savepoint_then_follow_new_files() {
         }
     });
     wait_for(&read, first.len() as u64);
-    tx.send(weir::checkpoint::Trigger::Savepoint {
+    tx.send(weir::runtime::Trigger::Savepoint {
         name: Some("files".into()),
         stop: true,
         reply: Some(reply_tx),
@@ -425,7 +425,7 @@ fn savepoint_then_follow_new_files() {
     arrive("events-000002.csv", &second[half..]);
     wait_for(&read, second.len() as u64);
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    tx2.send(weir::checkpoint::Trigger::Savepoint {
+    tx2.send(weir::runtime::Trigger::Savepoint {
         name: Some("end".into()),
         stop: true,
         reply: Some(reply_tx),
@@ -736,7 +736,7 @@ fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
         .unwrap();
     plan.control = None;
     let (tx, rx) = crossbeam_channel::unbounded();
-    tx.send(weir::checkpoint::Trigger::Savepoint {
+    tx.send(weir::runtime::Trigger::Savepoint {
         name: Some("after-restore".into()),
         stop: false,
         reply: None,

@@ -1,0 +1,89 @@
+//! Barriers as the runtime asks for them: a [`Trigger`] from outside (the
+//! control endpoint, `weir stop`, a swap) becomes a [`BarrierRequest`]
+//! when the router sees it due; the source gets only an opaque
+//! [`Barrier`] token for it, which it hands back with its position at the
+//! next record boundary.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::swap::Probation;
+use crate::checkpoint::manifest::{Kind, Manifest};
+
+pub use crate::source::Barrier;
+
+/// Reply to whoever asked for a savepoint.
+pub type Reply = Sender<Result<Manifest, String>>;
+
+/// A request from outside (control endpoint, `weir stop`).
+#[derive(Debug)]
+pub enum Trigger {
+    /// Take a savepoint; with `stop`, end the job right after it.
+    Savepoint {
+        /// Savepoint name (default `sp-<id>`).
+        name: Option<String>,
+        /// Stop the job once the barrier is injected.
+        stop: bool,
+        /// Gets the manifest when the savepoint is complete.
+        reply: Option<Reply>,
+    },
+    /// Swap an operator's plugin at a barrier (pre-flight passed).
+    Swap {
+        /// The swap, shared with the workers.
+        probation: Arc<Probation>,
+    },
+}
+
+/// A barrier due now, which the source injects at its next record boundary
+/// with its position.
+#[derive(Debug)]
+pub struct BarrierRequest {
+    /// Checkpoint or savepoint.
+    pub kind: Kind,
+    /// Savepoint name, if given.
+    pub name: Option<String>,
+    /// Stop the job right after it.
+    pub stop: bool,
+    /// Who to tell when it completes.
+    pub reply: Option<Reply>,
+    /// A plugin swap at this barrier.
+    pub swap: Option<Arc<Probation>>,
+}
+
+impl BarrierRequest {
+    /// A checkpoint, nobody to tell.
+    pub fn checkpoint() -> Self {
+        Self {
+            kind: Kind::Checkpoint,
+            name: None,
+            stop: false,
+            reply: None,
+            swap: None,
+        }
+    }
+}
+
+/// The barriers handed to the source and not yet injected, by token.
+/// A source injects a barrier right after it got its token, so this holds
+/// at most one in practice.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    next: u64,
+    waiting: Vec<(u64, BarrierRequest)>,
+}
+
+impl Pending {
+    /// Keep `req` until the source hands back the token returned.
+    pub fn hand_out(&mut self, req: BarrierRequest) -> Barrier {
+        self.next += 1;
+        self.waiting.push((self.next, req));
+        Barrier::new(self.next)
+    }
+
+    /// The request `token` stands for.
+    pub fn take(&mut self, token: Barrier) -> Option<BarrierRequest> {
+        let at = self.waiting.iter().position(|(n, _)| *n == token.seq())?;
+        Some(self.waiting.swap_remove(at).1)
+    }
+}

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::Result;
-/// Barrier requests (savepoints, stops) sent to a running job; the one
-/// place this module names the type.
+// Barrier requests (savepoints, stops, swaps) sent to a running job: the
+// one place `job` names the type's module (its submodules use `super::Trigger`).
 use crate::checkpoint::Trigger;
 use crate::config::Plan;
 use crate::plugin::{OperatorFactory, WeirEngine};

@@ -6,6 +6,7 @@ mod control;
 mod dead_letters;
 mod faults;
 mod follow;
+mod fork;
 mod hardening;
 mod kafka;
 mod languages;

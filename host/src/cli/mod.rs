@@ -1,0 +1,379 @@
+//! The `weir` command line: the clap definitions and the dispatch here,
+//! the commands' logic in one file per group (`anyhow` for errors, as CLI
+//! glue; the work itself is in the library):
+//! - `run`: `weir run` and `weir stop`, and the signals that stop a run;
+//! - `savepoint`: `weir savepoint trigger|list|show|delete`;
+//! - `plugin`: `weir plugin swap|rollback|history`;
+//! - `fork`: `weir fork` and `weir diff`, a what-if run and its comparison;
+//! - `tools`: `weir generate`, `weir component new` and `weir demo`.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::store::StateStore;
+use crate::config::{JobFile, Plan};
+use crate::generate::GenerateConfig;
+use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
+use clap::{Parser, Subcommand};
+
+mod fork;
+mod plugin;
+mod run;
+mod savepoint;
+mod tools;
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "A stream processor whose operators are WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file until its input ends (or, with `follow`, until Ctrl-C).
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Override the job's parallelism.
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// Start from a savepoint or checkpoint: its name, `latest`,
+        /// `before:TIME` (ms or YYYY-MM-DDTHH:MM:SSZ, by event time), or the
+        /// URL of a savepoint folder.
+        #[arg(long, value_name = "SAVEPOINT")]
+        from_savepoint: Option<String>,
+    },
+    /// Savepoints of a job: trigger (on the running job), list, show, delete.
+    Savepoint {
+        #[command(subcommand)]
+        command: SavepointCommand,
+    },
+    /// Stop a running job, optionally with a final savepoint.
+    Stop {
+        /// The job file.
+        job: PathBuf,
+        /// Take a savepoint first; the job stops right after it.
+        #[arg(long)]
+        savepoint: bool,
+        /// Name of that savepoint.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Generate state-machine events into a folder of CSV files.
+    Generate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Random seed (same seed, same files).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Most state machines running at once.
+        #[arg(long, default_value_t = 1000)]
+        max_machines: usize,
+        /// Lowest address.
+        #[arg(long, default_value_t = 0)]
+        min_address: u32,
+        /// Highest address (exclusive).
+        #[arg(long, default_value_t = 100_000)]
+        max_address: u32,
+        /// Probability of an invalid event.
+        #[arg(long, default_value_t = 0.001)]
+        error_prob: f64,
+        /// Roll to a new file after this many bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        file_size: u64,
+        /// Events per millisecond of event time.
+        #[arg(long, default_value_t = 1)]
+        events_per_ms: u64,
+    },
+    /// Work with components.
+    Component {
+        #[command(subcommand)]
+        command: ComponentCommand,
+    },
+    /// Hot-swap plugins of a running job: swap, rollback, history.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// A what-if run: a second job from a savepoint of JOB over the same
+    /// input, with a new plugin, writing to its own output folder (compare
+    /// it with `weir diff`).
+    Fork {
+        /// The job file of the job to fork.
+        job: PathBuf,
+        /// The savepoint (or checkpoint) of JOB to start from: its name,
+        /// `latest`, `before:TIME`.
+        #[arg(long, value_name = "SAVEPOINT")]
+        from_savepoint: String,
+        /// The new component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The operator it replaces (default: the job's only operator).
+        #[arg(long)]
+        operator: Option<String>,
+        /// Output folder (part files, as the file sink writes them, and
+        /// `dead-letters.jsonl`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop before the first record at or after this event time (ms,
+        /// or YYYY-MM-DDTHH:MM:SSZ); default: the end of the input.
+        #[arg(long, value_name = "END")]
+        until: Option<String>,
+        /// Worker threads of the fork (its share of the CPU).
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// Scheduling niceness of the fork (0-19): the live job keeps the
+        /// CPU first.
+        #[arg(long, default_value_t = 10)]
+        nice: i32,
+    },
+    /// Compare two outputs (folders of part files): equal, changed, missing
+    /// and extra records by key, and the first examples of each.
+    Diff {
+        /// The first output (the baseline).
+        a: PathBuf,
+        /// The second output.
+        b: PathBuf,
+        /// JSON field that holds a record's key (default: the whole line).
+        #[arg(long)]
+        key: Option<String>,
+        /// How many examples of each kind to print.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate events and run the state-machine plugin over them (no servers).
+    Demo {
+        /// Number of events.
+        #[arg(long, default_value_t = 3_000_000)]
+        events: u64,
+        /// Tasks.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Distinct addresses.
+        #[arg(long, default_value_t = 100_000)]
+        addresses: u32,
+        /// Working folder (default: a folder under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SavepointCommand {
+    /// Take a savepoint of the running job and wait until it is complete.
+    Trigger {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name (default sp-<id>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List checkpoints and savepoints: name, wall time, event time,
+    /// position, size.
+    List {
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Print a savepoint's manifest; with `--keys`, also count and list the
+    /// keys of every task's state (read from the keyed state envelope,
+    /// without the plugin).
+    Show {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name, checkpoint id, `latest` or `before:TIME`.
+        name: String,
+        /// Count the keys and list some of them.
+        #[arg(long)]
+        keys: bool,
+        /// How many keys to list per task and operator with `--keys`.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Delete a savepoint.
+    Delete {
+        /// The job file.
+        job: PathBuf,
+        /// Savepoint name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Swap an operator of the running job to a new component: pre-flight
+    /// (compile, WIT version, imports, state version) before anything
+    /// pauses, the swap at a barrier, then a probation; a failure of the
+    /// new version rolls back to the old one with no record lost or
+    /// duplicated. Waits for the outcome.
+    Swap {
+        /// The job file.
+        job: PathBuf,
+        /// The operator to swap.
+        #[arg(long)]
+        operator: String,
+        /// The new component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Batches the new version must run before its probation can end
+        /// (then at the next checkpoint).
+        #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
+        probation_batches: u64,
+        /// Return once swapped, without waiting for the probation's outcome.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Swap an operator back to the version before its last promoted swap.
+    Rollback {
+        /// The job file.
+        job: PathBuf,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// Batches of probation, as for `swap`.
+        #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
+        probation_batches: u64,
+    },
+    /// List the job's swaps: times, digests, pause and outcome (read from
+    /// the state store; the job need not run).
+    History {
+        /// The job file.
+        job: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComponentCommand {
+    /// Turn a core module built with `weir-guest` (for wasm32-unknown-unknown)
+    /// into a plugin component.
+    New {
+        /// The core module (`target/wasm32-unknown-unknown/release/<crate>.wasm`).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+/// Read and resolve a job file: the file as written (what it sets) and its
+/// plan. The job is named by the file's `name`, else the file's stem.
+fn load_job(job: &Path) -> anyhow::Result<(JobFile, Plan)> {
+    let file = JobFile::load(job)?;
+    let base = job.parent().unwrap_or(Path::new("."));
+    let name = job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plan = file.resolve(&name, base)?;
+    Ok((file, plan))
+}
+
+/// The plan of a job file.
+fn load_plan(job: &Path) -> anyhow::Result<Plan> {
+    Ok(load_job(job)?.1)
+}
+
+/// The job's state store; an error when its checkpoints are off.
+fn open_store(plan: &Plan) -> anyhow::Result<StateStore> {
+    crate::job::open_store(plan)?
+        .ok_or_else(|| anyhow::anyhow!("job `{}` has checkpoints disabled", plan.name))
+}
+
+/// Run the CLI with the process arguments; exits the process on error.
+pub fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "weir=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            job,
+            parallelism,
+            from_savepoint,
+        } => run::run_job(&job, parallelism, from_savepoint),
+        Command::Savepoint { command } => savepoint::savepoint(command),
+        Command::Stop {
+            job,
+            savepoint,
+            name,
+        } => run::stop_job(&job, savepoint, name),
+        Command::Generate {
+            out,
+            events,
+            seed,
+            max_machines,
+            min_address,
+            max_address,
+            error_prob,
+            file_size,
+            events_per_ms,
+        } => tools::generate_events(
+            &out,
+            &GenerateConfig {
+                seed,
+                events,
+                max_machines,
+                min_address,
+                max_address,
+                error_prob,
+                file_size,
+                events_per_ms,
+                ..GenerateConfig::default()
+            },
+        ),
+        Command::Component {
+            command: ComponentCommand::New { module, out },
+        } => tools::new_component(&module, &out),
+        Command::Plugin { command } => plugin::plugin(command),
+        Command::Fork {
+            job,
+            from_savepoint,
+            plugin,
+            operator,
+            out,
+            until,
+            parallelism,
+            nice,
+        } => fork::fork(
+            &job,
+            &from_savepoint,
+            (&plugin, operator.as_deref()),
+            &out,
+            until.as_deref(),
+            (parallelism, nice),
+        ),
+        Command::Diff {
+            a,
+            b,
+            key,
+            examples,
+            json,
+        } => fork::diff(&a, &b, key.as_deref(), examples, json),
+        Command::Demo {
+            events,
+            parallelism,
+            addresses,
+            dir,
+        } => tools::demo(events, parallelism, addresses, dir),
+    }
+}

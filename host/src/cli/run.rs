@@ -1,0 +1,120 @@
+//! `weir run` and `weir stop`: run a job until its input ends or it is
+//! stopped (Ctrl-C, SIGTERM, or `weir stop` through its control endpoint),
+//! with progress in the log and a summary at the end.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+
+use super::{load_job, load_plan};
+use crate::job::{RunOptions, run};
+use crate::runtime::control;
+use crate::source::Completion;
+
+/// `weir run`: run a job until its input ends or it is stopped.
+pub(super) fn run_job(
+    job: &Path,
+    parallelism: Option<usize>,
+    from_savepoint: Option<String>,
+) -> anyhow::Result<()> {
+    let (file, mut plan) = load_job(job)?;
+    if let Some(p) = parallelism {
+        anyhow::ensure!(p > 0, "--parallelism must be at least 1");
+        // Partitions follow the parallelism unless the job file sets them.
+        if plan.partitions == plan.parallelism && file.partitions.is_none() {
+            plan.partitions = p;
+        }
+        plan.parallelism = p;
+    }
+    let report = run(
+        &plan,
+        RunOptions {
+            stop: stop_on_signals(),
+            progress: Some(Box::new(|p| {
+                tracing::info!(
+                    records = p.now.records_read,
+                    files = p.now.files_done,
+                    mib = p.now.bytes_read >> 20,
+                    rate = format!(
+                        "{:.0}/s",
+                        (p.now.records_read - p.previous.records_read) as f64
+                            / p.interval.as_secs_f64()
+                    ),
+                    emitted = p.now.emitted,
+                    lag = p.lag.iter().filter(|&&l| l >= 0).sum::<i64>(),
+                    "progress"
+                );
+            })),
+            progress_every: Some(std::time::Duration::from_secs(5)),
+            from_savepoint,
+            triggers: None,
+            fork_of: None,
+        },
+    )
+    .with_context(|| format!("job `{}` failed", plan.name))?;
+    if let Some(from) = &report.restored_from {
+        eprintln!("restored from {from}");
+    }
+    if report.dead_letters > 0
+        && report.dead_letters >= report.totals.records_read + report.totals.malformed
+    {
+        eprintln!(
+            "WARNING: every record of this run went to the dead-letter output ({} records): \
+             check the source's format, key and timestamp settings, and why the operator \
+             rejects them (the reasons are in the dead-letter output)",
+            report.dead_letters
+        );
+    }
+    eprintln!(
+        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
+        report.name,
+        match report.completion {
+            Completion::EndOfInput => "done",
+            Completion::Stopped => "stopped",
+        },
+        report.totals.records_read,
+        report.totals.emitted,
+        report.dead_letters,
+        report.checkpoints.completed,
+        report.elapsed.as_secs_f64(),
+        report.records_per_sec(),
+        report.records_per_cpu_sec()
+    );
+    Ok(())
+}
+
+/// `weir stop`: stop a running job, with a savepoint first if asked.
+pub(super) fn stop_job(job: &Path, savepoint: bool, name: Option<String>) -> anyhow::Result<()> {
+    let plan = load_plan(job)?;
+    let endpoint = control::find(&plan.name)?;
+    let mut path = format!("/stop?savepoint={savepoint}");
+    if let Some(n) = name {
+        path.push_str(&format!("&name={n}"));
+    }
+    let (status, body) = endpoint.request("POST", &path)?;
+    anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
+    println!("{body}");
+    Ok(())
+}
+
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the job cleanly (a second one kills it).
+pub(super) fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = STOP.get_or_init(Arc::default).clone();
+    // SAFETY: the handler only does an atomic load and store.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    stop
+}

@@ -1,0 +1,173 @@
+//! The first step of a run: everything that can be refused is checked and
+//! opened before output or state is touched (the lease, the restore point,
+//! the plugin versions it names, the source, the sink, every operator
+//! instantiated and restored); then the output is brought to the restored
+//! point and each partition's sink opened.
+
+use std::sync::Arc;
+
+use super::plugins::{self, RestartFrom};
+use super::{RunOptions, restore_point};
+use crate::checkpoint::lease::Lease;
+use crate::checkpoint::restore::Restored;
+use crate::checkpoint::store::StateStore;
+use crate::config::Plan;
+use crate::plugin::{OperatorFactory, WeirEngine};
+use crate::runtime::control::{Bound, ControlServer};
+use crate::runtime::{Chain, Metrics, Partition, Shared};
+use crate::sink::dead_letter::DeadLetters;
+use crate::sink::{self, SinkFactory};
+use crate::source::{self, Source};
+use crate::{Error, Result};
+
+/// What [`prepare`] checked and opened; nothing of the output or state has
+/// been touched yet.
+pub(super) struct Prepared {
+    /// The plan with the partitions the source imposes.
+    pub plan: Plan,
+    /// The job's state store (checkpoints on).
+    pub store: Option<StateStore>,
+    /// The restore point, verified (a run from a savepoint).
+    pub restored: Option<Restored>,
+    /// The source, opened at the restored position.
+    pub source: Box<dyn Source>,
+    /// The sink, opened and validated; partitions' sinks come from it.
+    pub sinks: Box<dyn SinkFactory>,
+    /// What every worker shares: dead letters, metrics.
+    pub shared: Shared,
+    /// Every partition's operators, instantiated and restored.
+    pub chains: Vec<Chain>,
+    /// The id the first barrier gets (checkpoints on).
+    pub next_id: Option<u64>,
+    /// This run's lease on the job (checkpoints on): one run per job.
+    pub _lease: Option<Lease>,
+    /// The control endpoint's listener, bound before anything is touched.
+    pub control: Option<Bound>,
+    /// The engine, for plugin swaps (`None`: native operators, no swaps).
+    pub engine: Option<WeirEngine>,
+    /// The operators' factories as the job starts (the versions the
+    /// restore point names).
+    pub factories: Vec<Arc<dyn OperatorFactory>>,
+}
+
+/// Everything that can be refused is checked before output or state is
+/// touched: the savepoint, the source, the sink, every operator. The
+/// restore point is selected once, after the lease is taken, and both the
+/// plugin versions and the restored state come from it.
+pub(super) fn prepare(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    engine: Option<WeirEngine>,
+    options: &RunOptions,
+) -> Result<Prepared> {
+    let store = restore_point::open_store(plan)?;
+    let lease = store
+        .as_ref()
+        .map(|s| Lease::acquire_or_stop(s, &plan.name, options.stop.clone()))
+        .transpose()?;
+    let selector = options.from_savepoint.as_deref();
+    let fork_of = options.fork_of.as_deref();
+    let restored = restore_point::find(plan, store.as_ref(), selector, fork_of)?;
+    let from = match (&store, &restored, selector) {
+        (Some(store), Some(restored), Some(selector)) => Some(RestartFrom {
+            store,
+            restored,
+            selector,
+            job: fork_of.unwrap_or(&plan.name),
+        }),
+        _ => None,
+    };
+    let factories = plugins::restart_versions(engine.as_ref(), plan, from, factories)?;
+    let next_id = store
+        .as_ref()
+        .map(|s| restore_point::next_checkpoint_id(s, plan, restored.as_ref()))
+        .transpose()?;
+    let source = source::open(
+        &plan.source,
+        options.stop.clone(),
+        restored.as_ref().map(restore_point::source_position),
+    )?;
+    let plan = with_source_partitions(plan, source.partitions())?;
+    let sinks = sink::open(&plan.sink, &plan.name, plan.checkpoint.is_some())?;
+    sinks.validate()?;
+    let shared = Shared {
+        dead_letters: Arc::new(DeadLetters::open(
+            plan.dead_letter.as_deref(),
+            source.origins(),
+        )?),
+        metrics: Arc::new(Metrics::default()),
+        workers_gone: Arc::default(),
+    };
+    let control = plan
+        .control
+        .map(|a| ControlServer::bind(a, &plan.name))
+        .transpose()?;
+    let chains = build_chains(&plan, &factories, restored.as_ref())?;
+    Ok(Prepared {
+        plan,
+        store,
+        restored,
+        source,
+        sinks,
+        shared,
+        chains,
+        next_id,
+        _lease: lease,
+        control,
+        engine,
+        factories,
+    })
+}
+
+/// Every operator accepted its state: only now bring the output to the
+/// restored point (or clear it for a fresh run), then open each
+/// partition's sink.
+pub(super) fn settle_output(job: &mut Prepared) -> Result<Vec<Partition>> {
+    let sink_states: Option<Vec<_>> = job
+        .restored
+        .as_ref()
+        .map(|r| r.partitions.iter().map(|p| p.sink.clone()).collect());
+    job.sinks.recover(sink_states.as_deref())?;
+    let chains = std::mem::take(&mut job.chains);
+    chains
+        .into_iter()
+        .enumerate()
+        .map(|(p, chain)| {
+            let restored = sink_states.as_ref().and_then(|s| s[p].as_ref());
+            Ok(chain.with_sink(job.sinks.create(p, restored)?))
+        })
+        .collect()
+}
+
+/// The plan with the partitions the source imposes (Kafka: the topic's);
+/// `partitions = 0` in a plan means "the source's".
+fn with_source_partitions(plan: &Plan, source: Option<usize>) -> Result<Plan> {
+    let mut plan = plan.clone();
+    match source {
+        Some(n) if plan.partitions == 0 || plan.partitions == n => plan.partitions = n,
+        Some(n) => {
+            return Err(Error::Config(format!(
+                "the job sets partitions = {}, but its source has {n} partitions; remove the setting",
+                plan.partitions
+            )));
+        }
+        None if plan.partitions == 0 => {
+            return Err(Error::Config("partitions must be at least 1".into()));
+        }
+        None => {}
+    }
+    Ok(plan)
+}
+
+/// Instantiate (and restore) every partition's operators before reading
+/// anything, so a broken plugin or savepoint fails the job before any input
+/// is consumed or output touched.
+fn build_chains(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    restored: Option<&Restored>,
+) -> Result<Vec<Chain>> {
+    (0..plan.partitions)
+        .map(|p| Chain::new(p, factories, restored.and_then(|r| r.partitions.get(p))))
+        .collect()
+}

@@ -1,0 +1,115 @@
+//! The restore point of a run: the job's state store, the one selection of
+//! the checkpoint or savepoint to start from (made once, after the lease is
+//! taken; the plugin versions and the restored state both come from it),
+//! its checks against the plan, and the ids new checkpoints continue from.
+
+use crate::checkpoint::manifest;
+use crate::checkpoint::restore::{self, Restored};
+use crate::checkpoint::store::StateStore;
+use crate::config::Plan;
+use crate::source;
+use crate::{Error, Result};
+
+/// The job's state store, when checkpoints are on (`None`: they are off).
+pub fn open_store(plan: &Plan) -> Result<Option<StateStore>> {
+    plan.checkpoint
+        .as_ref()
+        .map(|c| StateStore::open(&c.store, std::path::Path::new(".")))
+        .transpose()
+}
+
+/// Find and verify the checkpoint or savepoint to start from, if asked:
+/// `selector` of this job, or of job `fork_of` for a fork.
+pub(super) fn find(
+    plan: &Plan,
+    store: Option<&StateStore>,
+    selector: Option<&str>,
+    fork_of: Option<&str>,
+) -> Result<Option<Restored>> {
+    match (selector, store) {
+        (Some(sel), Some(store)) => {
+            let Some(job) = fork_of else {
+                return Ok(Some(load_for_plan(store, plan, sel)?));
+            };
+            let mut r = load_checked(store, plan, job, sel)?;
+            // A fork writes its own output: none of the job's sink state.
+            for p in &mut r.partitions {
+                p.sink = None;
+            }
+            Ok(Some(r))
+        }
+        (Some(_), None) => Err(Error::Config(
+            "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
+        )),
+        (None, _) => Ok(None),
+    }
+}
+
+/// Whether a selector is looked up in the job's own store (a name,
+/// `latest`, `before:TIME`), not the URL of a savepoint folder elsewhere
+/// (see [`restore::load`]).
+pub(super) fn in_job_store(selector: &str) -> bool {
+    !selector.contains("://")
+}
+
+/// Load `selector` for `plan` and check it fits: same partitions, same
+/// operator chain. The parallelism may differ: partitions move between
+/// threads.
+pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<Restored> {
+    load_checked(store, plan, &plan.name, selector)
+}
+
+/// [`load_for_plan`] for a savepoint of job `job` (a fork's is another
+/// job's).
+fn load_checked(store: &StateStore, plan: &Plan, job: &str, selector: &str) -> Result<Restored> {
+    let r = restore::load(store, job, selector)?;
+    let theirs = r.manifest.partitions.len();
+    if plan.partitions != 0 && theirs != plan.partitions {
+        return Err(r.error(format!(
+            "it holds {theirs} partitions; this job has {} (set `partitions = {theirs}` in the job \
+             file, or `--parallelism {theirs}` when the partitions default to the parallelism)",
+            plan.partitions
+        )));
+    }
+    let theirs: Vec<&str> = r
+        .manifest
+        .partitions
+        .first()
+        .map(|p| p.operators.iter().map(|o| o.name.as_str()).collect())
+        .unwrap_or_default();
+    let ours: Vec<&str> = plan.operators.iter().map(|o| o.name.as_str()).collect();
+    if theirs != ours {
+        return Err(r.error(format!(
+            "it holds operators {theirs:?}; this job has {ours:?}"
+        )));
+    }
+    Ok(r)
+}
+
+/// What the source recorded in a restored checkpoint.
+pub(super) fn source_position(r: &Restored) -> source::Restored {
+    source::Restored {
+        connector: r.manifest.source.connector.clone(),
+        reader: r.manifest.source.position.clone(),
+        partitions: r.partitions.iter().map(|p| p.source.clone()).collect(),
+    }
+}
+
+/// Ids continue after every complete checkpoint or savepoint of the job
+/// (not only the restored one), so a new checkpoint never reuses the folder
+/// of an existing one.
+pub(super) fn next_checkpoint_id(
+    store: &StateStore,
+    plan: &Plan,
+    restored: Option<&Restored>,
+) -> Result<u64> {
+    // Every id in use: complete manifests, and checkpoint folders whose
+    // manifest is missing or corrupt (never written into again).
+    let newest = manifest::list(store, &plan.name)?
+        .iter()
+        .map(|f| f.manifest.id)
+        .chain(manifest::checkpoint_folder_ids(store, &plan.name)?)
+        .max()
+        .unwrap_or(0);
+    Ok(newest.max(restored.map_or(0, |r| r.manifest.id)) + 1)
+}

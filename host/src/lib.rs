@@ -68,6 +68,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
+mod codec;
 pub mod config;
 pub mod demo;
 pub mod diff;

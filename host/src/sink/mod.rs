@@ -17,14 +17,16 @@ mod file;
 pub(crate) mod kafka;
 mod stdout;
 
+use std::path::Path;
+
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::Result;
 use crate::batch::Batch;
 
-pub use file::FileSinkSpec;
-pub use kafka::{Delivery, KafkaSinkSpec};
+pub use file::{FileSinkConfig, FileSinkSpec};
+pub use kafka::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
 
 /// A resolved sink.
 #[derive(Debug, Clone)]
@@ -35,6 +37,17 @@ pub enum SinkSpec {
     Files(FileSinkSpec),
     /// A Kafka topic.
     Kafka(KafkaSinkSpec),
+}
+
+impl SinkSpec {
+    /// The folder the sink writes into, if it writes files there: the job
+    /// refuses one inside its source's folder (it would read its output).
+    pub(crate) fn folder(&self) -> Option<&Path> {
+        match self {
+            SinkSpec::Stdout | SinkSpec::Kafka(_) => None,
+            SinkSpec::Files(spec) => Some(&spec.dir),
+        }
+    }
 }
 
 /// What a sink records in a checkpoint at a barrier.

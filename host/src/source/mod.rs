@@ -13,6 +13,7 @@
 pub(crate) mod file;
 mod format;
 pub(crate) mod kafka;
+pub(crate) mod resolve;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -24,14 +25,7 @@ use crate::Result;
 use crate::batch::{Origin, Origins};
 use crate::checkpoint::BarrierRequest;
 
-/// A resolved source: which connector, with its settings.
-#[derive(Debug, Clone)]
-pub enum SourceSpec {
-    /// A directory of files.
-    Files(file::FileSourceSpec),
-    /// A Kafka topic.
-    Kafka(kafka::KafkaSourceSpec),
-}
+pub(crate) use resolve::SourceSpec;
 
 /// How a source run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,54 +26,27 @@
 //! `delivery = "at-least-once"` produces right away with an idempotent
 //! producer and flushes at each barrier.
 
+mod config;
+mod epochs;
+mod progress;
+mod transaction;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
+
+pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
+use transaction::{TRANSACTION_TIMEOUT_MS, drain, produce_epoch, send, transactional_id};
 
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
 use crate::{Error, Result};
-
-/// Whether output waits for checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Produced in a transaction once the checkpoint covering it is durable.
-    ExactlyOnce,
-    /// Produced right away (idempotent producer); repeated after a restore.
-    AtLeastOnce,
-}
-
-/// A resolved Kafka sink.
-#[derive(Debug, Clone)]
-pub struct KafkaSinkSpec {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// The output topic.
-    pub topic: String,
-    /// Delivery guarantee.
-    pub delivery: Delivery,
-    /// Where progress markers go (exactly once).
-    pub progress_topic: String,
-    /// librdkafka producer properties, passed through (compression,
-    /// batching).
-    pub properties: Vec<(String, String)>,
-}
-
-/// Transaction timeout unless the job sets `transaction.timeout.ms`.
-const TRANSACTION_TIMEOUT_MS: &str = "60000";
-/// Test-only failpoint: abort the process just before a transaction
-/// commit (the window between a durable manifest and the commit).
-const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";
 
 /// Makes each partition's producer and settles the output on restore.
 pub struct KafkaSinkFactory {
@@ -141,135 +114,6 @@ impl KafkaSinkFactory {
         }
         Ok(p)
     }
-
-    /// The latest epoch each partition of this job committed to the topic.
-    fn markers(&self) -> Result<HashMap<usize, u64>> {
-        let mut c = client_config(&self.spec.brokers, &[]);
-        c.set("group.id", format!("weir-{}-progress-reader", self.job))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<Context> = c
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
-        let topic = &self.spec.progress_topic;
-        let (lo, hi) = self.stable_watermarks(&consumer)?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(lo))
-            .map_err(external("assigning the progress topic"))?;
-        consumer
-            .assign(&tpl)
-            .map_err(external("assigning the progress topic"))?;
-        let prefix = format!("{}/", self.job);
-        let mut markers = HashMap::new();
-        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-        let mut position = lo;
-        while position < hi {
-            if std::time::Instant::now() > deadline {
-                return Err(Error::External(format!(
-                    "kafka: reading progress markers from {topic} timed out at offset {position} of {hi}"
-                )));
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    position = m.offset() + 1;
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    let value = std::str::from_utf8(m.payload().unwrap_or_default())
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if let (Some(p), Some(id)) = (
-                        key.strip_prefix(&prefix)
-                            .and_then(|p| p.parse::<usize>().ok()),
-                        value,
-                    ) {
-                        let e = markers.entry(p).or_insert(id);
-                        *e = (*e).max(id);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(external(format!("reading {topic}"))(e)),
-                None => {
-                    if let Ok(pos) = consumer.position()
-                        && let Some(Offset::Offset(o)) =
-                            pos.find_partition(topic, 0).map(|e| e.offset())
-                    {
-                        position = position.max(o);
-                    }
-                }
-            }
-        }
-        Ok(markers)
-    }
-
-    /// The progress topic's offsets once no open transaction holds back its
-    /// end: `read_committed` reads only up to the last stable offset, and a
-    /// marker behind another producer's open transaction (another job
-    /// sharing the topic, a zombie) would be missed. Such a transaction ends
-    /// within the transaction timeout, committed or aborted by the broker.
-    fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
-        let topic = &self.spec.progress_topic;
-        let plain: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
-            .set("isolation.level", "read_uncommitted")
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
-        let timeout = self
-            .spec
-            .properties
-            .iter()
-            .find(|(k, _)| k == "transaction.timeout.ms")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
-        let deadline = std::time::Instant::now() + Duration::from_millis(timeout + 5_000);
-        let read = |c: &BaseConsumer<Context>| {
-            c.fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
-                .map_err(external(format!("reading the offsets of {topic}")))
-        };
-        // The end now; the last stable offset only moves forward and
-        // reaches it once the transactions open now have ended.
-        let (_, end) = read(&plain)?;
-        loop {
-            let (lo, stable) = read(committed)?;
-            if stable >= end {
-                return Ok((lo, stable));
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(Error::External(format!(
-                    "kafka: an open transaction on {topic} (last stable offset {stable}, end \
-                     {end}) did not end within the transaction timeout; another run of this \
-                     job may be producing: stop it and retry"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Create the progress topic if it is missing (one partition,
-    /// compacted: only the newest marker per key matters).
-    fn ensure_progress_topic(&self) -> Result<()> {
-        let admin: AdminClient<Context> = client_config(&self.spec.brokers, &self.spec.properties)
-            .create_with_context(Context)
-            .map_err(external("creating an admin client"))?;
-        let topic = NewTopic::new(&self.spec.progress_topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
-        let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-            .map_err(external("creating the progress topic"))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => {
-                    return Err(Error::External(format!(
-                        "kafka: creating progress topic {t}: {e}"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn transactional_id(job: &str, topic: &str, partition: usize) -> String {
-    format!("weir-{job}-{topic}-{partition}")
 }
 
 impl SinkFactory for KafkaSinkFactory {
@@ -325,7 +169,8 @@ impl SinkFactory for KafkaSinkFactory {
                     ),
                 });
             }
-            let epochs = decode_epochs(s.blob.as_deref().unwrap_or_default())?;
+            let epochs = epochs::decode(s.blob.as_deref().unwrap_or_default())?;
+            epochs::verify(&self.spec.topic, p, s.checkpoint, &s.state, &epochs)?;
             plans.push((p, marker, epochs));
         }
         for (p, marker, epochs) in plans {
@@ -353,6 +198,11 @@ impl SinkFactory for KafkaSinkFactory {
         self.exactly_once
     }
 
+    /// A partition's sink starts with no epoch pending, restored or not:
+    /// [`SinkFactory::recover`] already produced every epoch the restored
+    /// checkpoint holds above the partition's marker. The restored state the
+    /// trait passes is for sinks that continue from it (the file sink's next
+    /// part number); this one has nothing left to take from it.
     fn create(&self, partition: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
         Ok(Box::new(KafkaSink {
             producer: self.producer(partition)?,
@@ -380,130 +230,6 @@ pub struct KafkaSink {
     pending: Vec<(u64, Batch)>,
     /// The newest checkpoint id seen.
     last_id: u64,
-}
-
-/// Send one record, waiting while librdkafka's queue is full.
-fn send(producer: &BaseProducer<Context>, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                rec = r;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(external("producing")(e)),
-        }
-    }
-}
-
-/// Wait until every sent record is acknowledged (a plain `flush` waits in
-/// 100 ms steps).
-fn drain(producer: &BaseProducer<Context>) -> Result<()> {
-    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-    while producer.in_flight_count() > 0 {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::External(
-                "kafka: records not acknowledged in time".into(),
-            ));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Produce epoch `id` of `partition` in one transaction with its marker.
-fn produce_epoch(
-    producer: &BaseProducer<Context>,
-    spec: &KafkaSinkSpec,
-    job: &str,
-    partition: usize,
-    id: u64,
-    batch: &Batch,
-) -> Result<()> {
-    let fail = |what: &str| external(format!("{what} (partition {partition}, epoch {id})"));
-    producer
-        .begin_transaction()
-        .map_err(fail("beginning a transaction"))?;
-    for r in batch.iter() {
-        send(
-            producer,
-            BaseRecord::to(&spec.topic).key(r.key).payload(r.value),
-        )?;
-    }
-    let key = format!("{job}/{partition}");
-    let value = id.to_string();
-    send(
-        producer,
-        BaseRecord::to(&spec.progress_topic)
-            .key(key.as_bytes())
-            .payload(value.as_bytes()),
-    )?;
-    drain(producer)?;
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "kafka-before-commit") {
-        tracing::error!("failpoint kafka-before-commit: aborting the process");
-        std::process::abort();
-    }
-    producer
-        .commit_transaction(REQUEST_TIMEOUT)
-        .map_err(fail("committing a transaction"))
-}
-
-/// Epochs as a blob: per epoch its id (u64 LE), record count (u32 LE), then
-/// per record key length (u32 LE), key, value length (u32 LE), value.
-fn encode_epochs(epochs: &[(u64, Batch)]) -> Vec<u8> {
-    let size: usize = epochs
-        .iter()
-        .map(|(_, b)| 12 + b.len() * 8 + b.keys.len() + b.values.len())
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    for (id, b) in epochs {
-        out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        for r in b.iter() {
-            out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
-            out.extend_from_slice(r.key);
-            out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
-            out.extend_from_slice(r.value);
-        }
-    }
-    out
-}
-
-/// The next `n` bytes of `rest`.
-fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
-    if rest.len() < n {
-        return Err(Error::Internal(
-            "kafka sink blob in a checkpoint is truncated".into(),
-        ));
-    }
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    Ok(head)
-}
-
-fn take_u32(rest: &mut &[u8]) -> Result<u32> {
-    let b = take(rest, 4)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn decode_epochs(bytes: &[u8]) -> Result<Vec<(u64, Batch)>> {
-    let mut rest = bytes;
-    let mut epochs = Vec::new();
-    while !rest.is_empty() {
-        let lo = u64::from(take_u32(&mut rest)?);
-        let hi = u64::from(take_u32(&mut rest)?);
-        let count = take_u32(&mut rest)?;
-        let mut b = Batch::new();
-        for _ in 0..count {
-            let kl = take_u32(&mut rest)? as usize;
-            let key = take(&mut rest, kl)?;
-            let vl = take_u32(&mut rest)? as usize;
-            let value = take(&mut rest, vl)?;
-            b.push(key, value, crate::batch::NO_TIMESTAMP);
-        }
-        epochs.push((lo | hi << 32, b));
-    }
-    Ok(epochs)
 }
 
 impl Sink for KafkaSink {
@@ -540,7 +266,7 @@ impl Sink for KafkaSink {
         let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
         Ok(Some(SinkSnapshot {
             state: json!({ "topic": self.spec.topic, "epochs": ids }),
-            blob: Some(encode_epochs(&self.pending)),
+            blob: Some(epochs::encode(&self.pending)),
         }))
     }
 
@@ -589,29 +315,5 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epochs_round_trip_and_refuse_truncation() {
-        let mut a = Batch::new();
-        a.push(b"k1", b"v1", 0);
-        a.push(b"", b"value two", 0);
-        let epochs = vec![(3u64, a), (4u64, Batch::new())];
-        let bytes = encode_epochs(&epochs);
-        let back = decode_epochs(&bytes).unwrap();
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0].0, 3);
-        let recs: Vec<_> = back[0].1.iter().map(|r| (r.key, r.value)).collect();
-        assert_eq!(
-            recs,
-            vec![(&b"k1"[..], &b"v1"[..]), (&b""[..], &b"value two"[..])]
-        );
-        assert_eq!((back[1].0, back[1].1.len()), (4, 0));
-        assert!(decode_epochs(&bytes[..bytes.len() - 1]).is_err());
     }
 }

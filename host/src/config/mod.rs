@@ -24,13 +24,14 @@
 //!
 //! [dead_letter]
 //! path = "out/dead-letters.jsonl"
-//! ```//!
+//! ```
+//!
 //! Each connector owns its table and its resolution (`source/file/`,
 //! `source/kafka/`, `sink/file/`, `sink/kafka/`); this module keeps the
 //! job-level shape ([`JobFile`], `tables.rs`, the [`Plan`] in `plan.rs`)
 //! and dispatches on `type` to the connector ([`SourceConfig`],
-//! [`SinkConfig`]). Every setting a user reaches is public here, and only
-//! here.
+//! [`SinkConfig`]). Users reach every connector's settings here, and only
+//! here (the connector modules are private to the crate).
 
 mod plan;
 mod tables;

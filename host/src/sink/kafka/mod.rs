@@ -25,6 +25,11 @@
 //! `read_committed` consumers one checkpoint interval after it was emitted.
 //! `delivery = "at-least-once"` produces right away with an idempotent
 //! producer and flushes at each barrier.
+//!
+//! The folder: the job-file table and its resolution (`config.rs`), the
+//! epoch blob (`epochs.rs`), producing an epoch in a transaction
+//! (`transaction.rs`), the progress markers (`progress.rs`), and here the
+//! factory and each partition's sink.
 
 mod config;
 mod epochs;
@@ -50,8 +55,11 @@ use crate::{Error, Result};
 
 /// Makes each partition's producer and settles the output on restore.
 pub struct KafkaSinkFactory {
+    /// The resolved sink.
     spec: KafkaSinkSpec,
+    /// Job name: it names transactional ids and progress markers.
     job: String,
+    /// Output waits for checkpoints (asked for, and checkpoints are on).
     exactly_once: bool,
     /// Producers made while recovering, handed on to the partitions.
     producers: Mutex<HashMap<usize, BaseProducer<Context>>>,
@@ -219,10 +227,15 @@ impl SinkFactory for KafkaSinkFactory {
 
 /// One partition's producer.
 pub struct KafkaSink {
+    /// The partition's producer (transactional when exactly once).
     producer: BaseProducer<Context>,
+    /// The resolved sink.
     spec: KafkaSinkSpec,
+    /// Job name, for progress markers.
     job: String,
+    /// The partition this sink writes for.
     partition: usize,
+    /// Output waits for checkpoints.
     exactly_once: bool,
     /// What the partition emitted since the last barrier.
     epoch: Batch,

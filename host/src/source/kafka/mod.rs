@@ -66,6 +66,7 @@ use offsets::{end_offsets, position, restored_offsets, start_offsets};
 /// Describes origins as `topic`, `partition` and `offset` in dead letters.
 #[derive(Debug)]
 struct KafkaOrigins {
+    /// The topic read.
     topic: String,
 }
 
@@ -79,10 +80,15 @@ impl Origins for KafkaOrigins {
 
 /// The Kafka source.
 pub struct KafkaSource {
+    /// The resolved source.
     spec: KafkaSourceSpec,
+    /// One consumer, assigned every partition.
     consumer: BaseConsumer<Context>,
+    /// Finds key and event time in record values.
     parser: LineParser,
+    /// Set when the job is stopped.
     stop: Arc<AtomicBool>,
+    /// Describes origins in dead letters.
     origins: Arc<KafkaOrigins>,
     /// Next offset to read, per partition.
     next: Vec<i64>,
@@ -279,9 +285,13 @@ impl KafkaSource {
 
 /// The parts of the source a record needs while the consumer lends it.
 struct Decode<'a> {
+    /// The resolved source.
     spec: &'a KafkaSourceSpec,
+    /// Finds key and event time in record values.
     parser: &'a LineParser,
+    /// Next offset to read, per partition.
     next: &'a [i64],
+    /// Offsets at barriers not yet committed to the group.
     to_commit: &'a mut Vec<(u64, Vec<i64>)>,
 }
 

@@ -11,6 +11,11 @@
 //! [`Sink::abort`]ed. The runtime never knows how a sink commits (renaming
 //! files, a Kafka transaction). Dead letters have their own output,
 //! [`dead_letter::DeadLetters`], shared by the source and all tasks.
+//!
+//! Each connector with settings is a folder (`file/`, `kafka/`) holding its
+//! job-file table and its resolution (`config.rs`) beside the sink itself;
+//! `stdout.rs` has none. A new connector is a folder, a variant of
+//! [`SinkSpec`], an arm in `config::SinkConfig` and one in [`open`].
 
 pub(crate) mod dead_letter;
 mod file;

@@ -9,6 +9,12 @@
 //! the barrier with the source's [`Position`] at that record boundary. The
 //! position is opaque to the runtime: the connector that wrote it reads it
 //! back on restore.
+//!
+//! Each connector is a folder (`file/`, `kafka/`) holding its job-file table
+//! and its resolution (`config.rs`) beside the source itself; `resolve.rs`
+//! holds what a table resolves to ([`SourceSpec`]) and what the connectors
+//! share in resolving theirs. A new connector is a folder, a variant of
+//! [`SourceSpec`], an arm in `config::SourceConfig` and one in [`open`].
 
 pub(crate) mod file;
 mod format;

@@ -69,6 +69,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 mod clock;
+mod codec;
 pub mod config;
 pub mod demo;
 pub mod diff;

@@ -11,11 +11,18 @@
 //! [`Sink::abort`]ed. The runtime never knows how a sink commits (renaming
 //! files, a Kafka transaction). Dead letters have their own output,
 //! [`dead_letter::DeadLetters`], shared by the source and all tasks.
+//!
+//! Each connector with settings is a folder (`file/`, `kafka/`) holding its
+//! job-file table and its resolution (`config.rs`) beside the sink itself;
+//! `stdout.rs` has none. A new connector is a folder, a variant of
+//! [`SinkSpec`], an arm in `config::SinkConfig` and one in [`open`].
 
 pub(crate) mod dead_letter;
 mod file;
 pub(crate) mod kafka;
 mod stdout;
+
+use std::path::Path;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -23,8 +30,8 @@ use serde_json::Value;
 use crate::Result;
 use crate::batch::Batch;
 
-pub use file::FileSinkSpec;
-pub use kafka::{Delivery, KafkaSinkSpec};
+pub use file::{FileSinkConfig, FileSinkSpec};
+pub use kafka::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
 
 /// A resolved sink.
 #[derive(Debug, Clone)]
@@ -35,6 +42,17 @@ pub enum SinkSpec {
     Files(FileSinkSpec),
     /// A Kafka topic.
     Kafka(KafkaSinkSpec),
+}
+
+impl SinkSpec {
+    /// The folder the sink writes into, if it writes files there: the job
+    /// refuses one inside its source's folder (it would read its output).
+    pub(crate) fn folder(&self) -> Option<&Path> {
+        match self {
+            SinkSpec::Stdout | SinkSpec::Kafka(_) => None,
+            SinkSpec::Files(spec) => Some(&spec.dir),
+        }
+    }
 }
 
 /// What a sink records in a checkpoint at a barrier.

@@ -9,10 +9,17 @@
 //! the barrier with the source's [`Position`] at that record boundary. The
 //! position is opaque to the runtime: the connector that wrote it reads it
 //! back on restore.
+//!
+//! Each connector is a folder (`file/`, `kafka/`) holding its job-file table
+//! and its resolution (`config.rs`) beside the source itself; `resolve.rs`
+//! holds what a table resolves to ([`SourceSpec`]) and what the connectors
+//! share in resolving theirs. A new connector is a folder, a variant of
+//! [`SourceSpec`], an arm in `config::SourceConfig` and one in [`open`].
 
 pub(crate) mod file;
 mod format;
 pub(crate) mod kafka;
+pub(crate) mod resolve;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -23,14 +30,7 @@ use serde_json::Value;
 use crate::Result;
 use crate::batch::{Origin, Origins};
 
-/// A resolved source: which connector, with its settings.
-#[derive(Debug, Clone)]
-pub enum SourceSpec {
-    /// A directory of files.
-    Files(file::FileSourceSpec),
-    /// A Kafka topic.
-    Kafka(kafka::KafkaSourceSpec),
-}
+pub(crate) use resolve::SourceSpec;
 
 /// How a source run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,8 @@
 //! from the offset. One reader feeds every partition, so the position is
 //! the reader's, not per partition.
 
+mod config;
+
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
@@ -18,7 +20,6 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::batch::NO_TIMESTAMP;
 use serde::{Deserialize, Serialize};
@@ -29,31 +30,10 @@ pub use super::format::{Format, KeySpec};
 use super::{Completion, Output, Position, Restored, Source};
 use crate::batch::{Origin, Origins};
 use crate::{Error, Result};
+pub use config::{FileSourceConfig, FileSourceSpec};
 
 /// The connector name in checkpoints.
 const CONNECTOR: &str = "files";
-
-/// A resolved file source.
-#[derive(Debug, Clone)]
-pub struct FileSourceSpec {
-    /// Directory to read.
-    pub dir: PathBuf,
-    /// Record format.
-    pub format: Format,
-    /// Key location.
-    pub key: KeySpec,
-    /// Event-time location.
-    pub timestamp: KeySpec,
-    /// Skip each file's first line (CSV).
-    pub header: bool,
-    /// Watch for new files until stopped.
-    pub follow: bool,
-    /// Poll interval of `follow`.
-    pub poll_interval: Duration,
-    /// End the input before the first record at or after this event time
-    /// (a fork's `--until`).
-    pub until: Option<i64>,
-}
 
 /// Where the reader is: the file source's checkpointed position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,14 @@
 //! time; the source ends when every partition's position reaches its end,
 //! which also holds when the last records are followed by transaction
 //! markers (the position moves past them; no record arrives).
+//!
+//! The folder: the job-file table and its resolution (`config.rs`), start,
+//! restored and end offsets (`offsets.rs`), the consumer lag (`lag.rs`),
+//! and here the source itself.
+
+mod config;
+mod lag;
+mod offsets;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -28,8 +36,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value, json};
 
-use super::format::{Format, KeySpec, LineParser};
-use super::{Completion, Output, Position, Restored, Source};
+use super::format::{KeySpec, LineParser};
+use super::{Completion, Output, Restored, Source};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
 use crate::{Error, Result};
@@ -51,69 +59,14 @@ const OUTAGE_GAP: Duration = Duration::from_secs(30);
 /// committing its offsets to the group (it ends either way).
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
-/// Where a fresh run starts reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// The first offset still in the log.
-    Earliest,
-    /// The end of the log at start (only new records).
-    Latest,
-    /// The group's committed offsets (earliest where it has none).
-    Committed,
-    /// The first record at or after this time (ms since the epoch).
-    Timestamp(i64),
-}
-
-/// Where a bounded run ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Until {
-    /// The end offsets seen at start.
-    Latest,
-    /// The first record at or after this time (ms), exclusive.
-    Timestamp(i64),
-}
-
-/// What to do when a restored offset is not in the log any more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutOfRange {
-    /// Refuse the run (default).
-    Fail,
-    /// Start at the first offset still in the log.
-    Earliest,
-    /// Start at the end of the log.
-    Latest,
-}
-
-/// A resolved Kafka source.
-#[derive(Debug, Clone)]
-pub struct KafkaSourceSpec {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// The topic.
-    pub topic: String,
-    /// Consumer group offsets are committed to (lag tools).
-    pub group_id: String,
-    /// Where a fresh run starts.
-    pub start: Start,
-    /// Explicit start offsets for some partitions (override `start`).
-    pub start_offsets: Vec<(usize, i64)>,
-    /// Optional end of a bounded run.
-    pub until: Option<Until>,
-    /// How record values are parsed.
-    pub format: Format,
-    /// Key location in the value; `None`: the Kafka record key.
-    pub key: KeySpec,
-    /// Event-time location in the value; `None`: the Kafka timestamp.
-    pub timestamp: KeySpec,
-    /// A restored offset outside the log.
-    pub out_of_range: OutOfRange,
-    /// librdkafka consumer properties, passed through.
-    pub properties: Vec<(String, String)>,
-}
+pub use config::{KafkaSourceConfig, KafkaSourceSpec, OutOfRange, Start, Until};
+use lag::LogEnds;
+use offsets::{end_offsets, position, restored_offsets, start_offsets};
 
 /// Describes origins as `topic`, `partition` and `offset` in dead letters.
 #[derive(Debug)]
 struct KafkaOrigins {
+    /// The topic read.
     topic: String,
 }
 
@@ -127,10 +80,15 @@ impl Origins for KafkaOrigins {
 
 /// The Kafka source.
 pub struct KafkaSource {
+    /// The resolved source.
     spec: KafkaSourceSpec,
+    /// One consumer, assigned every partition.
     consumer: BaseConsumer<Context>,
+    /// Finds key and event time in record values.
     parser: LineParser,
+    /// Set when the job is stopped.
     stop: Arc<AtomicBool>,
+    /// Describes origins in dead letters.
     origins: Arc<KafkaOrigins>,
     /// Next offset to read, per partition.
     next: Vec<i64>,
@@ -140,66 +98,6 @@ pub struct KafkaSource {
     to_commit: Vec<(u64, Vec<i64>)>,
     /// The end of each partition's log, refreshed off the source thread.
     ends: LogEnds,
-}
-
-/// A thread that asks the broker for the end of each partition's log every
-/// [`LAG_EVERY`] (a request per partition that must not hold up reading),
-/// for the consumer lag in progress lines and metrics.
-struct LogEnds {
-    ends: Arc<std::sync::Mutex<Vec<i64>>>,
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LogEnds {
-    fn start(spec: &KafkaSourceSpec, partitions: usize) -> Result<Self> {
-        let mut config = client_config(&spec.brokers, &spec.properties);
-        config.set("isolation.level", "read_committed");
-        let client: BaseConsumer<Context> = config
-            .create_with_context(Context)
-            .map_err(external("creating a consumer for the lag"))?;
-        let ends = Arc::new(std::sync::Mutex::new(vec![-1; partitions]));
-        let done = Arc::new(AtomicBool::new(false));
-        let topic = spec.topic.clone();
-        let thread = std::thread::Builder::new()
-            .name("weir-kafka-lag".into())
-            .spawn({
-                let (ends, done) = (ends.clone(), done.clone());
-                move || {
-                    while !done.load(Ordering::Relaxed) {
-                        for p in 0..partitions {
-                            let hi = client
-                                .fetch_watermarks(&topic, p as i32, Duration::from_secs(2))
-                                .map_or(-1, |(_, hi)| hi);
-                            crate::lock_or_recover(&ends)[p] = hi;
-                        }
-                        let t = Instant::now();
-                        while t.elapsed() < LAG_EVERY && !done.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            })
-            .map_err(|e| Error::Internal(format!("spawning the lag thread: {e}")))?;
-        Ok(Self {
-            ends,
-            done,
-            thread: Some(thread),
-        })
-    }
-
-    fn ends(&self) -> Vec<i64> {
-        crate::lock_or_recover(&self.ends).clone()
-    }
-}
-
-impl Drop for LogEnds {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Errors librdkafka recovers from by itself (it reconnects and retries).
@@ -218,12 +116,6 @@ fn is_transient(e: &KafkaError) -> bool {
         )
     )
 }
-
-/// The partition's next offset as recorded in a checkpoint.
-fn offset_of(v: &Value) -> Option<i64> {
-    v.get("offset").and_then(Value::as_i64)
-}
-
 impl KafkaSource {
     /// Connect, find the partitions and every start offset (restored, or
     /// from the start mode), check restored offsets against each log, and
@@ -269,17 +161,7 @@ impl KafkaSource {
             Some(r) => restored_offsets(&spec, r, &ranges)?,
             None => start_offsets(&spec, &consumer, &ranges)?,
         };
-        let end = match &spec.until {
-            None => None,
-            Some(Until::Latest) => Some(ranges.iter().map(|r| r.1).collect()),
-            Some(Until::Timestamp(t)) => Some(
-                offsets_for_time(&consumer, &spec.topic, n, *t)?
-                    .into_iter()
-                    .zip(&ranges)
-                    .map(|(o, r)| o.unwrap_or(r.1))
-                    .collect(),
-            ),
-        };
+        let end = end_offsets(&spec, &consumer, &ranges)?;
         let mut tpl = TopicPartitionList::new();
         for (p, &o) in next.iter().enumerate() {
             tpl.add_partition_offset(&spec.topic, p as i32, Offset::Offset(o))
@@ -403,9 +285,13 @@ impl KafkaSource {
 
 /// The parts of the source a record needs while the consumer lends it.
 struct Decode<'a> {
+    /// The resolved source.
     spec: &'a KafkaSourceSpec,
+    /// Finds key and event time in record values.
     parser: &'a LineParser,
+    /// Next offset to read, per partition.
     next: &'a [i64],
+    /// Offsets at barriers not yet committed to the group.
     to_commit: &'a mut Vec<(u64, Vec<i64>)>,
 }
 
@@ -454,155 +340,6 @@ impl Decode<'_> {
         Ok(out.record_in(partition, key, value, timestamp, origin))
     }
 }
-
-/// The position at next offsets `next`.
-fn position(topic: &str, next: &[i64]) -> Position {
-    Position {
-        reader: json!({ "topic": topic }),
-        partitions: next
-            .iter()
-            .enumerate()
-            .map(|(p, o)| (p, json!({ "offset": o })))
-            .collect(),
-    }
-}
-
-/// Start offsets of a fresh run: the start mode, then explicit offsets.
-fn start_offsets(
-    spec: &KafkaSourceSpec,
-    consumer: &BaseConsumer<Context>,
-    ranges: &[(i64, i64)],
-) -> Result<Vec<i64>> {
-    let n = ranges.len();
-    let mut next: Vec<i64> = match &spec.start {
-        Start::Earliest => ranges.iter().map(|r| r.0).collect(),
-        Start::Latest => ranges.iter().map(|r| r.1).collect(),
-        Start::Timestamp(t) => offsets_for_time(consumer, &spec.topic, n, *t)?
-            .into_iter()
-            .zip(ranges)
-            .map(|(o, r)| o.unwrap_or(r.1))
-            .collect(),
-        Start::Committed => {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..n {
-                tpl.add_partition(&spec.topic, p as i32);
-            }
-            let committed = consumer
-                .committed_offsets(tpl, REQUEST_TIMEOUT)
-                .map_err(external(format!(
-                    "reading group {}'s offsets",
-                    spec.group_id
-                )))?;
-            (0..n)
-                .map(|p| {
-                    match committed
-                        .find_partition(&spec.topic, p as i32)
-                        .map(|e| e.offset())
-                    {
-                        Some(Offset::Offset(o)) => o.clamp(ranges[p].0, ranges[p].1),
-                        _ => ranges[p].0,
-                    }
-                })
-                .collect()
-        }
-    };
-    for &(p, o) in &spec.start_offsets {
-        let Some((lo, hi)) = ranges.get(p).copied() else {
-            return Err(Error::Config(format!(
-                "start_offsets names partition {p}; topic `{}` has {n} partitions",
-                spec.topic
-            )));
-        };
-        if o < lo || o > hi {
-            return Err(Error::Config(format!(
-                "start offset {o} of partition {p} is outside its log [{lo}, {hi})"
-            )));
-        }
-        next[p] = o;
-    }
-    Ok(next)
-}
-
-/// Offsets recorded in a checkpoint, checked against each partition's log.
-fn restored_offsets(
-    spec: &KafkaSourceSpec,
-    r: &Restored,
-    ranges: &[(i64, i64)],
-) -> Result<Vec<i64>> {
-    let refuse = |detail: String| Error::Savepoint {
-        location: format!("kafka topic {}", spec.topic),
-        detail,
-    };
-    if r.connector != CONNECTOR {
-        return Err(refuse(format!(
-            "it was taken from a `{}` source; this job reads Kafka",
-            r.connector
-        )));
-    }
-    let theirs = r.reader.get("topic").and_then(Value::as_str).unwrap_or("");
-    if theirs != spec.topic {
-        return Err(refuse(format!(
-            "it was taken reading topic `{theirs}`, not `{}`",
-            spec.topic
-        )));
-    }
-    if r.partitions.len() != ranges.len() {
-        return Err(refuse(format!(
-            "it holds {} partitions; the topic has {} now",
-            r.partitions.len(),
-            ranges.len()
-        )));
-    }
-    r.partitions
-        .iter()
-        .zip(ranges)
-        .enumerate()
-        .map(|(p, (v, &(lo, hi)))| {
-            let o = offset_of(v)
-                .ok_or_else(|| refuse(format!("partition {p} has no offset recorded")))?;
-            if (lo..=hi).contains(&o) {
-                return Ok(o);
-            }
-            match spec.out_of_range {
-                OutOfRange::Earliest => Ok(lo),
-                OutOfRange::Latest => Ok(hi),
-                OutOfRange::Fail => Err(refuse(format!(
-                    "partition {p}: the restored offset {o} is outside the log, which holds \
-                     offsets [{lo}, {hi}) (records deleted by retention?); set \
-                     `on_offset_out_of_range = \"earliest\"` or `\"latest\"` to start there"
-                ))),
-            }
-        })
-        .collect()
-}
-
-/// The first offset at or after `time` in each partition (`None`: none).
-fn offsets_for_time(
-    consumer: &BaseConsumer<Context>,
-    topic: &str,
-    n: usize,
-    time: i64,
-) -> Result<Vec<Option<i64>>> {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition_offset(topic, p as i32, Offset::Offset(time))
-            .map_err(external("offsets for a time"))?;
-    }
-    let found = consumer
-        .offsets_for_times(tpl, REQUEST_TIMEOUT)
-        .map_err(external(format!(
-            "finding offsets of time {time} in {topic}"
-        )))?;
-    Ok((0..n)
-        .map(
-            |p| match found.find_partition(topic, p as i32).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            },
-        )
-        .collect())
-}
-
 impl Source for KafkaSource {
     fn connector(&self) -> &'static str {
         CONNECTOR

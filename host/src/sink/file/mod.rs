@@ -12,6 +12,8 @@
 //! Without checkpoints, files are committed whenever the input is idle and
 //! at the end.
 
+mod config;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -19,16 +21,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use config::{FileSinkConfig, FileSinkSpec};
+
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::{Error, Result};
-
-/// A resolved file sink.
-#[derive(Debug, Clone)]
-pub struct FileSinkSpec {
-    /// The directory.
-    pub dir: PathBuf,
-}
 
 /// What a partition's file sink records in a checkpoint (its opaque sink
 /// state; the same shape manifest format 1 stored per task).

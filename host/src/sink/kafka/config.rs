@@ -1,0 +1,88 @@
+//! The Kafka sink's job-file table (`[sink] type = "kafka"`) and what it
+//! resolves to.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// A Kafka topic as a sink (it must exist).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap servers. Required.
+    pub brokers: String,
+    /// The output topic. Required.
+    pub topic: String,
+    /// `exactly-once` (default with checkpoints on: output is produced
+    /// in a transaction once the checkpoint covering it is durable) or
+    /// `at-least-once` (produced right away, repeated after a restore).
+    pub delivery: Option<String>,
+    /// Topic for the exactly-once progress markers (created if
+    /// missing). Default `<topic>.weir-progress`.
+    pub progress_topic: Option<String>,
+    /// librdkafka producer properties, passed through (e.g.
+    /// `compression.type`, `linger.ms`, `batch.size`). Default none.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Whether output waits for checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Produced in a transaction once the checkpoint covering it is durable.
+    ExactlyOnce,
+    /// Produced right away (idempotent producer); repeated after a restore.
+    AtLeastOnce,
+}
+
+/// A resolved Kafka sink.
+#[derive(Debug, Clone)]
+pub struct KafkaSinkSpec {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The output topic.
+    pub topic: String,
+    /// Delivery guarantee.
+    pub delivery: Delivery,
+    /// Where progress markers go (exactly once).
+    pub progress_topic: String,
+    /// librdkafka producer properties, passed through (compression,
+    /// batching).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaSinkConfig {
+    /// The resolved sink; `checkpoints` says whether the job takes
+    /// checkpoints, which decides the default delivery.
+    pub(crate) fn resolve(&self, checkpoints: bool) -> Result<KafkaSinkSpec> {
+        let delivery = match self.delivery.as_deref() {
+            // Exactly once commits at checkpoints: the default only when
+            // there are checkpoints.
+            None if checkpoints => Delivery::ExactlyOnce,
+            None => Delivery::AtLeastOnce,
+            Some("exactly-once") => Delivery::ExactlyOnce,
+            Some("at-least-once") => Delivery::AtLeastOnce,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "sink delivery `{other}`: use `exactly-once` or `at-least-once`"
+                )));
+            }
+        };
+        Ok(KafkaSinkSpec {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            delivery,
+            progress_topic: self
+                .progress_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}.weir-progress", self.topic)),
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! A Kafka topic as a sink: key = the emitted record's key, value = its
+//! value, partitioned as Kafka's Java client does (murmur2 of the key, sign
+//! bit masked, modulo the partitions: librdkafka's `murmur2_random`).
+//!
+//! **Exactly once without resuming transactions.** librdkafka cannot resume
+//! or commit another process's open transaction, so a two-phase commit over
+//! a crash does not carry over. Instead each partition writes ahead:
+//! - between barriers it buffers what it emits (the epoch);
+//! - at barrier `k` ([`Sink::pre_commit`]) the epoch goes into checkpoint `k`
+//!   as a blob, with every earlier epoch not yet produced;
+//! - once checkpoint `k` is durable ([`Sink::commit`]) the partition's
+//!   producer (a stable `transactional.id` per job, topic and partition)
+//!   produces each pending epoch in one transaction that also writes a
+//!   progress marker (`<job>/<partition>` = epoch id) to the progress topic;
+//! - on restore from checkpoint `k` ([`SinkFactory::recover`]) each
+//!   partition reads its marker: epochs in the blob above it are produced
+//!   again (they never were), those at or below it are skipped. A marker
+//!   above `k` means the topic already holds output the savepoint would
+//!   produce again: the run is refused before anything is written. A
+//!   restore into another topic (the job's `[sink] topic` changed) starts
+//!   after the checkpoint: its epochs went to the old topic.
+//!
+//! `init_transactions` with the stable id aborts a transaction left open by a
+//! crashed run and fences a zombie. Output becomes visible to
+//! `read_committed` consumers one checkpoint interval after it was emitted.
+//! `delivery = "at-least-once"` produces right away with an idempotent
+//! producer and flushes at each barrier.
+//!
+//! The folder: the job-file table and its resolution (`config.rs`), the
+//! epoch blob (`epochs.rs`), producing an epoch in a transaction
+//! (`transaction.rs`), the progress markers (`progress.rs`), and here the
+//! factory and each partition's sink.
+
+mod config;
+mod epochs;
+mod progress;
+mod transaction;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::json;
+
+pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
+use transaction::{TRANSACTION_TIMEOUT_MS, drain, produce_epoch, send, transactional_id};
+
+use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
+use crate::batch::Batch;
+use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
+use crate::{Error, Result};
+
+/// Makes each partition's producer and settles the output on restore.
+pub struct KafkaSinkFactory {
+    /// The resolved sink.
+    spec: KafkaSinkSpec,
+    /// Job name: it names transactional ids and progress markers.
+    job: String,
+    /// Output waits for checkpoints (asked for, and checkpoints are on).
+    exactly_once: bool,
+    /// Producers made while recovering, handed on to the partitions.
+    producers: Mutex<HashMap<usize, BaseProducer<Context>>>,
+}
+
+impl KafkaSinkFactory {
+    /// A factory for `spec`; exactly once when asked and checkpoints are on.
+    pub fn new(spec: KafkaSinkSpec, job: &str, checkpoints: bool) -> Result<Self> {
+        if spec.delivery == Delivery::ExactlyOnce && !checkpoints {
+            return Err(Error::Config(
+                "kafka sink: delivery = \"exactly-once\" needs checkpoints (it commits at each \
+                 one); enable [checkpoints] or set delivery = \"at-least-once\""
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            exactly_once: spec.delivery == Delivery::ExactlyOnce,
+            spec,
+            job: job.to_string(),
+            producers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn producer(&self, partition: usize) -> Result<BaseProducer<Context>> {
+        if let Some(p) = crate::lock(&self.producers, "kafka producers")?.remove(&partition) {
+            return Ok(p);
+        }
+        let mut c = client_config(&self.spec.brokers, &[]);
+        c.set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        if self.exactly_once {
+            c.set(
+                "transactional.id",
+                transactional_id(&self.job, &self.spec.topic, partition),
+            )
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+        }
+        for (k, v) in &self.spec.properties {
+            c.set(k, v);
+        }
+        let p: BaseProducer<Context> = c.create_with_context(Context).map_err(external(
+            format!("creating a producer for {}", self.spec.brokers),
+        ))?;
+        if self.exactly_once {
+            // Aborts a transaction a crashed run left open, fences zombies.
+            p.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
+                Error::External(format!(
+                    "kafka: starting transactions for partition {partition} (transactional.id \
+                     {}): {e}{}",
+                    transactional_id(&self.job, &self.spec.topic, partition),
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout) {
+                        "; transaction.timeout.ms must not exceed the broker's \
+                         transaction.max.timeout.ms"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+        }
+        Ok(p)
+    }
+}
+
+impl SinkFactory for KafkaSinkFactory {
+    fn validate(&self) -> Result<()> {
+        let probe: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
+            .create_with_context(Context)
+            .map_err(external("connecting"))?;
+        partition_count(probe.client(), &self.spec.brokers, &self.spec.topic)?;
+        if self.exactly_once {
+            self.ensure_progress_topic()?;
+        }
+        Ok(())
+    }
+
+    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()> {
+        let (true, Some(states)) = (self.exactly_once, restored) else {
+            return Ok(());
+        };
+        let same_topic = |s: &RestoredSink| {
+            // Restored into another topic: what the checkpoint holds went to
+            // the old one; this one starts after it.
+            s.state.get("topic").and_then(|t| t.as_str()) == Some(self.spec.topic.as_str())
+        };
+        // Every partition's producer first: `init_transactions` aborts the
+        // transaction a crashed run left open. Until then that transaction
+        // holds back what `read_committed` reads of the progress topic (its
+        // last stable offset), hiding markers other partitions committed
+        // after it, which would then be produced twice.
+        for (p, _) in states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(same_topic))
+        {
+            let producer = self.producer(p)?;
+            crate::lock(&self.producers, "kafka producers")?.insert(p, producer);
+        }
+        let markers = self.markers()?;
+        let mut plans = Vec::new();
+        for (p, s) in states.iter().enumerate() {
+            let Some(s) = s.as_ref().filter(|s| same_topic(s)) else {
+                continue;
+            };
+            let marker = markers.get(&p).copied().unwrap_or(0);
+            if marker > s.checkpoint {
+                return Err(Error::Savepoint {
+                    location: format!("kafka topic {}", self.spec.topic),
+                    detail: format!(
+                        "partition {p} already committed the output of checkpoint {marker} to \
+                         the topic, after this one ({}): restoring it would write that output \
+                         twice. Restore the newest checkpoint (`latest`), or send this run to \
+                         another topic ([sink] topic)",
+                        s.checkpoint
+                    ),
+                });
+            }
+            let epochs = epochs::decode(s.blob.as_deref().unwrap_or_default())?;
+            epochs::verify(&self.spec.topic, p, s.checkpoint, &s.state, &epochs)?;
+            plans.push((p, marker, epochs));
+        }
+        for (p, marker, epochs) in plans {
+            let redo: Vec<_> = epochs.into_iter().filter(|(id, _)| *id > marker).collect();
+            if redo.is_empty() {
+                continue;
+            }
+            let producers = crate::lock(&self.producers, "kafka producers")?;
+            let producer = producers
+                .get(&p)
+                .ok_or_else(|| Error::Internal(format!("no producer for partition {p}")))?;
+            for (id, batch) in &redo {
+                produce_epoch(producer, &self.spec, &self.job, p, *id, batch)?;
+            }
+            tracing::info!(
+                partition = p,
+                epochs = redo.len(),
+                "re-produced output the restored checkpoint covers"
+            );
+        }
+        Ok(())
+    }
+
+    fn commits_only_at_checkpoints(&self) -> bool {
+        self.exactly_once
+    }
+
+    /// A partition's sink starts with no epoch pending, restored or not:
+    /// [`SinkFactory::recover`] already produced every epoch the restored
+    /// checkpoint holds above the partition's marker. The restored state the
+    /// trait passes is for sinks that continue from it (the file sink's next
+    /// part number); this one has nothing left to take from it.
+    fn create(&self, partition: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(KafkaSink {
+            producer: self.producer(partition)?,
+            spec: self.spec.clone(),
+            job: self.job.clone(),
+            partition,
+            exactly_once: self.exactly_once,
+            epoch: Batch::new(),
+            pending: Vec::new(),
+            last_id: 0,
+        }))
+    }
+}
+
+/// One partition's producer.
+pub struct KafkaSink {
+    /// The partition's producer (transactional when exactly once).
+    producer: BaseProducer<Context>,
+    /// The resolved sink.
+    spec: KafkaSinkSpec,
+    /// Job name, for progress markers.
+    job: String,
+    /// The partition this sink writes for.
+    partition: usize,
+    /// Output waits for checkpoints.
+    exactly_once: bool,
+    /// What the partition emitted since the last barrier.
+    epoch: Batch,
+    /// Epochs in checkpoints not yet produced, oldest first.
+    pending: Vec<(u64, Batch)>,
+    /// The newest checkpoint id seen.
+    last_id: u64,
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        if self.exactly_once {
+            for r in batch.iter() {
+                self.epoch.push(r.key, r.value, r.timestamp);
+            }
+            return Ok(());
+        }
+        for r in batch.iter() {
+            send(
+                &self.producer,
+                BaseRecord::to(&self.spec.topic).key(r.key).payload(r.value),
+            )?;
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<SinkSnapshot>> {
+        if !self.exactly_once {
+            drain(&self.producer)?;
+            return Ok(None);
+        }
+        self.last_id = checkpoint;
+        let epoch = std::mem::take(&mut self.epoch);
+        self.pending.push((checkpoint, epoch));
+        let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
+        Ok(Some(SinkSnapshot {
+            state: json!({ "topic": self.spec.topic, "epochs": ids }),
+            blob: Some(epochs::encode(&self.pending)),
+        }))
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let done = self
+            .pending
+            .iter()
+            .take_while(|(id, _)| *id <= checkpoint)
+            .count();
+        for (id, batch) in self.pending.drain(..done) {
+            produce_epoch(
+                &self.producer,
+                &self.spec,
+                &self.job,
+                self.partition,
+                id,
+                &batch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, _: u64) -> Result<()> {
+        // The epoch stays pending: the next checkpoint carries and commits it.
+        Ok(())
+    }
+
+    fn end(&mut self, end: End) -> Result<()> {
+        if !self.exactly_once {
+            return drain(&self.producer);
+        }
+        if end == End::EndOfInput {
+            // The final checkpoint at the end of the input committed every
+            // epoch. Output left here was not covered by a durable checkpoint
+            // (the final one failed): producing it outside a checkpoint could
+            // not be undone or skipped on a restore, so say so instead.
+            let left: usize =
+                self.pending.iter().map(|(_, b)| b.len()).sum::<usize>() + self.epoch.len();
+            if left > 0 {
+                return Err(Error::External(format!(
+                    "kafka sink: partition {}: {left} records after checkpoint {} were not \
+                     produced because the final checkpoint did not complete; run the job \
+                     again with --from-savepoint latest to produce them",
+                    self.partition, self.last_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The exactly-once progress markers: the topic they go to (created if
+//! missing) and reading each partition's latest marker on restore.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+
+use super::KafkaSinkFactory;
+use super::transaction::TRANSACTION_TIMEOUT_MS;
+use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external};
+use crate::{Error, Result};
+
+impl KafkaSinkFactory {
+    /// The latest epoch each partition of this job committed to the topic.
+    pub(super) fn markers(&self) -> Result<HashMap<usize, u64>> {
+        let mut c = client_config(&self.spec.brokers, &[]);
+        c.set("group.id", format!("weir-{}-progress-reader", self.job))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer<Context> = c
+            .create_with_context(Context)
+            .map_err(external("creating a progress reader"))?;
+        let topic = &self.spec.progress_topic;
+        let (lo, hi) = self.stable_watermarks(&consumer)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(lo))
+            .map_err(external("assigning the progress topic"))?;
+        consumer
+            .assign(&tpl)
+            .map_err(external("assigning the progress topic"))?;
+        let prefix = format!("{}/", self.job);
+        let mut markers = HashMap::new();
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut position = lo;
+        while position < hi {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::External(format!(
+                    "kafka: reading progress markers from {topic} timed out at offset {position} of {hi}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    position = m.offset() + 1;
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    let value = std::str::from_utf8(m.payload().unwrap_or_default())
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let (Some(p), Some(id)) = (
+                        key.strip_prefix(&prefix)
+                            .and_then(|p| p.parse::<usize>().ok()),
+                        value,
+                    ) {
+                        let e = markers.entry(p).or_insert(id);
+                        *e = (*e).max(id);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(external(format!("reading {topic}"))(e)),
+                None => {
+                    if let Ok(pos) = consumer.position()
+                        && let Some(Offset::Offset(o)) =
+                            pos.find_partition(topic, 0).map(|e| e.offset())
+                    {
+                        position = position.max(o);
+                    }
+                }
+            }
+        }
+        Ok(markers)
+    }
+
+    /// The progress topic's offsets once no open transaction holds back its
+    /// end: `read_committed` reads only up to the last stable offset, and a
+    /// marker behind another producer's open transaction (another job
+    /// sharing the topic, a zombie) would be missed. Such a transaction ends
+    /// within the transaction timeout, committed or aborted by the broker.
+    fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
+        let topic = &self.spec.progress_topic;
+        let plain: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
+            .set("isolation.level", "read_uncommitted")
+            .create_with_context(Context)
+            .map_err(external("creating a progress reader"))?;
+        let timeout = self
+            .spec
+            .properties
+            .iter()
+            .find(|(k, _)| k == "transaction.timeout.ms")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
+        let deadline = std::time::Instant::now() + Duration::from_millis(timeout + 5_000);
+        let read = |c: &BaseConsumer<Context>| {
+            c.fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
+                .map_err(external(format!("reading the offsets of {topic}")))
+        };
+        // The end now; the last stable offset only moves forward and
+        // reaches it once the transactions open now have ended.
+        let (_, end) = read(&plain)?;
+        loop {
+            let (lo, stable) = read(committed)?;
+            if stable >= end {
+                return Ok((lo, stable));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::External(format!(
+                    "kafka: an open transaction on {topic} (last stable offset {stable}, end \
+                     {end}) did not end within the transaction timeout; another run of this \
+                     job may be producing: stop it and retry"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Create the progress topic if it is missing (one partition,
+    /// compacted: only the newest marker per key matters).
+    pub(super) fn ensure_progress_topic(&self) -> Result<()> {
+        let admin: AdminClient<Context> = client_config(&self.spec.brokers, &self.spec.properties)
+            .create_with_context(Context)
+            .map_err(external("creating an admin client"))?;
+        let topic = NewTopic::new(&self.spec.progress_topic, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
+            .map_err(external("creating the progress topic"))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => {
+                    return Err(Error::External(format!(
+                        "kafka: creating progress topic {t}: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}

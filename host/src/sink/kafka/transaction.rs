@@ -1,0 +1,93 @@
+//! Producing an epoch: one transaction holding the epoch's records and
+//! the partition's progress marker, under a stable `transactional.id`.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use super::KafkaSinkSpec;
+use crate::batch::Batch;
+use crate::kafka::{Context, REQUEST_TIMEOUT, external};
+use crate::{Error, Result};
+
+/// Transaction timeout unless the job sets `transaction.timeout.ms`.
+pub(super) const TRANSACTION_TIMEOUT_MS: &str = "60000";
+/// Test-only failpoint: abort the process just before a transaction
+/// commit (the window between a durable manifest and the commit).
+const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";
+
+/// The stable `transactional.id` of a partition's producer: per job,
+/// topic and partition, so a restarted run fences the one before it.
+pub(super) fn transactional_id(job: &str, topic: &str, partition: usize) -> String {
+    format!("weir-{job}-{topic}-{partition}")
+}
+
+/// Send one record, waiting while librdkafka's queue is full.
+pub(super) fn send(
+    producer: &BaseProducer<Context>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<()> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(external("producing")(e)),
+        }
+    }
+}
+
+/// Wait until every sent record is acknowledged (a plain `flush` waits in
+/// 100 ms steps).
+pub(super) fn drain(producer: &BaseProducer<Context>) -> Result<()> {
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::External(
+                "kafka: records not acknowledged in time".into(),
+            ));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Produce epoch `id` of `partition` in one transaction with its marker.
+pub(super) fn produce_epoch(
+    producer: &BaseProducer<Context>,
+    spec: &KafkaSinkSpec,
+    job: &str,
+    partition: usize,
+    id: u64,
+    batch: &Batch,
+) -> Result<()> {
+    let fail = |what: &str| external(format!("{what} (partition {partition}, epoch {id})"));
+    producer
+        .begin_transaction()
+        .map_err(fail("beginning a transaction"))?;
+    for r in batch.iter() {
+        send(
+            producer,
+            BaseRecord::to(&spec.topic).key(r.key).payload(r.value),
+        )?;
+    }
+    let key = format!("{job}/{partition}");
+    let value = id.to_string();
+    send(
+        producer,
+        BaseRecord::to(&spec.progress_topic)
+            .key(key.as_bytes())
+            .payload(value.as_bytes()),
+    )?;
+    drain(producer)?;
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "kafka-before-commit") {
+        tracing::error!("failpoint kafka-before-commit: aborting the process");
+        std::process::abort();
+    }
+    producer
+        .commit_transaction(REQUEST_TIMEOUT)
+        .map_err(fail("committing a transaction"))
+}

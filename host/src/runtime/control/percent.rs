@@ -40,3 +40,19 @@ pub fn percent_encode(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{percent_decode, percent_encode};
+
+    #[test]
+    fn values_round_trip() {
+        for s in ["plain", "a b&c=d", "/tmp/x y/é.wasm", "100%", ""] {
+            assert_eq!(percent_decode(&percent_encode(s)), s);
+        }
+        assert_eq!(percent_encode("a b"), "a%20b");
+        assert_eq!(percent_decode("a+b%2Fc"), "a b/c");
+        // A stray `%` stays as it is.
+        assert_eq!(percent_decode("50%zz"), "50%zz");
+    }
+}

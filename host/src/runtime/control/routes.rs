@@ -111,6 +111,16 @@ fn metrics(job: &JobHandle) -> Answer {
     (200, body, "text/plain; version=0.0.4")
 }
 
+/// Whether `n` may name a savepoint: letters, digits, `-`, `_` and `.`,
+/// not only dots, at most 200 bytes (it becomes a folder name in the
+/// store).
+fn savepoint_name_ok(n: &str) -> bool {
+    n.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !n.chars().all(|c| c == '.')
+        && n.len() <= 200
+}
+
 /// `POST /savepoint?name=N` and `POST /stop?savepoint=true&name=N`: take
 /// a savepoint (then stop), answer when it is complete.
 fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
@@ -125,12 +135,7 @@ fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
     let name = query(path, "name")
         .filter(|n| !n.is_empty())
         .map(str::to_string);
-    if name.as_deref().is_some_and(|n| {
-        !n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || n.chars().all(|c| c == '.')
-            || n.len() > 200
-    }) {
+    if name.as_deref().is_some_and(|n| !savepoint_name_ok(n)) {
         return error(
             400,
             "a savepoint name may hold letters, digits, - _ . (not only dots; at most 200)",
@@ -178,4 +183,19 @@ fn manifest_json(job: &str, m: &Manifest) -> serde_json::Value {
         "watermark": m.watermark,
         "bytes": m.state_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::savepoint_name_ok;
+
+    #[test]
+    fn savepoint_names() {
+        for ok in ["mid", "before-deploy_2.1", "a.b", &"x".repeat(200)] {
+            assert!(savepoint_name_ok(ok), "{ok}");
+        }
+        for bad in [".", "..", "a/b", "a b", "é", &"x".repeat(201)] {
+            assert!(!savepoint_name_ok(bad), "{bad}");
+        }
+    }
 }

@@ -20,12 +20,13 @@
 //! Each connection has its own thread (at most [`MAX_CONNECTIONS`] at a
 //! time, then 503), [`HEAD_DEADLINE`] in all to send its request head and
 //! at most [`HEAD_LIMIT`] bytes of it (else 408 or 431): a slow or silent
+//! client does not hold up other requests.
 //!
-//! One file per concept: [`http`] (request heads, answers, limits),
-//! [`access`] (who may ask), [`routes`] (what is answered), [`server`]
-//! (binding, accepting, the address file's life), [`run_folder`] (where
-//! the address and token are kept), [`client`] (what the CLI sends) and
-//! [`percent`] (query values).
+//! One file per concept: `http.rs` (request heads, answers, limits),
+//! `access.rs` (who may ask), `routes.rs` (what is answered), `server.rs`
+//! (binding, accepting, the address file's life), `run_folder.rs` (where
+//! the address and token are kept), `client.rs` (what the CLI sends) and
+//! `percent.rs` (query values).
 
 mod access;
 mod client;

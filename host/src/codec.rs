@@ -16,13 +16,6 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// Append `v` (8 bytes, little-endian).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "for the timers in checkpoint manifests, the other blob this codec is for"
-    )
-)]
 pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -99,13 +92,6 @@ impl<'a> Reader<'a> {
     }
 
     /// An `i64` written by [`put_i64`].
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the timers in checkpoint manifests, the other blob this codec is for"
-        )
-    )]
     pub(crate) fn i64(&mut self) -> Result<i64, Truncated> {
         self.array().map(i64::from_le_bytes)
     }

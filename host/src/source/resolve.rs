@@ -95,11 +95,9 @@ pub(crate) fn time_setting(what: &str, v: &str) -> Result<Option<i64>> {
     let Some(t) = v.strip_prefix("timestamp:") else {
         return Ok(None);
     };
-    crate::checkpoint::manifest::parse_time(t)
-        .map(Some)
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "{what} `{v}`: not a time (ms or YYYY-MM-DDTHH:MM:SSZ)"
-            ))
-        })
+    crate::clock::parse_time(t).map(Some).ok_or_else(|| {
+        Error::Config(format!(
+            "{what} `{v}`: not a time (ms or YYYY-MM-DDTHH:MM:SSZ)"
+        ))
+    })
 }

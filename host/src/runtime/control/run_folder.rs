@@ -1,0 +1,182 @@
+//! The run folder, where a running job tells the CLI how to reach it:
+//! `<run dir>/<job>.addr` holds the endpoint's address, a secret token made
+//! per run and the job's process id ([`Endpoint`]), in a private file
+//! (mode 0600) in a folder only its user can enter ([`check_run_dir`]).
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+
+use crate::{Error, Result};
+
+/// Largest address file read.
+const ADDR_FILE_LIMIT: u64 = 4096;
+
+/// The effective user id of this process.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The per-user folder holding `<job>.addr` files: `$WEIR_RUN_DIR` if
+/// set, else `$XDG_RUNTIME_DIR/weir`, else `<temp>/weir-<euid>`. It must be
+/// a real directory owned by the user, with no group or other permissions
+/// ([`check_run_dir`]).
+pub fn run_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("WEIR_RUN_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && d.is_absolute()
+    {
+        return d.join("weir");
+    }
+    std::env::temp_dir().join(format!("weir-{}", euid()))
+}
+
+/// The address file of `job` in [`run_dir`].
+pub fn addr_file(job: &str) -> PathBuf {
+    run_dir().join(format!("{job}.addr"))
+}
+
+fn refuse_run_dir(dir: &Path, why: String) -> Error {
+    Error::Config(format!(
+        "run folder {}: {why}; refusing to keep or read a control endpoint's address and token \
+         there (fix the folder, or set WEIR_RUN_DIR to a private one)",
+        dir.display()
+    ))
+}
+
+/// Refuse `dir` as a run folder unless it is a directory (not a symbolic
+/// link), owned by the effective user, with no group or other permissions.
+pub fn check_run_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).map_err(Error::io("inspecting run folder", dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse_run_dir(dir, "it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse_run_dir(dir, "it is not a directory".into()));
+    }
+    let me = euid();
+    if meta.uid() != me {
+        return Err(refuse_run_dir(
+            dir,
+            format!("it is owned by uid {}, not by you (uid {me})", meta.uid()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refuse_run_dir(
+            dir,
+            format!("its mode is {mode:o}: other users may enter it (it needs 700)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Create `dir` (mode 0700) if missing, then [`check_run_dir`] it.
+pub fn prepare_run_dir(dir: &Path) -> Result<()> {
+    let created = DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    // A symbolic link or a file in the way is reported by the check.
+    if let Err(e) = created
+        && std::fs::symlink_metadata(dir).is_err()
+    {
+        return Err(Error::io("creating run folder", dir)(e));
+    }
+    check_run_dir(dir)
+}
+
+/// A hex token of 32 random bytes.
+pub(super) fn new_token() -> Result<String> {
+    crate::digest::random_hex(32).map_err(Error::io("reading", "/dev/urandom"))
+}
+
+/// Compare without leaking where the first difference is.
+pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Where a running job's control endpoint is, and its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// Process id of the job.
+    pub pid: u32,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// The address file's JSON.
+    pub(super) fn to_json(&self) -> String {
+        json!({"addr": self.addr, "token": self.token, "pid": self.pid}).to_string()
+    }
+}
+
+/// Read an address file: a regular file (not followed if a symbolic link)
+/// owned by the effective user and readable by nobody else.
+pub(super) fn read_addr_file(file: &Path) -> std::io::Result<Endpoint> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err(invalid(
+            "not a private file of yours (it must be a regular file with mode 600)",
+        ));
+    }
+    let mut text = String::new();
+    f.take(ADDR_FILE_LIMIT).read_to_string(&mut text)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| invalid("not a control address file"))?;
+    let field = |k: &str| v[k].as_str().map(str::to_string);
+    match (field("addr"), field("token"), v["pid"].as_u64()) {
+        (Some(addr), Some(token), Some(pid)) => Ok(Endpoint {
+            addr,
+            token,
+            pid: u32::try_from(pid).unwrap_or(0),
+        }),
+        _ => Err(invalid("not a control address file")),
+    }
+}
+
+/// Write `text` to `file` atomically: a new private temp file beside it
+/// (never following a link), renamed into place.
+pub(super) fn write_private(file: &Path, text: &str) -> Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("addr");
+    let tmp = file.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(Error::io("writing", file))
+}

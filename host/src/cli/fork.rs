@@ -39,7 +39,11 @@ pub(super) fn fork(
         parallelism,
     };
     // Refused before anything else happens.
-    fork::plan(&live, &spec)?;
+    fork::plan(&live, &spec).map_err(|e| match e {
+        // A refusal of the fork's own options: said as they are.
+        crate::Error::Config(message) => anyhow::anyhow!(message),
+        e => e.into(),
+    })?;
     // Threads inherit the niceness: set it before the job starts any.
     // SAFETY: setpriority on this thread only reads its arguments.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(0, 19)) } != 0 {

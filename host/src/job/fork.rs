@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::{JobReport, RunOptions};
-use crate::config::{FileSinkSpec, Plan, PluginSource, SinkSpec, SourceSpec, Until};
+use crate::config::{FileSinkSpec, Plan, PluginSource, SinkSpec};
 use crate::{Error, Result};
 
 /// What a fork changes in the live job, and where it starts.
@@ -66,21 +66,7 @@ pub fn plan(live: &Plan, fork: &Fork) -> Result<Plan> {
         }
     };
     plan.operators[i].plugin = PluginSource::Path(fork.plugin.clone());
-    match &mut plan.source {
-        SourceSpec::Files(f) => {
-            f.follow = false;
-            f.until = fork.until;
-        }
-        SourceSpec::Kafka(k) => {
-            // Its own consumer group (offsets are committed there for lag
-            // tools), and an end: the offsets at its start, or `until`.
-            k.group_id = format!("{}-fork", k.group_id);
-            k.until = Some(match fork.until {
-                Some(t) => Until::Timestamp(t),
-                None => Until::Latest,
-            });
-        }
-    }
+    plan.source.bounded_for_fork(fork.until);
     plan.sink = SinkSpec::Files(FileSinkSpec {
         dir: fork.out.clone(),
     });

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::Result;
-// Barrier requests (savepoints, stops, swaps) sent to a running job: the
-// one place `job` names the type's module (its submodules use `super::Trigger`).
 use crate::config::Plan;
 use crate::plugin::{OperatorFactory, WeirEngine};
+// Barrier requests (savepoints, stops, swaps) sent to a running job: the
+// one place `job` names the type's module (its submodules use `super::Trigger`).
 use crate::runtime::Trigger;
 use crate::runtime::{CheckpointStats, Router, Snapshot, TaskStats, process_cpu_time};
 use crate::source::{Completion, Source};

@@ -19,9 +19,11 @@ pub type Reply = Sender<Result<Manifest, String>>;
 /// A request from outside (control endpoint, `weir stop`).
 #[derive(Debug)]
 pub enum Trigger {
-    /// Take a savepoint; with `stop`, end the job right after it.
+    /// Take a savepoint; with `stop`, end the job right after it. A name
+    /// that [`crate::checkpoint::check_savepoint_name`] refuses takes
+    /// neither a savepoint nor a stop: the reply says why.
     Savepoint {
-        /// Savepoint name (default `sp-<id>`).
+        /// Savepoint name (default `sp-<id>`, also for an empty name).
         name: Option<String>,
         /// Stop the job once the barrier is injected.
         stop: bool,

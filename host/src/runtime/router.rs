@@ -442,19 +442,27 @@ impl Router {
         let b = self.barriers.as_mut()?;
         match b.triggers.try_recv() {
             Ok(Trigger::Savepoint { name, stop, reply }) => {
-                if let Some(refused) = name.as_deref().and_then(|n| check_savepoint_name(n).err()) {
-                    if let Some(r) = reply {
-                        let _ = r.send(Err(refused.to_string()));
+                // An empty name asks for the default one, as over HTTP.
+                let name = name.filter(|n| !n.is_empty());
+                match name.as_deref().map(check_savepoint_name) {
+                    Some(Err(refused)) => {
+                        // Neither a savepoint nor a stop: the asker hears
+                        // why, and the schedule below goes on.
+                        tracing::warn!("savepoint refused: {refused}");
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(refused.to_string()));
+                        }
                     }
-                    return None;
+                    _ => {
+                        return Some(BarrierRequest {
+                            kind: Kind::Savepoint,
+                            name,
+                            stop,
+                            reply,
+                            swap: None,
+                        });
+                    }
                 }
-                return Some(BarrierRequest {
-                    kind: Kind::Savepoint,
-                    name,
-                    stop,
-                    reply,
-                    swap: None,
-                });
             }
             Ok(Trigger::Swap { probation }) => {
                 return Some(BarrierRequest {

@@ -32,6 +32,15 @@ impl SourceSpec {
             SourceSpec::Kafka(_) => None,
         }
     }
+
+    /// The same input as a bounded what-if fork reads it: to its end as of
+    /// the fork's start, or to event time `until`, never following it.
+    pub(crate) fn bounded_for_fork(&mut self, until: Option<i64>) {
+        match self {
+            SourceSpec::Files(spec) => spec.bounded_for_fork(until),
+            SourceSpec::Kafka(spec) => spec.bounded_for_fork(until),
+        }
+    }
 }
 
 /// A source's table resolved: the connector's spec and the job-level

@@ -764,3 +764,58 @@ fn a_restored_job_numbers_new_checkpoints_after_the_newest() {
         "{retaken:?} after {newest}"
     );
 }
+
+/// A savepoint asked for through the library API with a name the store
+/// cannot hold is refused with the reason, takes neither a savepoint nor a
+/// stop, and the job goes on: a later savepoint with a good name works.
+#[test]
+fn a_refused_savepoint_name_from_the_library_leaves_the_job_running() {
+    let job = Job::following("bad-name", "");
+    let file = JobFile::load(&job.file()).unwrap();
+    let mut plan = file.resolve(&job.name, &job.root).unwrap();
+    plan.control = None;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let read = counter();
+    let handle = std::thread::spawn({
+        let read = read.clone();
+        move || {
+            run(
+                &plan,
+                RunOptions {
+                    triggers: Some(rx),
+                    progress: Some(track(read)),
+                    progress_every: Some(Duration::from_millis(5)),
+                    ..RunOptions::default()
+                },
+            )
+        }
+    });
+    wait_for(&read, job.events);
+    let ask = |name: &str, stop: bool| {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        tx.send(weir::runtime::Trigger::Savepoint {
+            name: Some(name.into()),
+            stop,
+            reply: Some(reply_tx),
+        })
+        .unwrap();
+        reply_rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    };
+    let refused = ask("../escape", true).unwrap_err();
+    assert!(refused.contains("savepoint name"), "{refused}");
+    assert!(
+        !handle.is_finished(),
+        "a refused savepoint does not stop the job"
+    );
+    let sp = ask("good", true).expect("a good name is taken");
+    assert_eq!(sp.name, "good");
+    let report = handle.join().unwrap().unwrap();
+    assert_eq!(report.totals.records_read, job.events);
+    let names: Vec<String> = manifest::list(&job.store(), &job.name)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.manifest.kind == Kind::Savepoint)
+        .map(|f| f.manifest.name)
+        .collect();
+    assert_eq!(names, ["good"], "nothing was written for the refused name");
+}

@@ -5,8 +5,9 @@
 //! This file holds the format (format 2, [`MANIFEST_FORMAT`]) and the
 //! names of folders; `read.rs` reads, lists and selects manifests (by
 //! name, `latest` or `before:TIME`); `v1.rs` converts format 1 on read;
-//! `timers.rs` encodes the timer blob; `time.rs` parses and formats the
-//! times shown and accepted.
+//! `timers.rs` encodes the timer blob (on the shared `codec`). The times
+//! shown and accepted are parsed and formatted in `clock` (re-exported
+//! here as [`parse_time`] and [`format_time`]).
 
 mod read;
 mod timers;

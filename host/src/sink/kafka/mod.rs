@@ -16,7 +16,9 @@
 //!   partition reads its marker: epochs in the blob above it are produced
 //!   again (they never were), those at or below it are skipped. A marker
 //!   above `k` means the topic already holds output the savepoint would
-//!   produce again: the run is refused before anything is written. A
+//!   produce again: the run is refused before anything is written. So is
+//!   a checkpoint whose blob does not hold exactly the epochs its sink
+//!   state lists (a damaged or mixed-up checkpoint). A
 //!   restore into another topic (the job's `[sink] topic` changed) starts
 //!   after the checkpoint: its epochs went to the old topic.
 //!

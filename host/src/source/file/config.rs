@@ -71,6 +71,15 @@ pub struct FileSourceSpec {
     pub until: Option<i64>,
 }
 
+impl FileSourceSpec {
+    /// Read to the end of the files there now (or to event time `until`),
+    /// not following the folder: what a what-if fork reads.
+    pub(crate) fn bounded_for_fork(&mut self, until: Option<i64>) {
+        self.follow = false;
+        self.until = until;
+    }
+}
+
 impl FileSourceConfig {
     /// The resolved source; a relative path resolves against `base` (the
     /// job file's folder).

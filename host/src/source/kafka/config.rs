@@ -135,6 +135,19 @@ pub struct KafkaSourceSpec {
     pub properties: Vec<(String, String)>,
 }
 
+impl KafkaSourceSpec {
+    /// What a what-if fork reads: its own consumer group (offsets are
+    /// committed there for lag tools), and an end: the offsets at its
+    /// start, or event time `until`.
+    pub(crate) fn bounded_for_fork(&mut self, until: Option<i64>) {
+        self.group_id = format!("{}-fork", self.group_id);
+        self.until = Some(match until {
+            Some(t) => Until::Timestamp(t),
+            None => Until::Latest,
+        });
+    }
+}
+
 impl KafkaSourceConfig {
     /// The resolved source of job `job` (it names the default group).
     pub(crate) fn resolve(&self, job: &str) -> Result<ResolvedSource> {

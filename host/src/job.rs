@@ -127,7 +127,8 @@ pub fn load_operators(engine: &WeirEngine, plan: &Plan) -> Result<Vec<Arc<dyn Op
 /// plugin versions the checkpoint names where a swap brought them in; the
 /// control endpoint can swap plugins while the job runs.
 pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
-    let engine = WeirEngine::new(plan.engine.clone())?;
+    let engine = WeirEngine::new(plan.engine.clone())?
+        .for_job(options.fork_of.as_deref().unwrap_or(&plan.name));
     let mut factories = load_operators(&engine, plan)?;
     let restart = (
         options.from_savepoint.as_deref(),

@@ -4,18 +4,21 @@
 //!   and the per-store context (log import, memory cap).
 //! - [`WeirEngine`]: the wasmtime engine, epoch deadlines, the check of the
 //!   WIT version and imports, and the compiled-component cache.
+//! - [`wasi`]: the deterministic WASI profile, linked only for plugins
+//!   that import WASI.
 //! - [`PluginInstance`]: one instance in its own store, called per batch.
 //! - [`Operator`] / [`OperatorFactory`]: what the runtime sees of an
 //!   operator; Wasm plugins implement them, and so does the benchmark's
 //!   native build of the same logic.
 //!
 //! Arrows point down only: `operator` -> `instance` -> `engine` ->
-//! `bindings`.
+//! `bindings` -> `wasi`.
 
 mod bindings;
 mod engine;
 mod instance;
 mod operator;
+pub mod wasi;
 
 pub use engine::{
     ACCEPTED_WIT_VERSIONS, EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir,

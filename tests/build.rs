@@ -36,6 +36,7 @@ fn main() {
             "guest-sdk/js/weir-guest.js",
             "guest-sdk/js/build.mjs",
             "guest-sdk/js/package-lock.json",
+            "guest-sdk/go",
         ],
     );
     let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
@@ -72,6 +73,16 @@ fn main() {
             &workspace,
             "plugins/state-machine-c/state-machine.c",
             "state-machine-c",
+            &out,
+        ),
+    ));
+    built.push((
+        "`state-machine-go` (Go)".into(),
+        "STATE_MACHINE_GO",
+        weir_build_support::build_go_plugin(
+            &workspace,
+            "plugins/state-machine-go",
+            "state-machine-go",
             &out,
         ),
     ));

@@ -14,3 +14,4 @@ mod savepoints;
 mod snapshots;
 mod state_machine;
 mod swaps;
+mod wasi;

@@ -19,6 +19,18 @@ pub const TARGET: &str = "wasm32-unknown-unknown";
 /// order of `crates`. Panics with a readable message on failure, as build
 /// scripts do.
 pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> Vec<PathBuf> {
+    build_rust_plugins_for(workspace, crates, out_dir, TARGET)
+}
+
+/// Like [`build_rust_plugins`], for `target`: `wasm32-unknown-unknown`
+/// (a core module, made a component here) or `wasm32-wasip2` (rustc links
+/// a component that imports WASI 0.2 itself).
+pub fn build_rust_plugins_for(
+    workspace: &Path,
+    crates: &[&str],
+    out_dir: &Path,
+    target: &str,
+) -> Vec<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = workspace.join("target").join("plugins");
     let mut cmd = Command::new(cargo);
@@ -26,7 +38,7 @@ pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> 
         .arg("build")
         .arg("--release")
         .arg("--target")
-        .arg(TARGET)
+        .arg(target)
         .arg("--target-dir")
         .arg(&target_dir);
     for name in crates {
@@ -57,21 +69,25 @@ pub fn build_rust_plugins(workspace: &Path, crates: &[&str], out_dir: &Path) -> 
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
     assert!(
         status.success(),
-        "building plugins {crates:?} for {TARGET} failed (is the target installed? \
-         `rustup target add {TARGET}`)"
+        "building plugins {crates:?} for {target} failed (is the target installed? \
+         `rustup target add {target}`)"
     );
 
     crates
         .iter()
         .map(|name| {
             let module_path = target_dir
-                .join(TARGET)
+                .join(target)
                 .join("release")
                 .join(format!("{}.wasm", name.replace('-', "_")));
             let module = std::fs::read(&module_path)
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", module_path.display()));
-            let component = componentize(&module)
-                .unwrap_or_else(|e| panic!("cannot make a component of {name}: {e:#}"));
+            let component = if wasmparser::Parser::is_component(&module) {
+                module
+            } else {
+                componentize(&module)
+                    .unwrap_or_else(|e| panic!("cannot make a component of {name}: {e:#}"))
+            };
             let out = out_dir.join(format!("{name}.wasm"));
             write_if_changed(&out, &component);
             out

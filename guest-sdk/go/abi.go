@@ -24,11 +24,33 @@ var (
 	resultPins [][]uint64
 )
 
+// Arguments are allocated from an arena the SDK reserves inside export
+// calls, because cabi_realloc runs outside them: there the Go runtime may
+// not call an import, and growing the heap can (it reads the clock). The
+// arena starts at 2 MiB and 64 KiB (a default batch of 1 MiB of keys and
+// values, twice, with offsets) and is grown after a call to twice the
+// largest set of arguments seen; arguments that do not fit are allocated
+// from the heap (safe in a fresh instance, such as a restore's).
+var (
+	argArena []uint64
+	argUsed  int
+	argNeed  int
+)
+
+func init() { argArena = make([]uint64, (2<<20+64<<10)/8) }
+
 func alloc(size, align uint32) uint32 {
 	if size == 0 {
 		return align
 	}
-	words := make([]uint64, (size+7)/8)
+	n := int((size + 7) / 8)
+	argNeed += n
+	if argUsed+n <= len(argArena) {
+		p := uint32(uintptr(unsafe.Pointer(&argArena[argUsed])))
+		argUsed += n
+		return p
+	}
+	words := make([]uint64, n)
 	argPins = append(argPins, words)
 	return uint32(uintptr(unsafe.Pointer(&words[0])))
 }
@@ -146,6 +168,10 @@ func enter() {
 // leave ends an export call: its arguments are no longer needed.
 func leave() {
 	argPins = argPins[:0]
+	if argNeed*2 > len(argArena) {
+		argArena = make([]uint64, argNeed*2)
+	}
+	argUsed, argNeed = 0, 0
 	debug.SetGCPercent(-1)
 }
 

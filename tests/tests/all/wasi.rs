@@ -283,3 +283,19 @@ fn a_plugin_importing_sockets_is_refused_before_any_output_is_touched() {
         "earlier\n"
     );
 }
+
+/// Only plugins that import WASI get it: the others keep the plain linker.
+#[test]
+fn wasi_is_linked_only_for_plugins_that_import_it() {
+    let engine = weir::plugin::WeirEngine::new(Default::default()).unwrap();
+    for (plugin, wasi) in [
+        (artifacts::STATE_MACHINE, false),
+        (artifacts::STATE_MACHINE_C, false),
+        (artifacts::STATE_MACHINE_PY, false),
+        (artifacts::STATE_MACHINE_GO, true),
+        (artifacts::WASIP2, true),
+    ] {
+        let loaded = engine.load_file("op", Path::new(plugin)).unwrap();
+        assert_eq!(loaded.wasi, wasi, "{plugin}");
+    }
+}

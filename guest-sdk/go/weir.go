@@ -86,7 +86,8 @@ func (c Config) Int(key string, def int64) (int64, error) {
 }
 
 // Record is one input record. Key and Value point into the batch the host
-// sent: copy them to keep them past the call.
+// sent, and the Record itself is reused for the next record: copy what you
+// keep past the handler.
 type Record struct {
 	Key, Value []byte
 	// Event time in ms since the Unix epoch, or NoTimestamp.
@@ -178,6 +179,8 @@ type KeyState struct {
 	value []byte
 	ok    bool
 	dirty bool
+	// The stored value when the handler started (nil: none).
+	stored []byte
 }
 
 // Key is the key this state belongs to.
@@ -186,12 +189,11 @@ func (s *KeyState) Key() []byte { return s.key }
 // Get returns the key's value, if it has one.
 func (s *KeyState) Get() ([]byte, bool) { return s.value, s.ok }
 
-// Set replaces the key's value (the SDK keeps its own copy).
+// Set replaces the key's value. The SDK copies v when the handler returns
+// (into the old value's bytes when the length is the same), so v may be a
+// shared or reused buffer, but must not change before the handler returns.
 func (s *KeyState) Set(v []byte) {
-	s.value, s.ok, s.dirty = bytes.Clone(v), true, true
-	if s.value == nil {
-		s.value = []byte{}
-	}
+	s.value, s.ok, s.dirty = v, true, true
 }
 
 // Clear removes the key's value: a key without state has no entry.
@@ -199,18 +201,28 @@ func (s *KeyState) Clear() { s.value, s.ok, s.dirty = nil, false, true }
 
 func loadState(key []byte) KeyState {
 	v, ok := registered.state[string(key)]
-	return KeyState{key: key, value: v, ok: ok}
+	return KeyState{key: key, value: v, ok: ok, stored: v}
 }
 
 func (s *KeyState) store() {
 	if !s.dirty {
 		return
 	}
-	if s.ok {
-		registered.state[string(s.key)] = s.value
-	} else {
+	if !s.ok {
 		delete(registered.state, string(s.key))
+		return
 	}
+	// An existing value of the same length is overwritten in place: no
+	// allocation and no map write (the usual case for fixed-size states).
+	if s.stored != nil && len(s.stored) == len(s.value) {
+		copy(s.stored, s.value)
+		return
+	}
+	v := bytes.Clone(s.value)
+	if v == nil {
+		v = []byte{}
+	}
+	registered.state[string(s.key)] = v
 }
 
 type rejection struct {
@@ -227,6 +239,10 @@ type Ctx struct {
 	rejected           []rejection
 	watermark          int64
 	key                []byte
+	// Reused for every record of a call: passed through an interface, a
+	// fresh one per record would be a heap allocation per record.
+	rec   Record
+	state KeyState
 }
 
 // Emit passes a record downstream (timestamp NoTimestamp for none).
@@ -272,11 +288,12 @@ func process(b *inBatch, watermark int64) (*Ctx, error) {
 		if kEnd < kStart || vEnd < vStart || int(kEnd) > len(b.keys) || int(vEnd) > len(b.values) {
 			return nil, errorString("malformed batch: offsets out of range")
 		}
-		rec := Record{Key: b.keys[kStart:kEnd], Value: b.values[vStart:vEnd], Timestamp: b.times[i]}
+		rec, st := &ctx.rec, &ctx.state
+		*rec = Record{Key: b.keys[kStart:kEnd], Value: b.values[vStart:vEnd], Timestamp: b.times[i]}
 		kStart, vStart = kEnd, vEnd
 		ctx.key = rec.Key
-		st := loadState(rec.Key)
-		if err := registered.op.OnEvent(&rec, &st, ctx); err != nil {
+		*st = loadState(rec.Key)
+		if err := registered.op.OnEvent(rec, st, ctx); err != nil {
 			ctx.rejected = append(ctx.rejected, rejection{index: uint32(i), reason: err.Error()})
 			continue
 		}
@@ -293,8 +310,9 @@ func onTimers(fired []Timer, watermark int64) (*Ctx, error) {
 	}
 	for _, t := range fired {
 		ctx.key = t.Key
-		st := loadState(t.Key)
-		if err := h.OnTimer(t.Key, t.Time, &st, ctx); err != nil {
+		st := &ctx.state
+		*st = loadState(t.Key)
+		if err := h.OnTimer(t.Key, t.Time, st, ctx); err != nil {
 			return nil, err
 		}
 		st.store()

@@ -28,6 +28,9 @@ var transitions = [5][7]int8{
 
 type stateMachine struct{ alert []byte }
 
+// encoded[s] is state s as stored: one byte, its index.
+var encoded = [5][]byte{{0}, {1}, {2}, {3}, {4}}
+
 // parse splits `address,event[,...]` into the address and the event letter.
 func parse(v []byte) (uint32, byte, error) {
 	comma := -1
@@ -40,8 +43,17 @@ func parse(v []byte) (uint32, byte, error) {
 	if comma < 0 {
 		return 0, 0, fmt.Errorf("expected `address,event`, got %q", v)
 	}
-	address, err := strconv.ParseUint(string(v[:comma]), 10, 32)
-	if err != nil || comma > 10 {
+	if comma == 0 || comma > 10 {
+		return 0, 0, fmt.Errorf("address %q is not a u32", v[:comma])
+	}
+	var address uint64
+	for _, d := range v[:comma] {
+		if d < '0' || d > '9' {
+			return 0, 0, fmt.Errorf("address %q is not a u32", v[:comma])
+		}
+		address = address*10 + uint64(d-'0')
+	}
+	if address > 0xFFFFFFFF {
 		return 0, 0, fmt.Errorf("address %q is not a u32", v[:comma])
 	}
 	rest := v[comma+1:]
@@ -82,7 +94,7 @@ func (m *stateMachine) OnEvent(rec *weir.Record, state *weir.KeyState, ctx *weir
 	case next == terminal:
 		state.Clear()
 	default:
-		state.Set([]byte{byte(next)})
+		state.Set(encoded[next])
 	}
 	return nil
 }

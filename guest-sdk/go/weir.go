@@ -25,7 +25,7 @@
 // Build (from the operator's folder; `scripts/go-operator.sh` does both):
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o op.core.wasm .
-//	weir component new op.core.wasm op.wasm --go
+//	weir component new op.core.wasm -o op.wasm
 //
 // The component imports WASI through the preview1 adapter; the host gives
 // it the deterministic WASI profile described in the README.

@@ -97,6 +97,16 @@ fn main() {
             &out,
         ),
     ));
+    built.push((
+        "`session-go` (Go test plugin: the session plugin, with timers)".into(),
+        "SESSION_GO",
+        weir_build_support::build_go_plugin(
+            &workspace,
+            "tests/go-plugins/session-go",
+            "session-go",
+            &out,
+        ),
+    ));
     let wasip2 = weir_build_support::build_rust_plugins_for(
         &workspace,
         &["wasip2-plugin", "net-plugin"],

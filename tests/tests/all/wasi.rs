@@ -16,7 +16,7 @@ use weir_tests::{
     artifacts, assert_same_output, read_output, reference_alerts, state_machine_plan,
 };
 
-use crate::savepoints::{Job, savepoint_then_kill, stop_resume_into};
+use crate::savepoints::{Job, savepoint_then_kill, stop_resume, stop_resume_into};
 
 #[test]
 fn the_go_state_machine_matches_the_dfa_with_parallelism_1_and_4() {
@@ -72,6 +72,24 @@ fn a_rust_savepoint_restores_into_the_go_plugin() {
 #[test]
 fn a_rust_savepoint_restores_into_the_go_plugin_and_back() {
     crate::languages::rust_to_and_back("rust-go-rust", artifacts::STATE_MACHINE_GO);
+}
+
+/// The Go SDK's timers and config against the Rust SDK's: the session
+/// plugin in Go writes the Rust one's output, also after a savepoint taken
+/// with timers pending and a restore.
+#[test]
+fn go_timers_close_the_same_sessions_as_the_rust_plugin() {
+    let job = Job::new("go-sessions", 1_000_000, artifacts::SESSION, 2, "");
+    let expected = job.reference();
+    assert!(expected.len() > 1000, "{} sessions", expected.len());
+    // `reference` writes into one folder: empty it so that only the Go
+    // plugin's output is compared.
+    let reference_out = job.root.join("reference-out");
+    std::fs::remove_dir_all(&reference_out).unwrap();
+    job.write(artifacts::SESSION_GO, 2, "");
+    assert_same_output(&job.reference(), &expected, "go sessions");
+    std::fs::remove_dir_all(&reference_out).unwrap();
+    stop_resume(&job);
 }
 
 /// An uninterrupted run of `job` under its own name (so its instances draw

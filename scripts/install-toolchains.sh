@@ -22,3 +22,15 @@ if [ ! -d guest-sdk/js/node_modules/@bytecodealliance/componentize-js ]; then
     (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
     echo "installed componentize-js into guest-sdk/js/node_modules" >&2
 fi
+# Go (1.24 or newer: go:wasmexport) for Go plugins: not installed here, only
+# checked, so a missing Go fails with a clear message before the build does.
+GO="${WEIR_GO:-$(command -v /usr/local/go/bin/go || command -v go || true)}"
+if [ -z "$GO" ]; then
+    echo "Go is missing: Go operators (plugins/state-machine-go) need Go 1.24 or newer" \
+        "(https://go.dev/dl/, into /usr/local/go, or set WEIR_GO)" >&2
+    exit 1
+fi
+# Rust's wasm32-wasip2 target, for the test plugin built for it.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi

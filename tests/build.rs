@@ -36,6 +36,8 @@ fn main() {
             "guest-sdk/js/weir-guest.js",
             "guest-sdk/js/build.mjs",
             "guest-sdk/js/package-lock.json",
+            "guest-sdk/go",
+            "tests/go-plugins",
         ],
     );
     let crates: Vec<&str> = PLUGINS.iter().map(|(c, _)| *c).collect();
@@ -74,6 +76,52 @@ fn main() {
             "state-machine-c",
             &out,
         ),
+    ));
+    built.push((
+        "`state-machine-go` (Go)".into(),
+        "STATE_MACHINE_GO",
+        weir_build_support::build_go_plugin(
+            &workspace,
+            "plugins/state-machine-go",
+            "state-machine-go",
+            &out,
+        ),
+    ));
+    built.push((
+        "`wasi-probe` (Go test plugin)".into(),
+        "WASI_PROBE_GO",
+        weir_build_support::build_go_plugin(
+            &workspace,
+            "tests/go-plugins/wasi-probe",
+            "wasi-probe-go",
+            &out,
+        ),
+    ));
+    built.push((
+        "`session-go` (Go test plugin: the session plugin, with timers)".into(),
+        "SESSION_GO",
+        weir_build_support::build_go_plugin(
+            &workspace,
+            "tests/go-plugins/session-go",
+            "session-go",
+            &out,
+        ),
+    ));
+    let wasip2 = weir_build_support::build_rust_plugins_for(
+        &workspace,
+        &["wasip2-plugin", "net-plugin"],
+        &out,
+        "wasm32-wasip2",
+    );
+    built.push((
+        "`wasip2-plugin` (Rust for wasm32-wasip2)".into(),
+        "WASIP2",
+        wasip2[0].clone(),
+    ));
+    built.push((
+        "`net-plugin` (Rust for wasm32-wasip2, imports wasi:sockets)".into(),
+        "NET",
+        wasip2[1].clone(),
     ));
     let mut src = String::new();
     for (what, konst, path) in built {

@@ -156,6 +156,7 @@ fn languages(events: u64) {
         ("python", artifacts::STATE_MACHINE_PY),
         ("javascript", artifacts::STATE_MACHINE_JS),
         ("c", artifacts::STATE_MACHINE_C),
+        ("go", artifacts::STATE_MACHINE_GO),
     ] {
         let plan = weir::demo::state_machine_plan(
             &events_dir,

@@ -254,8 +254,10 @@ enum PluginCommand {
 
 #[derive(Subcommand)]
 enum ComponentCommand {
-    /// Turn a core module built with `weir-guest` (for wasm32-unknown-unknown)
-    /// into a plugin component.
+    /// Turn a core module into a plugin component: one built with
+    /// `weir-guest` for wasm32-unknown-unknown, or a Go reactor module
+    /// (`GOOS=wasip1`, with the preview1 adapter added; see
+    /// scripts/go-operator.sh).
     New {
         /// The core module (`target/wasm32-unknown-unknown/release/<crate>.wasm`).
         module: PathBuf,

@@ -102,7 +102,9 @@ impl JobReport {
 /// plugin versions the checkpoint names where a swap brought them in; the
 /// control endpoint can swap plugins while the job runs.
 pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
-    let engine = WeirEngine::new(plan.engine.clone())?;
+    // A fork's plugins draw the random bytes of the job it forks.
+    let engine = WeirEngine::new(plan.engine.clone())?
+        .for_job(options.fork_of.as_deref().unwrap_or(&plan.name));
     let factories = load_operators(&engine, plan)?;
     run_inner(plan, &factories, Some(engine), options)
 }

@@ -3,9 +3,10 @@
 //! state they run against: the plugin's log import and the memory cap.
 //!
 //! `operator-plugin` is the world every plugin targets: it exports
-//! `weir:plugin/operator` and `weir:plugin/state` and imports only
-//! `weir:plugin/host` (a log function). No WASI is linked, so a component
-//! that imports any WASI interface is refused at load time. Both versions
+//! `weir:plugin/operator` and `weir:plugin/state` and imports
+//! `weir:plugin/host` (a log function). A component may also import the
+//! deterministic WASI profile (`super::wasi`); its store then carries a
+//! WASI context, and the others carry none. Both versions
 //! share one set of types (generated in `batch`: the records are the same),
 //! so the rest of the host does not see which version a plugin speaks,
 //! except for the chunked snapshot only 0.2.0 has.
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 
+use super::wasi::WasiState;
 use crate::batch::wit::weir::plugin::types::Level;
 
 /// weir:plugin@0.2.0.
@@ -88,6 +90,21 @@ pub struct PluginCtx {
     /// The plugin's last error-level log line (the SDKs log a panic's
     /// message there before trapping), quoted in trap errors.
     pub(crate) last_error: Option<String>,
+    /// The WASI profile's state, for plugins that import WASI only.
+    pub(crate) wasi: Option<Box<WasiState>>,
+}
+
+impl wasmtime_wasi::WasiView for PluginCtx {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let wasi = self
+            .wasi
+            .as_deref_mut()
+            .expect("WASI is linked only for plugins whose store has a WASI state");
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
 }
 
 /// Caps the linear memory (and tables) of one instance, remembering a hit

@@ -101,11 +101,17 @@ const TICK: Duration = Duration::from_millis(5);
 #[derive(Clone)]
 pub struct WeirEngine {
     inner: Arc<Inner>,
+    /// The job whose instances this engine runs: part of the seed of the
+    /// WASI profile's random bytes (see [`super::wasi::seed`]).
+    job: Arc<str>,
 }
 
 struct Inner {
     engine: Engine,
+    /// The host functions only: for plugins that import no WASI.
     linker: Linker<PluginCtx>,
+    /// The host functions and the deterministic WASI profile.
+    wasi_linker: Linker<PluginCtx>,
     settings: EngineSettings,
     /// The checked cache folder; `None`: compile in memory.
     cache_dir: Option<PathBuf>,
@@ -133,6 +139,9 @@ pub struct LoadedPlugin {
     pub wit_version: String,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
+    /// Whether it imports WASI (then its instances get the deterministic
+    /// WASI profile).
+    pub wasi: bool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -167,16 +176,33 @@ impl WeirEngine {
             )
         })
         .map_err(|e| Error::Internal(format!("linking host functions: {e:#}")))?;
+        let mut wasi_linker = linker.clone();
+        wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker)
+            .map_err(|e| Error::Internal(format!("linking WASI: {e:#}")))?;
         start_ticker(&engine);
         let cache_dir = resolve_cache_dir(settings.cache_dir.as_deref());
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                wasi_linker,
                 settings,
                 cache_dir,
             }),
+            job: "".into(),
         })
+    }
+
+    /// This engine for the instances of `job`: the job's name (a fork's is
+    /// the name of the job it forks) seeds the WASI profile's random bytes.
+    pub fn for_job(mut self, job: &str) -> Self {
+        self.job = job.into();
+        self
+    }
+
+    /// The job this engine's instances belong to.
+    pub fn job(&self) -> &str {
+        &self.job
     }
 
     /// The wasmtime engine.
@@ -215,10 +241,14 @@ impl WeirEngine {
         };
         let digest = sha256_hex(bytes);
         let (component, from_cache) = self.compile_cached(&digest, bytes).map_err(load_err)?;
-        let wit_version = check_interface(&self.inner.engine, &component).map_err(load_err)?;
-        let pre = self
-            .inner
-            .linker
+        let (wit_version, wasi) =
+            check_interface(&self.inner.engine, &component).map_err(load_err)?;
+        let linker = if wasi {
+            &self.inner.wasi_linker
+        } else {
+            &self.inner.linker
+        };
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("{e:#}")))?;
         let pre = if wit_version == "0.1.0" {
@@ -233,6 +263,7 @@ impl WeirEngine {
             pre,
             wit_version,
             from_cache,
+            wasi,
         })
     }
 
@@ -321,9 +352,10 @@ fn wasmtime_version() -> &'static str {
     "48.0.8"
 }
 
-/// Check the component's WIT package version (returned) and that it imports
-/// nothing but `weir:plugin/host`.
-fn check_interface(engine: &Engine, component: &Component) -> Result<String, String> {
+/// Check the component's WIT package version and that it imports nothing
+/// but `weir:plugin/host` and the WASI profile; returns the version and
+/// whether it imports WASI.
+fn check_interface(engine: &Engine, component: &Component) -> Result<(String, bool), String> {
     let ty = component.component_type();
     let mut version = None;
     for (name, _) in ty.exports(engine) {
@@ -344,16 +376,22 @@ fn check_interface(engine: &Engine, component: &Component) -> Result<String, Str
             ACCEPTED_WIT_VERSIONS.join(", @")
         ));
     }
+    let mut wasi = false;
     for (name, _) in ty.imports(engine) {
-        if !name.starts_with("weir:plugin/") {
-            return Err(format!(
-                "it imports `{name}`, which Weir does not grant: plugins get no filesystem, \
-                 network, clock, randomness or environment (build Rust plugins for \
-                 wasm32-unknown-unknown, or stub WASI out)"
-            ));
+        if name.starts_with("weir:plugin/") {
+            continue;
         }
+        if super::wasi::in_profile(name) {
+            wasi = true;
+            continue;
+        }
+        return Err(format!(
+            "it imports `{name}`, which is outside what Weir grants: `weir:plugin/host` and \
+             the deterministic WASI 0.2 profile ({}); no network, no files, no environment",
+            super::wasi::PROFILE.join(", ")
+        ));
     }
-    Ok(version)
+    Ok((version, wasi))
 }
 
 fn start_ticker(engine: &Engine) {

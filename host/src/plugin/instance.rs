@@ -10,6 +10,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{MemoryCap, Plugin, PluginCtx, each};
 use super::engine::{LoadedPlugin, WeirEngine};
+use super::wasi::WasiState;
 use crate::batch::wit::weir::plugin::types::Error as WitError;
 use crate::batch::{Batch, Outcome, Timer};
 use crate::{Error, Result};
@@ -52,6 +53,9 @@ impl PluginInstance {
                 peak: 0,
             },
             last_error: None,
+            wasi: loaded
+                .wasi
+                .then(|| Box::new(WasiState::new(engine.job(), &loaded.name, task))),
         };
         let mut store = Store::new(engine.engine(), ctx);
         store.limiter(|c| &mut c.memory);
@@ -220,7 +224,13 @@ impl PluginInstance {
             ));
         }
         self.store.set_epoch_deadline(ticks);
-        match f(&self.bindings, &mut self.store) {
+        let result = f(&self.bindings, &mut self.store);
+        if let Some(wasi) = &self.store.data().wasi
+            && let Ok(mut output) = wasi.output.lock()
+        {
+            output.end_call(&call);
+        }
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error(call, format!("returned an error: {}", wit_error(&e)))),
             Err(e) => {
@@ -279,6 +289,22 @@ fn describe(e: &wasmtime::Error, ctx: &PluginCtx, timeout_ms: u128) -> String {
             "exceeded its memory cap of {} MiB (asked for {} MiB)",
             ctx.memory.max_bytes >> 20,
             asked >> 20
+        );
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        let said = ctx
+            .last_error
+            .clone()
+            .or_else(|| {
+                let wasi = ctx.wasi.as_deref()?;
+                let output = wasi.output.lock().ok()?;
+                output.last_stderr.clone()
+            })
+            .map(|s| format!("; the plugin said: {s}"))
+            .unwrap_or_default();
+        return format!(
+            "called exit({}) (a plugin may not exit; the instance was stopped){said}",
+            exit.0
         );
     }
     match e.downcast_ref::<Trap>() {

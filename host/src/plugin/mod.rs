@@ -4,6 +4,8 @@
 //!   and the per-store context (log import, memory cap).
 //! - [`WeirEngine`]: the wasmtime engine, epoch deadlines, the check of the
 //!   WIT version and imports, and the compiled-component cache.
+//! - [`wasi`]: the deterministic WASI profile, linked only for plugins
+//!   that import WASI.
 //! - [`PluginInstance`]: one instance in its own store, called per batch.
 //! - [`Operator`] / [`OperatorFactory`] / [`PluginLoader`]: what the
 //!   runtime sees of an operator and of the engine that makes them; Wasm
@@ -12,13 +14,14 @@
 //! - [`OperatorSpec`] / [`PluginSource`]: a resolved operator of a job.
 //!
 //! Arrows point down only: `operator` -> `instance` -> `engine` ->
-//! `bindings`.
+//! `bindings` -> `wasi`.
 
 mod bindings;
 mod engine;
 mod instance;
 mod operator;
 mod spec;
+pub mod wasi;
 
 pub use crate::batch::ACCEPTED_WIT_VERSIONS;
 pub use engine::{EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir};

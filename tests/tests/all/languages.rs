@@ -74,7 +74,7 @@ fn c_savepoint_sigkill_restore() {
 /// weir:plugin@0.1.0: blocking snapshots); a savepoint that one takes
 /// restores back into the Rust plugin. The three runs' committed output
 /// equals one uninterrupted run.
-fn rust_to_and_back(name: &str, via: &str) {
+pub(crate) fn rust_to_and_back(name: &str, via: &str) {
     let job = Job::new(name, 3_000_000, artifacts::STATE_MACHINE, 2, "");
     let expected = job.reference();
     savepoint_then_kill(&job);

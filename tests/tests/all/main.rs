@@ -15,3 +15,4 @@ mod savepoints;
 mod snapshots;
 mod state_machine;
 mod swaps;
+mod wasi;

@@ -46,11 +46,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
-use transaction::{TRANSACTION_TIMEOUT_MS, drain, produce_epoch, send, transactional_id};
+use transaction::{drain, produce_epoch, send, transactional_id};
 
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
-use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
+use crate::kafka::{Client, Context, REQUEST_TIMEOUT, client_config, external, partition_count};
 use crate::{Error, Result};
 
 /// Makes each partition's producer and settles the output on restore.
@@ -87,30 +87,31 @@ impl KafkaSinkFactory {
         if let Some(p) = crate::lock(&self.producers, "kafka producers")?.remove(&partition) {
             return Ok(p);
         }
-        let mut c = client_config(&self.spec.brokers, &[]);
-        c.set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        if self.exactly_once {
-            c.set(
-                "transactional.id",
-                transactional_id(&self.job, &self.spec.topic, partition),
-            )
-            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
-        }
-        for (k, v) in &self.spec.properties {
-            c.set(k, v);
-        }
-        let p: BaseProducer<Context> = c.create_with_context(Context).map_err(external(
-            format!("creating a producer for {}", self.spec.brokers),
-        ))?;
-        if self.exactly_once {
-            // Aborts a transaction a crashed run left open, fences zombies.
+        let id = transactional_id(&self.job, &self.spec.topic, partition);
+        self.create_producer(partition, self.exactly_once.then_some(id.as_str()))
+    }
+
+    /// A producer, transactional under `id` (its transactions started:
+    /// `init_transactions` aborts the one a crashed run left open under the
+    /// id and fences a zombie still using it).
+    fn create_producer(&self, partition: usize, id: Option<&str>) -> Result<BaseProducer<Context>> {
+        let p: BaseProducer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Producer {
+                transactional_id: id,
+            },
+        )
+        .create_with_context(Context)
+        .map_err(external(format!(
+            "creating a producer for {}",
+            self.spec.brokers
+        )))?;
+        if let Some(id) = id {
             p.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
                 Error::External(format!(
                     "kafka: starting transactions for partition {partition} (transactional.id \
-                     {}): {e}{}",
-                    transactional_id(&self.job, &self.spec.topic, partition),
+                     {id}): {e}{}",
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout) {
                         "; transaction.timeout.ms must not exceed the broker's \
                          transaction.max.timeout.ms"
@@ -126,9 +127,13 @@ impl KafkaSinkFactory {
 
 impl SinkFactory for KafkaSinkFactory {
     fn validate(&self) -> Result<()> {
-        let probe: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
-            .create_with_context(Context)
-            .map_err(external("connecting"))?;
+        let probe: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Probe { committed: true },
+        )
+        .create_with_context(Context)
+        .map_err(external("connecting"))?;
         partition_count(probe.client(), &self.spec.brokers, &self.spec.topic)?;
         if self.exactly_once {
             self.ensure_progress_topic()?;

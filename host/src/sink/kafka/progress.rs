@@ -12,21 +12,22 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 
 use super::KafkaSinkFactory;
-use super::transaction::TRANSACTION_TIMEOUT_MS;
-use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external};
+use crate::kafka::{
+    Client, Context, REQUEST_TIMEOUT, TRANSACTION_TIMEOUT_MS, client_config, external,
+};
 use crate::{Error, Result};
 
 impl KafkaSinkFactory {
     /// The latest epoch each partition of this job committed to the topic.
     pub(super) fn markers(&self) -> Result<HashMap<usize, u64>> {
-        let mut c = client_config(&self.spec.brokers, &[]);
-        c.set("group.id", format!("weir-{}-progress-reader", self.job))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<Context> = c
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
+        let group = format!("weir-{}-progress-reader", self.job);
+        let consumer: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::MarkerReader { group: &group },
+        )
+        .create_with_context(Context)
+        .map_err(external("creating a progress reader"))?;
         let topic = &self.spec.progress_topic;
         let (lo, hi) = self.stable_watermarks(&consumer)?;
         let mut tpl = TopicPartitionList::new();
@@ -83,10 +84,13 @@ impl KafkaSinkFactory {
     /// within the transaction timeout, committed or aborted by the broker.
     fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
         let topic = &self.spec.progress_topic;
-        let plain: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
-            .set("isolation.level", "read_uncommitted")
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
+        let plain: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Probe { committed: false },
+        )
+        .create_with_context(Context)
+        .map_err(external("creating a progress reader"))?;
         let timeout = self
             .spec
             .properties
@@ -121,13 +125,15 @@ impl KafkaSinkFactory {
     /// Create the progress topic if it is missing (one partition,
     /// compacted: only the newest marker per key matters).
     pub(super) fn ensure_progress_topic(&self) -> Result<()> {
-        let admin: AdminClient<Context> = client_config(&self.spec.brokers, &self.spec.properties)
-            .create_with_context(Context)
-            .map_err(external("creating an admin client"))?;
-        let topic = NewTopic::new(&self.spec.progress_topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
+        let topic = &self.spec.progress_topic;
+        let admin: AdminClient<Context> =
+            client_config(&self.spec.brokers, &self.spec.properties, Client::Admin)
+                .create_with_context(Context)
+                .map_err(external("creating an admin client"))?;
+        let new =
+            NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
         let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
+        let results = futures::executor::block_on(admin.create_topics([&new], &opts))
             .map_err(external("creating the progress topic"))?;
         for r in results {
             match r {

@@ -11,8 +11,6 @@ use crate::batch::Batch;
 use crate::kafka::{Context, REQUEST_TIMEOUT, external};
 use crate::{Error, Result};
 
-/// Transaction timeout unless the job sets `transaction.timeout.ms`.
-pub(super) const TRANSACTION_TIMEOUT_MS: &str = "60000";
 /// Test-only failpoint: abort the process just before a transaction
 /// commit (the window between a durable manifest and the commit).
 const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";

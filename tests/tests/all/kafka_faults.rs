@@ -1,16 +1,18 @@
 //! Kafka faults an operator or a cluster can cause, against the real test
 //! broker: client settings from the job's properties (Weir's own keys
-//! refused, the rest reaching every client).
+//! refused, the rest reaching every client), transactional ids two jobs
+//! cannot share, and a progress topic whose settings would lose markers.
 
 use std::path::Path;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use weir::checkpoint::manifest;
 use weir::checkpoint::store::StateStore;
 use weir::config::JobFile;
 use weir::job::{RunOptions, run};
 use weir_tests::artifacts;
-use weir_tests::kafka::{brokers, create_topic, produce, read_values};
+use weir_tests::kafka::{brokers, create_topic, create_topic_with, produce, read_values};
 
 /// An echo job (Kafka in, Kafka out) as job-file text; `sink` is added to
 /// the `[sink]` table, `source` to the `[source]` table.
@@ -126,4 +128,116 @@ properties = { "security.protocol" = "sasl_plaintext", "sasl.mechanism" = "PLAIN
     );
     assert_eq!(checkpoints(dir.path(), "probe-props", &text), 0);
     assert!(read_values(output).is_empty());
+}
+
+#[test]
+fn a_progress_topic_that_would_lose_markers_is_refused_before_anything_is_written() {
+    let (input, output) = ("progress-policy-in", "progress-policy-out");
+    let progress = format!("{output}.weir-progress");
+    create_topic(input, 1);
+    let values = produce_values(input, "v", 20);
+    let text = echo_job("progress-policy", input, output, "until = \"latest\"", "");
+    for (configs, partitions, expect) in [
+        (
+            &[("cleanup.policy", "delete")][..],
+            1,
+            "cleanup.policy `delete`",
+        ),
+        (
+            &[("cleanup.policy", "compact,delete")][..],
+            1,
+            "cleanup.policy `compact,delete`",
+        ),
+        (&[("cleanup.policy", "compact")][..], 2, "2 partitions"),
+    ] {
+        create_topic(output, 1);
+        create_topic_with(&progress, partitions, configs);
+        let dir = tempfile::tempdir().unwrap();
+        let e = run_in(dir.path(), "progress-policy", &text)
+            .err()
+            .unwrap_or_else(|| panic!("a progress topic with {configs:?} is refused"))
+            .to_string();
+        assert!(e.contains(expect) && e.contains(&progress), "{e}");
+        if partitions == 1 {
+            assert!(e.contains("`compact`"), "says to use compact: {e}");
+        }
+        assert_eq!(checkpoints(dir.path(), "progress-policy", &text), 0);
+        assert!(read_values(output).is_empty(), "nothing produced");
+    }
+    // A compacted topic of one partition is used as it is.
+    create_topic(output, 1);
+    create_topic_with(&progress, 1, &[("cleanup.policy", "compact")]);
+    let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), "progress-policy", &text).unwrap();
+    assert_eq!(read_values(output), values);
+}
+
+#[test]
+fn jobs_whose_transactional_ids_used_to_collide_run_side_by_side() {
+    // Job `txids-x` writing `out-txids` and job `txids` writing
+    // `x-out-txids`: `weir-<job>-<topic>-<partition>` gave both
+    // `weir-txids-x-out-txids-0`, so each fenced the other.
+    let input = "txids-in";
+    let (job_a, out_a) = ("txids-x", "out-txids");
+    let (job_b, out_b) = ("txids", "x-out-txids");
+    create_topic(input, 1);
+    create_topic(out_a, 1);
+    create_topic(out_b, 1);
+    let values = produce_values(input, "v", 20);
+
+    // Job A runs without an end in its own process, committing a
+    // transaction at every checkpoint.
+    let dir_a = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir_a.path().join("job.toml"),
+        echo_job(job_a, input, out_a, "", ""),
+    )
+    .unwrap();
+    let mut a = Command::new(env!("CARGO_BIN_EXE_weir-it"))
+        .arg("run")
+        .arg(dir_a.path().join("job.toml"))
+        .env("WEIR_RUN_DIR", dir_a.path().join("run"))
+        .env("WEIR_LOG", "warn")
+        .current_dir(dir_a.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_values(out_a) != values {
+        if a.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let _ = a.kill();
+            panic!("job A produced its output: {}", stderr(&mut a));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Job B, bounded, in this process while A runs.
+    let dir_b = tempfile::tempdir().unwrap();
+    run_in(
+        dir_b.path(),
+        job_b,
+        &echo_job(job_b, input, out_b, "until = \"latest\"", ""),
+    )
+    .unwrap();
+    assert_eq!(read_values(out_b), values);
+
+    // A goes on committing (a checkpoint every 100 ms): not fenced by B.
+    std::thread::sleep(Duration::from_secs(2));
+    if let Some(status) = a.try_wait().unwrap() {
+        panic!("job A was stopped by job B ({status}): {}", stderr(&mut a));
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(read_values(out_a), values);
+}
+
+/// What a child process wrote to its stderr (after it ended).
+fn stderr(child: &mut std::process::Child) -> String {
+    let _ = child.wait();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    err
 }

@@ -9,7 +9,8 @@
 //! - at barrier `k` ([`Sink::pre_commit`]) the epoch goes into checkpoint `k`
 //!   as a blob, with every earlier epoch not yet produced;
 //! - once checkpoint `k` is durable ([`Sink::commit`]) the partition's
-//!   producer (a stable `transactional.id` per job, topic and partition)
+//!   producer (a stable `transactional.id` per job, topic and partition,
+//!   length-prefixed so no two jobs share one)
 //!   produces each pending epoch in one transaction that also writes a
 //!   progress marker (`<job>/<partition>` = epoch id) to the progress topic;
 //! - on restore from checkpoint `k` ([`SinkFactory::recover`]) each
@@ -46,7 +47,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
-use transaction::{drain, produce_epoch, send, transactional_id};
+use transaction::{
+    IDS_VERSION, drain, legacy_transactional_id, produce_epoch, send, transactional_id,
+};
 
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
@@ -150,6 +153,19 @@ impl SinkFactory for KafkaSinkFactory {
             // the old one; this one starts after it.
             s.state.get("topic").and_then(|t| t.as_str()) == Some(self.spec.topic.as_str())
         };
+        // A checkpoint written before the ids were length-prefixed: its run
+        // used the legacy ids. Fence each once (aborting what it left open,
+        // fencing that run if it is still alive); the checkpoints this run
+        // writes record the new ids, so the next restore skips this.
+        for (p, _) in states.iter().enumerate().filter(|(_, s)| {
+            s.as_ref().is_some_and(|s| {
+                same_topic(s) && s.state.get("ids").and_then(|v| v.as_u64()) < Some(IDS_VERSION)
+            })
+        }) {
+            let legacy = legacy_transactional_id(&self.job, &self.spec.topic, p);
+            drop(self.create_producer(p, Some(&legacy))?);
+            tracing::info!(partition = p, id = %legacy, "fenced the legacy transactional id");
+        }
         // Every partition's producer first: `init_transactions` aborts the
         // transaction a crashed run left open. Until then that transaction
         // holds back what `read_committed` reads of the progress topic (its
@@ -283,7 +299,7 @@ impl Sink for KafkaSink {
         self.pending.push((checkpoint, epoch));
         let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
         Ok(Some(SinkSnapshot {
-            state: json!({ "topic": self.spec.topic, "epochs": ids }),
+            state: json!({ "topic": self.spec.topic, "epochs": ids, "ids": IDS_VERSION }),
             blob: Some(epochs::encode(&self.pending)),
         }))
     }

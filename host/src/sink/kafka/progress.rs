@@ -1,12 +1,13 @@
 //! The exactly-once progress markers: the topic they go to (created if
-//! missing) and reading each partition's latest marker on restore.
+//! missing, its settings checked) and reading each partition's latest
+//! marker on restore.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -14,6 +15,7 @@ use rdkafka::message::Message;
 use super::KafkaSinkFactory;
 use crate::kafka::{
     Client, Context, REQUEST_TIMEOUT, TRANSACTION_TIMEOUT_MS, client_config, external,
+    partition_count,
 };
 use crate::{Error, Result};
 
@@ -123,7 +125,12 @@ impl KafkaSinkFactory {
     }
 
     /// Create the progress topic if it is missing (one partition,
-    /// compacted: only the newest marker per key matters).
+    /// compacted: only the newest marker per key matters), and check the
+    /// settings of one that exists: markers are read from partition 0 and
+    /// must be kept for as long as a checkpoint may be restored, so a
+    /// topic with more partitions, or one whose records are deleted by
+    /// retention (`cleanup.policy` `delete`, or `compact,delete`), is
+    /// refused before anything is written.
     pub(super) fn ensure_progress_topic(&self) -> Result<()> {
         let topic = &self.spec.progress_topic;
         let admin: AdminClient<Context> =
@@ -144,6 +151,36 @@ impl KafkaSinkFactory {
                     )));
                 }
             }
+        }
+        let partitions = partition_count(admin.inner(), &self.spec.brokers, topic)?;
+        let described = futures::executor::block_on(
+            admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+        )
+        .map_err(external(format!("reading the settings of {topic}")))?;
+        let policy = described
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::External(format!("kafka: no settings returned for {topic}")))?
+            .map_err(|e| Error::External(format!("kafka: reading the settings of {topic}: {e}")))?
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        let fix = "the progress topic keeps one marker per job and partition, read from \
+                   partition 0 on every restore";
+        if policy != "compact" {
+            return Err(Error::Config(format!(
+                "kafka progress topic {topic} has cleanup.policy `{policy}`: retention would \
+                 delete markers, and a restore after that would write output twice ({fix}). \
+                 Set its cleanup.policy to `compact` (kafka-configs.sh --alter --entity-type \
+                 topics --entity-name {topic} --add-config cleanup.policy=compact), or name \
+                 another progress_topic in [sink]"
+            )));
+        }
+        if partitions != 1 {
+            return Err(Error::Config(format!(
+                "kafka progress topic {topic} has {partitions} partitions ({fix}): use a topic \
+                 with one partition (name another progress_topic in [sink])"
+            )));
         }
         Ok(())
     }

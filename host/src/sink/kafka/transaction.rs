@@ -17,9 +17,29 @@ const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";
 
 /// The stable `transactional.id` of a partition's producer: per job,
 /// topic and partition, so a restarted run fences the one before it.
+/// The job and topic are length-prefixed (`weir:<bytes>:<job>:<bytes>:
+/// <topic>:<partition>`), so two jobs never share an id whatever their
+/// names hold.
 pub(super) fn transactional_id(job: &str, topic: &str, partition: usize) -> String {
+    format!(
+        "weir:{}:{job}:{}:{topic}:{partition}",
+        job.len(),
+        topic.len()
+    )
+}
+
+/// The id before the length prefixes (`weir-<job>-<topic>-<partition>`,
+/// ambiguous: job `a-b` topic `c` equals job `a` topic `b-c`). A restore
+/// from a checkpoint written with it fences it once (see
+/// [`super::KafkaSinkFactory::recover`]), so a transaction an older run
+/// left open is aborted and that run, if still alive, is fenced.
+pub(super) fn legacy_transactional_id(job: &str, topic: &str, partition: usize) -> String {
     format!("weir-{job}-{topic}-{partition}")
 }
+
+/// The version of transactional ids a checkpoint's sink state records
+/// (`ids`); a state without it was written with the legacy ids.
+pub(super) const IDS_VERSION: u64 = 2;
 
 /// Send one record, waiting while librdkafka's queue is full.
 pub(super) fn send(

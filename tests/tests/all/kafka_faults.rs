@@ -1,7 +1,8 @@
 //! Kafka faults an operator or a cluster can cause, against the real test
 //! broker: client settings from the job's properties (Weir's own keys
 //! refused, the rest reaching every client), transactional ids two jobs
-//! cannot share, and a progress topic whose settings would lose markers.
+//! cannot share, a progress topic whose settings would lose markers, and
+//! the test failpoint out of reach of a binary that did not enable it.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -230,6 +231,39 @@ fn jobs_whose_transactional_ids_used_to_collide_run_side_by_side() {
     a.kill().unwrap();
     a.wait().unwrap();
     assert_eq!(read_values(out_a), values);
+}
+
+#[test]
+fn a_binary_that_did_not_enable_failpoints_ignores_weir_failpoint() {
+    // `weir-plain` is the `weir` CLI with the `failpoints` feature compiled
+    // in (the tests crate turns it on) but not enabled, as a `weir` binary
+    // built in the same workspace build is; a user's `cargo build -p weir`
+    // leaves the feature out altogether.
+    let (input, output) = ("failpoint-off-in", "failpoint-off-out");
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let values = produce_values(input, "v", 20);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        echo_job("failpoint-off", input, output, "until = \"latest\"", ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-plain"))
+        .arg("run")
+        .arg(dir.path().join("job.toml"))
+        .env("WEIR_RUN_DIR", dir.path().join("run"))
+        .env("WEIR_LOG", "warn")
+        .env("WEIR_FAILPOINT", "kafka-before-commit")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_values(output), values);
 }
 
 /// What a child process wrote to its stderr (after it ended).

@@ -11,10 +11,6 @@ use crate::batch::Batch;
 use crate::kafka::{Context, REQUEST_TIMEOUT, external};
 use crate::{Error, Result};
 
-/// Test-only failpoint: abort the process just before a transaction
-/// commit (the window between a durable manifest and the commit).
-const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";
-
 /// The stable `transactional.id` of a partition's producer: per job,
 /// topic and partition, so a restarted run fences the one before it.
 /// The job and topic are length-prefixed (`weir:<bytes>:<job>:<bytes>:
@@ -101,7 +97,10 @@ pub(super) fn produce_epoch(
             .payload(value.as_bytes()),
     )?;
     drain(producer)?;
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "kafka-before-commit") {
+    // Tests abort the process here: the window between a durable manifest
+    // and the commit.
+    #[cfg(feature = "failpoints")]
+    if crate::failpoint::armed("kafka-before-commit") {
         tracing::error!("failpoint kafka-before-commit: aborting the process");
         std::process::abort();
     }

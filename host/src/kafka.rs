@@ -2,12 +2,14 @@
 //! context (librdkafka's logs go to `tracing`), topic metadata and errors.
 //! Everything here goes through `rdkafka` (librdkafka); no protocol code.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use crate::Error;
@@ -15,9 +17,49 @@ use crate::Error;
 /// How long a metadata or offsets request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// librdkafka's logs and errors, into `tracing`.
+/// librdkafka's logs and errors, into `tracing`; for a producer, the
+/// records whose delivery failed.
 #[derive(Debug, Default, Clone)]
-pub struct Context;
+pub struct Context {
+    /// Records a delivery report said failed, until the producer's owner
+    /// takes them ([`Context::take_undelivered`]). Consumers leave it empty.
+    undelivered: Arc<Mutex<Vec<Undelivered>>>,
+}
+
+/// A record whose delivery failed, with why.
+#[derive(Debug)]
+pub struct Undelivered {
+    /// The record's key.
+    pub key: Option<Vec<u8>>,
+    /// The record's value.
+    pub value: Vec<u8>,
+    /// Why it was not delivered.
+    pub error: KafkaError,
+}
+
+impl Context {
+    /// The records whose delivery failed since the last call.
+    pub fn take_undelivered(&self) -> Vec<Undelivered> {
+        std::mem::take(&mut *crate::lock_or_recover(&self.undelivered))
+    }
+}
+
+/// Whether `e` says the broker (or librdkafka, before sending) refuses this
+/// record itself (too large, invalid), so sending it again cannot succeed,
+/// as opposed to a failure of the connection, the broker or the producer.
+pub fn refuses_the_record(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
+}
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -45,7 +87,15 @@ impl ConsumerContext for Context {}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, m)) = result {
+            crate::lock_or_recover(&self.undelivered).push(Undelivered {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                error: error.clone(),
+            });
+        }
+    }
 }
 
 /// The settings Weir makes itself, on every client it builds: a job's

@@ -2,7 +2,8 @@
 //! broker: client settings from the job's properties (Weir's own keys
 //! refused, the rest reaching every client), transactional ids two jobs
 //! cannot share, a progress topic whose settings would lose markers, and
-//! the test failpoint out of reach of a binary that did not enable it.
+//! the test failpoint out of reach of a binary that did not enable it;
+//! at least once, records the broker refuses go to dead letters.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -119,8 +120,7 @@ properties = { "security.protocol" = "sasl_plaintext", "sasl.mechanism" = "PLAIN
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let e = run_in(dir.path(), "probe-props", &text)
-        .err()
-        .expect("a sink whose clients cannot connect fails")
+        .expect_err("a sink whose clients cannot connect fails")
         .to_string();
     println!("refused after {:?}: {e}", started.elapsed());
     assert!(
@@ -264,6 +264,72 @@ fn a_binary_that_did_not_enable_failpoints_ignores_weir_failpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(read_values(output), values);
+}
+
+/// Produce `(key, value)` records to `topic`, values up to 16 MiB.
+fn produce_large(topic: &str, records: &[(String, Vec<u8>)]) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        producer
+            .send(BaseRecord::to(topic).key(k.as_bytes()).payload(v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn at_least_once_records_the_broker_refuses_go_to_dead_letters_and_the_job_goes_on() {
+    // The output topic takes records up to 1 MiB; one value is 2 MiB.
+    // Refused by the broker (the producer's own limit raised) or by the
+    // producer before sending (its default limit): either way the record
+    // goes to the dead-letter output with the reason, the others to the
+    // topic.
+    let input = "refused-in";
+    create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
+    let big = vec![b'x'; 2 << 20];
+    let mut records: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
+        .collect();
+    records.insert(5, ("big".into(), big));
+    produce_large(input, &records);
+    let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
+    expected.sort();
+    for (output, sink) in [
+        (
+            "refused-by-broker-out",
+            "delivery = \"at-least-once\"\nproperties = { \"message.max.bytes\" = \"8388608\" }",
+        ),
+        ("refused-by-producer-out", "delivery = \"at-least-once\""),
+    ] {
+        create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
+            echo_job("refused", input, output, "until = \"latest\"", sink)
+        );
+        let report = run_in(dir.path(), "refused", &text)
+            .unwrap_or_else(|e| panic!("{output}: the job goes on: {e}"));
+        assert_eq!(report.totals.records_read, 11);
+        assert_eq!(read_values(output), expected, "{output}");
+        let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
+        assert_eq!(dead.len(), 1, "{output}: {dead:?}");
+        let d = &dead[0];
+        assert_eq!(d["stage"], "sink", "{d}");
+        assert_eq!(d["key"], "big", "{d}");
+        assert_eq!(d["value"].as_str().map(str::len), Some((2 << 20) + 4));
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(output) && reason.to_lowercase().contains("too large"),
+            "{reason}"
+        );
+    }
 }
 
 /// What a child process wrote to its stderr (after it ended).

@@ -28,7 +28,7 @@ impl KafkaSinkFactory {
             &self.spec.properties,
             Client::MarkerReader { group: &group },
         )
-        .create_with_context(Context)
+        .create_with_context(Context::default())
         .map_err(external("creating a progress reader"))?;
         let topic = &self.spec.progress_topic;
         let (lo, hi) = self.stable_watermarks(&consumer)?;
@@ -91,7 +91,7 @@ impl KafkaSinkFactory {
             &self.spec.properties,
             Client::Probe { committed: false },
         )
-        .create_with_context(Context)
+        .create_with_context(Context::default())
         .map_err(external("creating a progress reader"))?;
         let timeout = self
             .spec
@@ -135,7 +135,7 @@ impl KafkaSinkFactory {
         let topic = &self.spec.progress_topic;
         let admin: AdminClient<Context> =
             client_config(&self.spec.brokers, &self.spec.properties, Client::Admin)
-                .create_with_context(Context)
+                .create_with_context(Context::default())
                 .map_err(external("creating an admin client"))?;
         let new =
             NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");

@@ -32,7 +32,7 @@ impl LogEnds {
             &spec.properties,
             Client::Probe { committed: true },
         )
-        .create_with_context(Context)
+        .create_with_context(Context::default())
         .map_err(external("creating a consumer for the lag"))?;
         let ends = Arc::new(Mutex::new(vec![-1; partitions]));
         let done = Arc::new(AtomicBool::new(false));

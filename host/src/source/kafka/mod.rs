@@ -132,13 +132,12 @@ impl KafkaSource {
                 group: &spec.group_id,
             },
         );
-        let consumer: BaseConsumer<Context> =
-            config
-                .create_with_context(Context)
-                .map_err(external(format!(
-                    "creating a consumer for {}",
-                    spec.brokers
-                )))?;
+        let consumer: BaseConsumer<Context> = config
+            .create_with_context(Context::default())
+            .map_err(external(format!(
+                "creating a consumer for {}",
+                spec.brokers
+            )))?;
         let n = partition_count(consumer.client(), &spec.brokers, &spec.topic)?;
         let mut ranges = Vec::with_capacity(n);
         for p in 0..n {

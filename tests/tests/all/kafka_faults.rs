@@ -266,6 +266,92 @@ fn a_binary_that_did_not_enable_failpoints_ignores_weir_failpoint() {
     assert_eq!(read_values(output), values);
 }
 
+#[test]
+fn a_restore_from_a_checkpoint_with_the_old_ids_aborts_what_they_left_open() {
+    let (input, output, job) = ("legacy-ids-in", "legacy-ids-out", "legacy-ids");
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let values = produce_values(input, "v", 20);
+    let dir = tempfile::tempdir().unwrap();
+    let text = echo_job(job, input, output, "until = \"latest\"", "");
+    run_in(dir.path(), job, &text).unwrap();
+    assert_eq!(read_values(output), values);
+
+    // Make every checkpoint look written before the ids were
+    // length-prefixed: no `ids` in the sink state.
+    let checkpoints = dir
+        .path()
+        .join(format!("weir-state/jobs/{job}/checkpoints"));
+    for entry in std::fs::read_dir(&checkpoints).unwrap() {
+        let path = entry.unwrap().path().join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if o.contains_key("epochs") {
+                        o.remove("ids");
+                    }
+                    o.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        strip(&mut m);
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    }
+
+    // A run under the old id left a transaction open: a record and a
+    // marker, neither committed.
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let zombie: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", format!("weir-{job}-{output}-0"))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    zombie.init_transactions(Duration::from_secs(30)).unwrap();
+    zombie.begin_transaction().unwrap();
+    for (topic, key, value) in [
+        (output.to_string(), "k0", "zombie"),
+        (format!("{output}.weir-progress"), "legacy-ids/0", "999"),
+    ] {
+        zombie
+            .send(BaseRecord::to(&topic).key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    zombie.flush(Duration::from_secs(30)).unwrap();
+    // Left open, as by a process that died.
+    std::mem::forget(zombie);
+
+    // The restore fences the old id, which aborts that transaction at
+    // once; without it the markers' reader would wait for the broker to
+    // abort it (the transaction timeout, a minute).
+    let started = Instant::now();
+    let plan = JobFile::parse(&text)
+        .unwrap()
+        .resolve(job, dir.path())
+        .unwrap();
+    run(
+        &plan,
+        RunOptions {
+            from_savepoint: Some("latest".into()),
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "the restore took {took:?}");
+    assert_eq!(
+        read_values(output),
+        values,
+        "the open transaction was aborted"
+    );
+}
+
 /// Produce `(key, value)` records to `topic`, values up to 16 MiB.
 fn produce_large(topic: &str, records: &[(String, Vec<u8>)]) {
     use rdkafka::config::ClientConfig;

@@ -140,19 +140,30 @@ impl KafkaSinkFactory {
         let new =
             NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
         let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = futures::executor::block_on(admin.create_topics([&new], &opts))
-            .map_err(external("creating the progress topic"))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => {
-                    return Err(Error::External(format!(
-                        "kafka: creating progress topic {t}: {e}"
-                    )));
+        // A topic just created may be missing from the metadata for a
+        // moment, and one being deleted still answers "already exists":
+        // create and look again until it is there.
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        let partitions = loop {
+            let results = futures::executor::block_on(admin.create_topics([&new], &opts))
+                .map_err(external("creating the progress topic"))?;
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, e)) => {
+                        return Err(Error::External(format!(
+                            "kafka: creating progress topic {t}: {e}"
+                        )));
+                    }
                 }
             }
-        }
-        let partitions = partition_count(admin.inner(), &self.spec.brokers, topic)?;
+            match partition_count(admin.inner(), &self.spec.brokers, topic) {
+                Err(Error::Config(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => break other?,
+            }
+        };
         let described = futures::executor::block_on(
             admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
         )

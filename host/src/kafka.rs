@@ -2,12 +2,14 @@
 //! context (librdkafka's logs go to `tracing`), topic metadata and errors.
 //! Everything here goes through `rdkafka` (librdkafka); no protocol code.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use crate::Error;
@@ -15,9 +17,49 @@ use crate::Error;
 /// How long a metadata or offsets request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// librdkafka's logs and errors, into `tracing`.
+/// librdkafka's logs and errors, into `tracing`; for a producer, the
+/// records whose delivery failed.
 #[derive(Debug, Default, Clone)]
-pub struct Context;
+pub struct Context {
+    /// Records a delivery report said failed, until the producer's owner
+    /// takes them ([`Context::take_undelivered`]). Consumers leave it empty.
+    undelivered: Arc<Mutex<Vec<Undelivered>>>,
+}
+
+/// A record whose delivery failed, with why.
+#[derive(Debug)]
+pub struct Undelivered {
+    /// The record's key.
+    pub key: Option<Vec<u8>>,
+    /// The record's value.
+    pub value: Vec<u8>,
+    /// Why it was not delivered.
+    pub error: KafkaError,
+}
+
+impl Context {
+    /// The records whose delivery failed since the last call.
+    pub fn take_undelivered(&self) -> Vec<Undelivered> {
+        std::mem::take(&mut *crate::lock_or_recover(&self.undelivered))
+    }
+}
+
+/// Whether `e` says the broker (or librdkafka, before sending) refuses this
+/// record itself (too large, invalid), so sending it again cannot succeed,
+/// as opposed to a failure of the connection, the broker or the producer.
+pub fn refuses_the_record(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
+}
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -45,19 +87,176 @@ impl ConsumerContext for Context {}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, m)) = result {
+            crate::lock_or_recover(&self.undelivered).push(Undelivered {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                error: error.clone(),
+            });
+        }
+    }
 }
 
-/// A client configuration: the brokers, then the job's own properties
-/// (which win).
-pub fn client_config(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
+/// The settings Weir makes itself, on every client it builds: a job's
+/// `properties` may not set them (the job file is refused at resolution,
+/// [`refuse_owned`]), each with why.
+pub const OWNED_KEYS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set `brokers`"),
+    ("group.id", "set the source's `group_id`"),
+    (
+        "enable.auto.commit",
+        "offsets are committed after each checkpoint",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed after each checkpoint",
+    ),
+    (
+        "isolation.level",
+        "Weir reads `read_committed` (the exactly-once output and markers)",
+    ),
+    (
+        "auto.offset.reset",
+        "set the source's `start` and `on_offset_out_of_range`",
+    ),
+    ("enable.partition.eof", "Weir finds the ends itself"),
+    (
+        "partitioner",
+        "output is partitioned as Kafka's Java client does (murmur2)",
+    ),
+    (
+        "enable.idempotence",
+        "the sink's producers are always idempotent",
+    ),
+    (
+        "transactional.id",
+        "one per job, topic and partition, so a restart fences the run before it",
+    ),
+];
+
+/// Refuse `properties` (of the job-file table `table`) that set a key
+/// Weir owns, naming every such key and why.
+pub fn refuse_owned<'a>(
+    table: &str,
+    properties: impl IntoIterator<Item = &'a String>,
+) -> crate::Result<()> {
+    let set: Vec<&str> = properties.into_iter().map(String::as_str).collect();
+    let owned: Vec<String> = OWNED_KEYS
+        .iter()
+        .filter(|(k, _)| set.contains(k))
+        .map(|(k, why)| format!("`{k}` ({why})"))
+        .collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{table} properties: {} set by Weir and cannot be overridden; remove {} from \
+         properties",
+        owned.join(", "),
+        if owned.len() == 1 { "it" } else { "them" }
+    )))
+}
+
+/// Which client [`client_config`] builds: each gets the job's properties
+/// and then the settings Weir owns for it.
+#[derive(Debug, Clone, Copy)]
+pub enum Client<'a> {
+    /// The source's consumer: manual assignment, `read_committed`, offsets
+    /// committed to `group` by Weir after each checkpoint.
+    Source {
+        /// The consumer group (lag tools).
+        group: &'a str,
+    },
+    /// Metadata and offsets only (the sink's validation probe, the
+    /// source's lag thread), as `read_committed` sees them or not.
+    Probe {
+        /// `read_committed` (the last stable offset) or the log's end.
+        committed: bool,
+    },
+    /// Reads the sink's progress markers (`read_committed`, from the
+    /// start, never commits).
+    MarkerReader {
+        /// A group id of its own (it is assigned, never joins).
+        group: &'a str,
+    },
+    /// The sink's producer: idempotent, murmur2 partitioner, and
+    /// transactional when the id is given.
+    Producer {
+        /// `transactional.id` for exactly once.
+        transactional_id: Option<&'a str>,
+    },
+    /// Creates and describes the progress topic.
+    Admin,
+}
+
+/// The one place Kafka client settings are made: Weir's defaults (which
+/// the job may change), then the job's `properties` (security, SASL/SSL,
+/// tuning), then the settings Weir owns for `client` (the job may not set
+/// them: [`refuse_owned`]).
+pub fn client_config(
+    brokers: &str,
+    properties: &[(String, String)],
+    client: Client<'_>,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
+    match client {
+        Client::Source { .. } => {
+            c.set("fetch.max.bytes", "104857600")
+                .set("max.partition.fetch.bytes", "10485760")
+                .set("queued.max.messages.kbytes", "131072");
+        }
+        Client::Producer { transactional_id } => {
+            c.set("linger.ms", "5");
+            if transactional_id.is_some() {
+                c.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+            }
+        }
+        Client::Probe { .. } | Client::MarkerReader { .. } | Client::Admin => {}
+    }
     for (k, v) in properties {
         c.set(k, v);
     }
+    c.set("bootstrap.servers", brokers);
+    match client {
+        Client::Source { group } => {
+            c.set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "false")
+                .set("auto.offset.reset", "error");
+        }
+        Client::Probe { committed } => {
+            c.set(
+                "isolation.level",
+                if committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
+        }
+        Client::MarkerReader { group } => {
+            c.set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "earliest");
+        }
+        Client::Producer { transactional_id } => {
+            c.set("partitioner", "murmur2_random")
+                .set("enable.idempotence", "true");
+            if let Some(id) = transactional_id {
+                c.set("transactional.id", id);
+            }
+        }
+        Client::Admin => {}
+    }
     c
 }
+
+/// Transaction timeout unless the job sets `transaction.timeout.ms`.
+pub const TRANSACTION_TIMEOUT_MS: &str = "60000";
 
 /// An error talking to Kafka: an external system, named with what Weir
 /// was doing.

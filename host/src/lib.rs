@@ -11,9 +11,11 @@
 //! Arrows point down only: a module uses only modules after it in `cli`,
 //! `demo`, `job`, `config`, `runtime`, `checkpoint`, `source`, `sink`,
 //! `kafka`, `plugin`, `diff`, then the shared vocabulary (`batch`,
-//! `partition`, `error`, `digest`, `codec`, `clock`) and `generate`. A unit
-//! test (`layout`, below) checks every `crate::` path against this order
-//! and that no file grows past about 600 lines.
+//! `partition`, `error`, `digest`, `codec`, `clock`), `generate` and
+//! `failpoint` (test-only failpoints, compiled with the `failpoints`
+//! feature the tests crate turns on). A unit test (`layout`, below) checks
+//! every `crate::` path against this order and that no file grows past
+//! about 600 lines.
 //! - [`cli`]: the `weir` command line: clap and dispatch in `cli/mod.rs`,
 //!   one file per command group (run, savepoint, plugin, fork and diff,
 //!   tools); [`demo`], [`generate`], [`diff`]: its `demo`, `generate` and
@@ -97,6 +99,8 @@ pub mod demo;
 pub mod diff;
 mod digest;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod generate;
 pub mod job;
 mod kafka;
@@ -141,6 +145,7 @@ mod layout {
         "codec",
         "clock",
         "generate",
+        "failpoint",
     ];
 
     /// Items of the crate root every module may use.

@@ -62,6 +62,29 @@ pub fn create_topic(name: &str, partitions: i32) {
     }
 }
 
+/// Create `name` with `partitions` partitions and topic settings `configs`
+/// (e.g. `cleanup.policy`), deleted first if it exists.
+pub fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(T));
+    let _ = futures::executor::block_on(admin.delete_topics(&[name], &opts));
+    let deadline = Instant::now() + T;
+    loop {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let r = futures::executor::block_on(admin.create_topics([&topic], &opts)).unwrap();
+        match &r[0] {
+            Ok(_) => return,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err((t, e)) => panic!("creating topic {t}: {e:?}"),
+        }
+    }
+}
+
 /// Produce every line of the CSV files in `dir` (name order) to `topic`,
 /// keyed by its first column, with the Java client's default partitioner
 /// (librdkafka's `murmur2_random`). Returns how many were produced.

@@ -134,7 +134,7 @@ pub(super) fn settle_output(job: &mut Prepared) -> Result<Vec<Partition>> {
         .enumerate()
         .map(|(p, chain)| {
             let restored = sink_states.as_ref().and_then(|s| s[p].as_ref());
-            Ok(chain.with_sink(job.sinks.create(p, restored)?))
+            Ok(chain.with_sink(job.sinks.create(p, restored, &job.shared.dead_letters)?))
         })
         .collect()
 }

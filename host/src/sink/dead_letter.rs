@@ -1,5 +1,5 @@
-//! The dead-letter output: records a source could not parse and records an
-//! operator refused, each as one JSON line with the reason, where it came
+//! The dead-letter output: records a source could not parse, records an
+//! operator refused and records the sink could not write, each as one JSON line with the reason, where it came
 //! from and the record itself (`value`, lossy UTF-8, plus `value_base64`
 //! when the bytes are not UTF-8, so nothing is lost).
 
@@ -23,6 +23,11 @@ pub enum Stage<'a> {
         /// Operator name.
         operator: &'a str,
         /// The partition whose instance refused it.
+        partition: usize,
+    },
+    /// The sink could not write the record (e.g. the broker refused it).
+    Sink {
+        /// The partition whose output it was.
         partition: usize,
     },
 }
@@ -86,6 +91,17 @@ impl DeadLetters {
         })
     }
 
+    /// A dead-letter output to standard error for records without
+    /// origins (unit tests of sinks).
+    #[cfg(test)]
+    pub fn to_stderr() -> Arc<Self> {
+        struct NoOrigins;
+        impl Origins for NoOrigins {
+            fn describe(&self, _: Origin, _: &mut Map<String, Value>) {}
+        }
+        Arc::new(Self::open(None, Arc::new(NoOrigins)).expect("stderr opens"))
+    }
+
     /// Write one dead letter.
     pub fn write(&self, d: &DeadLetter<'_>) -> Result<()> {
         let mut m = Map::new();
@@ -99,6 +115,10 @@ impl DeadLetters {
             } => {
                 m.insert("stage".into(), json!("operator"));
                 m.insert("operator".into(), json!(operator));
+                m.insert("partition".into(), json!(partition));
+            }
+            Stage::Sink { partition } => {
+                m.insert("stage".into(), json!("sink"));
                 m.insert("partition".into(), json!(partition));
             }
         }

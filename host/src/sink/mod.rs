@@ -23,12 +23,14 @@ pub(crate) mod kafka;
 mod stdout;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::Result;
 use crate::batch::Batch;
+use dead_letter::DeadLetters;
 
 pub use file::{FileSinkConfig, FileSinkSpec};
 pub use kafka::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
@@ -116,7 +118,12 @@ pub trait SinkFactory: Send + Sync {
     /// any sink is created. It may still refuse the run (nothing written).
     fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()>;
     /// The sink of `partition`, continuing from its restored state.
-    fn create(&self, partition: usize, restored: Option<&RestoredSink>) -> Result<Box<dyn Sink>>;
+    fn create(
+        &self,
+        partition: usize,
+        restored: Option<&RestoredSink>,
+        dead_letters: &Arc<DeadLetters>,
+    ) -> Result<Box<dyn Sink>>;
     /// Whether output is committed only through checkpoints, so a bounded
     /// run must end with a final checkpoint (the runtime takes one anyway
     /// when periodic checkpoints are on).

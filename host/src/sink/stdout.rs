@@ -1,7 +1,9 @@
 //! Standard output: each emitted value on its own line.
 
 use std::io::Write;
+use std::sync::Arc;
 
+use super::dead_letter::DeadLetters;
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::{Error, Result};
@@ -17,7 +19,12 @@ impl SinkFactory for StdoutFactory {
     fn recover(&self, _: Option<&[Option<RestoredSink>]>) -> Result<()> {
         Ok(())
     }
-    fn create(&self, _: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
+    fn create(
+        &self,
+        _: usize,
+        _: Option<&RestoredSink>,
+        _: &Arc<DeadLetters>,
+    ) -> Result<Box<dyn Sink>> {
         Ok(Box::new(StdoutSink))
     }
 }

@@ -17,12 +17,14 @@ mod config;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{FileSinkConfig, FileSinkSpec};
 
+use super::dead_letter::DeadLetters;
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
 use crate::{Error, Result};
@@ -172,7 +174,12 @@ impl SinkFactory for FileSinkFactory {
         Ok(())
     }
 
-    fn create(&self, partition: usize, restored: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
+    fn create(
+        &self,
+        partition: usize,
+        restored: Option<&RestoredSink>,
+        _: &Arc<DeadLetters>,
+    ) -> Result<Box<dyn Sink>> {
         let next_seq = restored
             .map(|r| FileSinkState::parse(&r.state))
             .transpose()?
@@ -360,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
-        let mut sink = factory.create(0, None).unwrap();
+        let mut sink = factory.create(0, None, &DeadLetters::to_stderr()).unwrap();
         let mut b = Batch::new();
         b.push(b"k", b"one", 0);
         sink.write(&b).unwrap();
@@ -389,7 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
-        let mut sink = factory.create(3, None).unwrap();
+        let mut sink = factory.create(3, None, &DeadLetters::to_stderr()).unwrap();
         let mut b = Batch::new();
         b.push(b"k", b"one", 0);
         sink.write(&b).unwrap();

@@ -22,8 +22,12 @@ pub struct KafkaSinkConfig {
     /// Topic for the exactly-once progress markers (created if
     /// missing). Default `<topic>.weir-progress`.
     pub progress_topic: Option<String>,
-    /// librdkafka producer properties, passed through (e.g.
-    /// `compression.type`, `linger.ms`, `batch.size`). Default none.
+    /// librdkafka properties for every client the sink makes (producers,
+    /// the validation probe, the progress-marker readers, the admin
+    /// client): security (`security.protocol`, `sasl.*`, `ssl.*`) and
+    /// tuning (`compression.type`, `linger.ms`, `transaction.timeout.ms`).
+    /// The keys Weir owns (`transactional.id`, `enable.idempotence`,
+    /// `partitioner`, ...) are refused. Default none.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -57,6 +61,7 @@ impl KafkaSinkConfig {
     /// The resolved sink; `checkpoints` says whether the job takes
     /// checkpoints, which decides the default delivery.
     pub(crate) fn resolve(&self, checkpoints: bool) -> Result<KafkaSinkSpec> {
+        crate::kafka::refuse_owned("[sink]", self.properties.keys())?;
         let delivery = match self.delivery.as_deref() {
             // Exactly once commits at checkpoints: the default only when
             // there are checkpoints.

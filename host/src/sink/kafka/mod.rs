@@ -9,7 +9,8 @@
 //! - at barrier `k` ([`Sink::pre_commit`]) the epoch goes into checkpoint `k`
 //!   as a blob, with every earlier epoch not yet produced;
 //! - once checkpoint `k` is durable ([`Sink::commit`]) the partition's
-//!   producer (a stable `transactional.id` per job, topic and partition)
+//!   producer (a stable `transactional.id` per job, topic and partition,
+//!   length-prefixed so no two jobs share one)
 //!   produces each pending epoch in one transaction that also writes a
 //!   progress marker (`<job>/<partition>` = epoch id) to the progress topic;
 //! - on restore from checkpoint `k` ([`SinkFactory::recover`]) each
@@ -26,7 +27,9 @@
 //! crashed run and fences a zombie. Output becomes visible to
 //! `read_committed` consumers one checkpoint interval after it was emitted.
 //! `delivery = "at-least-once"` produces right away with an idempotent
-//! producer and flushes at each barrier.
+//! producer and waits for every record's delivery result at each barrier;
+//! a record the broker refuses (too large, invalid) goes to the dead-letter
+//! output with the reason, any other failed delivery fails the job.
 //!
 //! The folder: the job-file table and its resolution (`config.rs`), the
 //! epoch blob (`epochs.rs`), producing an epoch in a transaction
@@ -39,20 +42,26 @@ mod progress;
 mod transaction;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
-use transaction::{TRANSACTION_TIMEOUT_MS, drain, produce_epoch, send, transactional_id};
+use transaction::{
+    IDS_VERSION, drain, legacy_transactional_id, produce_epoch, transactional_id, try_send,
+};
 
+use super::dead_letter::{DeadLetter, DeadLetters, Stage};
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
 use crate::batch::Batch;
-use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
+use crate::kafka::{
+    Client, Context, REQUEST_TIMEOUT, Undelivered, client_config, external, partition_count,
+    refuses_the_record,
+};
 use crate::{Error, Result};
 
 /// Makes each partition's producer and settles the output on restore.
@@ -85,34 +94,50 @@ impl KafkaSinkFactory {
         })
     }
 
+    /// How long a drain waits at most for delivery results at least once:
+    /// librdkafka reports every record within `message.timeout.ms` (or its
+    /// alias `delivery.timeout.ms`; default 300000), then a margin.
+    fn delivery_timeout(&self) -> Duration {
+        let ms = self
+            .spec
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.timeout.ms" || k == "delivery.timeout.ms")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(300_000);
+        Duration::from_millis(ms) + REQUEST_TIMEOUT
+    }
+
     fn producer(&self, partition: usize) -> Result<BaseProducer<Context>> {
         if let Some(p) = crate::lock(&self.producers, "kafka producers")?.remove(&partition) {
             return Ok(p);
         }
-        let mut c = client_config(&self.spec.brokers, &[]);
-        c.set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        if self.exactly_once {
-            c.set(
-                "transactional.id",
-                transactional_id(&self.job, &self.spec.topic, partition),
-            )
-            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
-        }
-        for (k, v) in &self.spec.properties {
-            c.set(k, v);
-        }
-        let p: BaseProducer<Context> = c.create_with_context(Context).map_err(external(
-            format!("creating a producer for {}", self.spec.brokers),
-        ))?;
-        if self.exactly_once {
-            // Aborts a transaction a crashed run left open, fences zombies.
+        let id = transactional_id(&self.job, &self.spec.topic, partition);
+        self.create_producer(partition, self.exactly_once.then_some(id.as_str()))
+    }
+
+    /// A producer, transactional under `id` (its transactions started:
+    /// `init_transactions` aborts the one a crashed run left open under the
+    /// id and fences a zombie still using it).
+    fn create_producer(&self, partition: usize, id: Option<&str>) -> Result<BaseProducer<Context>> {
+        let p: BaseProducer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Producer {
+                transactional_id: id,
+            },
+        )
+        .create_with_context(Context::default())
+        .map_err(external(format!(
+            "creating a producer for {}",
+            self.spec.brokers
+        )))?;
+        if let Some(id) = id {
             p.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
                 Error::External(format!(
                     "kafka: starting transactions for partition {partition} (transactional.id \
-                     {}): {e}{}",
-                    transactional_id(&self.job, &self.spec.topic, partition),
+                     {id}): {e}{}",
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout) {
                         "; transaction.timeout.ms must not exceed the broker's \
                          transaction.max.timeout.ms"
@@ -128,9 +153,13 @@ impl KafkaSinkFactory {
 
 impl SinkFactory for KafkaSinkFactory {
     fn validate(&self) -> Result<()> {
-        let probe: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
-            .create_with_context(Context)
-            .map_err(external("connecting"))?;
+        let probe: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Probe { committed: true },
+        )
+        .create_with_context(Context::default())
+        .map_err(external("connecting"))?;
         partition_count(probe.client(), &self.spec.brokers, &self.spec.topic)?;
         if self.exactly_once {
             self.ensure_progress_topic()?;
@@ -147,6 +176,19 @@ impl SinkFactory for KafkaSinkFactory {
             // the old one; this one starts after it.
             s.state.get("topic").and_then(|t| t.as_str()) == Some(self.spec.topic.as_str())
         };
+        // A checkpoint written before the ids were length-prefixed: its run
+        // used the legacy ids. Fence each once (aborting what it left open,
+        // fencing that run if it is still alive); the checkpoints this run
+        // writes record the new ids, so the next restore skips this.
+        for (p, _) in states.iter().enumerate().filter(|(_, s)| {
+            s.as_ref().is_some_and(|s| {
+                same_topic(s) && s.state.get("ids").and_then(|v| v.as_u64()) < Some(IDS_VERSION)
+            })
+        }) {
+            let legacy = legacy_transactional_id(&self.job, &self.spec.topic, p);
+            drop(self.create_producer(p, Some(&legacy))?);
+            tracing::info!(partition = p, id = %legacy, "fenced the legacy transactional id");
+        }
         // Every partition's producer first: `init_transactions` aborts the
         // transaction a crashed run left open. Until then that transaction
         // holds back what `read_committed` reads of the progress topic (its
@@ -213,7 +255,12 @@ impl SinkFactory for KafkaSinkFactory {
     /// checkpoint holds above the partition's marker. The restored state the
     /// trait passes is for sinks that continue from it (the file sink's next
     /// part number); this one has nothing left to take from it.
-    fn create(&self, partition: usize, _: Option<&RestoredSink>) -> Result<Box<dyn Sink>> {
+    fn create(
+        &self,
+        partition: usize,
+        _: Option<&RestoredSink>,
+        dead_letters: &Arc<DeadLetters>,
+    ) -> Result<Box<dyn Sink>> {
         Ok(Box::new(KafkaSink {
             producer: self.producer(partition)?,
             spec: self.spec.clone(),
@@ -223,6 +270,8 @@ impl SinkFactory for KafkaSinkFactory {
             epoch: Batch::new(),
             pending: Vec::new(),
             last_id: 0,
+            dead_letters: dead_letters.clone(),
+            delivery_timeout: self.delivery_timeout(),
         }))
     }
 }
@@ -245,6 +294,44 @@ pub struct KafkaSink {
     pending: Vec<(u64, Batch)>,
     /// The newest checkpoint id seen.
     last_id: u64,
+    /// Where records the broker refuses go (at least once).
+    dead_letters: Arc<DeadLetters>,
+    /// How long librdkafka may take to report a record's delivery
+    /// (`message.timeout.ms`), plus a margin: the backstop of a drain.
+    delivery_timeout: Duration,
+}
+
+impl KafkaSink {
+    /// At least once: records the broker refused go to the dead-letter
+    /// output with the reason; any other failed delivery fails the job
+    /// (the checkpoint is not taken, so a restore produces it again).
+    fn settle(&self, undelivered: Vec<Undelivered>) -> Result<()> {
+        for u in undelivered {
+            if !refuses_the_record(&u.error) {
+                return Err(Error::External(format!(
+                    "kafka: a record for {} (partition {}) was not delivered: {}",
+                    self.spec.topic, self.partition, u.error
+                )));
+            }
+            self.dead_letter(u.key.as_deref(), &u.value, &u.error)?;
+        }
+        Ok(())
+    }
+
+    /// Write a record the broker refuses to the dead-letter output.
+    fn dead_letter(&self, key: Option<&[u8]>, value: &[u8], e: &KafkaError) -> Result<()> {
+        let reason = format!("kafka topic {} refused the record: {e}", self.spec.topic);
+        tracing::warn!(partition = self.partition, "{reason}");
+        self.dead_letters.write(&DeadLetter {
+            stage: Stage::Sink {
+                partition: self.partition,
+            },
+            reason: &reason,
+            origin: None,
+            key,
+            value,
+        })
+    }
 }
 
 impl Sink for KafkaSink {
@@ -256,23 +343,29 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         for r in batch.iter() {
-            send(
-                &self.producer,
-                BaseRecord::to(&self.spec.topic).key(r.key).payload(r.value),
-            )?;
+            let rec = BaseRecord::to(&self.spec.topic).key(r.key).payload(r.value);
+            match try_send(&self.producer, rec) {
+                Ok(()) => {}
+                Err(e) if refuses_the_record(&e) => self.dead_letter(Some(r.key), r.value, &e)?,
+                Err(e) => return Err(external("producing")(e)),
+            }
         }
         self.producer.poll(Duration::ZERO);
-        Ok(())
+        self.settle(self.producer.context().take_undelivered())
     }
 
     fn flush(&mut self) -> Result<()> {
         self.producer.poll(Duration::ZERO);
-        Ok(())
+        if self.exactly_once {
+            return Ok(());
+        }
+        self.settle(self.producer.context().take_undelivered())
     }
 
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<SinkSnapshot>> {
         if !self.exactly_once {
-            drain(&self.producer)?;
+            let undelivered = drain(&self.producer, self.delivery_timeout)?;
+            self.settle(undelivered)?;
             return Ok(None);
         }
         self.last_id = checkpoint;
@@ -280,7 +373,7 @@ impl Sink for KafkaSink {
         self.pending.push((checkpoint, epoch));
         let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
         Ok(Some(SinkSnapshot {
-            state: json!({ "topic": self.spec.topic, "epochs": ids }),
+            state: json!({ "topic": self.spec.topic, "epochs": ids, "ids": IDS_VERSION }),
             blob: Some(epochs::encode(&self.pending)),
         }))
     }
@@ -311,7 +404,8 @@ impl Sink for KafkaSink {
 
     fn end(&mut self, end: End) -> Result<()> {
         if !self.exactly_once {
-            return drain(&self.producer);
+            let undelivered = drain(&self.producer, self.delivery_timeout)?;
+            return self.settle(undelivered);
         }
         if end == End::EndOfInput {
             // The final checkpoint at the end of the input committed every

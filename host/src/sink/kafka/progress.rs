@@ -1,32 +1,35 @@
 //! The exactly-once progress markers: the topic they go to (created if
-//! missing) and reading each partition's latest marker on restore.
+//! missing, its settings checked) and reading each partition's latest
+//! marker on restore.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 
 use super::KafkaSinkFactory;
-use super::transaction::TRANSACTION_TIMEOUT_MS;
-use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external};
+use crate::kafka::{
+    Client, Context, REQUEST_TIMEOUT, TRANSACTION_TIMEOUT_MS, client_config, external,
+    partition_count,
+};
 use crate::{Error, Result};
 
 impl KafkaSinkFactory {
     /// The latest epoch each partition of this job committed to the topic.
     pub(super) fn markers(&self) -> Result<HashMap<usize, u64>> {
-        let mut c = client_config(&self.spec.brokers, &[]);
-        c.set("group.id", format!("weir-{}-progress-reader", self.job))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<Context> = c
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
+        let group = format!("weir-{}-progress-reader", self.job);
+        let consumer: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::MarkerReader { group: &group },
+        )
+        .create_with_context(Context::default())
+        .map_err(external("creating a progress reader"))?;
         let topic = &self.spec.progress_topic;
         let (lo, hi) = self.stable_watermarks(&consumer)?;
         let mut tpl = TopicPartitionList::new();
@@ -83,10 +86,13 @@ impl KafkaSinkFactory {
     /// within the transaction timeout, committed or aborted by the broker.
     fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
         let topic = &self.spec.progress_topic;
-        let plain: BaseConsumer<Context> = client_config(&self.spec.brokers, &[])
-            .set("isolation.level", "read_uncommitted")
-            .create_with_context(Context)
-            .map_err(external("creating a progress reader"))?;
+        let plain: BaseConsumer<Context> = client_config(
+            &self.spec.brokers,
+            &self.spec.properties,
+            Client::Probe { committed: false },
+        )
+        .create_with_context(Context::default())
+        .map_err(external("creating a progress reader"))?;
         let timeout = self
             .spec
             .properties
@@ -119,25 +125,73 @@ impl KafkaSinkFactory {
     }
 
     /// Create the progress topic if it is missing (one partition,
-    /// compacted: only the newest marker per key matters).
+    /// compacted: only the newest marker per key matters), and check the
+    /// settings of one that exists: markers are read from partition 0 and
+    /// must be kept for as long as a checkpoint may be restored, so a
+    /// topic with more partitions, or one whose records are deleted by
+    /// retention (`cleanup.policy` `delete`, or `compact,delete`), is
+    /// refused before anything is written.
     pub(super) fn ensure_progress_topic(&self) -> Result<()> {
-        let admin: AdminClient<Context> = client_config(&self.spec.brokers, &self.spec.properties)
-            .create_with_context(Context)
-            .map_err(external("creating an admin client"))?;
-        let topic = NewTopic::new(&self.spec.progress_topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
+        let topic = &self.spec.progress_topic;
+        let admin: AdminClient<Context> =
+            client_config(&self.spec.brokers, &self.spec.properties, Client::Admin)
+                .create_with_context(Context::default())
+                .map_err(external("creating an admin client"))?;
+        let new =
+            NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
         let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-            .map_err(external("creating the progress topic"))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => {
-                    return Err(Error::External(format!(
-                        "kafka: creating progress topic {t}: {e}"
-                    )));
+        // A topic just created may be missing from the metadata for a
+        // moment, and one being deleted still answers "already exists":
+        // create and look again until it is there.
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        let partitions = loop {
+            let results = futures::executor::block_on(admin.create_topics([&new], &opts))
+                .map_err(external("creating the progress topic"))?;
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, e)) => {
+                        return Err(Error::External(format!(
+                            "kafka: creating progress topic {t}: {e}"
+                        )));
+                    }
                 }
             }
+            match partition_count(admin.inner(), &self.spec.brokers, topic) {
+                Err(Error::Config(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => break other?,
+            }
+        };
+        let described = futures::executor::block_on(
+            admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+        )
+        .map_err(external(format!("reading the settings of {topic}")))?;
+        let policy = described
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::External(format!("kafka: no settings returned for {topic}")))?
+            .map_err(|e| Error::External(format!("kafka: reading the settings of {topic}: {e}")))?
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        let fix = "the progress topic keeps one marker per job and partition, read from \
+                   partition 0 on every restore";
+        if policy != "compact" {
+            return Err(Error::Config(format!(
+                "kafka progress topic {topic} has cleanup.policy `{policy}`: retention would \
+                 delete markers, and a restore after that would write output twice ({fix}). \
+                 Set its cleanup.policy to `compact` (kafka-configs.sh --alter --entity-type \
+                 topics --entity-name {topic} --add-config cleanup.policy=compact), or name \
+                 another progress_topic in [sink]"
+            )));
+        }
+        if partitions != 1 {
+            return Err(Error::Config(format!(
+                "kafka progress topic {topic} has {partitions} partitions ({fix}): use a topic \
+                 with one partition (name another progress_topic in [sink])"
+            )));
         }
         Ok(())
     }

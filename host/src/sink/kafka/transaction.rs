@@ -8,26 +8,49 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::KafkaSinkSpec;
 use crate::batch::Batch;
-use crate::kafka::{Context, REQUEST_TIMEOUT, external};
+use crate::kafka::{Context, REQUEST_TIMEOUT, Undelivered, external};
 use crate::{Error, Result};
-
-/// Transaction timeout unless the job sets `transaction.timeout.ms`.
-pub(super) const TRANSACTION_TIMEOUT_MS: &str = "60000";
-/// Test-only failpoint: abort the process just before a transaction
-/// commit (the window between a durable manifest and the commit).
-const FAILPOINT_ENV: &str = "WEIR_FAILPOINT";
 
 /// The stable `transactional.id` of a partition's producer: per job,
 /// topic and partition, so a restarted run fences the one before it.
+/// The job and topic are length-prefixed (`weir:<bytes>:<job>:<bytes>:
+/// <topic>:<partition>`), so two jobs never share an id whatever their
+/// names hold.
 pub(super) fn transactional_id(job: &str, topic: &str, partition: usize) -> String {
+    format!(
+        "weir:{}:{job}:{}:{topic}:{partition}",
+        job.len(),
+        topic.len()
+    )
+}
+
+/// The id before the length prefixes (`weir-<job>-<topic>-<partition>`,
+/// ambiguous: job `a-b` topic `c` equals job `a` topic `b-c`). A restore
+/// from a checkpoint written with it fences it once (see
+/// [`super::KafkaSinkFactory::recover`]), so a transaction an older run
+/// left open is aborted and that run, if still alive, is fenced.
+pub(super) fn legacy_transactional_id(job: &str, topic: &str, partition: usize) -> String {
     format!("weir-{job}-{topic}-{partition}")
 }
+
+/// The version of transactional ids a checkpoint's sink state records
+/// (`ids`); a state without it was written with the legacy ids.
+pub(super) const IDS_VERSION: u64 = 2;
 
 /// Send one record, waiting while librdkafka's queue is full.
 pub(super) fn send(
     producer: &BaseProducer<Context>,
-    mut rec: BaseRecord<'_, [u8], [u8]>,
+    rec: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<()> {
+    try_send(producer, rec).map_err(external("producing"))
+}
+
+/// [`send`], returning librdkafka's refusal as it is (a record over
+/// `message.max.bytes` is refused here, before it is sent).
+pub(super) fn try_send(
+    producer: &BaseProducer<Context>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> std::result::Result<(), KafkaError> {
     loop {
         match producer.send(rec) {
             Ok(()) => return Ok(()),
@@ -35,24 +58,31 @@ pub(super) fn send(
                 rec = r;
                 producer.poll(Duration::from_millis(5));
             }
-            Err((e, _)) => return Err(external("producing")(e)),
+            Err((e, _)) => return Err(e),
         }
     }
 }
 
-/// Wait until every sent record is acknowledged (a plain `flush` waits in
-/// 100 ms steps).
-pub(super) fn drain(producer: &BaseProducer<Context>) -> Result<()> {
-    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+/// Wait until every sent record has its delivery result (librdkafka
+/// reports each within `message.timeout.ms`; `within` is a backstop) and
+/// return the records whose delivery failed. A plain `flush` waits in
+/// 100 ms steps.
+pub(super) fn drain(
+    producer: &BaseProducer<Context>,
+    within: Duration,
+) -> Result<Vec<Undelivered>> {
+    let deadline = std::time::Instant::now() + within;
     while producer.in_flight_count() > 0 {
         if std::time::Instant::now() > deadline {
-            return Err(Error::External(
-                "kafka: records not acknowledged in time".into(),
-            ));
+            return Err(Error::External(format!(
+                "kafka: {} records without a delivery result after {} s",
+                producer.in_flight_count(),
+                within.as_secs()
+            )));
         }
         producer.poll(Duration::from_millis(1));
     }
-    Ok(())
+    Ok(producer.context().take_undelivered())
 }
 
 /// Produce epoch `id` of `partition` in one transaction with its marker.
@@ -82,8 +112,18 @@ pub(super) fn produce_epoch(
             .key(key.as_bytes())
             .payload(value.as_bytes()),
     )?;
-    drain(producer)?;
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == "kafka-before-commit") {
+    // A record not delivered fails the transaction's commit anyway; say
+    // which and why.
+    if let Some(u) = drain(producer, REQUEST_TIMEOUT)?.first() {
+        return Err(Error::External(format!(
+            "kafka: a record of partition {partition}, epoch {id} was not delivered: {}",
+            u.error
+        )));
+    }
+    // Tests abort the process here: the window between a durable manifest
+    // and the commit.
+    #[cfg(feature = "failpoints")]
+    if crate::failpoint::armed("kafka-before-commit") {
         tracing::error!("failpoint kafka-before-commit: aborting the process");
         std::process::abort();
     }

@@ -57,7 +57,11 @@ pub struct KafkaSourceConfig {
     /// Default `fail`.
     #[serde(default = "default_fail")]
     pub on_offset_out_of_range: String,
-    /// librdkafka consumer properties, passed through. Default none.
+    /// librdkafka properties for every client the source makes (the
+    /// consumer, the lag reader): security (`security.protocol`, `sasl.*`,
+    /// `ssl.*`) and tuning. The keys Weir owns (`group.id`: use
+    /// `group_id`; `isolation.level`, `enable.auto.commit`, ...) are
+    /// refused. Default none.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -151,6 +155,7 @@ impl KafkaSourceSpec {
 impl KafkaSourceConfig {
     /// The resolved source of job `job` (it names the default group).
     pub(crate) fn resolve(&self, job: &str) -> Result<ResolvedSource> {
+        crate::kafka::refuse_owned("[source]", self.properties.keys())?;
         let (key, timestamp) = resolve::key_and_time(
             self.format,
             (self.key_column, &self.key_field),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::{KafkaSourceSpec, LAG_EVERY};
-use crate::kafka::{Context, client_config, external};
+use crate::kafka::{Client, Context, client_config, external};
 use crate::{Error, Result};
 
 /// A thread that asks the broker for the end of each partition's log every
@@ -27,11 +27,13 @@ pub(super) struct LogEnds {
 impl LogEnds {
     /// Start asking for the ends of the `partitions` of `spec`'s topic.
     pub(super) fn start(spec: &KafkaSourceSpec, partitions: usize) -> Result<Self> {
-        let mut config = client_config(&spec.brokers, &spec.properties);
-        config.set("isolation.level", "read_committed");
-        let client: BaseConsumer<Context> = config
-            .create_with_context(Context)
-            .map_err(external("creating a consumer for the lag"))?;
+        let client: BaseConsumer<Context> = client_config(
+            &spec.brokers,
+            &spec.properties,
+            Client::Probe { committed: true },
+        )
+        .create_with_context(Context::default())
+        .map_err(external("creating a consumer for the lag"))?;
         let ends = Arc::new(Mutex::new(vec![-1; partitions]));
         let done = Arc::new(AtomicBool::new(false));
         let topic = spec.topic.clone();

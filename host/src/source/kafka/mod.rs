@@ -39,7 +39,7 @@ use serde_json::{Map, Value, json};
 use super::format::{KeySpec, LineParser};
 use super::{Completion, Output, Restored, Source};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
-use crate::kafka::{Context, REQUEST_TIMEOUT, client_config, external, partition_count};
+use crate::kafka::{Client, Context, REQUEST_TIMEOUT, client_config, external, partition_count};
 use crate::{Error, Result};
 
 /// The connector name in checkpoints.
@@ -125,27 +125,19 @@ impl KafkaSource {
         stop: Arc<AtomicBool>,
         restored: Option<Restored>,
     ) -> Result<Self> {
-        let mut config = client_config(&spec.brokers, &[]);
-        config
-            .set("group.id", &spec.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "error")
-            .set("fetch.max.bytes", "104857600")
-            .set("max.partition.fetch.bytes", "10485760")
-            .set("queued.max.messages.kbytes", "131072");
-        for (k, v) in &spec.properties {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer<Context> =
-            config
-                .create_with_context(Context)
-                .map_err(external(format!(
-                    "creating a consumer for {}",
-                    spec.brokers
-                )))?;
+        let config = client_config(
+            &spec.brokers,
+            &spec.properties,
+            Client::Source {
+                group: &spec.group_id,
+            },
+        );
+        let consumer: BaseConsumer<Context> = config
+            .create_with_context(Context::default())
+            .map_err(external(format!(
+                "creating a consumer for {}",
+                spec.brokers
+            )))?;
         let n = partition_count(consumer.client(), &spec.brokers, &spec.topic)?;
         let mut ranges = Vec::with_capacity(n);
         for p in 0..n {

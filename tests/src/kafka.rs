@@ -52,33 +52,13 @@ pub fn create_topic(name: &str, partitions: i32) {
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let r = futures::executor::block_on(admin.create_topics([&topic], &opts)).unwrap();
         match &r[0] {
-            Ok(_) => return visible(&admin, name, partitions),
+            Ok(_) => return,
             // A deletion still in progress.
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err((t, e)) => panic!("creating topic {t}: {e:?}"),
         }
-    }
-}
-
-/// Wait until the broker's metadata shows `name` with its `partitions`:
-/// a created topic reaches the metadata a moment after the controller
-/// accepts it, and a job started in between is refused ("does not exist").
-fn visible(admin: &AdminClient<DefaultClientContext>, name: &str, partitions: i32) {
-    let deadline = Instant::now() + T;
-    loop {
-        let md = admin.inner().fetch_metadata(Some(name), T).unwrap();
-        if md.topics().iter().any(|t| {
-            t.name() == name && t.error().is_none() && t.partitions().len() == partitions as usize
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic {name} never showed in the metadata"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -96,7 +76,7 @@ pub fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) 
         }
         let r = futures::executor::block_on(admin.create_topics([&topic], &opts)).unwrap();
         match &r[0] {
-            Ok(_) => return visible(&admin, name, partitions),
+            Ok(_) => return,
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -10,14 +10,45 @@ use std::process::Command;
 
 use weir::checkpoint::manifest;
 use weir::config::JobFile;
+use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
-use weir_tests::{artifacts, assert_same_output, read_output, state_machine_plan};
+use weir_tests::{
+    artifacts, assert_same_output, read_output, reference_alerts, state_machine_plan,
+};
 
 use crate::savepoints::{Job, savepoint_then_kill, stop_resume, stop_resume_into};
 
 #[test]
 fn the_go_state_machine_matches_the_dfa_with_parallelism_1_and_4() {
-    crate::languages::raise_the_dfas_alerts(5, &[("go", artifacts::STATE_MACHINE_GO)]);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    generate(
+        &events,
+        &GenerateConfig {
+            seed: 5,
+            events: 150_000,
+            max_address: 10_000,
+            error_prob: 0.01,
+            ..GenerateConfig::default()
+        },
+    )
+    .unwrap();
+    let expected = reference_alerts(&events);
+    assert!(expected.len() > 1000);
+    for parallelism in [1, 4] {
+        let out = dir.path().join(format!("out-{parallelism}"));
+        let report = run(
+            &state_machine_plan(&events, &out, parallelism, artifacts::STATE_MACHINE_GO),
+            RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.totals.records_read, 150_000);
+        assert_same_output(
+            &read_output(&out),
+            &expected,
+            &format!("go, parallelism {parallelism}"),
+        );
+    }
 }
 
 /// A savepoint of the Go plugin restores into the Rust plugin, and the

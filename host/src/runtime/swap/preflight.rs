@@ -194,8 +194,8 @@ impl Swapper {
             ));
         }
         let current = self.log.current()[i].clone();
+        let factory = self.preflight(i, &bytes, &current)?;
         let digest = sha256_hex(&bytes);
-        let factory = self.preflight(i, &bytes, &digest, &current)?;
         self.keep_components(i, &current.digest, &digest, bytes)?;
         let seq = self.log.next_seq();
         self.log.add(SwapRecord::requested(
@@ -242,24 +242,24 @@ impl Swapper {
         }
     }
 
-    /// Pre-flight of the component `bytes` (SHA-256 `digest`): compile
-    /// (cache), check the WIT version and imports, instantiate once and ask
-    /// whether it reads the running state version. Nothing has paused yet.
+    /// Pre-flight: compile (cache), check the WIT version and imports,
+    /// instantiate once and ask whether it reads the running state
+    /// version. Nothing has paused yet.
     fn preflight(
         &self,
         i: usize,
         bytes: &[u8],
-        digest: &str,
         current: &Current,
     ) -> std::result::Result<Arc<dyn OperatorFactory>, Refused> {
         let spec = &self.operators[i];
         let name = &spec.name;
+        let digest = sha256_hex(bytes);
         if digest == current.digest {
             return Err(refused(
                 409,
                 format!(
                     "operator `{name}` already runs this component ({})",
-                    short(digest)
+                    short(&digest)
                 ),
             ));
         }
@@ -286,7 +286,7 @@ impl Swapper {
                     "the new component ({}) cannot read the running state: operator `{name}` \
                      writes state version {running}; the new one writes {writes} and reads \
                      {accepted:?}. Nothing was changed.",
-                    short(digest)
+                    short(&digest)
                 ),
             ));
         }

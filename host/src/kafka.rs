@@ -17,6 +17,10 @@ use crate::Error;
 /// How long a metadata or offsets request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a topic's metadata may show it without partitions or leaders
+/// (the moment after its creation) before it is called missing.
+const TOPIC_SETTLE: Duration = Duration::from_secs(5);
+
 /// librdkafka's logs and errors, into `tracing`; for a producer, the
 /// records whose delivery failed.
 #[derive(Debug, Default, Clone)]
@@ -272,22 +276,37 @@ pub fn partition_count<C: ClientContext>(
     brokers: &str,
     topic: &str,
 ) -> crate::Result<usize> {
-    let md = client
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(external(format!(
-            "reading metadata of topic `{topic}` from {brokers}"
-        )))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| {
-            Error::Config(format!("kafka topic `{topic}` does not exist on {brokers}"))
-        })?;
-    if t.error().is_some() || t.partitions().is_empty() {
-        return Err(Error::Config(format!(
-            "kafka topic `{topic}` does not exist on {brokers} (create it first)"
-        )));
+    // Right after a topic is created the broker may answer its metadata
+    // with an error (no leader elected yet) or no partitions; a job started
+    // in that moment waits it out instead of calling the topic missing.
+    let deadline = std::time::Instant::now() + TOPIC_SETTLE;
+    loop {
+        let md = client
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(external(format!(
+                "reading metadata of topic `{topic}` from {brokers}"
+            )))?;
+        let found = md.topics().iter().find(|t| t.name() == topic).map(|t| {
+            let leaderless = t.partitions().iter().any(|p| p.leader() < 0);
+            (t.error(), t.partitions().len(), leaderless)
+        });
+        match found {
+            Some((None, n, false)) if n > 0 => return Ok(n),
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some((Some(e), _, _)) => {
+                return Err(Error::Config(format!(
+                    "kafka topic `{topic}` is not available on {brokers} ({e:?}); \
+                     create it first, or check that the broker is healthy"
+                )));
+            }
+            Some((None, n, _)) if n > 0 => return Ok(n),
+            _ => {
+                return Err(Error::Config(format!(
+                    "kafka topic `{topic}` does not exist on {brokers} (create it first)"
+                )));
+            }
+        }
     }
-    Ok(t.partitions().len())
 }

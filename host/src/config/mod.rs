@@ -175,6 +175,19 @@ impl JobFile {
         let name = self.job_name(default_name)?;
         let source = self.source.resolve(base, &name)?;
         let sink = self.sink.resolve(base, self.checkpoints.enabled)?;
+        if let SinkSpec::Kafka(k) = &sink
+            && k.delivery == crate::sink::kafka::Delivery::ExactlyOnce
+            && self.checkpoints.enabled
+            && self.checkpoints.interval_ms == 0
+        {
+            return Err(Error::Config(
+                "[sink] delivery = \"exactly-once\" produces output at each checkpoint, and \
+                 [checkpoints] interval_ms = 0 takes none until the input ends: the whole \
+                 run's output would wait in memory. Set interval_ms (e.g. 1000), or \
+                 delivery = \"at-least-once\""
+                    .into(),
+            ));
+        }
         let dead_letter = self.dead_letter.as_ref().map(|d| base.join(&d.path));
         if let Some(dir) = source.spec.folder() {
             outside_source(dir, &sink, dead_letter.as_deref())?;

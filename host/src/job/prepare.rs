@@ -14,7 +14,7 @@ use crate::checkpoint::store::StateStore;
 use crate::config::Plan;
 use crate::plugin::{OperatorFactory, WeirEngine};
 use crate::runtime::control::{Bound, ControlServer};
-use crate::runtime::{Chain, Metrics, Partition, Shared};
+use crate::runtime::{Chain, Committed, Metrics, Partition, Shared};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{self, SinkFactory};
 use crate::source::{self, Source};
@@ -97,6 +97,7 @@ pub(super) fn prepare(
         )?),
         metrics: Arc::new(Metrics::default()),
         workers_gone: Arc::default(),
+        committed: Arc::new(Committed::new(plan.partitions)),
     };
     let control = plan
         .control
@@ -127,7 +128,8 @@ pub(super) fn settle_output(job: &mut Prepared) -> Result<Vec<Partition>> {
         .restored
         .as_ref()
         .map(|r| r.partitions.iter().map(|p| p.sink.clone()).collect());
-    job.sinks.recover(sink_states.as_deref())?;
+    job.sinks
+        .recover(sink_states.as_deref(), &job.shared.dead_letters)?;
     let chains = std::mem::take(&mut job.chains);
     chains
         .into_iter()

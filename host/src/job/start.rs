@@ -3,7 +3,6 @@
 //! with its swapper, and the router (with barriers when checkpointing) the
 //! source writes to.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -58,13 +57,12 @@ pub(super) fn start(
     let job = &*job;
     let plan = &job.plan;
     let stats = Arc::new(Mutex::new(CheckpointStats::default()));
-    let completed = Arc::new(AtomicU64::new(0));
     let threads = plan.parallelism.min(plan.partitions);
     let (decision_txs, decision_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| crossbeam_channel::unbounded::<Decision>())
         .unzip();
     let (coord_tx, coordinator) =
-        start_coordinator(plan, job.store.as_ref(), decision_txs, (&stats, &completed))?;
+        start_coordinator(plan, job.store.as_ref(), decision_txs, &stats)?;
     let chunk_bytes = plan
         .checkpoint
         .as_ref()
@@ -90,8 +88,7 @@ pub(super) fn start(
     );
     let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded::<Trigger>();
     forward_triggers(options.triggers.take(), &trigger_tx);
-    let (router, unread_triggers) =
-        with_checkpoints(router, job, coord_tx, trigger_rx, &completed)?;
+    let (router, unread_triggers) = with_checkpoints(router, job, coord_tx, trigger_rx)?;
     let swaps = plugins::swapper(job, trigger_tx.clone(), threads)?;
     let control = start_control(
         plan,
@@ -120,7 +117,6 @@ fn with_checkpoints(
     job: &Prepared,
     coordinator: Option<Sender<CoordMsg>>,
     triggers: Receiver<Trigger>,
-    completed: &Arc<AtomicU64>,
 ) -> Result<(Router, Option<Receiver<Trigger>>)> {
     let plan = &job.plan;
     let mut unread = Some(triggers);
@@ -131,7 +127,7 @@ fn with_checkpoints(
             unread.take().expect("not taken yet"),
             (c.interval, c.savepoint_every_event_time_ms),
             next_id,
-            completed.clone(),
+            job.shared.committed.clone(),
         );
         // A bounded input ends with a checkpoint when checkpoints are
         // periodic, and always for a sink that commits only through them.
@@ -177,7 +173,7 @@ fn start_coordinator(
     plan: &Plan,
     store: Option<&StateStore>,
     decisions: Vec<Sender<Decision>>,
-    (stats, completed): (&Arc<Mutex<CheckpointStats>>, &Arc<AtomicU64>),
+    stats: &Arc<Mutex<CheckpointStats>>,
 ) -> Result<CoordinatorThread> {
     let (Some(c), Some(store)) = (&plan.checkpoint, store) else {
         return Ok((None, None));
@@ -189,7 +185,7 @@ fn start_coordinator(
         (plan.parallelism, plan.partitions),
         c.retain,
         decisions,
-        (stats.clone(), completed.clone()),
+        stats.clone(),
     );
     let handle = std::thread::Builder::new()
         .name("weir-checkpoints".into())

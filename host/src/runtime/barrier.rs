@@ -89,3 +89,36 @@ impl Pending {
         Some(self.waiting.swap_remove(at).1)
     }
 }
+
+/// Per partition, the newest checkpoint whose output its sink has
+/// committed (after the checkpoint's manifest was durable). A source that
+/// tells the outside world how far it got (a Kafka consumer group's
+/// committed offsets) goes by the oldest of them: a group offset past
+/// output not yet produced would let a run that starts from the group's
+/// offsets skip that output.
+#[derive(Debug)]
+pub struct Committed(Vec<std::sync::atomic::AtomicU64>);
+
+impl Committed {
+    /// Nothing committed yet, for `partitions` partitions.
+    pub fn new(partitions: usize) -> Self {
+        Self((0..partitions).map(|_| Default::default()).collect())
+    }
+
+    /// Partition `p`'s sink committed the output of checkpoint `id`.
+    pub fn set(&self, p: usize, id: u64) {
+        if let Some(slot) = self.0.get(p) {
+            slot.fetch_max(id, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// The newest checkpoint whose output every partition committed (0:
+    /// none yet).
+    pub fn all(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|s| s.load(std::sync::atomic::Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+}

@@ -5,7 +5,6 @@
 //! it pre-committed. It never knows how a sink commits.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,8 +138,6 @@ pub struct Coordinator {
     /// One per worker: where decisions go.
     decisions: Vec<Sender<Decision>>,
     stats: Arc<Mutex<CheckpointStats>>,
-    /// The newest checkpoint id with a durable manifest, for the source.
-    completed: Arc<AtomicU64>,
 }
 
 impl Coordinator {
@@ -152,7 +149,7 @@ impl Coordinator {
         (parallelism, partitions): (usize, usize),
         retain: usize,
         decisions: Vec<Sender<Decision>>,
-        (stats, completed): (Arc<Mutex<CheckpointStats>>, Arc<AtomicU64>),
+        stats: Arc<Mutex<CheckpointStats>>,
     ) -> Self {
         Self {
             store,
@@ -163,7 +160,6 @@ impl Coordinator {
             in_flight: BTreeMap::new(),
             decisions,
             stats,
-            completed,
         }
     }
 
@@ -246,9 +242,6 @@ impl Coordinator {
             }
         }
         drop(stats);
-        if result.is_ok() {
-            self.completed.fetch_max(id, Ordering::Relaxed);
-        }
         self.decide(match result {
             Ok(_) => Decision::Commit(id),
             Err(_) => Decision::Abort(id),

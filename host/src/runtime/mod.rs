@@ -30,6 +30,7 @@ mod router;
 pub mod swap;
 mod task;
 
+pub(crate) use barrier::Committed;
 pub use barrier::{BarrierRequest, Reply, Trigger};
 pub use coordinator::CheckpointStats;
 pub(crate) use coordinator::{CoordMsg, Coordinator, Decision};

@@ -9,12 +9,11 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::barrier::{Barrier, BarrierRequest, Pending, Trigger};
+use super::barrier::{Barrier, BarrierRequest, Committed, Pending, Trigger};
 use super::coordinator::{Begin, CoordMsg};
 use super::metrics::Metrics;
 use super::swap::Probation;
@@ -59,8 +58,8 @@ pub struct Barriers {
     every_event_time: Option<i64>,
     next_event_time: Option<i64>,
     next_id: u64,
-    /// The newest checkpoint with a durable manifest (0: none yet).
-    completed: Arc<AtomicU64>,
+    /// What each partition's sink committed.
+    committed: Arc<Committed>,
     /// Take a checkpoint when a bounded input ends (see
     /// [`Output::end_of_input`]).
     at_end: bool,
@@ -68,13 +67,13 @@ pub struct Barriers {
 
 impl Barriers {
     /// Barriers to `coordinator`; ids start at `next_id`; the coordinator
-    /// publishes completed ids in `completed`.
+    /// workers publish what their sinks committed in `committed`.
     pub fn new(
         coordinator: Sender<CoordMsg>,
         triggers: Receiver<Trigger>,
         (interval, every_event_time): (Option<Duration>, Option<i64>),
         next_id: u64,
-        completed: Arc<AtomicU64>,
+        committed: Arc<Committed>,
     ) -> Self {
         Self {
             coordinator,
@@ -84,7 +83,7 @@ impl Barriers {
             every_event_time: every_event_time.filter(|&e| e > 0),
             next_event_time: None,
             next_id,
-            completed,
+            committed,
             at_end: interval.is_some(),
         }
     }
@@ -391,8 +390,8 @@ impl Output for Router {
         self.barriers.as_ref().map(|b| b.next_id)
     }
 
-    fn completed_checkpoint(&self) -> Option<u64> {
-        let id = self.barriers.as_ref()?.completed.load(Ordering::Relaxed);
+    fn committed_checkpoint(&self) -> Option<u64> {
+        let id = self.barriers.as_ref()?.committed.all();
         (id > 0).then_some(id)
     }
 

@@ -116,7 +116,12 @@ pub trait SinkFactory: Send + Sync {
     /// partition's sink state in it) or, for a fresh run (`None`), clear it.
     /// Called once, after every operator accepted its state and before
     /// any sink is created. It may still refuse the run (nothing written).
-    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()>;
+    /// Records it cannot write go to `dead_letters`.
+    fn recover(
+        &self,
+        restored: Option<&[Option<RestoredSink>]>,
+        dead_letters: &Arc<DeadLetters>,
+    ) -> Result<()>;
     /// The sink of `partition`, continuing from its restored state.
     fn create(
         &self,

@@ -16,7 +16,7 @@ impl SinkFactory for StdoutFactory {
     fn validate(&self) -> Result<()> {
         Ok(())
     }
-    fn recover(&self, _: Option<&[Option<RestoredSink>]>) -> Result<()> {
+    fn recover(&self, _: Option<&[Option<RestoredSink>]>, _: &Arc<DeadLetters>) -> Result<()> {
         Ok(())
     }
     fn create(

@@ -99,8 +99,10 @@ pub trait Output {
     fn end_of_input(&mut self, position: Position) -> ControlFlow<()>;
     /// The id the next barrier will get (`None`: no checkpoints).
     fn next_barrier_id(&self) -> Option<u64>;
-    /// The newest checkpoint whose manifest is durable, if any.
-    fn completed_checkpoint(&self) -> Option<u64>;
+    /// The newest checkpoint whose manifest is durable and whose output
+    /// every sink has committed, if any: how far a source may tell the
+    /// outside world it got (a consumer group's offsets).
+    fn committed_checkpoint(&self) -> Option<u64>;
     /// Whether the job is stopping (the tasks hung up).
     fn is_stopping(&self) -> bool;
     /// Count bytes read, for progress.

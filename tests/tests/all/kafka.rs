@@ -315,7 +315,7 @@ fn a_savepoint_restored_into_a_new_topic_continues_from_its_point() {
     let first = format!("{}-out", job.name);
     let second = format!("{}-out-2", job.name);
     create_topic(&second, 3);
-    write_job(&job, 2, &first, "", "interval_ms = 0");
+    write_job(&job, 2, &first, "", "interval_ms = 500");
     let mut child = job.spawn(None);
     job.wait_running();
     job.run_ok(&[
@@ -344,7 +344,7 @@ fn a_savepoint_restored_into_a_new_topic_continues_from_its_point() {
         "{listed}"
     );
 
-    write_job(&job, 2, &second, "", "interval_ms = 0");
+    write_job(&job, 2, &second, "", "interval_ms = 500");
     job.run_ok(&[
         "run",
         job.file().to_str().unwrap(),

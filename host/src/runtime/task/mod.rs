@@ -95,4 +95,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Worker threads that ended (a swap's barriers stop waiting for them).
     pub workers_gone: Arc<std::sync::atomic::AtomicUsize>,
+    /// What each partition's sink committed (see [`Committed`]).
+    pub committed: Arc<crate::runtime::Committed>,
 }

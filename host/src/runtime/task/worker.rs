@@ -329,7 +329,10 @@ impl Worker {
     fn decide(&mut self, d: Decision) -> Result<()> {
         for p in &mut self.partitions {
             match d {
-                Decision::Commit(id) => p.sink.commit(id)?,
+                Decision::Commit(id) => {
+                    p.sink.commit(id)?;
+                    self.shared.committed.set(p.id, id);
+                }
                 Decision::Abort(id) => p.sink.abort(id)?,
             }
         }

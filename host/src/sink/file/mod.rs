@@ -144,7 +144,11 @@ impl SinkFactory for FileSinkFactory {
     /// A restore commits what the checkpoint covers and deletes what was
     /// written after it (committed or not); a fresh run removes every part
     /// file.
-    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()> {
+    fn recover(
+        &self,
+        restored: Option<&[Option<RestoredSink>]>,
+        _: &Arc<DeadLetters>,
+    ) -> Result<()> {
         let dir = &self.spec.dir;
         let Some(states) = restored else {
             for f in part_files(dir)? {
@@ -380,14 +384,18 @@ mod tests {
         // Crash; restore from the checkpoint: its file is committed, the
         // later one discarded.
         drop(sink);
-        factory.recover(Some(&[restored(cp)])).unwrap();
+        factory
+            .recover(Some(&[restored(cp)]), &DeadLetters::to_stderr())
+            .unwrap();
         assert_eq!(names(d), vec!["part-0000-000000.jsonl".to_string()]);
         assert_eq!(
             std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(),
             "one\n"
         );
         // Restoring an older point removes committed files after it.
-        factory.recover(Some(&[restored(state(0, &[]))])).unwrap();
+        factory
+            .recover(Some(&[restored(state(0, &[]))]), &DeadLetters::to_stderr())
+            .unwrap();
         assert!(names(d).is_empty());
     }
 

@@ -30,7 +30,16 @@ pub struct KafkaSinkConfig {
     /// `partitioner`, ...) are refused. Default none.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Exactly once: the most bytes of output one transaction holds. An
+    /// epoch larger than this is produced in several transactions, each
+    /// with a marker saying how far the epoch got, so no transaction
+    /// outgrows `transaction.timeout.ms` and a restore resumes inside the
+    /// epoch. Default 16 MiB.
+    pub transaction_bytes: Option<u64>,
 }
+
+/// Default of `transaction_bytes`.
+const TRANSACTION_BYTES: u64 = 16 << 20;
 
 /// Whether output waits for checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,8 @@ pub struct KafkaSinkSpec {
     /// librdkafka producer properties, passed through (compression,
     /// batching).
     pub properties: Vec<(String, String)>,
+    /// The most bytes of output one transaction holds (exactly once).
+    pub transaction_bytes: usize,
 }
 
 impl KafkaSinkConfig {
@@ -62,6 +73,12 @@ impl KafkaSinkConfig {
     /// checkpoints, which decides the default delivery.
     pub(crate) fn resolve(&self, checkpoints: bool) -> Result<KafkaSinkSpec> {
         crate::kafka::refuse_owned("[sink]", self.properties.keys())?;
+        let transaction_bytes = self.transaction_bytes.unwrap_or(TRANSACTION_BYTES);
+        if !(1024..=1 << 30).contains(&transaction_bytes) {
+            return Err(Error::Config(format!(
+                "[sink] transaction_bytes = {transaction_bytes}: use 1024 to 1073741824 (1 GiB)"
+            )));
+        }
         let delivery = match self.delivery.as_deref() {
             // Exactly once commits at checkpoints: the default only when
             // there are checkpoints.
@@ -88,6 +105,7 @@ impl KafkaSinkConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            transaction_bytes: transaction_bytes as usize,
         })
     }
 }

@@ -11,17 +11,25 @@
 //! - once checkpoint `k` is durable ([`Sink::commit`]) the partition's
 //!   producer (a stable `transactional.id` per job, topic and partition,
 //!   length-prefixed so no two jobs share one)
-//!   produces each pending epoch in one transaction that also writes a
-//!   progress marker (`<job>/<partition>` = epoch id) to the progress topic;
-//! - on restore from checkpoint `k` ([`SinkFactory::recover`]) each
-//!   partition reads its marker: epochs in the blob above it are produced
-//!   again (they never were), those at or below it are skipped. A marker
+//!   produces each pending epoch in transactions of at most
+//!   `transaction_bytes` that also write a progress marker
+//!   (`<job>/<lineage>/<partition>` = epoch id, or `id:records` while part
+//!   of the epoch is left) to the progress topic;
+//! - on restore from checkpoint `k` ([`SinkFactory::recover`], in
+//!   `recover.rs`) each partition reads its marker: what the blob holds
+//!   past it is produced (it never was), the rest is skipped. A marker
 //!   above `k` means the topic already holds output the savepoint would
 //!   produce again: the run is refused before anything is written. So is
 //!   a checkpoint whose blob does not hold exactly the epochs its sink
-//!   state lists (a damaged or mixed-up checkpoint). A
-//!   restore into another topic (the job's `[sink] topic` changed) starts
-//!   after the checkpoint: its epochs went to the old topic.
+//!   state lists (a damaged or mixed-up checkpoint). A restore whose
+//!   `[sink]` changed (another topic, or at least once) first settles the
+//!   checkpoint's epochs in the topic they were meant for, then the new
+//!   sink starts after the checkpoint.
+//!
+//! The lineage is a random name given to a history of checkpoints when a
+//! job starts without a restore, carried by every checkpoint after: ids
+//! restart in a new or emptied store, and markers of one history never
+//! say anything about the epochs of another.
 //!
 //! `init_transactions` with the stable id aborts a transaction left open by a
 //! crashed run and fences a zombie. Output becomes visible to
@@ -39,10 +47,11 @@
 mod config;
 mod epochs;
 mod progress;
+mod recover;
 mod transaction;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -51,9 +60,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
-use transaction::{
-    IDS_VERSION, drain, legacy_transactional_id, produce_epoch, transactional_id, try_send,
-};
+use epochs::Epoch;
+use progress::marker_key;
+use transaction::{IDS_VERSION, Target, drain, produce_epoch, transactional_id, try_send};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Stage};
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
@@ -74,6 +83,9 @@ pub struct KafkaSinkFactory {
     exactly_once: bool,
     /// Producers made while recovering, handed on to the partitions.
     producers: Mutex<HashMap<usize, BaseProducer<Context>>>,
+    /// The history the run's checkpoints belong to (`Some(None)`: one from
+    /// before lineages); set by [`SinkFactory::recover`].
+    lineage: OnceLock<Option<String>>,
 }
 
 impl KafkaSinkFactory {
@@ -91,7 +103,13 @@ impl KafkaSinkFactory {
             spec,
             job: job.to_string(),
             producers: Mutex::new(HashMap::new()),
+            lineage: OnceLock::new(),
         })
+    }
+
+    /// The run's lineage: the restored one, or a new one.
+    fn lineage(&self) -> Option<String> {
+        self.lineage.get_or_init(|| Some(new_lineage())).clone()
     }
 
     /// How long a drain waits at most for delivery results at least once:
@@ -121,9 +139,19 @@ impl KafkaSinkFactory {
     /// `init_transactions` aborts the one a crashed run left open under the
     /// id and fences a zombie still using it).
     fn create_producer(&self, partition: usize, id: Option<&str>) -> Result<BaseProducer<Context>> {
+        self.create_producer_for(&self.spec, partition, id)
+    }
+
+    /// [`Self::create_producer`] for the topic and brokers of `spec`.
+    fn create_producer_for(
+        &self,
+        spec: &KafkaSinkSpec,
+        partition: usize,
+        id: Option<&str>,
+    ) -> Result<BaseProducer<Context>> {
         let p: BaseProducer<Context> = client_config(
-            &self.spec.brokers,
-            &self.spec.properties,
+            &spec.brokers,
+            &spec.properties,
             Client::Producer {
                 transactional_id: id,
             },
@@ -131,7 +159,7 @@ impl KafkaSinkFactory {
         .create_with_context(Context::default())
         .map_err(external(format!(
             "creating a producer for {}",
-            self.spec.brokers
+            spec.brokers
         )))?;
         if let Some(id) = id {
             p.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
@@ -167,83 +195,12 @@ impl SinkFactory for KafkaSinkFactory {
         Ok(())
     }
 
-    fn recover(&self, restored: Option<&[Option<RestoredSink>]>) -> Result<()> {
-        let (true, Some(states)) = (self.exactly_once, restored) else {
-            return Ok(());
-        };
-        let same_topic = |s: &RestoredSink| {
-            // Restored into another topic: what the checkpoint holds went to
-            // the old one; this one starts after it.
-            s.state.get("topic").and_then(|t| t.as_str()) == Some(self.spec.topic.as_str())
-        };
-        // A checkpoint written before the ids were length-prefixed: its run
-        // used the legacy ids. Fence each once (aborting what it left open,
-        // fencing that run if it is still alive); the checkpoints this run
-        // writes record the new ids, so the next restore skips this.
-        for (p, _) in states.iter().enumerate().filter(|(_, s)| {
-            s.as_ref().is_some_and(|s| {
-                same_topic(s) && s.state.get("ids").and_then(|v| v.as_u64()) < Some(IDS_VERSION)
-            })
-        }) {
-            let legacy = legacy_transactional_id(&self.job, &self.spec.topic, p);
-            drop(self.create_producer(p, Some(&legacy))?);
-            tracing::info!(partition = p, id = %legacy, "fenced the legacy transactional id");
-        }
-        // Every partition's producer first: `init_transactions` aborts the
-        // transaction a crashed run left open. Until then that transaction
-        // holds back what `read_committed` reads of the progress topic (its
-        // last stable offset), hiding markers other partitions committed
-        // after it, which would then be produced twice.
-        for (p, _) in states
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.as_ref().is_some_and(same_topic))
-        {
-            let producer = self.producer(p)?;
-            crate::lock(&self.producers, "kafka producers")?.insert(p, producer);
-        }
-        let markers = self.markers()?;
-        let mut plans = Vec::new();
-        for (p, s) in states.iter().enumerate() {
-            let Some(s) = s.as_ref().filter(|s| same_topic(s)) else {
-                continue;
-            };
-            let marker = markers.get(&p).copied().unwrap_or(0);
-            if marker > s.checkpoint {
-                return Err(Error::Savepoint {
-                    location: format!("kafka topic {}", self.spec.topic),
-                    detail: format!(
-                        "partition {p} already committed the output of checkpoint {marker} to \
-                         the topic, after this one ({}): restoring it would write that output \
-                         twice. Restore the newest checkpoint (`latest`), or send this run to \
-                         another topic ([sink] topic)",
-                        s.checkpoint
-                    ),
-                });
-            }
-            let epochs = epochs::decode(s.blob.as_deref().unwrap_or_default())?;
-            epochs::verify(&self.spec.topic, p, s.checkpoint, &s.state, &epochs)?;
-            plans.push((p, marker, epochs));
-        }
-        for (p, marker, epochs) in plans {
-            let redo: Vec<_> = epochs.into_iter().filter(|(id, _)| *id > marker).collect();
-            if redo.is_empty() {
-                continue;
-            }
-            let producers = crate::lock(&self.producers, "kafka producers")?;
-            let producer = producers
-                .get(&p)
-                .ok_or_else(|| Error::Internal(format!("no producer for partition {p}")))?;
-            for (id, batch) in &redo {
-                produce_epoch(producer, &self.spec, &self.job, p, *id, batch)?;
-            }
-            tracing::info!(
-                partition = p,
-                epochs = redo.len(),
-                "re-produced output the restored checkpoint covers"
-            );
-        }
-        Ok(())
+    fn recover(
+        &self,
+        restored: Option<&[Option<RestoredSink>]>,
+        dead_letters: &Arc<DeadLetters>,
+    ) -> Result<()> {
+        self.settle_restored(restored.unwrap_or_default(), dead_letters)
     }
 
     fn commits_only_at_checkpoints(&self) -> bool {
@@ -267,7 +224,8 @@ impl SinkFactory for KafkaSinkFactory {
             job: self.job.clone(),
             partition,
             exactly_once: self.exactly_once,
-            epoch: Batch::new(),
+            lineage: self.lineage(),
+            epoch: Vec::new(),
             pending: Vec::new(),
             last_id: 0,
             dead_letters: dead_letters.clone(),
@@ -288,10 +246,13 @@ pub struct KafkaSink {
     partition: usize,
     /// Output waits for checkpoints.
     exactly_once: bool,
-    /// What the partition emitted since the last barrier.
-    epoch: Batch,
+    /// The history the checkpoints belong to (names the marker).
+    lineage: Option<String>,
+    /// What the partition emitted since the last barrier, in segments of
+    /// at most `transaction_bytes`.
+    epoch: Vec<Batch>,
     /// Epochs in checkpoints not yet produced, oldest first.
-    pending: Vec<(u64, Batch)>,
+    pending: Vec<Epoch>,
     /// The newest checkpoint id seen.
     last_id: u64,
     /// Where records the broker refuses go (at least once).
@@ -338,7 +299,16 @@ impl Sink for KafkaSink {
     fn write(&mut self, batch: &Batch) -> Result<()> {
         if self.exactly_once {
             for r in batch.iter() {
-                self.epoch.push(r.key, r.value, r.timestamp);
+                let full = self.epoch.last().is_none_or(|s| {
+                    s.byte_size() + r.key.len() + r.value.len() > self.spec.transaction_bytes
+                        && !s.is_empty()
+                });
+                if full {
+                    self.epoch.push(Batch::new());
+                }
+                if let Some(s) = self.epoch.last_mut() {
+                    s.push(r.key, r.value, r.timestamp);
+                }
             }
             return Ok(());
         }
@@ -373,7 +343,14 @@ impl Sink for KafkaSink {
         self.pending.push((checkpoint, epoch));
         let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
         Ok(Some(SinkSnapshot {
-            state: json!({ "topic": self.spec.topic, "epochs": ids, "ids": IDS_VERSION }),
+            state: json!({
+                "topic": self.spec.topic,
+                "brokers": self.spec.brokers,
+                "progress_topic": self.spec.progress_topic,
+                "lineage": self.lineage,
+                "epochs": ids,
+                "ids": IDS_VERSION,
+            }),
             blob: Some(epochs::encode(&self.pending)),
         }))
     }
@@ -384,15 +361,16 @@ impl Sink for KafkaSink {
             .iter()
             .take_while(|(id, _)| *id <= checkpoint)
             .count();
-        for (id, batch) in self.pending.drain(..done) {
-            produce_epoch(
-                &self.producer,
-                &self.spec,
-                &self.job,
-                self.partition,
-                id,
-                &batch,
-            )?;
+        let key = marker_key(&self.job, self.lineage.as_deref(), self.partition);
+        let target = Target {
+            producer: &self.producer,
+            spec: &self.spec,
+            marker_key: &key,
+            partition: self.partition,
+            dead_letters: &self.dead_letters,
+        };
+        for (id, segments) in self.pending.drain(..done) {
+            produce_epoch(&target, id, &segments, 0)?;
         }
         Ok(())
     }
@@ -412,8 +390,13 @@ impl Sink for KafkaSink {
             // epoch. Output left here was not covered by a durable checkpoint
             // (the final one failed): producing it outside a checkpoint could
             // not be undone or skipped on a restore, so say so instead.
-            let left: usize =
-                self.pending.iter().map(|(_, b)| b.len()).sum::<usize>() + self.epoch.len();
+            let left: usize = self
+                .pending
+                .iter()
+                .flat_map(|(_, s)| s.iter())
+                .chain(&self.epoch)
+                .map(Batch::len)
+                .sum();
             if left > 0 {
                 return Err(Error::External(format!(
                     "kafka sink: partition {}: {left} records after checkpoint {} were not \
@@ -425,4 +408,9 @@ impl Sink for KafkaSink {
         }
         Ok(())
     }
+}
+
+/// A new lineage: random, 16 hex digits.
+fn new_lineage() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }

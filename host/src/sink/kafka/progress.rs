@@ -12,26 +12,81 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 
-use super::KafkaSinkFactory;
+use super::{KafkaSinkFactory, KafkaSinkSpec};
 use crate::kafka::{
     Client, Context, REQUEST_TIMEOUT, TRANSACTION_TIMEOUT_MS, client_config, external,
     partition_count,
 };
 use crate::{Error, Result};
 
+/// How far a partition's output got: epoch `id`, whole or its first
+/// `records` (a part produced in a transaction of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Marker {
+    /// The newest epoch (checkpoint id) with output in the topic.
+    pub id: u64,
+    /// Records of epoch `id` produced (`None`: all of them).
+    pub records: Option<u64>,
+}
+
+impl Marker {
+    /// Order: later epochs, then further into an epoch, then whole.
+    fn rank(&self) -> (u64, u64) {
+        (self.id, self.records.unwrap_or(u64::MAX))
+    }
+
+    /// The marker a value holds (`id` or `id:records`).
+    fn parse(value: &[u8]) -> Option<Marker> {
+        let text = std::str::from_utf8(value).ok()?;
+        Some(match text.split_once(':') {
+            Some((id, n)) => Marker {
+                id: id.parse().ok()?,
+                records: Some(n.parse().ok()?),
+            },
+            None => Marker {
+                id: text.parse().ok()?,
+                records: None,
+            },
+        })
+    }
+
+    /// Records of epoch `epoch` already in the topic (`None`: none).
+    pub fn produced(marker: Option<&Marker>, epoch: u64) -> Option<u64> {
+        let m = marker?;
+        match (epoch.cmp(&m.id), m.records) {
+            (std::cmp::Ordering::Less, _) | (std::cmp::Ordering::Equal, None) => Some(u64::MAX),
+            (std::cmp::Ordering::Equal, Some(n)) => Some(n),
+            (std::cmp::Ordering::Greater, _) => None,
+        }
+    }
+}
+
+/// The key of a partition's marker: `<job>/<lineage>/<partition>`, where
+/// the lineage names the history of checkpoints the epoch ids belong to
+/// (ids restart in a new or emptied store, so ids of two histories must
+/// never be compared). Histories from before lineages used
+/// `<job>/<partition>`.
+pub(super) fn marker_key(job: &str, lineage: Option<&str>, partition: usize) -> String {
+    match lineage {
+        Some(l) => format!("{job}/{l}/{partition}"),
+        None => format!("{job}/{partition}"),
+    }
+}
+
 impl KafkaSinkFactory {
-    /// The latest epoch each partition of this job committed to the topic.
-    pub(super) fn markers(&self) -> Result<HashMap<usize, u64>> {
+    /// The newest marker under each key of this job in `spec`'s progress
+    /// topic.
+    pub(super) fn markers(&self, spec: &KafkaSinkSpec) -> Result<HashMap<String, Marker>> {
         let group = format!("weir-{}-progress-reader", self.job);
         let consumer: BaseConsumer<Context> = client_config(
-            &self.spec.brokers,
-            &self.spec.properties,
+            &spec.brokers,
+            &spec.properties,
             Client::MarkerReader { group: &group },
         )
         .create_with_context(Context::default())
         .map_err(external("creating a progress reader"))?;
-        let topic = &self.spec.progress_topic;
-        let (lo, hi) = self.stable_watermarks(&consumer)?;
+        let topic = &spec.progress_topic;
+        let (lo, hi) = self.stable_watermarks(spec, &consumer)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(lo))
             .map_err(external("assigning the progress topic"))?;
@@ -52,16 +107,14 @@ impl KafkaSinkFactory {
                 Some(Ok(m)) => {
                     position = m.offset() + 1;
                     let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    let value = std::str::from_utf8(m.payload().unwrap_or_default())
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if let (Some(p), Some(id)) = (
-                        key.strip_prefix(&prefix)
-                            .and_then(|p| p.parse::<usize>().ok()),
-                        value,
+                    if let (true, Some(marker)) = (
+                        key.starts_with(&prefix),
+                        Marker::parse(m.payload().unwrap_or_default()),
                     ) {
-                        let e = markers.entry(p).or_insert(id);
-                        *e = (*e).max(id);
+                        let e = markers.entry(key).or_insert(marker);
+                        if marker.rank() > e.rank() {
+                            *e = marker;
+                        }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -84,17 +137,20 @@ impl KafkaSinkFactory {
     /// marker behind another producer's open transaction (another job
     /// sharing the topic, a zombie) would be missed. Such a transaction ends
     /// within the transaction timeout, committed or aborted by the broker.
-    fn stable_watermarks(&self, committed: &BaseConsumer<Context>) -> Result<(i64, i64)> {
-        let topic = &self.spec.progress_topic;
+    fn stable_watermarks(
+        &self,
+        spec: &KafkaSinkSpec,
+        committed: &BaseConsumer<Context>,
+    ) -> Result<(i64, i64)> {
+        let topic = &spec.progress_topic;
         let plain: BaseConsumer<Context> = client_config(
-            &self.spec.brokers,
-            &self.spec.properties,
+            &spec.brokers,
+            &spec.properties,
             Client::Probe { committed: false },
         )
         .create_with_context(Context::default())
         .map_err(external("creating a progress reader"))?;
-        let timeout = self
-            .spec
+        let timeout = spec
             .properties
             .iter()
             .find(|(k, _)| k == "transaction.timeout.ms")

@@ -1,5 +1,5 @@
-//! Producing an epoch: one transaction holding the epoch's records and
-//! the partition's progress marker, under a stable `transactional.id`.
+//! Producing an epoch: transactions holding the epoch's records and the
+//! partition's progress marker, under a stable `transactional.id`.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::KafkaSinkSpec;
 use crate::batch::Batch;
-use crate::kafka::{Context, REQUEST_TIMEOUT, Undelivered, external};
+use crate::kafka::{Context, REQUEST_TIMEOUT, Undelivered, external, refuses_the_record};
+use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::{Error, Result};
 
 /// The stable `transactional.id` of a partition's producer: per job,
@@ -37,15 +38,8 @@ pub(super) fn legacy_transactional_id(job: &str, topic: &str, partition: usize) 
 /// (`ids`); a state without it was written with the legacy ids.
 pub(super) const IDS_VERSION: u64 = 2;
 
-/// Send one record, waiting while librdkafka's queue is full.
-pub(super) fn send(
-    producer: &BaseProducer<Context>,
-    rec: BaseRecord<'_, [u8], [u8]>,
-) -> Result<()> {
-    try_send(producer, rec).map_err(external("producing"))
-}
-
-/// [`send`], returning librdkafka's refusal as it is (a record over
+/// Send one record, waiting while librdkafka's queue is full; librdkafka's
+/// refusal comes back as it is (a record over
 /// `message.max.bytes` is refused here, before it is sent).
 pub(super) fn try_send(
     producer: &BaseProducer<Context>,
@@ -85,39 +79,167 @@ pub(super) fn drain(
     Ok(producer.context().take_undelivered())
 }
 
-/// Produce epoch `id` of `partition` in one transaction with its marker.
-pub(super) fn produce_epoch(
-    producer: &BaseProducer<Context>,
-    spec: &KafkaSinkSpec,
-    job: &str,
-    partition: usize,
-    id: u64,
-    batch: &Batch,
-) -> Result<()> {
-    let fail = |what: &str| external(format!("{what} (partition {partition}, epoch {id})"));
-    producer
-        .begin_transaction()
-        .map_err(fail("beginning a transaction"))?;
-    for r in batch.iter() {
-        send(
-            producer,
-            BaseRecord::to(&spec.topic).key(r.key).payload(r.value),
-        )?;
+/// How long producing an epoch rides out a broker that does not answer
+/// (a restart, a network outage) before the job fails: as long as the
+/// source waits for it.
+pub(super) const OUTAGE: Duration = Duration::from_secs(120);
+
+/// What an epoch is produced with: the partition's transactional producer,
+/// where its records and its marker go, and where refused records go.
+pub(super) struct Target<'a> {
+    /// The partition's transactional producer.
+    pub producer: &'a BaseProducer<Context>,
+    /// The output topic and its progress topic.
+    pub spec: &'a KafkaSinkSpec,
+    /// The key of the partition's progress marker.
+    pub marker_key: &'a str,
+    /// The partition whose output it is.
+    pub partition: usize,
+    /// Where records the broker or the producer refuses go.
+    pub dead_letters: &'a DeadLetters,
+}
+
+/// Produce records `from..` of epoch `id` (its segments in order), one
+/// transaction per segment, each with the partition's marker saying how
+/// far the epoch got (`id:records` while a part is left, `id` once it is
+/// whole), so no transaction outgrows the transaction timeout and a
+/// restore resumes inside an epoch. A record the producer or the broker
+/// refuses as such (too large, invalid) goes to the dead-letter output
+/// and the rest is produced; a broker that does not answer is waited for
+/// up to [`OUTAGE`], the segment's transaction aborted and produced again.
+pub(super) fn produce_epoch(t: &Target<'_>, id: u64, segments: &[Batch], from: u64) -> Result<()> {
+    let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
+    let mut first = 0u64;
+    for segment in segments {
+        let end = first + segment.len() as u64;
+        if end > from {
+            let skip = from.saturating_sub(first) as usize;
+            let done = (end < total).then_some(end);
+            produce_segment(t, id, segment, skip, done)?;
+        }
+        first = end;
     }
-    let key = format!("{job}/{partition}");
-    let value = id.to_string();
-    send(
-        producer,
-        BaseRecord::to(&spec.progress_topic)
-            .key(key.as_bytes())
-            .payload(value.as_bytes()),
-    )?;
-    // A record not delivered fails the transaction's commit anyway; say
-    // which and why.
-    if let Some(u) = drain(producer, REQUEST_TIMEOUT)?.first() {
-        return Err(Error::External(format!(
-            "kafka: a record of partition {partition}, epoch {id} was not delivered: {}",
-            u.error
+    Ok(())
+}
+
+/// One segment's transaction (records `skip..`), retried while the broker
+/// is away; `done`: the records of the epoch produced once it commits
+/// (`None`: all of them).
+fn produce_segment(
+    t: &Target<'_>,
+    id: u64,
+    segment: &Batch,
+    skip: usize,
+    done: Option<u64>,
+) -> Result<()> {
+    let mut refused = vec![false; segment.len()];
+    let mut outage: Option<std::time::Instant> = None;
+    loop {
+        match try_segment(t, id, segment, skip, done, &mut refused) {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Again(why)) => {
+                let since = *outage.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > OUTAGE {
+                    return Err(Error::External(format!(
+                        "kafka: partition {}, epoch {id}: the broker did not take the output \
+                         for {} s ({why}); a restart from `latest` produces it",
+                        t.partition,
+                        OUTAGE.as_secs()
+                    )));
+                }
+                tracing::warn!(partition = t.partition, epoch = id, "{why}; trying again");
+                abort(t.producer, since)?;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum Attempt {
+    /// Aborted or abortable (the broker away, a record it refused): abort
+    /// and produce the segment again.
+    Again(String),
+    /// The producer cannot go on (fenced by a newer run, misconfigured).
+    Fatal(Error),
+}
+
+fn try_segment(
+    t: &Target<'_>,
+    id: u64,
+    segment: &Batch,
+    skip: usize,
+    done: Option<u64>,
+    refused: &mut [bool],
+) -> std::result::Result<(), Attempt> {
+    let fail = |what: &str, e: KafkaError| {
+        let text = format!("{what} (partition {}, epoch {id}): {e}", t.partition);
+        let fatal = match &e {
+            KafkaError::Transaction(rd) => rd.is_fatal(),
+            _ => matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                )
+            ),
+        };
+        if fatal {
+            Attempt::Fatal(Error::External(format!("kafka: {text}")))
+        } else {
+            Attempt::Again(text)
+        }
+    };
+    t.producer
+        .begin_transaction()
+        .map_err(|e| fail("beginning a transaction", e))?;
+    for (i, r) in segment.iter().enumerate().skip(skip) {
+        if refused[i] {
+            continue;
+        }
+        let rec = BaseRecord::to(&t.spec.topic).key(r.key).payload(r.value);
+        match try_send(t.producer, rec) {
+            Ok(()) => {}
+            Err(e) if refuses_the_record(&e) => {
+                refused[i] = true;
+                dead_letter(t, r.key, r.value, &e).map_err(Attempt::Fatal)?;
+            }
+            Err(e) => return Err(fail("producing", e)),
+        }
+    }
+    let value = match done {
+        Some(n) => format!("{id}:{n}"),
+        None => id.to_string(),
+    };
+    let marker = BaseRecord::to(&t.spec.progress_topic)
+        .key(t.marker_key.as_bytes())
+        .payload(value.as_bytes());
+    try_send(t.producer, marker).map_err(|e| fail("producing the progress marker", e))?;
+    let undelivered = drain(t.producer, OUTAGE).map_err(Attempt::Fatal)?;
+    if !undelivered.is_empty() {
+        // The broker refused records of this transaction: they go to the
+        // dead letters and the segment is produced again without them.
+        let mut other = None;
+        for u in undelivered {
+            if !refuses_the_record(&u.error) {
+                other.get_or_insert(u.error.to_string());
+                continue;
+            }
+            let at = segment.iter().enumerate().skip(skip).position(|(i, r)| {
+                !refused[i] && r.value == u.value.as_slice() && Some(r.key) == u.key.as_deref()
+            });
+            if let Some(k) = at {
+                refused[skip + k] = true;
+                dead_letter(t, u.key.as_deref().unwrap_or_default(), &u.value, &u.error)
+                    .map_err(Attempt::Fatal)?;
+            }
+        }
+        return Err(Attempt::Again(other.map_or_else(
+            || "the broker refused records of the transaction".into(),
+            |e| format!("a record was not delivered: {e}"),
         )));
     }
     // Tests abort the process here: the window between a durable manifest
@@ -127,7 +249,58 @@ pub(super) fn produce_epoch(
         tracing::error!("failpoint kafka-before-commit: aborting the process");
         std::process::abort();
     }
-    producer
-        .commit_transaction(REQUEST_TIMEOUT)
-        .map_err(fail("committing a transaction"))
+    #[cfg(feature = "failpoints")]
+    if crate::failpoint::armed("kafka-before-commit-after-2s") {
+        tracing::error!("failpoint kafka-before-commit-after-2s: aborting the process");
+        std::thread::sleep(Duration::from_secs(2));
+        std::process::abort();
+    }
+    // A commit that timed out may still be under way: it is asked again
+    // (librdkafka then completes it), never aborted and produced twice.
+    let since = std::time::Instant::now();
+    loop {
+        match t.producer.commit_transaction(REQUEST_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(rd)) if rd.is_retriable() && since.elapsed() < OUTAGE => {
+                tracing::warn!(
+                    partition = t.partition,
+                    epoch = id,
+                    "committing: {rd}; asking again"
+                );
+            }
+            Err(e) => return Err(fail("committing a transaction", e)),
+        }
+    }
+}
+
+/// Abort the open transaction, if any, waiting for the broker as long as
+/// the outage that started at `since` may last.
+fn abort(producer: &BaseProducer<Context>, since: std::time::Instant) -> Result<()> {
+    loop {
+        match producer.abort_transaction(REQUEST_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            // No transaction open (it failed to begin).
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => return Ok(()),
+            Err(e) if since.elapsed() < OUTAGE => {
+                tracing::warn!("kafka: aborting a transaction: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(external("aborting a transaction")(e)),
+        }
+    }
+}
+
+/// Write a record the producer or the broker refuses to the dead letters.
+pub(super) fn dead_letter(t: &Target<'_>, key: &[u8], value: &[u8], e: &KafkaError) -> Result<()> {
+    let reason = format!("kafka topic {} refused the record: {e}", t.spec.topic);
+    tracing::warn!(partition = t.partition, "{reason}");
+    t.dead_letters.write(&DeadLetter {
+        stage: Stage::Sink {
+            partition: t.partition,
+        },
+        reason: &reason,
+        origin: None,
+        key: Some(key),
+        value,
+    })
 }

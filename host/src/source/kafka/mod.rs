@@ -243,7 +243,7 @@ impl KafkaSource {
         if let Some(id) = before.filter(|&id| out.next_barrier_id() > Some(id)) {
             self.to_commit.push((id, self.next.clone()));
             let deadline = Instant::now() + FINAL_COMMIT_WAIT;
-            while out.completed_checkpoint().unwrap_or(0) < id
+            while out.committed_checkpoint().unwrap_or(0) < id
                 && !out.is_stopping()
                 && !self.stop.load(Ordering::Relaxed)
                 && Instant::now() < deadline
@@ -257,7 +257,7 @@ impl KafkaSource {
 
     /// Commit the offsets of the newest completed checkpoint to the group.
     fn commit_completed(&mut self, out: &mut dyn Output, mode: CommitMode) {
-        let Some(done) = out.completed_checkpoint() else {
+        let Some(done) = out.committed_checkpoint() else {
             return;
         };
         let Some(i) = self.to_commit.iter().rposition(|(id, _)| *id <= done) else {

@@ -1,6 +1,9 @@
 //! Test-only failpoints: places where a test makes the process fail on
-//! purpose (today one: `kafka-before-commit` aborts the process between a
-//! durable checkpoint and the Kafka transaction that commits its output).
+//! purpose. Today in the Kafka sink, between a durable checkpoint and the
+//! transaction that commits its output: `kafka-before-commit` aborts the
+//! process before the first commit, `kafka-before-commit:N` before the
+//! `N`th, `kafka-before-commit-after-2s` two seconds after reaching the
+//! first (other threads go on meanwhile).
 //!
 //! Compiled only with the `failpoints` cargo feature, which the tests
 //! crate turns on; `cargo build --release -p weir` leaves it out. Even
@@ -21,6 +24,16 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// only).
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// `N` when `WEIR_FAILPOINT` is `name:N` in a process that enabled
+/// failpoints (the failpoint fires at its `N`th pass).
+pub(crate) fn armed_at(name: &str) -> Option<u64> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let v = std::env::var(ENV).ok()?;
+    v.strip_prefix(name)?.strip_prefix(':')?.parse().ok()
 }
 
 /// Whether failpoint `name` is armed in this process.

@@ -259,6 +259,24 @@ impl PrivateBroker {
         self.script("restart");
     }
 
+    /// Freeze the broker process (SIGSTOP) for `d`, then let it go on
+    /// (SIGCONT): an outage in which connections stay open and nothing
+    /// answers.
+    pub fn pause(&self, d: std::time::Duration) {
+        let pid = std::fs::read_to_string(self.data.join("kafka.pid")).unwrap();
+        let signal = |s: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([s, pid.trim()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {s} {pid}");
+        };
+        signal("-STOP");
+        std::thread::sleep(d);
+        signal("-CONT");
+    }
+
     fn command(&self, command: &str) -> std::process::Command {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
         let mut c = std::process::Command::new("bash");

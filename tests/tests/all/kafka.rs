@@ -25,7 +25,7 @@ const PARTITIONS: i32 = 6;
 
 /// A job folder with generated events produced to `<name>-in` (6
 /// partitions) and an empty `<name>-out` (3 partitions).
-fn kafka_job(name: &str, events: u64) -> (Job, Vec<String>) {
+pub(crate) fn kafka_job(name: &str, events: u64) -> (Job, Vec<String>) {
     let job = Job::new(name, events, artifacts::STATE_MACHINE, 1, "");
     create_topic(&format!("{name}-in"), PARTITIONS);
     create_topic(&format!("{name}-out"), 3);
@@ -37,7 +37,7 @@ fn kafka_job(name: &str, events: u64) -> (Job, Vec<String>) {
 }
 
 /// Write the job file: Kafka in, the state-machine plugin, Kafka out.
-fn write_job(
+pub(crate) fn write_job(
     job: &Job,
     parallelism: usize,
     out_topic: &str,

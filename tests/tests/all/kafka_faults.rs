@@ -18,7 +18,7 @@ use weir_tests::kafka::{brokers, create_topic, create_topic_with, produce, read_
 
 /// An echo job (Kafka in, Kafka out) as job-file text; `sink` is added to
 /// the `[sink]` table, `source` to the `[source]` table.
-fn echo_job(name: &str, input: &str, output: &str, source: &str, sink: &str) -> String {
+pub(crate) fn echo_job(name: &str, input: &str, output: &str, source: &str, sink: &str) -> String {
     format!(
         r#"
 name = "{name}"
@@ -45,14 +45,14 @@ interval_ms = 100
 }
 
 /// Run job-file `text` in `dir`, in process.
-fn run_in(dir: &Path, name: &str, text: &str) -> weir::Result<weir::job::JobReport> {
+pub(crate) fn run_in(dir: &Path, name: &str, text: &str) -> weir::Result<weir::job::JobReport> {
     let plan = JobFile::parse(text)?.resolve(name, dir)?;
     run(&plan, RunOptions::default())
 }
 
 /// `n` records `k<i>` = `<prefix>-<i>` produced to `topic`; what the echo
 /// plugin makes of them (`k<i>=<prefix>-<i>`), sorted.
-fn produce_values(topic: &str, prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn produce_values(topic: &str, prefix: &str, n: usize) -> Vec<String> {
     let records: Vec<(String, String)> = (0..n)
         .map(|i| (format!("k{i}"), format!("{prefix}-{i}")))
         .collect();
@@ -353,7 +353,7 @@ fn a_restore_from_a_checkpoint_with_the_old_ids_aborts_what_they_left_open() {
 }
 
 /// Produce `(key, value)` records to `topic`, values up to 16 MiB.
-fn produce_large(topic: &str, records: &[(String, Vec<u8>)]) {
+pub(crate) fn produce_large(topic: &str, records: &[(String, Vec<u8>)]) {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = ClientConfig::new()

@@ -9,6 +9,7 @@ mod follow;
 mod fork;
 mod hardening;
 mod kafka;
+mod kafka_epochs;
 mod kafka_faults;
 mod languages;
 mod partitions;

@@ -250,6 +250,14 @@ fn try_segment(
         std::process::abort();
     }
     #[cfg(feature = "failpoints")]
+    if let Some(n) = crate::failpoint::armed_at("kafka-before-commit") {
+        static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= n {
+            tracing::error!("failpoint kafka-before-commit:{n}: aborting the process");
+            std::process::abort();
+        }
+    }
+    #[cfg(feature = "failpoints")]
     if crate::failpoint::armed("kafka-before-commit-after-2s") {
         tracing::error!("failpoint kafka-before-commit-after-2s: aborting the process");
         std::thread::sleep(Duration::from_secs(2));

@@ -1,0 +1,293 @@
+//! Exactly-once Kafka output under what an operator or the cluster does,
+//! against the real test broker: a restore whose `[sink]` changed after a
+//! crash in the commit window, checkpoint ids of a new store next to
+//! markers of an old one, group offsets never ahead of the output, an
+//! epoch produced in several transactions and resumed inside, records
+//! the producer refuses going to dead letters, and a broker outage longer
+//! than a request timeout.
+
+use std::time::{Duration, Instant};
+
+use weir::checkpoint::manifest;
+use weir_tests::assert_same_output;
+use weir_tests::kafka::{
+    PrivateBroker, create_topic, create_topic_with, read_values, with_brokers,
+};
+
+use crate::kafka::{kafka_job, write_job};
+use crate::kafka_faults::{echo_job, produce_values, run_in};
+use crate::savepoints::Job;
+
+/// Run the job with `failpoint` armed; it must abort after a checkpoint
+/// was durable and before any output was committed to `out`.
+fn crash_in_the_commit_window(job: &Job, out: &str, failpoint: &str) {
+    let status = job
+        .weir()
+        .args(["run", job.file().to_str().unwrap()])
+        .env("WEIR_FAILPOINT", failpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the failpoint aborted the run");
+    assert!(
+        !manifest::list(&job.store(), &job.name).unwrap().is_empty(),
+        "a checkpoint was durable before the abort"
+    );
+    if failpoint == "kafka-before-commit" {
+        assert!(read_values(out).is_empty(), "nothing committed before");
+    }
+}
+
+/// Replace the `[sink]` table's `topic = "<from>"` line in the job file.
+fn edit_sink(job: &Job, from: &str, to: &str) {
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    let line = format!("topic = \"{from}\"");
+    assert!(text.contains(&line));
+    std::fs::write(job.file(), text.replace(&line, to)).unwrap();
+}
+
+#[test]
+fn a_restore_whose_sink_changed_still_produces_what_the_old_topic_was_promised() {
+    for change in ["topic", "delivery"] {
+        let (job, expected) = kafka_job(&format!("eo-change-{change}"), 100_000);
+        let old = format!("{}-out", job.name);
+        let new = format!("{}-out-new", job.name);
+        create_topic(&new, 3);
+        write_job(&job, 2, &old, "", "interval_ms = 200");
+        crash_in_the_commit_window(&job, &old, "kafka-before-commit");
+        match change {
+            "topic" => edit_sink(&job, &old, &format!("topic = \"{new}\"")),
+            _ => edit_sink(
+                &job,
+                &old,
+                &format!("topic = \"{old}\"\ndelivery = \"at-least-once\""),
+            ),
+        }
+        job.run_ok(&[
+            "run",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "latest",
+        ]);
+        let mut both = read_values(&old);
+        both.extend(read_values(&new));
+        both.sort();
+        assert_same_output(
+            &both,
+            &expected,
+            &format!("alerts after a restore that changed the sink's {change}"),
+        );
+    }
+}
+
+#[test]
+fn checkpoint_ids_of_a_new_store_are_not_compared_with_another_stores_markers() {
+    let (job, expected) = kafka_job("eo-new-store", 300_000);
+    let out = format!("{}-out", job.name);
+    write_job(&job, 2, &out, "", "interval_ms = 30");
+    job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let ids: Vec<u64> = manifest::list(&job.store(), &job.name)
+        .unwrap()
+        .iter()
+        .map(|f| f.manifest.id)
+        .collect();
+    assert!(ids.iter().max() > Some(&2), "several checkpoints: {ids:?}");
+    // The same job with an emptied store: ids start at 1 again, below the
+    // markers the first run left.
+    std::fs::remove_dir_all(job.root.join("weir-state")).unwrap();
+    assert!(manifest::list(&job.store(), &job.name).unwrap().is_empty());
+    crash_in_the_commit_window(&job, "", "kafka-before-commit-after-2s");
+    let restored = job
+        .weir()
+        .args([
+            "run",
+            job.file().to_str().unwrap(),
+            "--from-savepoint",
+            "latest",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    // Two whole runs over the same input: each alert twice, none lost.
+    let mut twice: Vec<String> = expected.iter().chain(&expected).cloned().collect();
+    twice.sort();
+    let mut got = read_values(&out);
+    got.sort();
+    assert_same_output(&got, &twice, "two runs' alerts, the second restored");
+}
+
+#[test]
+fn group_offsets_never_pass_output_that_was_not_produced() {
+    // A crash after a checkpoint was durable and before its output was
+    // committed, then a fresh run from the group's offsets: it must read
+    // again what that output came from.
+    let input = "eo-group-in";
+    let output = "eo-group-out";
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let expected = produce_values(input, "g", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let text = echo_job(
+        "eo-group",
+        input,
+        output,
+        "until = \"latest\"\ngroup_id = \"eo-group\"\nstart = \"committed\"",
+        "",
+    );
+    std::fs::write(dir.path().join("job.toml"), &text).unwrap();
+    let weir = |failpoint: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.current_dir(dir.path())
+            .env("WEIR_RUN_DIR", dir.path().join("run"))
+            .env("WEIR_LOG", "warn")
+            .args(["run", "job.toml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = failpoint {
+            c.env("WEIR_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    let crashed = weir(Some("kafka-before-commit-after-2s"));
+    assert!(!crashed.status.success(), "the failpoint aborted the run");
+    let fresh = weir(None);
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    let mut got = read_values(output);
+    got.sort();
+    got.dedup();
+    assert_eq!(got, expected, "every record's output, at least once");
+}
+
+#[test]
+fn an_epoch_in_several_transactions_resumes_inside_after_a_crash() {
+    let input = "eo-split-in";
+    let output = "eo-split-out";
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let expected = produce_values(input, "a-record-of-some-length", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let text = echo_job(
+        "eo-split",
+        input,
+        output,
+        "until = \"latest\"",
+        "transaction_bytes = 4096",
+    )
+    .replace("interval_ms = 100", "interval_ms = 5000");
+    std::fs::write(dir.path().join("job.toml"), &text).unwrap();
+    let weir = |args: &[&str], failpoint: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.current_dir(dir.path())
+            .env("WEIR_RUN_DIR", dir.path().join("run"))
+            .env("WEIR_LOG", "warn")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = failpoint {
+            c.env("WEIR_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    // The whole input is one epoch (one checkpoint, at the end), about
+    // 900 KiB: some 200 transactions. The crash comes before the 50th
+    // commit, inside the epoch.
+    let crashed = weir(&["run", "job.toml"], Some("kafka-before-commit:50"));
+    assert!(!crashed.status.success(), "the failpoint aborted the run");
+    let part = read_values(output);
+    assert!(
+        !part.is_empty() && part.len() < expected.len(),
+        "part of the epoch was committed: {} of {}",
+        part.len(),
+        expected.len()
+    );
+    let resumed = weir(&["run", "job.toml", "--from-savepoint", "latest"], None);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let mut got = read_values(output);
+    got.sort();
+    assert_eq!(got, expected, "each record once, across the crash");
+}
+
+#[test]
+fn exactly_once_records_the_producer_refuses_go_to_dead_letters_and_the_job_goes_on() {
+    // A 2 MiB value over the producer's 1 MB limit, emitted in an epoch:
+    // it used to fail the commit on every restart.
+    let input = "eo-refused-in";
+    let output = "eo-refused-out";
+    create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
+    create_topic(output, 1);
+    let mut records: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
+        .collect();
+    records.insert(5, ("big".into(), vec![b'x'; 2 << 20]));
+    crate::kafka_faults::produce_large(input, &records);
+    let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
+    expected.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
+        echo_job("eo-refused", input, output, "until = \"latest\"", "")
+    );
+    let report = run_in(dir.path(), "eo-refused", &text).expect("the job goes on");
+    assert_eq!(report.totals.records_read, 11);
+    assert_eq!(read_values(output), expected);
+    let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["stage"], "sink");
+    assert_eq!(dead[0]["key"], "big");
+    let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
+    assert!(reason.contains("too large"), "{reason}");
+}
+
+#[test]
+fn an_exactly_once_job_rides_out_a_broker_outage_longer_than_a_request_timeout() {
+    let broker = PrivateBroker::start(9392);
+    with_brokers(&broker.brokers, || {
+        let (job, expected) = kafka_job("eo-outage", 300_000);
+        let out = format!("{}-out", job.name);
+        write_job(&job, 1, &out, "", "interval_ms = 200");
+        let mut child = job.spawn(None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read_values(&out).is_empty() {
+            assert!(Instant::now() < deadline, "no output within 60 s");
+            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Longer than the 30 s a commit used to wait.
+        broker.pause(Duration::from_secs(45));
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        assert!(status.success(), "the run rode the outage out: {err}");
+        assert_same_output(&read_values(&out), &expected, "alerts across an outage");
+    });
+}
+
+#[test]
+fn exactly_once_without_periodic_checkpoints_is_refused_saying_what_to_set() {
+    let text = echo_job("eo-no-interval", "in", "out", "", "")
+        .replace("interval_ms = 100", "interval_ms = 0");
+    let dir = tempfile::tempdir().unwrap();
+    let Err(err) = run_in(dir.path(), "eo-no-interval", &text) else {
+        panic!("exactly once with interval_ms = 0 ran");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("interval_ms") && err.contains("at-least-once"),
+        "{err}"
+    );
+}

@@ -3,7 +3,9 @@
 //! transaction that commits its output: `kafka-before-commit` aborts the
 //! process before the first commit, `kafka-before-commit:N` before the
 //! `N`th, `kafka-before-commit-after-2s` two seconds after reaching the
-//! first (other threads go on meanwhile).
+//! first (other threads go on meanwhile). In the checkpoint coordinator,
+//! `checkpoint-fails-every:N` fails every checkpoint whose id is a
+//! multiple of `N` before it is written, as a store that refuses it would.
 //!
 //! Compiled only with the `failpoints` cargo feature, which the tests
 //! crate turns on; `cargo build --release -p weir` leaves it out. Even

@@ -31,6 +31,10 @@ pub struct StoreSpec {
     pub allow_http: Option<bool>,
 }
 
+/// Objects larger than this go up in a multipart upload, in parts of this
+/// size (S3 takes parts of 5 MiB to 5 GiB, and single PUTs up to 5 GiB).
+pub const MULTIPART_BYTES: usize = 64 << 20;
+
 /// A state store opened at a URL.
 #[derive(Clone)]
 pub struct StateStore {
@@ -145,12 +149,27 @@ impl StateStore {
         }
     }
 
-    /// Write several objects concurrently.
+    /// Write several objects concurrently; one larger than
+    /// [`MULTIPART_BYTES`] goes up in parts of that size (S3 refuses a
+    /// single PUT over 5 GiB, and a failed part is retried alone).
     pub fn put_all(&self, objects: Vec<(String, Bytes)>) -> Result<()> {
+        self.put_all_in_parts(objects, MULTIPART_BYTES)
+    }
+
+    /// [`Self::put_all`] with objects over `part` bytes in parts of `part`.
+    pub fn put_all_in_parts(&self, objects: Vec<(String, Bytes)>, part: usize) -> Result<()> {
         let puts = objects.into_iter().map(|(key, bytes)| {
             let path = self.path(&key);
             let store = self.store.clone();
-            async move { store.put(&path, PutPayload::from(bytes)).await }
+            async move {
+                if bytes.len() <= part {
+                    return store.put(&path, PutPayload::from(bytes)).await.map(|_| ());
+                }
+                let upload = store.put_multipart(&path).await?;
+                let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+                w.put(bytes);
+                w.finish().await.map(|_| ())
+            }
         });
         self.rt
             .block_on(futures::future::try_join_all(puts))
@@ -212,6 +231,20 @@ impl StateStore {
                 .map_err(external(&self.url))?;
         }
         Ok(())
+    }
+}
+
+/// Sinks keep what must outlive a crash until a checkpoint covers it (the
+/// Kafka sink's spilled epochs) in the job's state store.
+impl crate::sink::Spill for StateStore {
+    fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        StateStore::put(self, key, bytes)
+    }
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        StateStore::get(self, key)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        StateStore::delete(self, key)
     }
 }
 

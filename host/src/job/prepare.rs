@@ -88,7 +88,8 @@ pub(super) fn prepare(
         restored.as_ref().map(restore_point::source_position),
     )?;
     let plan = with_source_partitions(plan, source.partitions())?;
-    let sinks = sink::open(&plan.sink, &plan.name, plan.checkpoint.is_some())?;
+    let spill = store.clone().map(|s| Arc::new(s) as Arc<dyn sink::Spill>);
+    let sinks = sink::open(&plan.sink, &plan.name, spill)?;
     sinks.validate()?;
     let shared = Shared {
         dead_letters: Arc::new(DeadLetters::open(

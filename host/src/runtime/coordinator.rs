@@ -264,6 +264,19 @@ impl Coordinator {
         let (partitions, (max_pause, max_chunk)) =
             self.partition_entries(&dir, b, f.partitions, &mut blobs);
         let manifest = self.manifest(b, partitions);
+        // Tests make every `N`th checkpoint fail here, as a store that
+        // refuses a write would (`checkpoint-fails-every:N`).
+        #[cfg(feature = "failpoints")]
+        if let Some(n) = crate::failpoint::armed_at("checkpoint-fails-every")
+            && b.kind == Kind::Checkpoint
+            && n > 0
+            && b.id.is_multiple_of(n)
+        {
+            return Err(crate::Error::External(format!(
+                "failpoint checkpoint-fails-every:{n}: checkpoint {} not written",
+                b.id
+            )));
+        }
         let upload = Instant::now();
         self.upload(&dir, &manifest_key, blobs, &manifest)?;
         let upload = upload.elapsed();

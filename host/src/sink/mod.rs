@@ -139,14 +139,29 @@ pub trait SinkFactory: Send + Sync {
 
 /// The sink factory for `spec` of job `job`; `checkpoints` says whether
 /// output can wait for checkpoints to commit (exactly once).
-pub fn open(spec: &SinkSpec, job: &str, checkpoints: bool) -> Result<Box<dyn SinkFactory>> {
+/// Where a sink keeps data that must outlive a crash until a checkpoint
+/// covers it, and that its memory budget does not hold (the job's state
+/// store).
+pub trait Spill: Send + Sync {
+    /// Write `bytes` at `key`.
+    fn put(&self, key: &str, bytes: bytes::Bytes) -> Result<()>;
+    /// Read `key`; `None` if it does not exist.
+    fn get(&self, key: &str) -> Result<Option<bytes::Bytes>>;
+    /// Delete `key`; nothing there is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// The sink factory for `spec`; `spill` is the job's state store, when
+/// checkpoints are on.
+pub fn open(
+    spec: &SinkSpec,
+    job: &str,
+    spill: Option<Arc<dyn Spill>>,
+) -> Result<Box<dyn SinkFactory>> {
+    let checkpoints = spill.is_some();
     Ok(match spec {
         SinkSpec::Stdout => Box::new(stdout::StdoutFactory),
         SinkSpec::Files(spec) => Box::new(file::FileSinkFactory::new(spec.clone(), checkpoints)),
-        SinkSpec::Kafka(spec) => Box::new(kafka::KafkaSinkFactory::new(
-            spec.clone(),
-            job,
-            checkpoints,
-        )?),
+        SinkSpec::Kafka(spec) => Box::new(kafka::KafkaSinkFactory::new(spec.clone(), job, spill)?),
     })
 }

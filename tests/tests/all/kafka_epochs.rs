@@ -291,3 +291,91 @@ fn exactly_once_without_periodic_checkpoints_is_refused_saying_what_to_set() {
         "{err}"
     );
 }
+
+#[test]
+fn an_epoch_larger_than_its_memory_budget_spills_to_the_store_and_resumes_exactly_once() {
+    let input = "eo-spill-in";
+    let output = "eo-spill-out";
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let expected = produce_values(input, "a-record-of-some-length", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    // One epoch of about 900 KiB (one checkpoint, at the end), 16 KiB
+    // in memory at most: nearly all of it goes to the state store.
+    let text = echo_job(
+        "eo-spill",
+        input,
+        output,
+        "until = \"latest\"",
+        "transaction_bytes = 4096\nepoch_memory_bytes = 16384",
+    )
+    .replace("interval_ms = 100", "interval_ms = 60000");
+    std::fs::write(dir.path().join("job.toml"), &text).unwrap();
+    let weir = |args: &[&str], failpoint: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.current_dir(dir.path())
+            .env("WEIR_RUN_DIR", dir.path().join("run"))
+            .env("WEIR_LOG", "warn")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = failpoint {
+            c.env("WEIR_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    let spilled = || -> Vec<std::path::PathBuf> {
+        let root = dir.path().join("weir-state/jobs/eo-spill/sink-spill");
+        let mut files = Vec::new();
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push(e.path());
+                }
+            }
+        }
+        files
+    };
+    let crashed = weir(&["run", "job.toml"], Some("kafka-before-commit:20"));
+    assert!(!crashed.status.success(), "the failpoint aborted the run");
+    let held = spilled();
+    assert!(
+        held.len() > 100,
+        "the epoch went to the store in segments: {} objects",
+        held.len()
+    );
+    // The checkpoint's blob holds only what stayed in memory.
+    let blobs: u64 = walk_sizes(&dir.path().join("weir-state/jobs/eo-spill/checkpoints"));
+    assert!(blobs < 64 << 10, "checkpoint files {blobs} bytes");
+    let resumed = weir(&["run", "job.toml", "--from-savepoint", "latest"], None);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let mut got = read_values(output);
+    got.sort();
+    assert_eq!(got, expected, "each record once, across the crash");
+    assert!(
+        spilled().is_empty(),
+        "spilled segments are deleted once produced: {:?}",
+        spilled()
+    );
+}
+
+/// Total size of the files under `dir`.
+fn walk_sizes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            walk_sizes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    total
+}

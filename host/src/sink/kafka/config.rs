@@ -36,7 +36,14 @@ pub struct KafkaSinkConfig {
     /// outgrows `transaction.timeout.ms` and a restore resumes inside the
     /// epoch. Default 16 MiB.
     pub transaction_bytes: Option<u64>,
+    /// Exactly once: the most bytes of output a partition holds in memory
+    /// until its checkpoint is durable and the output produced; past it,
+    /// whole segments go to the job's state store. Default 64 MiB.
+    pub epoch_memory_bytes: Option<u64>,
 }
+
+/// Default of `epoch_memory_bytes`.
+const EPOCH_MEMORY_BYTES: u64 = 64 << 20;
 
 /// Default of `transaction_bytes`.
 const TRANSACTION_BYTES: u64 = 16 << 20;
@@ -66,6 +73,8 @@ pub struct KafkaSinkSpec {
     pub properties: Vec<(String, String)>,
     /// The most bytes of output one transaction holds (exactly once).
     pub transaction_bytes: usize,
+    /// The most bytes of output a partition holds in memory (exactly once).
+    pub epoch_memory_bytes: usize,
 }
 
 impl KafkaSinkConfig {
@@ -106,6 +115,7 @@ impl KafkaSinkConfig {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             transaction_bytes: transaction_bytes as usize,
+            epoch_memory_bytes: self.epoch_memory_bytes.unwrap_or(EPOCH_MEMORY_BYTES) as usize,
         })
     }
 }

@@ -19,8 +19,8 @@ use crate::{Error, Result};
 /// transaction of its own).
 pub(super) type Epoch = (u64, Vec<Batch>);
 
-/// Epochs as a blob.
-pub(super) fn encode(epochs: &[Epoch]) -> Vec<u8> {
+/// Epochs (each id with its segments) as a blob.
+pub(super) fn encode(epochs: &[(u64, &[Batch])]) -> Vec<u8> {
     let size: usize = epochs
         .iter()
         .flat_map(|(_, s)| s.iter())
@@ -112,8 +112,9 @@ mod tests {
         a.push(b"", b"value two", 0);
         let mut b = Batch::new();
         b.push(b"k3", b"v3", 0);
-        let epochs = vec![(3u64, vec![a, b]), (4u64, Vec::new())];
-        let bytes = encode(&epochs);
+        let epochs = [(3u64, vec![a, b]), (4u64, Vec::new())];
+        let views: Vec<(u64, &[Batch])> = epochs.iter().map(|(i, s)| (*i, &s[..])).collect();
+        let bytes = encode(&views);
         let back = decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].0, 3);

@@ -48,6 +48,7 @@ mod config;
 mod epochs;
 mod progress;
 mod recover;
+mod spill;
 mod transaction;
 
 use std::collections::HashMap;
@@ -60,12 +61,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSinkSpec};
-use epochs::Epoch;
 use progress::marker_key;
+use spill::{EpochBuf, Spiller};
 use transaction::{IDS_VERSION, Target, drain, produce_epoch, transactional_id, try_send};
 
 use super::dead_letter::{DeadLetter, DeadLetters, Stage};
-use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
+use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot, Spill};
 use crate::batch::Batch;
 use crate::kafka::{
     Client, Context, REQUEST_TIMEOUT, Undelivered, client_config, external, partition_count,
@@ -86,12 +87,16 @@ pub struct KafkaSinkFactory {
     /// The history the run's checkpoints belong to (`Some(None)`: one from
     /// before lineages); set by [`SinkFactory::recover`].
     lineage: OnceLock<Option<String>>,
+    /// The job's state store (checkpoints on): spilled epochs go there.
+    spill: Option<Arc<dyn Spill>>,
+    /// Names this process's spilled segments (random).
+    run: String,
 }
 
 impl KafkaSinkFactory {
     /// A factory for `spec`; exactly once when asked and checkpoints are on.
-    pub fn new(spec: KafkaSinkSpec, job: &str, checkpoints: bool) -> Result<Self> {
-        if spec.delivery == Delivery::ExactlyOnce && !checkpoints {
+    pub fn new(spec: KafkaSinkSpec, job: &str, spill: Option<Arc<dyn Spill>>) -> Result<Self> {
+        if spec.delivery == Delivery::ExactlyOnce && spill.is_none() {
             return Err(Error::Config(
                 "kafka sink: delivery = \"exactly-once\" needs checkpoints (it commits at each \
                  one); enable [checkpoints] or set delivery = \"at-least-once\""
@@ -104,6 +109,8 @@ impl KafkaSinkFactory {
             job: job.to_string(),
             producers: Mutex::new(HashMap::new()),
             lineage: OnceLock::new(),
+            spill,
+            run: new_lineage(),
         })
     }
 
@@ -225,7 +232,12 @@ impl SinkFactory for KafkaSinkFactory {
             partition,
             exactly_once: self.exactly_once,
             lineage: self.lineage(),
-            epoch: Vec::new(),
+            spiller: self.spill.clone().map(|store| Spiller {
+                store,
+                prefix: format!("jobs/{}/sink-spill/{}/{partition}", self.job, self.run),
+                next: 0,
+            }),
+            epoch: EpochBuf::default(),
             pending: Vec::new(),
             last_id: 0,
             dead_letters: dead_letters.clone(),
@@ -248,11 +260,13 @@ pub struct KafkaSink {
     exactly_once: bool,
     /// The history the checkpoints belong to (names the marker).
     lineage: Option<String>,
+    /// Where segments spill past the memory budget.
+    spiller: Option<Spiller>,
     /// What the partition emitted since the last barrier, in segments of
     /// at most `transaction_bytes`.
-    epoch: Vec<Batch>,
+    epoch: EpochBuf,
     /// Epochs in checkpoints not yet produced, oldest first.
-    pending: Vec<Epoch>,
+    pending: Vec<(u64, EpochBuf)>,
     /// The newest checkpoint id seen.
     last_id: u64,
     /// Where records the broker refuses go (at least once).
@@ -263,6 +277,28 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
+    /// Bytes of output held in memory, pending epochs and the open one.
+    fn memory_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|(_, e)| e)
+            .chain([&self.epoch])
+            .map(EpochBuf::memory_bytes)
+            .sum()
+    }
+
+    /// Spill the segments in memory of every pending epoch and (all but
+    /// the open one, `keep_open`) of the epoch being written.
+    fn spill(&mut self, keep_open: bool) -> Result<()> {
+        let Some(spiller) = self.spiller.as_mut() else {
+            return Ok(());
+        };
+        for (_, e) in &mut self.pending {
+            spiller.spill(e, false)?;
+        }
+        spiller.spill(&mut self.epoch, keep_open)
+    }
+
     /// At least once: records the broker refused go to the dead-letter
     /// output with the reason; any other failed delivery fails the job
     /// (the checkpoint is not taken, so a restore produces it again).
@@ -299,15 +335,10 @@ impl Sink for KafkaSink {
     fn write(&mut self, batch: &Batch) -> Result<()> {
         if self.exactly_once {
             for r in batch.iter() {
-                let full = self.epoch.last().is_none_or(|s| {
-                    s.byte_size() + r.key.len() + r.value.len() > self.spec.transaction_bytes
-                        && !s.is_empty()
-                });
-                if full {
-                    self.epoch.push(Batch::new());
-                }
-                if let Some(s) = self.epoch.last_mut() {
-                    s.push(r.key, r.value, r.timestamp);
+                if self.epoch.push(r, self.spec.transaction_bytes)
+                    && self.memory_bytes() > self.spec.epoch_memory_bytes
+                {
+                    self.spill(true)?;
                 }
             }
             return Ok(());
@@ -341,7 +372,20 @@ impl Sink for KafkaSink {
         self.last_id = checkpoint;
         let epoch = std::mem::take(&mut self.epoch);
         self.pending.push((checkpoint, epoch));
+        if self.memory_bytes() > self.spec.epoch_memory_bytes {
+            self.spill(false)?;
+        }
         let ids: Vec<u64> = self.pending.iter().map(|(id, _)| *id).collect();
+        let spilled = spill::to_json(
+            self.pending
+                .iter()
+                .map(|(id, e)| (*id, e.spilled.as_slice())),
+        );
+        let memory: Vec<(u64, &[Batch])> = self
+            .pending
+            .iter()
+            .map(|(id, e)| (*id, e.memory.as_slice()))
+            .collect();
         Ok(Some(SinkSnapshot {
             state: json!({
                 "topic": self.spec.topic,
@@ -349,9 +393,10 @@ impl Sink for KafkaSink {
                 "progress_topic": self.spec.progress_topic,
                 "lineage": self.lineage,
                 "epochs": ids,
+                "spilled": spilled,
                 "ids": IDS_VERSION,
             }),
-            blob: Some(epochs::encode(&self.pending)),
+            blob: Some(epochs::encode(&memory)),
         }))
     }
 
@@ -368,9 +413,11 @@ impl Sink for KafkaSink {
             marker_key: &key,
             partition: self.partition,
             dead_letters: &self.dead_letters,
+            spill: self.spiller.as_ref().map(|s| &*s.store),
         };
-        for (id, segments) in self.pending.drain(..done) {
-            produce_epoch(&target, id, &segments, 0)?;
+        for (id, epoch) in self.pending.drain(..done) {
+            produce_epoch(&target, id, &epoch.segments(), 0)?;
+            spill::forget(target.spill, &epoch.spilled);
         }
         Ok(())
     }
@@ -390,12 +437,12 @@ impl Sink for KafkaSink {
             // epoch. Output left here was not covered by a durable checkpoint
             // (the final one failed): producing it outside a checkpoint could
             // not be undone or skipped on a restore, so say so instead.
-            let left: usize = self
+            let left: u64 = self
                 .pending
                 .iter()
-                .flat_map(|(_, s)| s.iter())
-                .chain(&self.epoch)
-                .map(Batch::len)
+                .map(|(_, e)| e)
+                .chain([&self.epoch])
+                .map(EpochBuf::records)
                 .sum();
             if left > 0 {
                 return Err(Error::External(format!(

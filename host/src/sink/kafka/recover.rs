@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use rdkafka::producer::BaseProducer;
 use serde_json::Value;
 
-use super::epochs::{self, Epoch};
+use super::epochs;
 use super::progress::{Marker, marker_key};
+use super::spill::{self, EpochBuf, Spilled};
 use super::transaction::{IDS_VERSION, Target, legacy_transactional_id, produce_epoch};
 use super::{KafkaSinkFactory, KafkaSinkSpec, transactional_id};
 use crate::kafka::Context;
@@ -34,8 +35,11 @@ struct Destination {
 /// What a partition has left to produce.
 struct Plan {
     partition: usize,
-    /// Records of each epoch already produced (`0`: none).
-    redo: Vec<(Epoch, u64)>,
+    /// Each epoch with records left: its id, records, and how many of
+    /// them were produced already.
+    redo: Vec<(u64, EpochBuf, u64)>,
+    /// Spilled segments of epochs produced whole (deleted once settled).
+    produced: Vec<Spilled>,
 }
 
 impl KafkaSinkFactory {
@@ -88,6 +92,7 @@ impl KafkaSinkFactory {
         for (spec, producers, plans, current) in work {
             for plan in plans {
                 let p = plan.partition;
+                spill::forget(self.spill.as_deref(), &plan.produced);
                 if !plan.redo.is_empty() {
                     let producer = producers
                         .get(&p)
@@ -117,9 +122,11 @@ impl KafkaSinkFactory {
             marker_key: &key,
             partition: plan.partition,
             dead_letters,
+            spill: self.spill.as_deref(),
         };
-        for ((id, segments), from) in &plan.redo {
-            produce_epoch(&target, *id, segments, *from)?;
+        for (id, epoch, from) in &plan.redo {
+            produce_epoch(&target, *id, &epoch.segments(), *from)?;
+            spill::forget(target.spill, &epoch.spilled);
         }
         tracing::info!(
             partition = plan.partition,
@@ -217,16 +224,22 @@ impl KafkaSinkFactory {
             }
             let epochs = epochs::decode(s.blob.as_deref().unwrap_or_default())?;
             epochs::verify(&spec.topic, p, s.checkpoint, &s.state, &epochs)?;
-            let redo = epochs
-                .into_iter()
-                .filter_map(|e| match Marker::produced(marker, e.0) {
-                    Some(u64::MAX) => None,
-                    Some(n) => Some((e, n)),
-                    None => Some((e, 0)),
-                })
-                .filter(|((_, segments), _)| segments.iter().any(|s| !s.is_empty()))
-                .collect();
-            plans.push(Plan { partition: p, redo });
+            let mut plan = Plan {
+                partition: p,
+                redo: Vec::new(),
+                produced: Vec::new(),
+            };
+            for (id, memory) in epochs {
+                let epoch = EpochBuf {
+                    spilled: spill::from_json(&s.state, id)?,
+                    memory,
+                };
+                match Marker::produced(marker, id).unwrap_or(0) {
+                    n if n >= epoch.records() => plan.produced.extend(epoch.spilled),
+                    n => plan.redo.push((id, epoch, n)),
+                }
+            }
+            plans.push(plan);
         }
         Ok(plans)
     }

@@ -7,8 +7,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::KafkaSinkSpec;
+use super::spill::{self, Segment};
 use crate::batch::Batch;
 use crate::kafka::{Context, REQUEST_TIMEOUT, Undelivered, external, refuses_the_record};
+use crate::sink::Spill;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::{Error, Result};
 
@@ -97,6 +99,8 @@ pub(super) struct Target<'a> {
     pub partition: usize,
     /// Where records the broker or the producer refuses go.
     pub dead_letters: &'a DeadLetters,
+    /// Where spilled segments are read from (the job's state store).
+    pub spill: Option<&'a dyn Spill>,
 }
 
 /// Produce records `from..` of epoch `id` (its segments in order), one
@@ -107,15 +111,28 @@ pub(super) struct Target<'a> {
 /// refuses as such (too large, invalid) goes to the dead-letter output
 /// and the rest is produced; a broker that does not answer is waited for
 /// up to [`OUTAGE`], the segment's transaction aborted and produced again.
-pub(super) fn produce_epoch(t: &Target<'_>, id: u64, segments: &[Batch], from: u64) -> Result<()> {
-    let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
+pub(super) fn produce_epoch(
+    t: &Target<'_>,
+    id: u64,
+    segments: &[Segment<'_>],
+    from: u64,
+) -> Result<()> {
+    let total: u64 = segments.iter().map(Segment::records).sum();
     let mut first = 0u64;
     for segment in segments {
-        let end = first + segment.len() as u64;
+        let end = first + segment.records();
         if end > from {
             let skip = from.saturating_sub(first) as usize;
             let done = (end < total).then_some(end);
-            produce_segment(t, id, segment, skip, done)?;
+            match segment {
+                Segment::Memory(b) => produce_segment(t, id, b, skip, done)?,
+                Segment::Spilled(s) => {
+                    let store = t.spill.ok_or_else(|| {
+                        Error::Internal("a spilled segment without a state store".into())
+                    })?;
+                    produce_segment(t, id, &spill::load(store, s)?, skip, done)?
+                }
+            }
         }
         first = end;
     }

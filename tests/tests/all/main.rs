@@ -11,6 +11,7 @@ mod hardening;
 mod kafka;
 mod kafka_faults;
 mod languages;
+mod operate;
 mod partitions;
 mod savepoints;
 mod snapshots;

@@ -34,3 +34,9 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
+# Chromium (Debian's) for the status page's browser tests.
+if ! command -v chromium >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installed chromium (Debian)" >&2
+fi

@@ -33,8 +33,8 @@
 //!   types, partitions and the worker threads that run them (`task/`), the
 //!   checkpoint coordinator, hot swaps (`swap/`: record, log, probation,
 //!   pre-flight, restart versions), the control endpoint (`control/`:
-//!   server, http, access checks, routes, run folder, percent-coding,
-//!   client). It sees sources,
+//!   server, http connections on hyper, access checks, axum routes, status,
+//!   metrics exposition, the status page, run folder, client). It sees sources,
 //!   sinks and plugins only through traits (`source::Output`/`Source`,
 //!   `sink::SinkFactory`/`Sink`, `plugin::Operator`/`OperatorFactory`/
 //!   `PluginLoader`); a source gets an opaque [`source::Barrier`] token.

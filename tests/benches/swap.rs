@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use weir::checkpoint::store::StoreSpec;
 use weir::config::{CheckpointPlan, EngineSettings, PluginSource};
 use weir::job::{RunOptions, run};
-use weir::runtime::control::{Endpoint, find_in, percent_encode};
+use weir::runtime::control::{Endpoint, find_in, query};
 use weir_tests::{artifacts, env_or};
 
 fn main() {
@@ -101,8 +101,12 @@ fn main() {
         let to = &versions[((i + 1) % 2) as usize];
         let started = Instant::now();
         let path = format!(
-            "/swap?operator=state-machine&plugin={}&probation_batches=0",
-            percent_encode(&to.to_string_lossy())
+            "/swap?{}",
+            query(&[
+                ("operator", "state-machine"),
+                ("plugin", &to.to_string_lossy()),
+                ("probation_batches", "0"),
+            ])
         );
         let (code, body) = endpoint.request("POST", &path).unwrap();
         assert_eq!(code, 200, "swap {i}: {body}");

@@ -3,6 +3,7 @@
 //! glue; the work itself is in the library):
 //! - `run`: `weir run` and `weir stop`, and the signals that stop a run;
 //! - `savepoint`: `weir savepoint trigger|list|show|delete`;
+//! - `status`: `weir status`, a running or stopped job's figures;
 //! - `plugin`: `weir plugin swap|rollback|history`;
 //! - `fork`: `weir fork` and `weir diff`, a what-if run and its comparison;
 //! - `tools`: `weir generate`, `weir component new` and `weir demo`.
@@ -19,6 +20,7 @@ mod fork;
 mod plugin;
 mod run;
 mod savepoint;
+mod status;
 mod tools;
 
 #[derive(Parser)]
@@ -51,6 +53,15 @@ enum Command {
     Savepoint {
         #[command(subcommand)]
         command: SavepointCommand,
+    },
+    /// What a job is doing: its figures while it runs (from its control
+    /// endpoint), else its last checkpoint from the store.
+    Status {
+        /// The job file.
+        job: PathBuf,
+        /// Print JSON (for scripts) instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a running job, optionally with a final savepoint.
     Stop {
@@ -314,6 +325,7 @@ fn real_main() -> anyhow::Result<()> {
             from_savepoint,
         } => run::run_job(&job, parallelism, from_savepoint),
         Command::Savepoint { command } => savepoint::savepoint(command),
+        Command::Status { job, json } => status::status(&job, json),
         Command::Stop {
             job,
             savepoint,

@@ -21,10 +21,14 @@ pub(super) fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         } => {
             let plugin = std::fs::canonicalize(&plugin)
                 .with_context(|| format!("the plugin {}", plugin.display()))?;
+            let batches = probation_batches.to_string();
             let path = format!(
-                "/swap?operator={}&plugin={}&probation_batches={probation_batches}",
-                control::percent_encode(&operator),
-                control::percent_encode(&plugin.to_string_lossy()),
+                "/swap?{}",
+                control::query(&[
+                    ("operator", &operator),
+                    ("plugin", &plugin.to_string_lossy()),
+                    ("probation_batches", &batches),
+                ])
             );
             swap_request(&job, &path, no_wait)
         }
@@ -33,9 +37,10 @@ pub(super) fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             operator,
             probation_batches,
         } => {
+            let batches = probation_batches.to_string();
             let path = format!(
-                "/rollback?operator={}&probation_batches={probation_batches}",
-                control::percent_encode(&operator)
+                "/rollback?{}",
+                control::query(&[("operator", &operator), ("probation_batches", &batches)])
             );
             swap_request(&job, &path, false)
         }

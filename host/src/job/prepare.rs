@@ -14,6 +14,7 @@ use crate::checkpoint::store::StateStore;
 use crate::config::Plan;
 use crate::plugin::{OperatorFactory, WeirEngine};
 use crate::runtime::control::{Bound, ControlServer};
+use crate::runtime::figures::ChainFigures;
 use crate::runtime::{Chain, Committed, Metrics, Partition, Shared};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{self, SinkFactory};
@@ -100,6 +101,17 @@ pub(super) fn prepare(
         workers_gone: Arc::default(),
         committed: Arc::new(Committed::new(plan.partitions)),
     };
+    shared.metrics.set_chain(ChainFigures::new(
+        factories
+            .iter()
+            .map(|f| (f.name().to_string(), f.digest().map(str::to_string)))
+            .collect(),
+        plan.partitions,
+        plan.parallelism.min(plan.partitions),
+    ));
+    if let crate::config::SourceSpec::Kafka(k) = &plan.source {
+        shared.metrics.set_topic(&k.topic);
+    }
     let control = plan
         .control
         .map(|a| ControlServer::bind(a, &plan.name))

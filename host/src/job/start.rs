@@ -158,7 +158,10 @@ fn start_control(
         triggers,
         stop: options.stop.clone(),
         metrics: shared.metrics.clone(),
+        dead_letters: shared.dead_letters.clone(),
         checkpoints: stats.clone(),
+        started: std::time::Instant::now(),
+        parallelism: plan.parallelism.min(plan.partitions),
         savepoints: plan.checkpoint.is_some(),
         swaps,
     };

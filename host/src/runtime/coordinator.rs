@@ -118,6 +118,8 @@ pub struct CheckpointStats {
     pub last_duration: Duration,
     /// Time spent uploading blobs and the manifest, last one.
     pub last_upload: Duration,
+    /// Recent ones, and duration and size histograms.
+    pub history: super::figures::CheckpointHistory,
 }
 
 struct InFlight {
@@ -231,6 +233,8 @@ impl Coordinator {
             Ok(m) => {
                 stats.completed += 1;
                 stats.last = Some(m.clone());
+                let (took, pause) = (stats.last_duration, stats.last_max_pause);
+                stats.history.completed(m, took, pause);
                 tracing::info!(
                     kind = ?kind, name = %m.name, bytes = m.state_bytes(),
                     ms = stats.last_duration.as_millis() as u64, "checkpoint complete"

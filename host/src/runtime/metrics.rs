@@ -1,9 +1,11 @@
 //! Job-wide counters, updated once per batch (never per record), read by the
 //! progress reporter; and the process CPU time, for events per CPU-second.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+use super::figures::ChainFigures;
 
 /// Counters shared by the source and the tasks.
 #[derive(Debug, Default)]
@@ -16,6 +18,10 @@ pub struct Metrics {
     /// Records behind the end of each input partition (Kafka consumer lag),
     /// updated every few seconds by the source; empty for files.
     lag: Mutex<Vec<i64>>,
+    /// The topic the lag is of (Kafka sources).
+    topic: OnceLock<String>,
+    /// Per-partition and per-operator figures, once the chain is known.
+    chain: OnceLock<ChainFigures>,
 }
 
 /// A copy of the counters at one moment.
@@ -60,6 +66,23 @@ impl Metrics {
     /// Each partition's consumer lag (empty: the source has none).
     pub fn lag(&self) -> Vec<i64> {
         crate::lock_or_recover(&self.lag).clone()
+    }
+    /// Name the topic the consumer lag is of (set once).
+    pub fn set_topic(&self, topic: &str) {
+        let _ = self.topic.set(topic.to_string());
+    }
+    /// The topic the consumer lag is of.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.get().map(String::as_str)
+    }
+    /// Size the per-partition and per-operator figures (set once).
+    pub fn set_chain(&self, figures: ChainFigures) {
+        let _ = self.chain.set(figures);
+    }
+    /// Per-partition and per-operator figures (`None` before the chain is
+    /// known).
+    pub fn chain(&self) -> Option<&ChainFigures> {
+        self.chain.get()
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

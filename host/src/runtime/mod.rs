@@ -17,14 +17,17 @@
 //! - `coordinator`: collects a barrier's partition snapshots, writes the
 //!   checkpoint and tells workers to commit or abort.
 //! - [`control`]: the HTTP control endpoint of a running job (server,
-//!   http, access, routes, run folder, percent-coding) and its client.
+//!   connections, access, routes, status, metrics exposition, the status
+//!   page, run folder) and its client.
 //! - [`swap`]: hot swaps of an operator's plugin: `record`, `log`,
 //!   `probation`, `preflight`, `restart` (the version a restart runs).
-//! - `metrics`: shared counters.
+//! - `metrics`: shared counters; [`figures`]: per partition and operator,
+//!   and the recent checkpoints.
 
 mod barrier;
 pub mod control;
 mod coordinator;
+pub mod figures;
 mod metrics;
 mod router;
 pub mod swap;

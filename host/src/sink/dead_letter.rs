@@ -3,6 +3,7 @@
 //! from and the record itself (`value`, lossy UTF-8, plus `value_base64`
 //! when the bytes are not UTF-8, so nothing is lost).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +55,21 @@ pub struct DeadLetters {
     out: Mutex<Box<dyn Write + Send>>,
     origins: Arc<dyn Origins>,
     count: AtomicU64,
+    /// Written per stage: source, operator, sink.
+    by_stage: [AtomicU64; 3],
+    /// The last [`RECENT`] written (values cut to [`RECENT_VALUE`] bytes),
+    /// oldest first, for the status page.
+    recent: Mutex<VecDeque<Value>>,
 }
+
+/// Dead letters kept for [`DeadLetters::recent`].
+const RECENT: usize = 10;
+
+/// Longest value kept for [`DeadLetters::recent`], bytes.
+const RECENT_VALUE: usize = 200;
+
+/// The stages [`DeadLetters::by_stage`] counts, in its order.
+pub const STAGES: [&str; 3] = ["source", "operator", "sink"];
 
 impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +103,8 @@ impl DeadLetters {
             out: Mutex::new(out),
             origins,
             count: AtomicU64::new(0),
+            by_stage: Default::default(),
+            recent: Mutex::default(),
         })
     }
 
@@ -138,7 +155,32 @@ impl DeadLetters {
         line.push(b'\n');
         let mut out = lock(&self.out, "dead-letter output")?;
         out.write_all(&line).map_err(self.io_err())?;
+        drop(out);
         self.count.fetch_add(1, Ordering::Relaxed);
+        let stage = match d.stage {
+            Stage::Source => 0,
+            Stage::Operator { .. } => 1,
+            Stage::Sink { .. } => 2,
+        };
+        self.by_stage[stage].fetch_add(1, Ordering::Relaxed);
+        if let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&line) {
+            m.remove("value_base64");
+            if let Some(Value::String(v)) = m.get_mut("value")
+                && v.len() > RECENT_VALUE
+            {
+                let cut = (0..=RECENT_VALUE)
+                    .rev()
+                    .find(|&i| v.is_char_boundary(i))
+                    .unwrap_or(0);
+                v.truncate(cut);
+            }
+            m.insert("time_ms".into(), json!(crate::clock::now_ms()));
+            let mut recent = crate::lock_or_recover(&self.recent);
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(Value::Object(m));
+        }
         Ok(())
     }
 
@@ -146,6 +188,20 @@ impl DeadLetters {
     pub fn flush(&self) -> Result<()> {
         let mut out = lock(&self.out, "dead-letter output")?;
         out.flush().map_err(self.io_err())
+    }
+
+    /// How many were written per stage, in [`STAGES`] order.
+    pub fn by_stage(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.by_stage[i].load(Ordering::Relaxed))
+    }
+
+    /// The last few written, oldest first (values cut short, with the
+    /// time they were written as `time_ms`).
+    pub fn recent(&self) -> Vec<Value> {
+        crate::lock_or_recover(&self.recent)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// How many were written.

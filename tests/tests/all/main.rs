@@ -12,6 +12,7 @@ mod kafka;
 mod kafka_epochs;
 mod kafka_faults;
 mod languages;
+mod operate;
 mod partitions;
 mod savepoints;
 mod snapshots;

@@ -1,11 +1,14 @@
 //! The client the `weir` CLI uses: find a running job's endpoint by name
 //! in the run folder ([`find`]) and send it one request with its token
-//! ([`request`], [`Endpoint::request`]).
+//! ([`request`], [`Endpoint::request`]) over hyper.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
 use super::SAVEPOINT_WAIT;
 use super::run_folder::{Endpoint, check_run_dir, read_addr_file, run_dir};
@@ -18,36 +21,61 @@ impl Endpoint {
     }
 }
 
+/// A query string (without `?`) of `pairs`, percent-encoded.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
 /// Send a request with `token` to the control endpoint at `addr`; returns
-/// status and body.
+/// status and body. A savepoint is answered when it is complete: the
+/// answer is awaited up to [`SAVEPOINT_WAIT`] and a minute.
 pub fn request(addr: &str, token: &str, method: &str, path: &str) -> Result<(u16, String)> {
-    let io = |e| Error::io("talking to the control endpoint at", addr.to_string())(e);
-    let target =
-        addr.to_socket_addrs().map_err(io)?.next().ok_or_else(|| {
-            Error::Config(format!("control address `{addr}` resolves to nothing"))
-        })?;
-    let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(10)).map_err(io)?;
-    // A savepoint is answered when it is complete.
-    conn.set_read_timeout(Some(SAVEPOINT_WAIT + Duration::from_secs(60)))
-        .map_err(io)?;
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).map_err(io)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let fail = |what: String| {
+        Error::io("talking to the control endpoint at", addr.to_string())(std::io::Error::other(
+            what,
+        ))
+    };
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| Error::Config(format!("control address `{addr}` resolves to nothing")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::Config(format!("a request to the control endpoint: {e}")))?;
+    runtime.block_on(async {
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(target),
+        )
+        .await
+        .map_err(|_| fail("connecting timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::spawn(connection);
+        let exchange = async {
+            let response = sender.send_request(req).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        let answer = tokio::time::timeout(SAVEPOINT_WAIT + Duration::from_secs(60), exchange)
+            .await
+            .map_err(|_| fail("no answer in time".into()))?
+            .map_err(|e| fail(e.to_string()));
+        connection.abort();
+        answer
+    })
 }
 
 /// The control endpoint of running job `job`, from its address file in

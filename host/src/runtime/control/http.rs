@@ -1,220 +1,227 @@
-//! HTTP/1.1 as the control endpoint speaks it: one request per connection,
-//! a request head read within [`HEAD_DEADLINE`] and at most [`HEAD_LIMIT`]
-//! bytes, parsed into a [`Head`]; answers written with `Connection: close`;
-//! and the connection limit ([`MAX_CONNECTIONS`], then 503).
+//! Connections: each is served by hyper (HTTP/1.1, one request, bodies
+//! never read), with its request head due within a deadline and at most
+//! [`HEAD_LIMIT`] bytes. A connection gets a full slot while fewer than
+//! [`MAX_CONNECTIONS`] hold one; past that it waits for its head in the
+//! busy tier ([`MAX_WAITING`] places, [`BUSY_HEAD_DEADLINE`]), where only
+//! the owner's actions are served. When the busy tier is full the
+//! connection that has waited there longest is dropped (answered 503).
+//!
+//! A head that is late is answered 408 and one that is too large 431 (by
+//! hyper). The answers written here without hyper (408, and 503 to a
+//! dropped connection) go out on a second handle of the socket once
+//! hyper has let go of it; after any answer the connection is closed
+//! without a reset: writing stops, and what the client still sends is
+//! read and dropped for a moment ([`linger`]).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
 
-/// Connections served at the same time; more are answered 503.
+use super::routes::answer;
+use super::server::Served;
+
+/// Connections served in full at the same time; more wait in the busy
+/// tier.
 pub const MAX_CONNECTIONS: usize = 16;
+
+/// Connections waiting for their head in the busy tier; past that, the
+/// one waiting longest is dropped.
+pub const MAX_WAITING: usize = 64;
 
 /// Time a client has, in all, to send its request head.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Largest request head (request line and headers) accepted.
+/// The same in the busy tier.
+pub const BUSY_HEAD_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Largest request head (request line and headers) accepted (the least
+/// hyper takes as its read buffer).
 pub const HEAD_LIMIT: usize = 8 * 1024;
 
-/// Value of `key` in the query of request target `path`, still
-/// percent-encoded.
-pub(super) fn query<'a>(path: &'a str, key: &str) -> Option<&'a str> {
-    let (_, q) = path.split_once('?')?;
-    q.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then_some(v)
-    })
+/// Most header lines in a request head.
+const MAX_HEADERS: usize = 64;
+
+/// Longest [`linger`] reads after an answer, and how much.
+const LINGER: (Duration, usize) = (Duration::from_millis(500), 64 * 1024);
+
+/// The connection slots.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    /// Connections holding a full slot.
+    full: AtomicUsize,
+    /// Requests being answered (the server's drop waits for them).
+    pub(super) answering: AtomicUsize,
+    /// Busy-tier connections waiting for their head, oldest first, with
+    /// what drops them.
+    waiting: std::sync::Mutex<BTreeMap<u64, Arc<Notify>>>,
+    /// Numbers the busy-tier connections.
+    next: AtomicU64,
 }
 
-/// An answer: status, body, content type.
-pub(super) type Answer = (u16, String, &'static str);
-
-/// A JSON answer.
-pub(super) fn json_answer(status: u16, body: serde_json::Value) -> Answer {
-    (status, body.to_string(), "application/json")
+/// Which tier a connection is in.
+enum Tier {
+    /// A full slot, released on drop.
+    Full(Arc<Served>),
+    /// Busy tier, number `u64`, dropped when notified.
+    Busy(Arc<Served>, u64, Arc<Notify>),
 }
 
-/// A JSON answer `{"error": message}`.
-pub(super) fn error(status: u16, message: &str) -> Answer {
-    json_answer(status, json!({ "error": message }))
-}
+impl Tier {
+    /// Take a full slot, else a place in the busy tier (dropping the one
+    /// waiting longest if the tier is full).
+    fn take(served: &Arc<Served>) -> Self {
+        let slots = &served.slots;
+        if slots.full.fetch_add(1, Ordering::SeqCst) < MAX_CONNECTIONS {
+            return Tier::Full(served.clone());
+        }
+        slots.full.fetch_sub(1, Ordering::SeqCst);
+        let id = slots.next.fetch_add(1, Ordering::Relaxed);
+        let drop_me = Arc::new(Notify::new());
+        let mut waiting = crate::lock_or_recover(&slots.waiting);
+        waiting.insert(id, drop_me.clone());
+        while waiting.len() > MAX_WAITING {
+            if let Some((_, oldest)) = waiting.pop_first() {
+                oldest.notify_one();
+            }
+        }
+        Tier::Busy(served.clone(), id, drop_me)
+    }
 
-/// The reason phrase of `status`.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Error",
+    /// The head arrived: leave the waiting list.
+    fn arrived(&self) {
+        if let Tier::Busy(s, id, _) = self {
+            crate::lock_or_recover(&s.slots.waiting).remove(id);
+        }
     }
 }
 
-/// Write an answer with its status line and headers (`Connection: close`;
-/// a 401 names the scheme, `Bearer`).
-pub(super) fn write_answer(
-    conn: &mut TcpStream,
-    (status, body, content_type): &Answer,
-) -> std::io::Result<()> {
-    let auth = if *status == 401 {
-        "WWW-Authenticate: Bearer\r\n"
-    } else {
-        ""
-    };
-    write!(
-        conn,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\n{auth}Connection: close\r\n\r\n{body}",
-        reason(*status),
-        body.len()
-    )?;
-    conn.flush()
+impl Drop for Tier {
+    fn drop(&mut self) {
+        match self {
+            Tier::Full(s) => {
+                s.slots.full.fetch_sub(1, Ordering::SeqCst);
+            }
+            Tier::Busy(..) => self.arrived(),
+        }
+    }
 }
 
-/// Too many connections: answer 503 without reading, close. The write
-/// does not block (a short answer fits a new connection's send buffer).
-pub(super) fn busy(mut conn: TcpStream) {
-    let _ = conn.set_nonblocking(true);
-    let _ = write_answer(
-        &mut conn,
-        &json_answer(503, json!({"error": "too many control connections"})),
-    );
-    let _ = conn.shutdown(Shutdown::Both);
+/// Why a connection was cut before its head arrived.
+enum Cut {
+    /// Its head deadline passed: 408.
+    Late,
+    /// It was dropped from the busy tier: 503.
+    Dropped,
+    /// The server stops.
+    Stopping,
+}
+
+/// Serve one connection.
+pub(super) async fn connection(
+    stream: TcpStream,
+    served: Arc<Served>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tier = Tier::take(&served);
+    // A second handle on the socket, for answers written after hyper let
+    // go of it and for the linger.
+    let Ok(std) = stream.into_std() else { return };
+    let (Ok(spare), Ok(stream)) = (std.try_clone(), TcpStream::from_std(std)) else {
+        return;
+    };
+    let (deadline, drop_me, busy) = match &tier {
+        Tier::Full(_) => (HEAD_DEADLINE, None, false),
+        Tier::Busy(_, _, n) => (BUSY_HEAD_DEADLINE, Some(n.clone()), true),
+    };
+    let head = Arc::new(AtomicBool::new(false));
+    let tier = Arc::new(tier);
+    let service = {
+        let (head, tier, served) = (head.clone(), tier.clone(), served.clone());
+        service_fn(move |req| {
+            head.store(true, Ordering::SeqCst);
+            tier.arrived();
+            let served = served.clone();
+            async move {
+                served.slots.answering.fetch_add(1, Ordering::SeqCst);
+                let response = answer(req, &served, busy).await;
+                served.slots.answering.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(HEAD_LIMIT)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service);
+    let started = Instant::now();
+    let cut = async {
+        let why = tokio::select! {
+            () = tokio::time::sleep_until((started + deadline).into()) => Cut::Late,
+            () = async {
+                match &drop_me {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => Cut::Dropped,
+            _ = stop.wait_for(|s| *s) => Cut::Stopping,
+        };
+        if head.load(Ordering::SeqCst) {
+            // A request is being answered: it is not cut.
+            std::future::pending::<()>().await;
+        }
+        why
+    };
+    let cut = tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!("control connection: {e}");
+            }
+            None
+        }
+        why = cut => Some(why),
+    };
+    let Ok(mut spare) = TcpStream::from_std(spare) else {
+        return;
+    };
+    let canned = match cut {
+        Some(Cut::Late) => Some((408, "Request Timeout", "the request head took too long")),
+        Some(Cut::Dropped) => Some((503, "Service Unavailable", "too many control connections")),
+        Some(Cut::Stopping) | None => None,
+    };
+    if let Some((status, reason, message)) = canned {
+        let body = serde_json::json!({ "error": message }).to_string();
+        let text = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), spare.write_all(text.as_bytes())).await;
+    }
+    linger(spare).await;
+    drop(tier);
 }
 
 /// Close after the answer without resetting the connection: stop sending,
 /// then read (and drop) what the client still sends, briefly.
-pub(super) fn linger(mut conn: TcpStream) {
-    let _ = conn.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(500);
+async fn linger(mut conn: TcpStream) {
+    let _ = conn.shutdown().await;
+    let (wait, mut left) = LINGER;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut sink = [0u8; 4096];
-    let mut left = 64 * 1024usize;
     while left > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() || conn.set_read_timeout(Some(wait)).is_err() {
-            return;
+        match tokio::time::timeout_at(deadline, conn.read(&mut sink)).await {
+            Ok(Ok(n @ 1..)) => left = left.saturating_sub(n),
+            _ => break,
         }
-        match conn.read(&mut sink) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
-        }
-    }
-}
-
-/// Why no request head was read.
-pub(super) enum HeadError {
-    /// The client closed, or the server stops: nothing to answer.
-    Gone,
-    /// [`HEAD_DEADLINE`] passed.
-    Slow,
-    /// Over [`HEAD_LIMIT`].
-    TooLarge,
-    /// A socket error.
-    Io(std::io::Error),
-}
-
-/// End of the head in `buf` (after the blank line), if there.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Read the request head: at most [`HEAD_LIMIT`] bytes within
-/// [`HEAD_DEADLINE`] in all (each read waits only for the time left).
-pub(super) fn read_head(conn: &mut TcpStream, done: &AtomicBool) -> Result<Vec<u8>, HeadError> {
-    let deadline = Instant::now() + HEAD_DEADLINE;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        if let Some(end) = head_end(&buf) {
-            if end > HEAD_LIMIT {
-                return Err(HeadError::TooLarge);
-            }
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > HEAD_LIMIT {
-            return Err(HeadError::TooLarge);
-        }
-        if done.load(Ordering::SeqCst) {
-            return Err(HeadError::Gone);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::Slow);
-        }
-        // Wake up now and then to notice the server stopping.
-        conn.set_read_timeout(Some(left.min(Duration::from_millis(100))))
-            .map_err(HeadError::Io)?;
-        let room = (HEAD_LIMIT + 4 - buf.len()).min(chunk.len());
-        match conn.read(&mut chunk[..room]) {
-            Ok(0) => return Err(HeadError::Gone),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(HeadError::Io(e)),
-        }
-    }
-}
-
-/// A parsed request head.
-pub(super) struct Head {
-    /// The method (`GET`, `POST`).
-    pub(super) method: String,
-    /// The request target: path and query.
-    pub(super) target: String,
-    /// Header names (lower-cased) and values, in order.
-    pub(super) headers: Vec<(String, String)>,
-}
-
-impl Head {
-    /// Parse a request head; `None` if it is not HTTP/1.x as expected.
-    pub(super) fn parse(bytes: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let mut first = lines.next()?.split(' ');
-        let (method, target, version) = (first.next()?, first.next()?, first.next()?);
-        if first.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-            return None;
-        }
-        let mut headers = Vec::new();
-        for line in lines.take_while(|l| !l.is_empty()) {
-            let (name, value) = line.split_once(':')?;
-            if name.is_empty() || name.contains(|c: char| c.is_ascii_whitespace()) {
-                return None;
-            }
-            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-        }
-        Some(Self {
-            method: method.into(),
-            target: target.into(),
-            headers,
-        })
-    }
-
-    /// Every value of header `name` (lower-case).
-    pub(super) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
     }
 }

@@ -1,64 +1,144 @@
-//! What the endpoint answers, once a request is let in: `GET /status`,
-//! `GET /metrics`, `POST /savepoint`, `POST /swap`, `POST /rollback` and
-//! `POST /stop`.
+//! What the endpoint answers, once [`super::access`] let a request in:
+//! the status page (`GET /`), `GET /status`, `GET /metrics`,
+//! `POST /savepoint`, `POST /swap`, `POST /rollback` and `POST /stop`,
+//! routed by axum, query values decoded by its `Query`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use crossbeam_channel::RecvTimeoutError;
-use serde_json::json;
+use serde_json::{Value, json};
+use tower::ServiceExt;
 
 use super::SAVEPOINT_WAIT;
-use super::http::{Answer, Head, error, json_answer, query};
-use super::percent::percent_decode;
-use super::server::{JobHandle, Served};
+use super::access::{Who, check, unauthorized};
+use super::server::Served;
+use super::status::manifest_json;
+use super::{exposition, page, status};
 use crate::checkpoint::check_savepoint_name;
-use crate::checkpoint::manifest::{Manifest, folder};
 use crate::runtime::Trigger;
 use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
 
-/// Answer an authorized request.
-pub(super) fn route(head: &Head, served: &Served) -> Answer {
-    let job = &served.job;
-    let path = head.target.as_str();
-    let route = path.split('?').next().unwrap_or("");
-    match (head.method.as_str(), route) {
-        ("GET", "/status") => status(job),
-        ("GET", "/metrics") => metrics(job),
-        ("POST", "/savepoint") => savepoint(served, path, false),
-        ("POST", "/stop") if query(path, "savepoint").is_some_and(|v| v == "true" || v == "1") => {
-            savepoint(served, path, true)
+/// Query values, decoded.
+type Params = Query<HashMap<String, String>>;
+
+/// A JSON answer.
+pub(super) fn json_answer(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+/// A JSON answer `{"error": message}`.
+pub(super) fn error(status: u16, message: &str) -> Response {
+    json_answer(status, json!({ "error": message }))
+}
+
+/// Whether the request is one of the owner's actions, served also when
+/// the endpoint is busy.
+fn is_action(method: &Method, path: &str) -> bool {
+    method == Method::POST && matches!(path, "/stop" | "/savepoint" | "/swap" | "/rollback")
+}
+
+/// Answer one request (`busy`: it came on a busy-tier connection).
+pub(super) async fn answer(
+    req: Request<hyper::body::Incoming>,
+    served: &Arc<Served>,
+    busy: bool,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut response = match check(&parts, served) {
+        Err((status, why)) => error(status, why),
+        Ok(who) if busy && !(who == Who::Owner && is_action(&parts.method, parts.uri.path())) => {
+            error(503, "too many control connections")
         }
-        ("POST", "/swap") => swap(job, path, false),
-        ("POST", "/rollback") => swap(job, path, true),
-        ("POST", "/stop") => {
-            job.stop.store(true, Ordering::Relaxed);
-            json_answer(200, json!({"stopping": true}))
+        Ok(Who::Stranger) if parts.uri.path() == "/" && parts.method == Method::GET => {
+            page::way_in(&parts, served)
         }
-        _ => error(404, "no such endpoint"),
+        Ok(Who::Stranger) => unauthorized(),
+        Ok(Who::Owner) => {
+            let req = Request::from_parts(parts, Body::new(body));
+            match router(served.clone()).oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The owner's routes.
+fn router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/", get(page::page))
+        .route("/status", get(status_route))
+        .route("/metrics", get(metrics_route))
+        .route("/savepoint", post(savepoint_route))
+        .route("/stop", post(stop_route))
+        .route("/swap", post(swap_route))
+        .route("/rollback", post(rollback_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .with_state(served)
+}
+
+async fn not_found() -> Response {
+    error(404, "no such endpoint")
+}
+
+async fn status_route(State(served): State<Arc<Served>>) -> Response {
+    json_answer(200, status::status(&served))
+}
+
+async fn metrics_route(State(served): State<Arc<Served>>) -> Response {
+    match exposition::encode(&served) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(500, &format!("encoding metrics: {e}")),
     }
 }
 
-/// `GET /status`: counters and the last checkpoint, as JSON.
-fn status(job: &JobHandle) -> Answer {
-    let (m, c) = job.counters();
-    json_answer(
-        200,
-        json!({
-            "job": job.job,
-            "records_read": m.records_read,
-            "bytes_read": m.bytes_read,
-            "files_done": m.files_done,
-            "emitted": m.emitted,
-            "malformed": m.malformed,
-            "checkpoints_completed": c.completed,
-            "checkpoints_failed": c.failed,
-            "consumer_lag": job.metrics.lag(),
-            "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
-            "operators": job.swaps.as_ref().map(|s| s.log().current().iter().map(|c| c.digest.clone()).collect::<Vec<_>>()),
-            "swaps": job.swaps.as_ref().map(|s| s.log().records()),
-        }),
-    )
+/// Run `f` on a thread that may block (a savepoint, a swap).
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| error(500, &format!("the request failed: {e}")))
+}
+
+async fn savepoint_route(State(served): State<Arc<Served>>, Query(q): Params) -> Response {
+    blocking(move || savepoint(&served, q.get("name").cloned(), false)).await
+}
+
+async fn stop_route(State(served): State<Arc<Served>>, Query(q): Params) -> Response {
+    if q.get("savepoint").is_some_and(|v| v == "true" || v == "1") {
+        return blocking(move || savepoint(&served, q.get("name").cloned(), true)).await;
+    }
+    served.job.stop.store(true, Ordering::Relaxed);
+    json_answer(200, json!({"stopping": true}))
+}
+
+async fn swap_route(State(served): State<Arc<Served>>, Query(q): Params) -> Response {
+    blocking(move || swap(&served, &q, false)).await
+}
+
+async fn rollback_route(State(served): State<Arc<Served>>, Query(q): Params) -> Response {
+    blocking(move || swap(&served, &q, true)).await
 }
 
 /// `POST /swap?operator=NAME&plugin=PATH[&probation_batches=N]`: swap an
@@ -66,29 +146,29 @@ fn status(job: &JobHandle) -> Answer {
 /// with why it was refused: nothing changed then);
 /// `POST /rollback?operator=NAME`: swap back to the version before the
 /// last promoted swap.
-fn swap(job: &JobHandle, path: &str, rollback: bool) -> Answer {
-    let Some(swaps) = &job.swaps else {
+fn swap(served: &Served, q: &HashMap<String, String>, rollback: bool) -> Response {
+    let Some(swaps) = &served.job.swaps else {
         return error(
             409,
             "this job cannot swap plugins: swaps need checkpoints ([checkpoints] enabled) and \
              Wasm plugins",
         );
     };
-    let Some(operator) = query(path, "operator").map(percent_decode) else {
+    let Some(operator) = q.get("operator") else {
         return error(400, "name the operator: ?operator=NAME");
     };
-    let batches = match query(path, "probation_batches").map(str::parse::<u64>) {
+    let batches = match q.get("probation_batches").map(|v| v.parse::<u64>()) {
         None => DEFAULT_PROBATION_BATCHES,
         Some(Ok(n)) => n,
         Some(Err(_)) => return error(400, "probation_batches must be a number"),
     };
     let result = if rollback {
-        swaps.rollback(&operator, batches)
+        swaps.rollback(operator, batches)
     } else {
-        let Some(plugin) = query(path, "plugin").map(percent_decode) else {
+        let Some(plugin) = q.get("plugin") else {
             return error(400, "name the new component: ?plugin=PATH");
         };
-        swaps.swap(&operator, std::path::Path::new(&plugin), batches)
+        swaps.swap(operator, std::path::Path::new(plugin), batches)
     };
     match result {
         Ok(record) => json_answer(200, serde_json::to_value(record).unwrap_or_default()),
@@ -96,36 +176,18 @@ fn swap(job: &JobHandle, path: &str, rollback: bool) -> Answer {
     }
 }
 
-/// `GET /metrics`: the counters in Prometheus text format.
-fn metrics(job: &JobHandle) -> Answer {
-    let (m, c) = job.counters();
-    let body = format!(
-        "weir_records_read_total {}\nweir_bytes_read_total {}\nweir_files_done_total {}\n\
-         weir_records_emitted_total {}\nweir_records_malformed_total {}\n\
-         weir_checkpoints_completed_total {}\nweir_checkpoints_failed_total {}\n",
-        m.records_read, m.bytes_read, m.files_done, m.emitted, m.malformed, c.completed, c.failed
-    );
-    let mut body = body;
-    for (p, lag) in job.metrics.lag().iter().enumerate() {
-        body.push_str(&format!("weir_consumer_lag{{partition=\"{p}\"}} {lag}\n"));
-    }
-    (200, body, "text/plain; version=0.0.4")
-}
-
 /// `POST /savepoint?name=N` and `POST /stop?savepoint=true&name=N`: take
 /// a savepoint (then stop), answer when it is complete.
-fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
+fn savepoint(served: &Served, name: Option<String>, stop: bool) -> Response {
     let job = &served.job;
     if !job.savepoints {
-        return json_answer(
+        return error(
             409,
-            json!({"error": "this job runs without checkpoints ([checkpoints] enabled = false), \
-                             so it cannot take a savepoint; stop it without one (`weir stop JOB_FILE`)"}),
+            "this job runs without checkpoints ([checkpoints] enabled = false), so it cannot \
+             take a savepoint; stop it without one (`weir stop JOB_FILE`)",
         );
     }
-    let name = query(path, "name")
-        .filter(|n| !n.is_empty())
-        .map(str::to_string);
+    let name = name.filter(|n| !n.is_empty());
     if let Some(refused) = name.as_deref().and_then(|n| check_savepoint_name(n).err()) {
         return error(400, refused);
     }
@@ -154,21 +216,6 @@ fn savepoint(served: &Served, path: &str, stop: bool) -> Answer {
     match reply {
         Some(Ok(m)) => json_answer(200, manifest_json(&job.job, &m)),
         Some(Err(e)) => json_answer(500, json!({"error": e})),
-        None => json_answer(
-            503,
-            json!({"error": "the job ended before the savepoint completed"}),
-        ),
+        None => error(503, "the job ended before the savepoint completed"),
     }
-}
-
-fn manifest_json(job: &str, m: &Manifest) -> serde_json::Value {
-    json!({
-        "name": m.name,
-        "kind": m.kind,
-        "id": m.id,
-        "folder": folder(job, m.kind, &m.name),
-        "wall_time_ms": m.wall_time_ms,
-        "watermark": m.watermark,
-        "bytes": m.state_bytes(),
-    })
 }

@@ -1,26 +1,30 @@
 //! The server: [`ControlServer::bind`] checks the run folder and binds the
 //! listener before the job starts; [`ControlServer::serve`] writes the
-//! address file and accepts connections, one thread each, until dropped.
+//! address file and serves connections (see `http.rs`) on a tokio runtime
+//! of its own thread, sampling the job's counters every second, until
+//! dropped.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use tokio::sync::watch;
 
-use super::access::refuse;
 use super::client::find_in;
-use super::http::{Head, HeadError, MAX_CONNECTIONS, busy, error, linger, read_head, write_answer};
-use super::routes::route;
+use super::http::{Slots, connection};
 use super::run_folder::{
     Endpoint, new_token, prepare_run_dir, read_addr_file, run_dir, same_secret, write_private,
 };
+use super::status::{Sample, sample};
 use crate::lock_or_recover;
 use crate::runtime::Trigger;
 use crate::runtime::swap::Swapper;
 use crate::runtime::{CheckpointStats, Metrics, Snapshot};
+use crate::sink::dead_letter::DeadLetters;
 use crate::{Error, Result};
 
 /// How long [`ControlServer`]'s drop waits for requests in progress.
@@ -37,8 +41,14 @@ pub struct JobHandle {
     pub stop: Arc<AtomicBool>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The dead-letter output (counts by stage, the last few).
+    pub(crate) dead_letters: Arc<DeadLetters>,
     /// Checkpoint figures.
     pub checkpoints: Arc<Mutex<CheckpointStats>>,
+    /// When the job started (for its uptime).
+    pub started: Instant,
+    /// Worker threads.
+    pub parallelism: usize,
     /// Whether the job takes checkpoints (and so can take savepoints).
     pub savepoints: bool,
     /// Plugin swaps (`None`: the job cannot swap: no checkpoints, or
@@ -54,7 +64,7 @@ impl JobHandle {
     }
 }
 
-/// What the connection threads share.
+/// What the connections share.
 pub(super) struct Served {
     /// The job served.
     pub(super) job: JobHandle,
@@ -64,27 +74,19 @@ pub(super) struct Served {
     pub(super) addr: SocketAddr,
     /// Set when the server stops.
     pub(super) done: AtomicBool,
-    /// Connections being served.
-    active: AtomicUsize,
-}
-
-/// Counts a connection as active while alive.
-struct Active(
-    /// The server the connection belongs to.
-    Arc<Served>,
-);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// Connection slots and requests in progress.
+    pub(super) slots: Slots,
+    /// The counters every second, for rates (see `status.rs`).
+    pub(super) samples: Mutex<VecDeque<Sample>>,
 }
 
 /// A running control server; stops when dropped.
 pub struct ControlServer {
-    /// What the connection threads share.
+    /// What the connections share.
     served: Arc<Served>,
-    /// The accept loop, joined on drop.
+    /// Tells the runtime's thread to stop.
+    stop: watch::Sender<bool>,
+    /// The runtime's thread, joined on drop.
     thread: Option<std::thread::JoinHandle<()>>,
     /// The address file written, removed on drop if still ours.
     addr_file: PathBuf,
@@ -149,7 +151,7 @@ impl ControlServer {
     }
 
     /// Serve `job` on `bound`; write its address and a new token to
-    /// `<run dir>/<job>.addr`.
+    /// `<run dir>/<job>.addr`, and say where the status page is.
     pub fn serve(bound: Bound, job: JobHandle) -> Result<Self> {
         let Bound {
             listener,
@@ -162,26 +164,44 @@ impl ControlServer {
             pid: std::process::id(),
         };
         let addr_file = dir.join(format!("{}.addr", job.job));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("weir-control")
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the control runtime: {e}")))?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)
+                .map_err(Error::io("configuring control endpoint", addr.to_string()))?
+        };
         write_private(&addr_file, &endpoint.to_json())?;
         let served = Arc::new(Served {
             job,
             token: endpoint.token,
             addr,
             done: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
+            slots: Slots::default(),
+            samples: Mutex::default(),
         });
-        let mut server = Self {
-            served: served.clone(),
-            thread: None,
-            addr_file,
+        let (stop, stopped) = watch::channel(false);
+        let thread = {
+            let served = served.clone();
+            std::thread::Builder::new()
+                .name("weir-control".into())
+                .spawn(move || {
+                    runtime.block_on(serve(listener, &served, stopped));
+                    runtime.shutdown_timeout(Duration::from_millis(200));
+                })
+                .map_err(|e| Error::Internal(format!("spawning control thread: {e}")))?
         };
-        let thread = std::thread::Builder::new()
-            .name("weir-control".into())
-            .spawn(move || accept_loop(&listener, &served))
-            .map_err(|e| Error::Internal(format!("spawning control thread: {e}")))?;
-        server.thread = Some(thread);
         tracing::info!(%addr, "control endpoint");
-        Ok(server)
+        tracing::info!("status page: http://{addr}/?token={}", served.token);
+        Ok(Self {
+            served,
+            stop,
+            thread: Some(thread),
+            addr_file,
+        })
     }
 
     /// The bound address.
@@ -198,13 +218,9 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.served.done.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-        // Let answers in progress (a savepoint before stopping) go out.
-        let deadline = Instant::now() + DRAIN_WAIT;
-        while self.served.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
         }
         if read_addr_file(&self.addr_file)
             .is_ok_and(|e| same_secret(e.token.as_bytes(), self.served.token.as_bytes()))
@@ -214,54 +230,35 @@ impl Drop for ControlServer {
     }
 }
 
-/// Accept connections until the server stops; one thread each.
-fn accept_loop(listener: &TcpListener, served: &Arc<Served>) {
-    while !served.done.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                if served.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    served.active.fetch_sub(1, Ordering::SeqCst);
-                    busy(conn);
-                    continue;
+/// Accept connections and sample the counters until told to stop; then
+/// let answers in progress (a savepoint before stopping) go out.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    served: &Arc<Served>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let for_connections = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    tokio::spawn(connection(conn, served.clone(), for_connections.clone()));
                 }
-                let active = Active(served.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("weir-control-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = serve(conn, &active.0) {
-                            tracing::debug!("control request failed: {e}");
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!("control endpoint: spawning a thread: {e}");
+                Err(e) => {
+                    tracing::warn!("control endpoint: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => {
-                tracing::warn!("control endpoint: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            },
+            _ = tick.tick() => sample(served),
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
-}
-
-/// Read one request, answer it, close.
-fn serve(mut conn: TcpStream, served: &Served) -> std::io::Result<()> {
-    conn.set_nonblocking(false)?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let answer = match read_head(&mut conn, &served.done) {
-        Ok(bytes) => match Head::parse(&bytes) {
-            Some(head) => refuse(&head, served).unwrap_or_else(|| route(&head, served)),
-            None => error(400, "malformed request"),
-        },
-        Err(HeadError::Gone) => return Ok(()),
-        Err(HeadError::Io(e)) => return Err(e),
-        Err(HeadError::Slow) => error(408, "the request head took too long"),
-        Err(HeadError::TooLarge) => error(431, "the request head is too large"),
-    };
-    write_answer(&mut conn, &answer)?;
-    linger(conn);
-    Ok(())
+    drop(listener);
+    let deadline = Instant::now() + DRAIN_WAIT;
+    while served.slots.answering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The answers' lingers.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -4,6 +4,7 @@
 //! them, rejected records to the dead-letter output.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Shared;
 use super::TaskStats;
@@ -132,6 +133,9 @@ impl Partition {
     ) -> Result<()> {
         stats.batches += 1;
         stats.records_in += batch.data.len() as u64;
+        if let Some(f) = shared.metrics.chain() {
+            f.partition(self.id, batch.data.len(), 0, watermark);
+        }
         self.chain(
             0,
             &batch.data,
@@ -158,7 +162,12 @@ impl Partition {
                     break;
                 }
                 stats.timers_fired += due.len() as u64;
+                let started = Instant::now();
                 let out = self.operators[i].on_timers(&due, watermark)?;
+                if let Some(f) = shared.metrics.chain() {
+                    let n = (0, out.emitted.len(), 0);
+                    f.called((self.id, i), started.elapsed(), n, false);
+                }
                 self.register(i, out.timers);
                 if !out.emitted.is_empty() {
                     self.chain(i + 1, &out.emitted, None, watermark, shared, stats)?;
@@ -190,7 +199,12 @@ impl Partition {
             if current.is_empty() {
                 return Ok(());
             }
+            let started = Instant::now();
             let out: Outcome = self.operators[i].process(current, watermark)?;
+            if let Some(f) = shared.metrics.chain() {
+                let n = (current.len(), out.emitted.len(), out.rejected.len());
+                f.called((self.id, i), started.elapsed(), n, true);
+            }
             if !out.rejected.is_empty() {
                 let origins = if i == start { origins } else { None };
                 self.dead_letter(i, current, origins, &out.rejected, shared)?;
@@ -208,6 +222,9 @@ impl Partition {
             self.sink.write(last)?;
             stats.records_out += last.len() as u64;
             shared.metrics.add_emitted(last.len() as u64);
+            if let Some(f) = shared.metrics.chain() {
+                f.partition(self.id, 0, last.len(), watermark);
+            }
         }
         Ok(())
     }

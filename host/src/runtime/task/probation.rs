@@ -173,6 +173,9 @@ impl Partition {
             self.sink.write(batch)?;
             stats.records_out += batch.len() as u64;
             shared.metrics.add_emitted(batch.len() as u64);
+            if let Some(f) = shared.metrics.chain() {
+                f.partition(self.id, 0, batch.len(), self.watermark);
+            }
         }
         for d in &p.held_dead {
             shared.dead_letters.write(&DeadLetter {

@@ -95,7 +95,7 @@ pub fn write_uniform_events(dir: &Path, events: u64, addresses: u32, seed: u64) 
     };
     for i in 0..events {
         let r = next();
-        let address = ((r >> 32) * u64::from(addresses) >> 32) as u32;
+        let address = (((r >> 32) * u64::from(addresses)) >> 32) as u32;
         let s = &mut states[address as usize];
         let (event, after) = if r % 1000 == 0 {
             (b'f', *s)

@@ -116,6 +116,20 @@ struct Query<'k> {
 impl<'k> Query<'k> {
     #[inline(always)]
     fn new(key: &'k [u8]) -> Self {
+        Self::with(key, Self::key_hash(key))
+    }
+
+    #[inline(always)]
+    fn with(key: &'k [u8], h: KeyHash) -> Self {
+        Self {
+            key,
+            repr: h.repr,
+            hash: h.hash,
+        }
+    }
+
+    #[inline(always)]
+    fn key_hash(key: &[u8]) -> KeyHash {
         let mut b = [0u8; 16];
         if key.len() <= INLINE {
             // Word loads instead of a variable-length copy: in Wasm a copy
@@ -135,12 +149,28 @@ impl<'k> Query<'k> {
             b[15] = LONG;
         }
         let repr = Repr(b);
-        Self {
-            key,
+        KeyHash {
             hash: repr.hash(),
             repr,
         }
     }
+}
+
+/// A key's bucket form and hash, computed once for [`StateMap::prefetch`]
+/// and [`StateMap::update_hashed`]: the runtime hashes a record's key
+/// ahead of the record and fetches its bucket early.
+#[derive(Clone, Copy)]
+pub struct KeyHash {
+    repr: Repr,
+    hash: u64,
+}
+
+impl KeyHash {
+    /// A placeholder (the hash of no key in particular).
+    pub const NONE: KeyHash = KeyHash {
+        repr: Repr([0; 16]),
+        hash: 0,
+    };
 }
 
 struct Bucket<S> {
@@ -197,6 +227,8 @@ pub struct StateMap<S> {
     frozen: Option<Frozen>,
     /// The first value that failed to encode into a snapshot.
     encode_error: Option<String>,
+    /// Bytes read by [`StateMap::prefetch`], summed so the reads stay.
+    touched: u8,
 }
 
 /// Append `value` to `buf` the way snapshots store values (postcard).
@@ -239,6 +271,7 @@ impl<S: Serialize> StateMap<S> {
             long_free: Vec::new(),
             frozen: None,
             encode_error: None,
+            touched: 0,
         }
     }
 
@@ -314,8 +347,37 @@ impl<S: Serialize> StateMap<S> {
     /// in the slot is kept, `None` removes the key.
     #[inline]
     pub fn update<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Option<S>) -> R) -> R {
-        let q = Query::new(key);
-        match self.probe(&q) {
+        self.update_hashed(key, &Self::hash(key), f)
+    }
+
+    /// Hash `key` for [`StateMap::prefetch`] and [`StateMap::update_hashed`].
+    #[inline(always)]
+    pub fn hash(key: &[u8]) -> KeyHash {
+        Query::key_hash(key)
+    }
+
+    /// Start loading the bucket where a lookup of the key hashed as `h`
+    /// begins. A lookup is a cache miss when the table is large; the
+    /// runtime touches the buckets of the records a few places ahead of
+    /// the one it updates, so the misses overlap instead of following one
+    /// another. Wasm has no prefetch instruction: this is a plain load,
+    /// whose result nothing waits for.
+    #[inline(always)]
+    pub fn prefetch(&mut self, h: &KeyHash) {
+        let i = self.home(h.hash);
+        self.touched = self.touched.wrapping_add(self.buckets[i].key.0[15]);
+    }
+
+    /// [`StateMap::update`] for `key`, hashed as `h` by [`StateMap::hash`].
+    #[inline(always)]
+    pub fn update_hashed<R>(
+        &mut self,
+        key: &[u8],
+        h: &KeyHash,
+        f: impl FnOnce(&mut Option<S>) -> R,
+    ) -> R {
+        let q = &Query::with(key, *h);
+        match self.probe(q) {
             Probe::Found(i) => {
                 self.before_write(i);
                 let r = f(&mut self.buckets[i].value);
@@ -328,7 +390,7 @@ impl<S: Serialize> StateMap<S> {
                 let mut slot = None;
                 let r = f(&mut slot);
                 if let Some(value) = slot {
-                    self.insert_vacant(&q, i, value);
+                    self.insert_vacant(q, i, value);
                 }
                 r
             }

@@ -4,7 +4,11 @@
 //! [`Runtime`] natively to compare the same logic with and without Wasm.
 
 use crate::envelope;
-use crate::map::StateMap;
+use crate::map::{KeyHash, StateMap};
+
+/// Records whose state buckets are fetched together, ahead of their
+/// updates (see [`Runtime::process`]).
+const GROUP: usize = 16;
 use crate::{Config, Ctx, KeyState, NO_TIMESTAMP, Operator, Record};
 
 /// Records in packed form (the shape of WIT `batch`), owned.
@@ -236,18 +240,44 @@ impl<O: Operator> Runtime<O> {
     }
 
     /// Run `on_event` for every record of the batch.
+    ///
+    /// Records go in groups of [`GROUP`]: the keys of a group are hashed
+    /// and their state buckets touched one after the other, then the
+    /// records run in order. The touches do not depend on one another, so
+    /// their cache misses overlap (a touch interleaved with the records'
+    /// work would stall the core at each miss, as the lookup does); each
+    /// key is hashed once.
     pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
-        batch.checked_len().map_err(Error::Other)?;
-        for (i, rec) in batch.records().enumerate() {
-            let rec = rec.map_err(Error::Other)?;
-            let (op, out) = (&mut self.op, &mut self.out);
-            let result = self.state.update(rec.key, |slot| {
-                let mut ctx = Ctx::new(out, rec.key, watermark);
-                op.on_event(&rec, &mut KeyState::new(slot), &mut ctx)
-            });
-            if let Err(reason) = result {
-                self.out.rejected.push((i as u32, reason));
+        let n = batch.checked_len().map_err(Error::Other)?;
+        let mut records = batch.records();
+        let none = Record {
+            key: &[],
+            value: &[],
+            timestamp: None,
+        };
+        let mut group = [(none, KeyHash::NONE); GROUP];
+        let mut start = 0;
+        while start < n {
+            let len = GROUP.min(n - start);
+            for (rec, h) in &mut group[..len] {
+                *rec = records
+                    .next()
+                    .expect("checked length")
+                    .map_err(Error::Other)?;
+                *h = StateMap::<O::State>::hash(rec.key);
+                self.state.prefetch(h);
             }
+            for (j, (rec, h)) in group[..len].iter().enumerate() {
+                let (op, out) = (&mut self.op, &mut self.out);
+                let result = self.state.update_hashed(rec.key, h, |slot| {
+                    let mut ctx = Ctx::new(out, rec.key, watermark);
+                    op.on_event(rec, &mut KeyState::new(slot), &mut ctx)
+                });
+                if let Err(reason) = result {
+                    self.out.rejected.push(((start + j) as u32, reason));
+                }
+            }
+            start += len;
         }
         Ok(self.out.take())
     }

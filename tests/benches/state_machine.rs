@@ -1,25 +1,39 @@
-//! Benchmark of the state-machine job, file source to file sink, one task:
-//! the Wasm plugin through the full host path, the same operator logic
-//! (the SDK and its state map) compiled natively into the same harness, a
-//! no-op Wasm plugin (the host path alone), and a plain native program with
-//! a hash map and no Weir at all. Prints events/s and events per CPU-second
-//! for 10k addresses (1k machines running: the easy case) and for 1M
-//! addresses with as many machines running (about 550k live keys after 50M
-//! events: the hard case).
+//! Benchmark of the state-machine job, file source to file sink, one task,
+//! against a plain native program, on two inputs of 1M addresses: the
+//! generator's (about 550k live keys after 10M events) and addresses drawn
+//! uniformly at random (the hard case: nearly every address live, every
+//! access to the state a likely cache miss).
+//!
+//! For each input it prints events per CPU-second and CPU ns per event of
+//! the plain program (reads each file whole, splits lines with `memchr`,
+//! parses the address to a `u32`, `FxHashMap<u32, u8>` for the state; no
+//! Weir), the Wasm state-machine plugin, the same operator compiled
+//! natively into the same host, the no-op Wasm plugin (the host path) and a
+//! native no-op operator (the host path without Wasm), with the ratios
+//! against the targets; then a table of per-stage costs, each the
+//! difference between two timed runs (see `weir_tests::stages`).
+//! The variants run in turn, three rounds, best round of each kept.
 //!
 //! `cargo bench -p weir-tests --bench state_machine`
 //! (`WEIR_BENCH_EVENTS` sets the event count, default 10 000 000;
-//! `WEIR_BENCH_PARALLELISM` the task count, default 1.)
+//! `WEIR_BENCH_PARALLELISM` the task count, default 1;
+//! `WEIR_BENCH_LANGUAGES=0` skips the per-language table.)
 
+use std::path::Path;
 use std::sync::Arc;
 
+use weir::batch::Batch;
 use weir::config::PluginSource;
 use weir::generate::{GenerateConfig, generate};
-use weir::job::{RunOptions, load_operators, run_with};
-use weir::plugin::OperatorFactory;
-use weir::plugin::WeirEngine;
-use weir_tests::native::{NativeFactory, plain_state_machine};
+use weir::job::{JobReport, RunOptions, load_operators, run_with};
+use weir::plugin::{OperatorFactory, PluginInstance, WeirEngine};
+use weir_guest::runtime::Runtime;
+use weir_tests::native::NativeFactory;
+use weir_tests::stages::{self, PlainStage, Timed};
 use weir_tests::{artifacts, env_or};
+
+/// Records per batch in the batch-level runs (the router's default).
+const BATCH: usize = 1024;
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
@@ -33,99 +47,322 @@ fn main() {
     let parallelism = env_or("WEIR_BENCH_PARALLELISM", 1) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "state-machine job, {events} events, parallelism {parallelism}, file source -> file sink"
+        "state-machine job, {events} events, parallelism {parallelism}, file source -> file sink; \
+         CPU time of the whole process"
+    );
+    for uniform in [false, true] {
+        let events_dir = dir.path().join("events");
+        std::fs::remove_dir_all(&events_dir).ok();
+        let input = if uniform {
+            stages::write_uniform_events(&events_dir, events, 1_000_000, 7);
+            "uniform random, 1M addresses"
+        } else {
+            generate(
+                &events_dir,
+                &GenerateConfig {
+                    seed: 1,
+                    events,
+                    max_address: 1_000_000,
+                    max_machines: 1_000_000,
+                    file_size: 64 << 20,
+                    ..GenerateConfig::default()
+                },
+            )
+            .expect("generating events");
+            "generator, 1M addresses, 1M machines"
+        };
+        bench_input(input, &events_dir, &dir.path().join("out"), parallelism);
+    }
+    if env_or("WEIR_BENCH_LANGUAGES", 1) != 0 {
+        languages(if benchmarking { 1_000_000 } else { 20_000 });
+    }
+}
+
+/// The best run of a job (least CPU per event).
+fn best_job(runs: &mut Vec<JobReport>, report: JobReport) {
+    runs.push(report);
+    runs.sort_by(|a, b| b.records_per_cpu_sec().total_cmp(&a.records_per_cpu_sec()));
+    runs.truncate(1);
+}
+
+fn timed(report: &JobReport) -> Timed {
+    Timed {
+        events: report.totals.records_read,
+        cpu: report.cpu,
+        wall: report.elapsed,
+    }
+}
+
+fn keep_best(best: &mut Option<Timed>, t: Timed) {
+    if best.is_none_or(|b| t.ns_per_event() < b.ns_per_event()) {
+        *best = Some(t);
+    }
+}
+
+fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
+    let files = stages::files_of(events_dir);
+    let engine = WeirEngine::new(Default::default()).expect("engine");
+    let plan_for = |plugin: &str| {
+        weir::demo::state_machine_plan(
+            events_dir,
+            out,
+            parallelism,
+            PluginSource::Path(plugin.into()),
+        )
+    };
+    let plan = plan_for(artifacts::STATE_MACHINE);
+    let wasm = load_operators(&engine, &plan).expect("loading plugin");
+    let native: Vec<Arc<dyn OperatorFactory>> = vec![Arc::new(NativeFactory::<
+        state_machine::StateMachine,
+    >::new("state-machine"))];
+    let noop = load_operators(&engine, &plan_for(artifacts::NOOP)).expect("loading plugin");
+    let native_noop: Vec<Arc<dyn OperatorFactory>> = vec![Arc::new(stages::NativeNoopFactory)];
+
+    // Warm the page cache once.
+    run_with(&plan, &noop, RunOptions::default()).expect("warm-up");
+    // The whole programs, in turn, three rounds.
+    let labels = [
+        "wasm state machine (full host path)",
+        "native SDK state machine (same host)",
+        "wasm no-op (host path)",
+        "native no-op (host path, no Wasm)",
+    ];
+    let mut jobs: Vec<Vec<JobReport>> = (0..labels.len()).map(|_| Vec::new()).collect();
+    let (mut plain, mut plain_run) = (None, None);
+    let plain_out = out.with_extension("plain.jsonl");
+    for _ in 0..3 {
+        let mut run = None;
+        keep_best(
+            &mut plain,
+            Timed::run(|| {
+                let r = stages::plain_state_machine(&files, &plain_out);
+                run = Some(r);
+                r.events
+            }),
+        );
+        plain_run = run;
+        for (i, factories) in [&wasm, &native, &noop, &native_noop]
+            .into_iter()
+            .enumerate()
+        {
+            let report = run_with(&plan, factories, RunOptions::default()).expect("bench run");
+            best_job(&mut jobs[i], report);
+        }
+    }
+    let plain = plain.expect("plain runs");
+    let plain_run = plain_run.expect("plain run");
+    let job = |i: usize| timed(&jobs[i][0]);
+    println!();
+    println!(
+        "input: {input}; {} events, {} live keys at the end",
+        plain_run.events, plain_run.live_keys
     );
     println!(
-        "{:<10} {:<22} {:>12} {:>16} {:>9} {:>8}",
-        "addresses", "operator", "events/s", "events/CPU-s", "alerts", "wall s"
+        "{:<52} {:>13} {:>9} {:>9} {:>9}",
+        "program", "events/CPU-s", "ns/event", "vs plain", "alerts"
     );
-    // The hard case keeps as many machines running as there are addresses
-    // (about 550k live keys after 50M events); the easy one keeps 1k
-    // machines over 10k addresses, so the state map fits in cache.
-    for (addresses, machines) in [(10_000u32, 1_000usize), (1_000_000, 1_000_000)] {
-        let events_dir = dir.path().join(format!("events-{addresses}"));
-        generate(
-            &events_dir,
-            &GenerateConfig {
-                seed: 1,
-                events,
-                max_address: addresses,
-                max_machines: machines,
-                file_size: 64 << 20,
-                ..GenerateConfig::default()
-            },
-        )
-        .expect("generating events");
-        let out = dir.path().join("out");
-        let engine = WeirEngine::new(Default::default()).expect("engine");
-        let plan_for = |plugin: &str| {
-            weir::demo::state_machine_plan(
-                &events_dir,
-                &out,
-                parallelism,
-                PluginSource::Path(plugin.into()),
-            )
-        };
-        let wasm_plan = plan_for(artifacts::STATE_MACHINE);
-        let wasm = load_operators(&engine, &wasm_plan).expect("loading plugin");
-        let native: Vec<Arc<dyn OperatorFactory>> = vec![Arc::new(NativeFactory::<
-            state_machine::StateMachine,
-        >::new("state-machine"))];
-        let noop_plan = plan_for(artifacts::NOOP);
-        let noop = load_operators(&engine, &noop_plan).expect("loading plugin");
-
-        // Warm the page cache once.
-        run_with(&wasm_plan, &noop, RunOptions::default()).expect("warm-up");
-        let mut results = Vec::new();
-        for (label, factories) in [
-            ("wasm (full host path)", &wasm),
-            ("native SDK (same host)", &native),
-            ("wasm no-op (host path)", &noop),
-        ] {
-            let best = (0..3)
-                .map(|_| run_with(&wasm_plan, factories, RunOptions::default()).expect("bench run"))
-                .max_by(|a, b| a.records_per_cpu_sec().total_cmp(&b.records_per_cpu_sec()))
-                .expect("three runs");
-            print_row(
-                addresses,
-                label,
-                best.records_per_sec(),
-                best.records_per_cpu_sec(),
-                best.totals.emitted,
-                best.elapsed.as_secs_f64(),
-            );
-            results.push(best);
-        }
-        let plain = (0..3)
-            .map(|_| plain_state_machine(&events_dir, &dir.path().join("plain-out")))
-            .max_by(|a, b| a.events_per_cpu_sec().total_cmp(&b.events_per_cpu_sec()))
-            .expect("three runs");
-        print_row(
-            addresses,
-            "plain native hash map",
-            plain.events_per_sec(),
-            plain.events_per_cpu_sec(),
-            plain.alerts,
-            plain.elapsed.as_secs_f64(),
-        );
+    let row = |label: &str, t: Timed, alerts: u64| {
         println!(
-            "{:<10} {} live keys at the end; wasm / plain map: {:.2}, wasm / native SDK: {:.2} (events/CPU-s)",
-            "",
-            plain.live_keys,
-            results[0].records_per_cpu_sec() / plain.events_per_cpu_sec(),
-            results[0].records_per_cpu_sec() / results[1].records_per_cpu_sec()
+            "{:<52} {:>13.0} {:>9.1} {:>8.2}x {:>9}",
+            label,
+            t.per_cpu_sec(),
+            t.ns_per_event(),
+            t.per_cpu_sec() / plain.per_cpu_sec(),
+            alerts
         );
-        assert_eq!(
-            results[0].totals.emitted, results[1].totals.emitted,
-            "wasm and native agree"
-        );
-        assert_eq!(
-            results[0].totals.emitted, plain.alerts,
-            "wasm and the plain program agree"
-        );
-        std::fs::remove_dir_all(&events_dir).ok();
+    };
+    row(
+        "plain native (memchr, u32, FxHashMap<u32, u8>)",
+        plain,
+        plain_run.alerts,
+    );
+    for (i, label) in labels.iter().enumerate() {
+        row(label, job(i), jobs[i][0].totals.emitted);
     }
-    languages(if benchmarking { 1_000_000 } else { 20_000 });
+    let target = |what: &str, ratio: f64, want: f64| {
+        println!(
+            "target: {what} >= {want:.1}x plain: {ratio:.2}x, {}",
+            if ratio >= want { "met" } else { "missed" }
+        );
+    };
+    target(
+        "wasm state machine",
+        job(0).per_cpu_sec() / plain.per_cpu_sec(),
+        0.7,
+    );
+    target(
+        "wasm no-op host path",
+        job(2).per_cpu_sec() / plain.per_cpu_sec(),
+        3.0,
+    );
+    assert_eq!(
+        jobs[0][0].totals.emitted, jobs[1][0].totals.emitted,
+        "wasm and native agree"
+    );
+    assert_eq!(
+        jobs[0][0].totals.emitted, plain_run.alerts,
+        "wasm and the plain program agree"
+    );
+    stage_table(&plan, &engine, &files, (plain, job(2), job(3)));
+}
+
+/// Per-stage costs, each the difference of two timed runs over the input.
+fn stage_table(
+    plan: &weir::config::Plan,
+    engine: &WeirEngine,
+    files: &[std::path::PathBuf],
+    jobs: (Timed, Timed, Timed),
+) {
+    let (plain, wasm_noop_job, native_noop_job) = jobs;
+    let mut t: Vec<Option<Timed>> = vec![None; 12];
+    let load = |path: &str| {
+        let loaded = engine
+            .load_file("bench", path.as_ref())
+            .expect("load plugin");
+        let mut i = PluginInstance::new(engine, &loaded, 0).expect("instance");
+        i.init(&[]).expect("init");
+        i
+    };
+    for _ in 0..3 {
+        let runs: [&dyn Fn() -> u64; 12] = [
+            &|| stages::plain_stage(files, PlainStage::Read),
+            &|| stages::plain_stage(files, PlainStage::Split),
+            &|| stages::plain_stage(files, PlainStage::Parse),
+            &|| stages::host_source(plan, 1),
+            &|| stages::host_source(plan, 4),
+            &|| {
+                stages::for_each_batch(files, BATCH, |b| {
+                    std::hint::black_box(b.len());
+                })
+            },
+            &|| stages::for_each_batch(files, BATCH, stages::parse_batch),
+            &|| {
+                let mut m = Default::default();
+                stages::for_each_batch(files, BATCH, |b| {
+                    stages::plain_map_batch(b, &mut m);
+                })
+            },
+            &|| {
+                let mut rt = Runtime::<stages::ParseOnly>::new();
+                stages::for_each_batch(files, BATCH, |b| stages::sdk_batch(&mut rt, b))
+            },
+            &|| {
+                let mut rt = Runtime::<state_machine::StateMachine>::new();
+                stages::for_each_batch(files, BATCH, |b| stages::sdk_batch(&mut rt, b))
+            },
+            &|| {
+                let mut i = load(artifacts::NOOP);
+                stages::for_each_batch(files, BATCH, |b: &Batch| {
+                    std::hint::black_box(i.process(b, 0).expect("process"));
+                })
+            },
+            &|| {
+                let mut i = load(artifacts::STATE_MACHINE);
+                stages::for_each_batch(files, BATCH, |b: &Batch| {
+                    std::hint::black_box(i.process(b, 0).expect("process"));
+                })
+            },
+        ];
+        for (slot, f) in t.iter_mut().zip(runs) {
+            // The read stage counts bytes: every row is per input event.
+            keep_best(slot, Timed::run(f));
+        }
+    }
+    let ns = |i: usize| {
+        let x = t[i].expect("timed");
+        x.cpu.as_secs_f64() * 1e9 / plain.events as f64
+    };
+    let [
+        read,
+        split,
+        parse,
+        source,
+        source_hash,
+        build,
+        parse_b,
+        map_b,
+        sdk_parse,
+        sdk_sm,
+        wasm_noop,
+        wasm_sm,
+    ] = std::array::from_fn(ns);
+    let job = |x: Timed| x.ns_per_event();
+    println!("per-stage CPU ns per event (each the difference of two timed runs):");
+    let line = |stage: &str, v: f64, how: &str| println!("  {stage:<34} {v:>7.1}  {how}");
+    line("read", read, "plain: read each file whole");
+    line("split", split - read, "plain: + memchr line split");
+    line(
+        "parse",
+        parse - split,
+        "plain: + address to u32, event byte",
+    );
+    line(
+        "map lookup/update, emit, sink",
+        plain.ns_per_event() - parse,
+        "plain program - parse (36k alerts of 10M: emit and sink are in here)",
+    );
+    line("= plain program", plain.ns_per_event(), "");
+    line(
+        "host: read, split, parse CSV",
+        source,
+        "host file source into a counting output",
+    );
+    line(
+        "host: hash and route",
+        source_hash - source,
+        "+ murmur2 partition of each key (4 partitions; not paid at 1)",
+    );
+    line(
+        "host: batch, hand-off, sink",
+        job(native_noop_job) - source,
+        "job with a native no-op operator - source alone",
+    );
+    line(
+        "host: Wasm call",
+        job(wasm_noop_job) - job(native_noop_job),
+        "job with the wasm no-op - job with the native no-op",
+    );
+    line("= host path (wasm no-op job)", job(wasm_noop_job), "");
+    line(
+        "guest: batches built in process",
+        build,
+        "split + pack 1024-record batches (subtracted below)",
+    );
+    line(
+        "guest: parse (native)",
+        parse_b - build,
+        "state machine's parse_event per record",
+    );
+    line(
+        "guest: SDK plumbing (native)",
+        sdk_parse - parse_b,
+        "SDK with a parse-only operator - the parse loop",
+    );
+    line(
+        "guest: map lookup/update (SDK, native)",
+        sdk_sm - sdk_parse,
+        "SDK state machine - SDK parse-only",
+    );
+    line(
+        "guest: map lookup/update (FxHashMap)",
+        map_b - parse_b,
+        "plain map loop - parse loop, for reference",
+    );
+    line(
+        "guest: Wasm call (no-op plugin)",
+        wasm_noop - build,
+        "wasm no-op over the batches - building them",
+    );
+    line(
+        "guest: SDK + map + parse in Wasm",
+        wasm_sm - wasm_noop,
+        "wasm state machine - wasm no-op",
+    );
+    line(
+        "guest: the same natively",
+        sdk_sm - build,
+        "SDK state machine natively - building the batches",
+    );
 }
 
 /// One row per plugin language: events per CPU-second on the job (one
@@ -209,11 +446,4 @@ fn languages(events: u64) {
             instance.memory_peak() as f64 / (1 << 20) as f64
         );
     }
-}
-
-fn print_row(addresses: u32, label: &str, per_sec: f64, per_cpu_sec: f64, alerts: u64, wall: f64) {
-    println!(
-        "{:<10} {:<22} {:>12.0} {:>16.0} {:>9} {:>8.2}",
-        addresses, label, per_sec, per_cpu_sec, alerts, wall
-    );
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub mod kafka;
 pub mod native;
+pub mod stages;
 
 use weir::config::{Plan, PluginSource};
 

@@ -11,6 +11,7 @@ mod hardening;
 mod kafka;
 mod kafka_epochs;
 mod kafka_faults;
+mod kafka_soak;
 mod languages;
 mod operate;
 mod partitions;

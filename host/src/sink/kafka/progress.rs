@@ -118,7 +118,8 @@ impl KafkaSinkFactory {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(external(format!("reading {topic}"))(e)),
+                // A broker restarting meanwhile: librdkafka reconnects.
+                Some(Err(e)) => tracing::warn!("reading {topic}: {e}; going on"),
                 None => {
                     if let Ok(pos) = consumer.position()
                         && let Some(Offset::Offset(o)) =
@@ -156,27 +157,44 @@ impl KafkaSinkFactory {
             .find(|(k, _)| k == "transaction.timeout.ms")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(TRANSACTION_TIMEOUT_MS.parse().unwrap_or(60_000));
-        let deadline = std::time::Instant::now() + Duration::from_millis(timeout + 5_000);
+        // The broker aborts a transaction past its timeout at its next cleanup
+        // pass (`transaction.abort.timed.out.transaction.cleanup.interval.ms`,
+        // every 10 s by default).
+        let deadline = std::time::Instant::now() + Duration::from_millis(timeout + 15_000);
         let read = |c: &BaseConsumer<Context>| {
             c.fetch_watermarks(topic, 0, REQUEST_TIMEOUT)
                 .map_err(external(format!("reading the offsets of {topic}")))
         };
         // The end now; the last stable offset only moves forward and
         // reaches it once the transactions open now have ended.
-        let (_, end) = read(&plain)?;
-        loop {
-            let (lo, stable) = read(committed)?;
-            if stable >= end {
-                return Ok((lo, stable));
-            }
+        // A broker that restarts meanwhile is waited for.
+        let retry = |e: Error| {
             if std::time::Instant::now() > deadline {
-                return Err(Error::External(format!(
-                    "kafka: an open transaction on {topic} (last stable offset {stable}, end \
-                     {end}) did not end within the transaction timeout; another run of this \
-                     job may be producing: stop it and retry"
-                )));
+                return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(200));
+            tracing::warn!("{e}; trying again");
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        };
+        let end = loop {
+            match read(&plain) {
+                Ok((_, end)) => break end,
+                Err(e) => retry(e)?,
+            }
+        };
+        loop {
+            match read(committed) {
+                Ok((lo, stable)) if stable >= end => return Ok((lo, stable)),
+                Ok((_, stable)) if std::time::Instant::now() > deadline => {
+                    return Err(Error::External(format!(
+                        "kafka: an open transaction on {topic} (last stable offset {stable}, \
+                         end {end}) did not end within the transaction timeout; another run of \
+                         this job may be producing: stop it and retry"
+                    )));
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => retry(e)?,
+            }
         }
     }
 

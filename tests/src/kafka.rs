@@ -171,6 +171,16 @@ pub fn delete_records_before(topic: &str, partition: i32, offset: i64) {
 /// Every committed record of `topic` (a `read_committed` consumer from the
 /// start to the end offsets seen now): (partition, key, value).
 pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    read_committed_with(topic, Duration::from_secs(120), |p, k, v| {
+        out.push((p, k.to_vec(), v.to_vec()))
+    });
+    out
+}
+
+/// Hand every record of `topic` a `read_committed` consumer sees to `f`
+/// (partition, key, value), without keeping them; within `limit`.
+pub fn read_committed_with(topic: &str, limit: Duration, mut f: impl FnMut(i32, &[u8], &[u8])) {
     let consumer: BaseConsumer = config()
         .set("group.id", "weir-tests-reader")
         .set("enable.auto.commit", "false")
@@ -188,8 +198,7 @@ pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
         end.push(hi);
     }
     consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
     loop {
         let pos = consumer.position().unwrap();
         let done =
@@ -198,15 +207,15 @@ pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
                 _ => end[p as usize] == 0,
             });
         if done {
-            return out;
+            return;
         }
         assert!(Instant::now() < deadline, "reading {topic} timed out");
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push((
+            Some(Ok(m)) => f(
                 m.partition(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            )),
+                m.key().unwrap_or_default(),
+                m.payload().unwrap_or_default(),
+            ),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => panic!("reading {topic}: {e}"),
         }

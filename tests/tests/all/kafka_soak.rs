@@ -136,3 +136,138 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         );
     });
 }
+
+/// The peak resident memory of `child` until it exits (sampled every
+/// 20 ms from /proc), in MiB, and its exit status.
+fn peak_rss_mib(child: &mut Child) -> (f64, std::process::ExitStatus) {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (peak_kib as f64 / 1024.0, s);
+        }
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "2 GiB through the broker: run by scripts/soak.sh"]
+fn a_2_gib_epoch_is_produced_exactly_once_within_its_memory_budget() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const RECORDS: usize = 2048;
+    const SIZE: usize = 1 << 20;
+    const BUDGET_MIB: usize = 64;
+    let (input, output) = ("eo-big-in", "eo-big-out");
+    let big = [("max.message.bytes", "2097152")];
+    weir_tests::kafka::create_topic_with(input, 1, &big);
+    weir_tests::kafka::create_topic_with(output, 1, &big);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", weir_tests::kafka::brokers())
+        .set("message.max.bytes", "2097152")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let mut value = vec![0u8; SIZE];
+    for i in 0..RECORDS {
+        value.fill(b'a' + (i % 26) as u8);
+        let key = format!("r{i}");
+        let mut rec = BaseRecord::to(input)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One epoch: no periodic checkpoint before the input ends.
+    let text = crate::kafka_faults::echo_job(
+        "eo-big",
+        input,
+        output,
+        "until = \"latest\"",
+        &format!(
+            "epoch_memory_bytes = {}\nproperties = {{ \"message.max.bytes\" = \"2097152\" }}",
+            BUDGET_MIB << 20
+        ),
+    )
+    .replace("interval_ms = 100", "interval_ms = 3600000");
+    std::fs::write(dir.path().join("job.toml"), &text).unwrap();
+    let weir = |args: &[&str], failpoint: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.current_dir(dir.path())
+            .env("WEIR_RUN_DIR", dir.path().join("run"))
+            .env("WEIR_LOG", "warn")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        if let Some(f) = failpoint {
+            c.env("WEIR_FAILPOINT", f);
+        }
+        c.spawn().unwrap()
+    };
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    // The epoch is produced in 16 MiB transactions; the run dies before
+    // the 40th commit, with about 600 MiB of it in the topic.
+    let started = Instant::now();
+    let (first, status) = peak_rss_mib(&mut weir(
+        &["run", "job.toml"],
+        Some("kafka-before-commit:40"),
+    ));
+    assert!(
+        !status.success(),
+        "the failpoint aborted the run: {}",
+        log()
+    );
+    let first_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (second, status) = peak_rss_mib(&mut weir(
+        &["run", "job.toml", "--from-savepoint", "latest"],
+        None,
+    ));
+    assert!(status.success(), "{}", log());
+    let second_s = started.elapsed().as_secs_f64();
+    let mut seen = vec![0u32; RECORDS];
+    let mut bytes = 0u64;
+    weir_tests::kafka::read_committed_with(output, Duration::from_secs(900), |_, _, v| {
+        let eq = v.iter().position(|&b| b == b'=').unwrap();
+        let i: usize = std::str::from_utf8(&v[1..eq]).unwrap().parse().unwrap();
+        assert_eq!(v.len() - eq - 1, SIZE);
+        assert!(v[eq + 1..].iter().all(|&b| b == b'a' + (i % 26) as u8));
+        seen[i] += 1;
+        bytes += v.len() as u64;
+    });
+    println!(
+        "2 GiB epoch: {} MiB produced; peak RSS {first:.0} MiB in the run that crashed \
+         ({first_s:.0} s), {second:.0} MiB in the restore that finished it ({second_s:.0} s); \
+         budget {BUDGET_MIB} MiB",
+        bytes >> 20
+    );
+    let wrong: Vec<usize> = (0..RECORDS).filter(|&i| seen[i] != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "records not exactly once: {:?}",
+        &wrong[..wrong.len().min(10)]
+    );
+    // The budget plus a fixed overhead (the engine, librdkafka's consumer
+    // queue of 128 MiB and a transaction in flight), far from the epoch.
+    for peak in [first, second] {
+        assert!(peak < (BUDGET_MIB + 448) as f64, "peak RSS {peak:.0} MiB");
+    }
+    weir_tests::kafka::create_topic(input, 1);
+    weir_tests::kafka::create_topic(output, 1);
+}

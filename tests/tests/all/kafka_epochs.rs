@@ -221,13 +221,14 @@ fn an_epoch_in_several_transactions_resumes_inside_after_a_crash() {
 }
 
 #[test]
-fn exactly_once_records_the_producer_refuses_go_to_dead_letters_and_the_job_goes_on() {
-    // A 2 MiB value over the producer's 1 MB limit, emitted in an epoch:
-    // it used to fail the commit on every restart.
+fn exactly_once_records_the_topic_refuses_go_to_dead_letters_and_the_job_goes_on() {
+    // A 2 MiB value, emitted in an epoch: it used to fail the commit on
+    // every restart. Refused by the producer before sending (its default
+    // 1 MB limit), or by the broker (the producer's limit raised, the
+    // topic's 1 MiB kept), which aborts the transaction: produced again
+    // without it.
     let input = "eo-refused-in";
-    let output = "eo-refused-out";
     create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
-    create_topic(output, 1);
     let mut records: Vec<(String, Vec<u8>)> = (0..10)
         .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
         .collect();
@@ -235,20 +236,30 @@ fn exactly_once_records_the_producer_refuses_go_to_dead_letters_and_the_job_goes
     crate::kafka_faults::produce_large(input, &records);
     let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
     expected.sort();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
-        echo_job("eo-refused", input, output, "until = \"latest\"", "")
-    );
-    let report = run_in(dir.path(), "eo-refused", &text).expect("the job goes on");
-    assert_eq!(report.totals.records_read, 11);
-    assert_eq!(read_values(output), expected);
-    let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0]["stage"], "sink");
-    assert_eq!(dead[0]["key"], "big");
-    let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
-    assert!(reason.contains("too large"), "{reason}");
+    for (output, sink) in [
+        ("eo-refused-by-producer-out", ""),
+        (
+            "eo-refused-by-broker-out",
+            "properties = { \"message.max.bytes\" = \"8388608\" }",
+        ),
+    ] {
+        create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
+            echo_job("eo-refused", input, output, "until = \"latest\"", sink)
+        );
+        let report = run_in(dir.path(), "eo-refused", &text)
+            .unwrap_or_else(|e| panic!("{output}: the job goes on: {e}"));
+        assert_eq!(report.totals.records_read, 11);
+        assert_eq!(read_values(output), expected, "{output}");
+        let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
+        assert_eq!(dead.len(), 1, "{output}: {dead:?}");
+        assert_eq!(dead[0]["stage"], "sink");
+        assert_eq!(dead[0]["key"], "big");
+        let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
+        assert!(reason.contains("too large"), "{output}: {reason}");
+    }
 }
 
 #[test]

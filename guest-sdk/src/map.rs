@@ -228,6 +228,7 @@ pub struct StateMap<S> {
     /// The first value that failed to encode into a snapshot.
     encode_error: Option<String>,
     /// Bytes read by [`StateMap::prefetch`], summed so the reads stay.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     touched: u8,
 }
 
@@ -356,16 +357,35 @@ impl<S: Serialize> StateMap<S> {
         Query::key_hash(key)
     }
 
-    /// Start loading the bucket where a lookup of the key hashed as `h`
-    /// begins. A lookup is a cache miss when the table is large; the
-    /// runtime touches the buckets of the records a few places ahead of
-    /// the one it updates, so the misses overlap instead of following one
-    /// another. Wasm has no prefetch instruction: this is a plain load,
-    /// whose result nothing waits for.
+    /// Start loading the buckets where the lookups of the keys hashed as
+    /// `hs` begin. A lookup is a cache miss when the table is large; the
+    /// runtime touches the buckets of a group of records before it updates
+    /// them, so the misses overlap instead of following one another. The
+    /// keys are hashed before this call, so the touches come back to back
+    /// and all of them are in flight at once (hashing between them would
+    /// fill the core's reorder window while the first miss is pending).
+    /// On x86-64 this is a prefetch instruction; Wasm has none, so there it
+    /// is a plain load whose result nothing waits for.
     #[inline(always)]
-    pub fn prefetch(&mut self, h: &KeyHash) {
-        let i = self.home(h.hash);
-        self.touched = self.touched.wrapping_add(self.buckets[i].key.0[15]);
+    pub fn prefetch(&mut self, hs: &[KeyHash]) {
+        #[cfg(target_arch = "x86_64")]
+        for h in hs {
+            let p = &self.buckets[self.home(h.hash)] as *const Bucket<S>;
+            // SAFETY: a prefetch never faults and reads nothing visible.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut sum = 0u8;
+            for h in hs {
+                sum = sum.wrapping_add(self.buckets[self.home(h.hash)].key.0[15]);
+            }
+            self.touched = self.touched.wrapping_add(sum);
+        }
     }
 
     /// [`StateMap::update`] for `key`, hashed as `h` by [`StateMap::hash`].

@@ -255,19 +255,20 @@ impl<O: Operator> Runtime<O> {
             value: &[],
             timestamp: None,
         };
-        let mut group = [(none, KeyHash::NONE); GROUP];
+        let mut group = [none; GROUP];
+        let mut hashes = [KeyHash::NONE; GROUP];
         let mut start = 0;
         while start < n {
             let len = GROUP.min(n - start);
-            for (rec, h) in &mut group[..len] {
+            for (rec, h) in group[..len].iter_mut().zip(&mut hashes[..len]) {
                 *rec = records
                     .next()
                     .expect("checked length")
                     .map_err(Error::Other)?;
                 *h = StateMap::<O::State>::hash(rec.key);
-                self.state.prefetch(h);
             }
-            for (j, (rec, h)) in group[..len].iter().enumerate() {
+            self.state.prefetch(&hashes[..len]);
+            for (j, (rec, h)) in group[..len].iter().zip(&hashes[..len]).enumerate() {
                 let (op, out) = (&mut self.op, &mut self.out);
                 let result = self.state.update_hashed(rec.key, h, |slot| {
                     let mut ctx = Ctx::new(out, rec.key, watermark);

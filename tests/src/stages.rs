@@ -320,7 +320,7 @@ impl Output for CountingOutput {
     }
     fn read_bytes(&mut self, _: u64) {}
     fn unit_done(&mut self) {}
-    fn report_lag(&mut self, _: &[i64]) {}
+    fn report_lag(&mut self, _: &[i64], _: &[i64]) {}
 }
 
 /// The plan's source read into a [`CountingOutput`]; returns the records.

@@ -18,6 +18,9 @@ pub struct Metrics {
     /// Records behind the end of each input partition (Kafka consumer lag),
     /// updated every few seconds by the source; empty for files.
     lag: Mutex<Vec<i64>>,
+    /// The same in time: how old the last record read is (ms, `-1`
+    /// unknown).
+    lag_age_ms: Mutex<Vec<i64>>,
     /// The topic the lag is of (Kafka sources).
     topic: OnceLock<String>,
     /// Per-partition and per-operator figures, once the chain is known.
@@ -58,10 +61,17 @@ impl Metrics {
         self.malformed.fetch_add(n, Ordering::Relaxed);
     }
     /// Set each partition's consumer lag.
-    pub fn set_lag(&self, lag: &[i64]) {
+    pub fn set_lag(&self, lag: &[i64], age_ms: &[i64]) {
         let mut l = crate::lock_or_recover(&self.lag);
         l.clear();
         l.extend_from_slice(lag);
+        let mut a = crate::lock_or_recover(&self.lag_age_ms);
+        a.clear();
+        a.extend_from_slice(age_ms);
+    }
+    /// Each partition's consumer lag in time (ms, `-1` unknown).
+    pub fn lag_age_ms(&self) -> Vec<i64> {
+        crate::lock_or_recover(&self.lag_age_ms).clone()
     }
     /// Each partition's consumer lag (empty: the source has none).
     pub fn lag(&self) -> Vec<i64> {

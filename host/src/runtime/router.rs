@@ -429,8 +429,8 @@ impl Output for Router {
         self.metrics.add_file();
     }
 
-    fn report_lag(&mut self, lag: &[i64]) {
-        self.metrics.set_lag(lag);
+    fn report_lag(&mut self, lag: &[i64], age_ms: &[i64]) {
+        self.metrics.set_lag(lag, age_ms);
     }
 }
 

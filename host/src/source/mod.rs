@@ -111,7 +111,9 @@ pub trait Output {
     fn unit_done(&mut self);
     /// Each partition's lag behind the end of its input (Kafka), for
     /// progress and metrics.
-    fn report_lag(&mut self, lag: &[i64]);
+    /// `lag` in records, `age_ms` in time (how old the last record read
+    /// is while records are left; `-1` unknown).
+    fn report_lag(&mut self, lag: &[i64], age_ms: &[i64]);
 }
 
 /// A barrier the runtime asks a source to place at its next record

@@ -390,3 +390,64 @@ fn walk_sizes(dir: &std::path::Path) -> u64 {
     }
     total
 }
+
+#[test]
+fn consumer_lag_is_reported_in_records_and_in_seconds() {
+    let (job, _) = kafka_job("eo-lag", 300_000);
+    let out = format!("{}-out", job.name);
+    write_job(&job, 2, &out, "", "interval_ms = 200");
+    // Without an end: the job catches up, then waits for more.
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(job.file(), text.replace("until = \"latest\"", "")).unwrap();
+    let mut child = job.spawn(None);
+    job.wait_running();
+    let ep = weir::runtime::control::find_in(&job.root.join("run"), &job.name).unwrap();
+    let status = || -> serde_json::Value {
+        let (code, body) = ep.request("GET", "/status").unwrap();
+        assert_eq!(code, 200);
+        serde_json::from_str(&body).unwrap()
+    };
+    let list = |v: &serde_json::Value, k: &str| -> Vec<i64> {
+        v[k].as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut behind, mut caught_up) = (false, false);
+    while !caught_up {
+        assert!(Instant::now() < deadline, "never caught up: {}", status());
+        let s = status();
+        let (records, ms) = (list(&s, "consumer_lag"), list(&s, "consumer_lag_ms"));
+        assert_eq!(records.len(), ms.len(), "{s}");
+        for (r, m) in records.iter().zip(&ms) {
+            if *r == 0 {
+                assert_eq!(*m, 0, "caught up is no lag in time: {s}");
+            }
+            if *r > 0 && *m > 0 {
+                behind = true;
+            }
+        }
+        caught_up = !records.is_empty() && records.iter().all(|r| *r == 0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, metrics) = ep.request("GET", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("# TYPE weir_consumer_lag_seconds gauge"),
+        "{metrics}"
+    );
+    let samples: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_consumer_lag_seconds{"))
+        .collect();
+    assert_eq!(samples.len(), 6, "one per input partition: {samples:?}");
+    assert!(
+        samples
+            .iter()
+            .all(|l| l.contains("topic=\"eo-lag-in\"") && l.ends_with(" 0.0")),
+        "{samples:?}"
+    );
+    job.run_ok(&["stop", job.file().to_str().unwrap()]);
+    child.wait().unwrap();
+    println!("seen behind with a lag in time: {behind}");
+}

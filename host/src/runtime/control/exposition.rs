@@ -148,6 +148,24 @@ pub(super) fn encode(served: &Served) -> Result<String, std::fmt::Error> {
                 }),
         ),
     );
+    r.register(
+        "weir_consumer_lag_seconds",
+        "How old the last record read from each input partition is while records are left \
+         to read (0 once caught up)",
+        gauges(
+            job.metrics
+                .lag_age_ms()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l >= 0)
+                .map(|(p, l)| {
+                    (
+                        labels(&[("topic", topic.clone()), ("partition", p.to_string())]),
+                        *l as f64 / 1000.0,
+                    )
+                }),
+        ),
+    );
     if let Some(chain) = job.metrics.chain() {
         let now_ms = crate::clock::now_ms();
         let part = |p: usize| ("partition", p.to_string());

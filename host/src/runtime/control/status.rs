@@ -201,6 +201,7 @@ pub(super) fn status(served: &Served) -> Value {
         "checkpoints_completed": c.completed,
         "checkpoints_failed": c.failed,
         "consumer_lag": job.metrics.lag(),
+        "consumer_lag_ms": job.metrics.lag_age_ms(),
         "topic": job.metrics.topic(),
         "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
         "checkpoints": c.history.recent,

@@ -98,6 +98,21 @@ pub struct KafkaSource {
     to_commit: Vec<(u64, Vec<i64>)>,
     /// The end of each partition's log, refreshed off the source thread.
     ends: LogEnds,
+    /// Kafka timestamp (ms) of the last record read, per partition (`-1`:
+    /// none yet).
+    last_time: Vec<i64>,
+}
+
+/// A partition's lag in time: how old the last record read is (now minus
+/// its Kafka timestamp) while records are left to read, 0 once caught up,
+/// `-1` when unknown (the lag not measured yet, or nothing read yet).
+fn lag_age_ms(records: i64, last_time: i64, now_ms: i64) -> i64 {
+    match (records, last_time) {
+        (r, _) if r < 0 => -1,
+        (0, _) => 0,
+        (_, t) if t < 0 => -1,
+        (_, t) => (now_ms - t).max(0),
+    }
 }
 
 /// Errors librdkafka recovers from by itself (it reconnects and retries).
@@ -175,6 +190,7 @@ impl KafkaSource {
             consumer,
             parser,
             stop,
+            last_time: vec![-1; next.len()],
             next,
             end,
             to_commit: Vec::new(),
@@ -216,7 +232,8 @@ impl KafkaSource {
     }
 
     /// Each partition's lag: the end of its log (last stable offset, as
-    /// the lag thread last saw it) minus the next offset to read.
+    /// the lag thread last saw it) minus the next offset to read, and in
+    /// time ([`lag_age_ms`]).
     fn report_lag(&self, out: &mut dyn Output) {
         let ends = self.ends.ends();
         let lag: Vec<i64> = self
@@ -225,7 +242,13 @@ impl KafkaSource {
             .zip(&ends)
             .map(|(next, end)| if *end < 0 { -1 } else { (end - next).max(0) })
             .collect();
-        out.report_lag(&lag);
+        let now = crate::clock::now_ms();
+        let age: Vec<i64> = lag
+            .iter()
+            .zip(&self.last_time)
+            .map(|(&records, &last)| lag_age_ms(records, last, now))
+            .collect();
+        out.report_lag(&lag, &age);
     }
 
     /// A bounded run read everything: hand over the end position (the
@@ -379,6 +402,9 @@ impl Source for KafkaSource {
                     };
                     let flow = d.handle(p, offset, key, value, time, out)?;
                     self.next[p] = offset + 1;
+                    if let Some(t) = time {
+                        self.last_time[p] = t;
+                    }
                     if flow.is_break() {
                         return Ok(Completion::Stopped);
                     }
@@ -436,5 +462,19 @@ impl Source for KafkaSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_age_ms;
+
+    #[test]
+    fn lag_in_time_is_the_age_of_the_last_record_while_records_are_left() {
+        assert_eq!(lag_age_ms(120, 9_000, 10_000), 1_000);
+        assert_eq!(lag_age_ms(0, 9_000, 10_000), 0, "caught up");
+        assert_eq!(lag_age_ms(-1, 9_000, 10_000), -1, "not measured yet");
+        assert_eq!(lag_age_ms(5, -1, 10_000), -1, "nothing read yet");
+        assert_eq!(lag_age_ms(5, 11_000, 10_000), 0, "a clock ahead");
     }
 }

@@ -330,3 +330,34 @@ fn savepoint_delete_takes_one_name_or_deletes_nothing() {
     job.run_ok(&["savepoint", "delete", file, "a"]);
     assert_eq!(savepoints(), ["b"]);
 }
+
+#[test]
+fn a_run_whose_final_checkpoint_fails_exits_non_zero_and_commits_nothing_uncovered() {
+    let job = Job::new(
+        "sup-store-fails",
+        100_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 20\n",
+    );
+    let expected = job.reference();
+    // A file where the job's checkpoint folders go: the store refuses every
+    // checkpoint, the final one too (as a full or read-only disk would).
+    let blocker = job.root.join("weir-state/jobs/sup-store-fails/checkpoints");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let (status, said) = run_logged(&job, &[]);
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("its final checkpoint failed"), "{said}");
+    assert!(!said.contains("` done:"), "{said}");
+    assert!(
+        job.output().is_empty(),
+        "nothing committed that no checkpoint covers: {} lines",
+        job.output().len()
+    );
+
+    std::fs::remove_file(&blocker).unwrap();
+    let (status, said) = run_logged(&job, &[]);
+    assert!(status.success(), "{said}");
+    assert_same_output(&job.output(), &expected, "output once the store works");
+}

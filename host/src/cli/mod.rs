@@ -36,7 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job file until its input ends (or, with `follow`, until Ctrl-C).
+    /// Run a job file until its input ends (or, with `follow`, until
+    /// stopped). With checkpoints on, it resumes from the job's newest
+    /// complete checkpoint or savepoint when there is one.
     Run {
         /// The job file (TOML).
         job: PathBuf,
@@ -46,8 +48,12 @@ enum Command {
         /// Start from a savepoint or checkpoint: its name, `latest`,
         /// `before:TIME` (ms or YYYY-MM-DDTHH:MM:SSZ, by event time), or the
         /// URL of a savepoint folder.
-        #[arg(long, value_name = "SAVEPOINT")]
+        #[arg(long, value_name = "SAVEPOINT", conflicts_with = "fresh")]
         from_savepoint: Option<String>,
+        /// Start over from the source's configured start, not from the
+        /// newest checkpoint; the sink's earlier output is replaced.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Savepoints of a job: trigger (on the running job), list, show, delete.
     Savepoint {
@@ -323,7 +329,8 @@ fn real_main() -> anyhow::Result<()> {
             job,
             parallelism,
             from_savepoint,
-        } => run::run_job(&job, parallelism, from_savepoint),
+            fresh,
+        } => run::run_job(&job, parallelism, from_savepoint, fresh),
         Command::Savepoint { command } => savepoint::savepoint(command),
         Command::Status { job, json } => status::status(&job, json),
         Command::Stop {

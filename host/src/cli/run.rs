@@ -3,7 +3,7 @@
 //! with progress in the log and a summary at the end.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
@@ -13,11 +13,14 @@ use crate::job::{RunOptions, run};
 use crate::runtime::control;
 use crate::source::Completion;
 
-/// `weir run`: run a job until its input ends or it is stopped.
+/// `weir run`: run a job until its input ends or it is stopped; without
+/// `--fresh` or `--from-savepoint` it resumes from the newest complete
+/// checkpoint or savepoint of the job.
 pub(super) fn run_job(
     job: &Path,
     parallelism: Option<usize>,
     from_savepoint: Option<String>,
+    fresh: bool,
 ) -> anyhow::Result<()> {
     let (file, mut plan) = load_job(job)?;
     if let Some(p) = parallelism {
@@ -49,6 +52,7 @@ pub(super) fn run_job(
             })),
             progress_every: Some(std::time::Duration::from_secs(5)),
             from_savepoint,
+            resume: !fresh,
             triggers: None,
             fork_of: None,
         },
@@ -101,16 +105,44 @@ pub(super) fn stop_job(job: &Path, savepoint: bool, name: Option<String>) -> any
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-extern "C" fn on_signal(_: libc::c_int) {
-    if let Some(stop) = STOP.get() {
-        stop.store(true, Ordering::Relaxed);
+/// Signals received so far (SIGINT or SIGTERM).
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// Write `msg` to stderr from a signal handler (`write` is
+/// async-signal-safe; nothing is allocated).
+fn say(msg: &str) {
+    // SAFETY: `msg` is a valid buffer of its length; stderr may be closed,
+    // in which case nothing is written.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, msg.as_ptr().cast(), msg.len());
     }
 }
 
-/// Ctrl-C and SIGTERM stop the job cleanly (a second one kills it).
+extern "C" fn on_signal(signal: libc::c_int) {
+    if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {
+        if let Some(stop) = STOP.get() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        say(
+            "weir: stopping: draining to a final checkpoint (signal again to stop at once; \
+             the job then restarts from its latest checkpoint)\n",
+        );
+        return;
+    }
+    say("weir: second signal: stopping at once; the next run resumes from the latest checkpoint\n");
+    // SAFETY: `_exit` is async-signal-safe. Output committed so far is
+    // covered by a checkpoint (sinks commit only after one completes);
+    // what is in flight is discarded and recomputed by the next run.
+    unsafe { libc::_exit(128 + signal) }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM drain the job to a clean stop: a final
+/// checkpoint, then exit 0. A second one of either, even while a plugin
+/// call runs, ends the process at once with status 128 + the signal's
+/// number; its committed output is the latest checkpoint's.
 pub(super) fn stop_on_signals() -> Arc<AtomicBool> {
     let stop = STOP.get_or_init(Arc::default).clone();
-    // SAFETY: the handler only does an atomic load and store.
+    // SAFETY: the handler only touches atomics, `write` and `_exit`.
     unsafe {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::signal(libc::SIGINT, handler);

@@ -133,6 +133,7 @@ fn print_keys(t: usize, op: &restore::RestoredOperator, limit: usize) -> anyhow:
 
 /// `savepoint delete`: a savepoint (never a checkpoint) of the job.
 fn savepoint_delete(job: &Path, name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
     let plan = load_plan(job)?;
     let store = open_store(&plan)?;
     let folder = manifest::folder(&plan.name, manifest::Kind::Savepoint, name);
@@ -145,6 +146,24 @@ fn savepoint_delete(job: &Path, name: &str) -> anyhow::Result<()> {
     );
     store.delete_prefix(&format!("{folder}/"))?;
     println!("deleted savepoint {name}");
+    Ok(())
+}
+
+/// A savepoint name names one folder: not empty, no `/` or `\\`, not `.`
+/// or `..` (an empty name or `/` would otherwise name every savepoint of
+/// the job).
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let bad = name.trim().is_empty()
+        || name.contains(['/', '\\'])
+        || name == "."
+        || name == ".."
+        || name.chars().any(char::is_control);
+    anyhow::ensure!(
+        !bad,
+        "`{}` is not a savepoint name (one name as `weir savepoint list` shows it; no `/`); \
+         nothing deleted",
+        name.escape_debug()
+    );
     Ok(())
 }
 
@@ -169,5 +188,18 @@ fn describe_position(m: &manifest::Manifest) -> String {
             format!("kafka {topic} {}", offsets.join(" "))
         }
         _ => format!("{}: {}", p.connector, p.position),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_one_folder_is_a_savepoint_name() {
+        for bad in ["", " ", "/", "a/b", "..", ".", "a\\b", "\n"] {
+            assert!(super::check_name(bad).is_err(), "{bad:?} refused");
+        }
+        for good in ["mid", "swap-3", "before.release", "2026-12-06T10:00"] {
+            assert!(super::check_name(good).is_ok(), "{good:?} accepted");
+        }
     }
 }

@@ -510,4 +510,15 @@ mod tests {
         let err = job.resolve("job", Path::new("/jobs")).unwrap_err();
         assert!(err.to_string().contains("dead-letter file"), "{err}");
     }
+
+    #[test]
+    fn refuses_a_key_column_that_is_the_timestamp_column() {
+        let job = JobFile::parse(&JOB.replace("key_column = 0", "key_column = 2")).unwrap();
+        let err = job.resolve("job", Path::new("/")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`key_column` and `timestamp_column` are both column 2"),
+            "{err}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::JobReport;
 use super::prepare::Prepared;
 use super::start::Running;
-use crate::runtime::{TaskStats, process_cpu_time};
+use crate::runtime::{CheckpointStats, TaskStats, process_cpu_time};
 use crate::source::Completion;
 use crate::{Error, Result, lock_or_recover};
 
@@ -42,6 +42,9 @@ pub(super) fn finish(
         return Err(e);
     }
     let checkpoints = lock_or_recover(&stats).clone();
+    if task_stats.iter().any(|s| s.final_checkpoint_failed) {
+        return Err(final_checkpoint_failed(&job, &checkpoints));
+    }
     Ok(JobReport {
         name: job.plan.name.clone(),
         totals: job.shared.metrics.snapshot(),
@@ -53,6 +56,25 @@ pub(super) fn finish(
         checkpoints,
         restored_from: job.restored.map(|r| r.location),
     })
+}
+
+/// The input ended but its final checkpoint failed: the run did not
+/// finish its work (its last output is uncommitted), so it fails.
+fn final_checkpoint_failed(job: &Prepared, c: &CheckpointStats) -> Error {
+    let newest = match &c.last {
+        Some(m) => format!("checkpoint {}", m.id),
+        None => "none of this run".into(),
+    };
+    Error::Store {
+        url: job.store.as_ref().map_or("", |s| s.url()).to_string(),
+        detail: format!(
+            "the input ended, but its final checkpoint failed ({} of this run's checkpoints \
+             failed, the reasons are in the log; newest complete: {newest}): the output after \
+             the newest complete checkpoint is not committed. Make the state store writable \
+             again and run the job again: it resumes from its newest complete checkpoint",
+            c.failed
+        ),
+    }
 }
 
 /// Join the workers; the first error (after the source's) is kept.

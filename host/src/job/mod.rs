@@ -55,6 +55,11 @@ pub struct RunOptions {
     /// Start from this checkpoint or savepoint: a name, `latest`,
     /// `before:TIME`, or the URL of a savepoint folder.
     pub from_savepoint: Option<String>,
+    /// Without `from_savepoint`: resume from the job's newest complete
+    /// checkpoint or savepoint when its store has one (what `weir run`
+    /// does); `false` (the default here, `--fresh` on the command line)
+    /// starts from the source's configured start and replaces the output.
+    pub resume: bool,
     /// Extra source of barrier requests (tests, embedding programs); the
     /// control endpoint has its own.
     pub triggers: Option<Receiver<Trigger>>,

@@ -62,14 +62,23 @@ pub(super) fn prepare(
     options: &RunOptions,
 ) -> Result<Prepared> {
     let store = restore_point::open_store(plan)?;
+    let had_trace = match &store {
+        Some(s) => !s.list(&format!("jobs/{}/", plan.name))?.is_empty(),
+        None => false,
+    };
     let lease = store
         .as_ref()
         .map(|s| Lease::acquire_or_stop(s, &plan.name, options.stop.clone()))
         .transpose()?;
-    let selector = options.from_savepoint.as_deref();
     let fork_of = options.fork_of.as_deref();
-    let restored = restore_point::find(plan, store.as_ref(), selector, fork_of)?;
-    let from = match (&store, &restored, selector) {
+    let start = restore_point::Start {
+        selector: options.from_savepoint.as_deref(),
+        resume: options.resume,
+        had_trace,
+        fork_of,
+    };
+    let (restored, selector) = restore_point::find(plan, store.as_ref(), &start)?.unzip();
+    let from = match (&store, &restored, &selector) {
         (Some(store), Some(restored), Some(selector)) => Some(RestartFrom {
             store,
             restored,

@@ -18,30 +18,98 @@ pub fn open_store(plan: &Plan) -> Result<Option<StateStore>> {
         .transpose()
 }
 
-/// Find and verify the checkpoint or savepoint to start from, if asked:
-/// `selector` of this job, or of job `fork_of` for a fork.
+/// How a run chose where to start.
+pub(super) struct Start<'a> {
+    /// `--from-savepoint`: a name, `latest`, `before:TIME` or a URL.
+    pub selector: Option<&'a str>,
+    /// With no selector: resume from the newest complete checkpoint or
+    /// savepoint when the store has one (`weir run`); `false` starts over.
+    pub resume: bool,
+    /// The store held something of the job before this run took its lease
+    /// (a lease, a checkpoint folder): a run of it was here before.
+    pub had_trace: bool,
+    /// A fork: the job whose savepoint `selector` names.
+    pub fork_of: Option<&'a str>,
+}
+
+/// Find and verify the checkpoint or savepoint to start from, if any, and
+/// the selector it was found by. A job whose store holds a trace of an
+/// earlier run but no complete checkpoint (it stopped before its first:
+/// nothing was committed) starts from its configured start, `latest` asked
+/// or not; a store without any trace of the job refuses `latest`.
 pub(super) fn find(
     plan: &Plan,
     store: Option<&StateStore>,
-    selector: Option<&str>,
-    fork_of: Option<&str>,
-) -> Result<Option<Restored>> {
-    match (selector, store) {
-        (Some(sel), Some(store)) => {
-            let Some(job) = fork_of else {
-                return Ok(Some(load_for_plan(store, plan, sel)?));
-            };
-            let mut r = load_checked(store, plan, job, sel)?;
-            // A fork writes its own output: none of the job's sink state.
-            for p in &mut r.partitions {
-                p.sink = None;
-            }
-            Ok(Some(r))
+    start: &Start<'_>,
+) -> Result<Option<(Restored, String)>> {
+    let Some(store) = store else {
+        return match start.selector {
+            Some(_) => Err(Error::Config(
+                "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    if let Some(job) = start.fork_of {
+        let Some(sel) = start.selector else {
+            return Ok(None);
+        };
+        let mut r = load_checked(store, plan, job, sel)?;
+        // A fork writes its own output: none of the job's sink state.
+        for p in &mut r.partitions {
+            p.sink = None;
         }
-        (Some(_), None) => Err(Error::Config(
-            "--from-savepoint needs checkpoints enabled (a [state] store)".into(),
-        )),
-        (None, _) => Ok(None),
+        return Ok(Some((r, sel.to_string())));
+    }
+    let wants_latest = match start.selector {
+        Some("latest") => true,
+        Some(sel) => return Ok(Some((load_for_plan(store, plan, sel)?, sel.to_string()))),
+        None => start.resume,
+    };
+    let (complete, corrupt) = manifest::list_all(store, &plan.name)?;
+    let newest = complete.last().map(|f| f.folder.clone());
+    match (wants_latest, newest) {
+        (true, Some(folder)) => {
+            let r = load_for_plan(store, plan, "latest")?;
+            tracing::info!(
+                "resuming job `{}` from {folder} (its newest complete checkpoint or savepoint; \
+                 `--fresh` starts over)",
+                plan.name
+            );
+            Ok(Some((r, "latest".into())))
+        }
+        (true, None) if !corrupt.is_empty() => Err(Error::Savepoint {
+            location: format!("{}/jobs/{}", store.url(), plan.name),
+            detail: format!(
+                "no complete checkpoint to resume from: the manifest of {} is corrupt; delete it \
+                 with `weir savepoint delete`, or start over with `--fresh`",
+                corrupt[0].folder
+            ),
+        }),
+        (true, None) if start.had_trace => {
+            tracing::warn!(
+                "job `{}` has no complete checkpoint in {} (its previous run stopped before the \
+                 first one, so nothing was committed): starting from the source's configured start",
+                plan.name,
+                store.url()
+            );
+            Ok(None)
+        }
+        // No trace of the job: `latest` asked for is refused (a wrong store
+        // URL, most likely); a plain run starts the job for the first time.
+        (true, None) if start.selector.is_some() => {
+            load_for_plan(store, plan, "latest").map(|r| Some((r, "latest".into())))
+        }
+        (true, None) => Ok(None),
+        (false, Some(folder)) => {
+            tracing::warn!(
+                "job `{}` starts over from the source's configured start (--fresh): its newest \
+                 checkpoint {folder} is not restored, and the sink's earlier output is replaced",
+                plan.name
+            );
+            Ok(None)
+        }
+        (false, None) => Ok(None),
     }
 }
 

@@ -132,6 +132,9 @@ impl LineParser {
                 )));
             };
             match parse_ms(field) {
+                Some(NO_TIMESTAMP) => {
+                    return Some(Err(reserved(&format!("timestamp column {ts_col}"))));
+                }
                 Some(t) => timestamp = t,
                 None => {
                     return Some(Err(format!(
@@ -174,6 +177,9 @@ impl LineParser {
                         String::from_utf8_lossy(&field)
                     )
                 })?;
+                if timestamp == NO_TIMESTAMP {
+                    return Err(reserved(&format!("timestamp column {i}")));
+                }
             }
         }
         for (what, col) in [("key", key_col), ("timestamp", ts_col)] {
@@ -207,11 +213,24 @@ impl LineParser {
                 .get(f)
                 .ok_or_else(|| format!("timestamp field `{f}` missing"))?
                 .as_i64()
-                .ok_or_else(|| format!("timestamp field `{f}` is not an integer (ms)"))?,
+                .ok_or_else(|| format!("timestamp field `{f}` is not an integer (ms)"))
+                .and_then(|t| match t {
+                    NO_TIMESTAMP => Err(reserved(&format!("timestamp field `{f}`"))),
+                    t => Ok(t),
+                })?,
             _ => NO_TIMESTAMP,
         };
         Ok(Parsed { key, timestamp })
     }
+}
+
+/// Why a record whose event time is `i64::MIN` is refused: that value
+/// stands for "no timestamp" between the host and its plugins.
+fn reserved(what: &str) -> String {
+    format!(
+        "{what}: {NO_TIMESTAMP} is out of range (the smallest 64-bit integer stands for \
+         \"no timestamp\")"
+    )
 }
 
 fn parse_ms(field: &[u8]) -> Option<i64> {
@@ -347,6 +366,25 @@ mod tests {
         let p = csv(1, None).parse(br#"x,"a ""quoted"", key",z"#).unwrap();
         assert_eq!(p.key.as_deref(), Some(&br#"a "quoted", key"#[..]));
         assert_eq!(p.timestamp, NO_TIMESTAMP);
+    }
+
+    #[test]
+    fn the_smallest_timestamp_is_refused_not_taken_as_none() {
+        let line = b"42,a,-9223372036854775808";
+        let err = csv(0, Some(2)).parse(line).unwrap_err();
+        assert!(err.contains("timestamp column 2"), "{err}");
+        assert!(err.contains("out of range"), "{err}");
+        // The general path (a quoted field) says the same.
+        let err = csv(0, Some(2))
+            .parse(b"\"42\",a,-9223372036854775808")
+            .unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+        let json = LineParser::new(Format::Jsonl, KeySpec::None, KeySpec::Field("ts".into()));
+        let err = json.parse(br#"{"ts": -9223372036854775808}"#).unwrap_err();
+        assert!(err.contains("timestamp field `ts`"), "{err}");
+        // One above it is an ordinary (very old) time.
+        let p = csv(0, Some(2)).parse(b"42,a,-9223372036854775807").unwrap();
+        assert_eq!(p.timestamp, i64::MIN + 1);
     }
 
     #[test]

@@ -96,6 +96,15 @@ pub(crate) fn key_and_time(
             ));
         }
     };
+    if let (KeySpec::Column(k), KeySpec::Column(t)) = (&key, &timestamp)
+        && k == t
+    {
+        return Err(Error::Config(format!(
+            "`key_column` and `timestamp_column` are both column {k}: the key and the event \
+             time are read from different columns (a record keyed by its time needs its time \
+             in two columns)"
+        )));
+    }
     Ok((key, timestamp))
 }
 

@@ -140,12 +140,14 @@ fn group_offsets_never_pass_output_that_was_not_produced() {
         "",
     );
     std::fs::write(dir.path().join("job.toml"), &text).unwrap();
+    // `--fresh`: a run that starts over from the group's offsets, not a
+    // restore of the checkpoint the crashed run left.
     let weir = |failpoint: Option<&str>| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_weir-it"));
         c.current_dir(dir.path())
             .env("WEIR_RUN_DIR", dir.path().join("run"))
             .env("WEIR_LOG", "warn")
-            .args(["run", "job.toml"])
+            .args(["run", "job.toml", "--fresh"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         if let Some(f) = failpoint {

@@ -18,5 +18,6 @@ mod partitions;
 mod savepoints;
 mod snapshots;
 mod state_machine;
+mod supervise;
 mod swaps;
 mod wasi;

@@ -406,7 +406,7 @@ fn savepoint_then_follow_new_files() {
                     from_savepoint: Some("files".into()),
                     progress: Some(track(read)),
                     progress_every: Some(Duration::from_millis(5)),
-                    fork_of: None,
+                    ..RunOptions::default()
                 },
             )
         }

@@ -84,6 +84,9 @@ pub struct TaskStats {
     pub snapshot_chunks: u64,
     /// Batches run again on the old version after a swap rolled back.
     pub batches_replayed: u64,
+    /// The input ended, but the checkpoint taken at its end failed: the
+    /// output after the newest complete checkpoint was left uncommitted.
+    pub final_checkpoint_failed: bool,
 }
 
 /// What every partition shares: outputs and counters.

@@ -32,6 +32,8 @@ pub struct Worker {
     chunk_bytes: Option<u32>,
     /// Checkpoints pre-committed and not yet decided, oldest first.
     undecided: Vec<u64>,
+    /// The newest checkpoint committed (0: none yet).
+    last_committed: u64,
     /// A plugin swap between its barrier and the end of its probation.
     swap: Option<Arc<Probation>>,
     /// A swap that passed probation, promoted once its checkpoint
@@ -75,6 +77,7 @@ impl Worker {
             coordinator,
             chunk_bytes,
             undecided: Vec::new(),
+            last_committed: 0,
             swap: None,
             promoting: None,
         }
@@ -91,6 +94,8 @@ impl Worker {
     ) -> Result<TaskStats> {
         let mut unflushed = false;
         let mut end = End::Stopped;
+        // The barrier of the checkpoint taken at the end of the input.
+        let mut final_barrier = None;
         loop {
             // Decisions first, without waiting: the input path stays a
             // plain channel receive (a select over both costs a third of
@@ -145,6 +150,9 @@ impl Worker {
                     unflushed = true;
                 }
                 Ok(TaskMsg::Barrier(id)) => {
+                    if end == End::EndOfInput {
+                        final_barrier = Some(id);
+                    }
                     self.finish_snapshots()?;
                     self.end_probation(id)?;
                     self.checkpoint(id)?;
@@ -186,6 +194,12 @@ impl Worker {
         // A probation still open at the end is decided now.
         self.end_probation(u64::MAX)?;
         self.settle(decisions)?;
+        if final_barrier.is_some_and(|f| self.last_committed < f) {
+            // The final checkpoint failed: what no checkpoint covers stays
+            // uncommitted, as after a stop, for the next run to settle.
+            end = End::Stopped;
+            self.stats.final_checkpoint_failed = true;
+        }
         for p in &mut self.partitions {
             p.sink.end(end)?;
         }
@@ -330,6 +344,7 @@ impl Worker {
         for p in &mut self.partitions {
             match d {
                 Decision::Commit(id) => {
+                    self.last_committed = self.last_committed.max(id);
                     p.sink.commit(id)?;
                     self.shared.committed.set(p.id, id);
                 }

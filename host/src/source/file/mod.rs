@@ -178,12 +178,7 @@ impl FileSource {
         stop: Arc<AtomicBool>,
         restored: Option<Restored>,
     ) -> Result<Self> {
-        if !spec.dir.is_dir() {
-            return Err(Error::Config(format!(
-                "source folder {} does not exist",
-                spec.dir.display()
-            )));
-        }
+        check_folder(&spec.dir)?;
         if spec.format == Format::Lines && spec.key != KeySpec::None {
             return Err(Error::Config("lines sources have no key".into()));
         }
@@ -518,5 +513,54 @@ impl Source for FileSource {
                 std::thread::sleep(self.spec.poll_interval);
             }
         }
+    }
+}
+
+/// The source folder is a folder; otherwise say what it is instead.
+fn check_folder(dir: &Path) -> Result<()> {
+    let what = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "is not a folder".to_string(),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symbolic link loop (a link that leads back to itself)".to_string()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
+            Ok(target) => format!(
+                "is a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            Err(_) => "does not exist".to_string(),
+        },
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(Error::Config(format!(
+        "source folder {} {what}",
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_source_folder_that_is_not_one_is_named_for_what_it_is() {
+        let d = tempfile::tempdir().unwrap();
+        let loop_a = d.path().join("a");
+        std::os::unix::fs::symlink(d.path().join("b"), &loop_a).unwrap();
+        std::os::unix::fs::symlink(&loop_a, d.path().join("b")).unwrap();
+        let err = super::check_folder(&loop_a).unwrap_err().to_string();
+        assert!(err.contains("symbolic link loop"), "{err}");
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("gone"), &dangling).unwrap();
+        let err = super::check_folder(&dangling).unwrap_err().to_string();
+        assert!(err.contains("which does not exist"), "{err}");
+        let err = super::check_folder(&d.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("does not exist"), "{err}");
+        let file = d.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = super::check_folder(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a folder"), "{err}");
+        assert!(super::check_folder(d.path()).is_ok());
     }
 }

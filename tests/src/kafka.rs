@@ -192,7 +192,21 @@ pub fn read_committed_with(topic: &str, limit: Duration, mut f: impl FnMut(i32, 
     let mut tpl = TopicPartitionList::new();
     let mut end = Vec::new();
     for p in 0..partitions {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p, T).unwrap();
+        // Right after a broker restart a partition's offsets may be
+        // unknown (an error, or -1): asked again, never taken as empty.
+        let deadline = Instant::now() + T;
+        let (lo, hi) = loop {
+            match consumer.fetch_watermarks(topic, p, T) {
+                Ok((lo, hi)) if lo >= 0 && hi >= 0 => break (lo, hi),
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "offsets of {topic} partition {p}: {other:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
         tpl.add_partition_offset(topic, p, Offset::Offset(lo))
             .unwrap();
         end.push(hi);

@@ -214,8 +214,8 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
         "a restore of the final checkpoint"
     );
 
-    // The topic holds everything: restoring an older checkpoint would
-    // write some of it again, and is refused without writing.
+    // The topic holds everything: restoring an older checkpoint must not
+    // write any of it again.
     let older: Vec<_> = manifest::list(&job.store(), &job.name)
         .unwrap()
         .into_iter()
@@ -232,9 +232,13 @@ fn kafka_kill_9_at_random_moments_and_before_a_commit_is_exactly_once() {
         ])
         .output()
         .unwrap();
+    // Refused when the topic holds output of a later epoch; when every
+    // epoch after it was empty (the run was idle at its end), the restore
+    // runs and produces nothing new. Either way nothing is written twice.
     let err = String::from_utf8_lossy(&said.stderr);
-    assert!(!said.status.success());
-    assert!(err.contains("already committed the output"), "{err}");
+    if !said.status.success() {
+        assert!(err.contains("already committed the output"), "{err}");
+    }
     assert_eq!(read_values(&out), out_before);
 }
 
@@ -276,6 +280,16 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
             status = wait_for(&mut again, Duration::from_secs(240));
         }
         println!("finished after {restarts} restarts from latest");
+        let dead = job.root.join("dead-letters.jsonl");
+        assert!(
+            !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),
+            "no dead letters: {}",
+            std::fs::read_to_string(&dead)
+                .unwrap_or_default()
+                .chars()
+                .take(2000)
+                .collect::<String>()
+        );
         assert_same_output(
             &read_values(&out),
             &expected,

@@ -125,6 +125,7 @@ pub(super) fn prepare(
         .control
         .map(|a| ControlServer::bind(a, &plan.name))
         .transpose()?;
+    check_instances(&plan)?;
     let chains = build_chains(&plan, &factories, restored.as_ref())?;
     Ok(Prepared {
         plan,
@@ -194,4 +195,25 @@ fn build_chains(
     (0..plan.partitions)
         .map(|p| Chain::new(p, factories, restored.and_then(|r| r.partitions.get(p))))
         .collect()
+}
+
+/// Operator instances a job may have: each reserves about 4 GiB of address
+/// space for its linear memory (wasmtime's default on 64-bit hosts), and a
+/// process has 128 TiB; past half of it the host's own allocations could
+/// fail first and abort the process instead of refusing the run.
+const MAX_INSTANCES: usize = 16_384;
+
+/// Refuse a plan whose instances could not all be created, before any is.
+fn check_instances(plan: &Plan) -> Result<()> {
+    let n = plan.partitions.saturating_mul(plan.operators.len());
+    if n > MAX_INSTANCES {
+        return Err(Error::Config(format!(
+            "{n} operator instances ({} partitions x {} operators) would not fit in this \
+             process's address space (each reserves about 4 GiB; at most {MAX_INSTANCES}): \
+             lower `partitions` (or `parallelism`, when the partitions follow it)",
+            plan.partitions,
+            plan.operators.len()
+        )));
+    }
+    Ok(())
 }

@@ -479,7 +479,7 @@ fn refused_runs_leave_committed_output_and_savepoints_byte_identical() {
         // Started over (a plain run would resume from a savepoint, and be
         // refused for its partitions before any plugin is instantiated).
         &["run", file, "--fresh"],
-        "plugin `op` failed",
+        "would not fit in this process's address space",
     );
     std::fs::write(job.file(), &text).unwrap();
 

@@ -89,6 +89,9 @@ fn checkpointed(name: &str) -> Job {
 fn sigterm_drains_and_a_plain_restart_resumes_to_the_same_output() {
     let job = checkpointed("sup-sigterm");
     let expected = job.reference();
+    // Following its folder, the run is still there when the signal comes
+    // (the whole input takes well under a second).
+    job.set_follow(true);
     let child = job.spawn(None);
     job.wait_running();
     std::thread::sleep(Duration::from_millis(300));
@@ -105,6 +108,7 @@ fn sigterm_drains_and_a_plain_restart_resumes_to_the_same_output() {
         "the drained run left a checkpoint"
     );
 
+    job.set_follow(false);
     let (status, said) = run_logged(&job, &[]);
     assert!(status.success(), "{said}");
     assert!(said.contains("resuming job `sup-sigterm` from"), "{said}");
@@ -120,6 +124,9 @@ fn sigterm_drains_and_a_plain_restart_resumes_to_the_same_output() {
 fn a_second_signal_stops_at_once_and_a_plain_restart_resumes() {
     let job = checkpointed("sup-twice");
     let expected = job.reference();
+    // Following its folder, the run is still there when the signal comes
+    // (the whole input takes well under a second).
+    job.set_follow(true);
     let child = job.spawn(None);
     job.wait_running();
     std::thread::sleep(Duration::from_millis(300));
@@ -131,6 +138,7 @@ fn a_second_signal_stops_at_once_and_a_plain_restart_resumes() {
     );
     assert!(said.contains("stopping at once"), "{said}");
 
+    job.set_follow(false);
     let (status, said) = run_logged(&job, &[]);
     assert!(status.success(), "{said}");
     assert_same_output(

@@ -65,7 +65,7 @@ use progress::marker_key;
 use spill::{EpochBuf, Spiller};
 use transaction::{IDS_VERSION, Target, drain, produce_epoch, transactional_id, try_send};
 
-use super::dead_letter::{DeadLetter, DeadLetters, Stage};
+use super::dead_letter::DeadLetters;
 use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot, Spill};
 use crate::batch::Batch;
 use crate::kafka::{
@@ -317,17 +317,13 @@ impl KafkaSink {
 
     /// Write a record the broker refuses to the dead-letter output.
     fn dead_letter(&self, key: Option<&[u8]>, value: &[u8], e: &KafkaError) -> Result<()> {
-        let reason = format!("kafka topic {} refused the record: {e}", self.spec.topic);
-        tracing::warn!(partition = self.partition, "{reason}");
-        self.dead_letters.write(&DeadLetter {
-            stage: Stage::Sink {
-                partition: self.partition,
-            },
-            reason: &reason,
-            origin: None,
+        transaction::dead_letter(
+            &self.dead_letters,
+            (&self.spec.topic, self.partition),
             key,
             value,
-        })
+            e,
+        )
     }
 }
 

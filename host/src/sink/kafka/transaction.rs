@@ -222,7 +222,14 @@ fn try_segment(
             Ok(()) => {}
             Err(e) if refuses_the_record(&e) => {
                 refused[i] = true;
-                dead_letter(t, r.key, r.value, &e).map_err(Attempt::Fatal)?;
+                dead_letter(
+                    t.dead_letters,
+                    (&t.spec.topic, t.partition),
+                    Some(r.key),
+                    r.value,
+                    &e,
+                )
+                .map_err(Attempt::Fatal)?;
             }
             Err(e) => return Err(fail("producing", e)),
         }
@@ -250,8 +257,14 @@ fn try_segment(
             });
             if let Some(k) = at {
                 refused[skip + k] = true;
-                dead_letter(t, u.key.as_deref().unwrap_or_default(), &u.value, &u.error)
-                    .map_err(Attempt::Fatal)?;
+                dead_letter(
+                    t.dead_letters,
+                    (&t.spec.topic, t.partition),
+                    u.key.as_deref(),
+                    &u.value,
+                    &u.error,
+                )
+                .map_err(Attempt::Fatal)?;
             }
         }
         return Err(Attempt::Again(other.map_or_else(
@@ -315,17 +328,22 @@ fn abort(producer: &BaseProducer<Context>, since: std::time::Instant) -> Result<
     }
 }
 
-/// Write a record the producer or the broker refuses to the dead letters.
-pub(super) fn dead_letter(t: &Target<'_>, key: &[u8], value: &[u8], e: &KafkaError) -> Result<()> {
-    let reason = format!("kafka topic {} refused the record: {e}", t.spec.topic);
-    tracing::warn!(partition = t.partition, "{reason}");
-    t.dead_letters.write(&DeadLetter {
-        stage: Stage::Sink {
-            partition: t.partition,
-        },
+/// Write a record the producer or the broker refuses to `dead_letters`
+/// (the one place both delivery modes of the sink do it).
+pub(super) fn dead_letter(
+    dead_letters: &DeadLetters,
+    (topic, partition): (&str, usize),
+    key: Option<&[u8]>,
+    value: &[u8],
+    e: &KafkaError,
+) -> Result<()> {
+    let reason = format!("kafka topic {topic} refused the record: {e}");
+    tracing::warn!(partition, "{reason}");
+    dead_letters.write(&DeadLetter {
+        stage: Stage::Sink { partition },
         reason: &reason,
         origin: None,
-        key: Some(key),
+        key,
         value,
     })
 }

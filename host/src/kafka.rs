@@ -46,6 +46,12 @@ impl Context {
     pub fn take_undelivered(&self) -> Vec<Undelivered> {
         std::mem::take(&mut *crate::lock_or_recover(&self.undelivered))
     }
+
+    /// Whether a delivery report said a record failed since the last
+    /// [`Context::take_undelivered`].
+    pub fn has_undelivered(&self) -> bool {
+        !crate::lock_or_recover(&self.undelivered).is_empty()
+    }
 }
 
 /// Whether `e` says the broker (or librdkafka, before sending) refuses this

@@ -3,12 +3,16 @@
 //! crash in the commit window, checkpoint ids of a new store next to
 //! markers of an old one, group offsets never ahead of the output, an
 //! epoch produced in several transactions and resumed inside, records
-//! the producer refuses going to dead letters, and a broker outage longer
-//! than a request timeout.
+//! the producer or the broker refuses going to dead letters, a restore of
+//! a checkpoint older than committed output refused, and a broker outage
+//! longer than a request timeout.
 
 use std::time::{Duration, Instant};
 
 use weir::checkpoint::manifest;
+use weir::checkpoint::store::StateStore;
+use weir::config::JobFile;
+use weir::job::{RunOptions, run};
 use weir_tests::assert_same_output;
 use weir_tests::kafka::{
     PrivateBroker, create_topic, create_topic_with, read_values, with_brokers,
@@ -236,10 +240,7 @@ fn exactly_once_records_the_topic_refuses_go_to_dead_letters_and_the_job_goes_on
     crate::kafka_faults::produce_large(input, &records);
     let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
     expected.sort();
-    // The broker-refused case (the producer's limit raised) is left out:
-    // under load librdkafka sometimes reports the producer fenced while
-    // aborting that transaction, and the job fails (a restart from
-    // `latest` goes on). Known gap, in the README.
+    // The broker-refused case: the next test.
     let (output, sink) = ("eo-refused-by-producer-out", "");
     {
         create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
@@ -259,6 +260,94 @@ fn exactly_once_records_the_topic_refuses_go_to_dead_letters_and_the_job_goes_on
         let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
         assert!(reason.contains("too large"), "{output}: {reason}");
     }
+}
+
+#[test]
+fn exactly_once_records_the_broker_refuses_go_to_dead_letters_and_the_job_goes_on() {
+    // The producer's limit raised above the topic's: the broker refuses the
+    // 2 MiB record, which makes the transaction abortable. The record goes
+    // to the dead letters and the segment is produced again without it.
+    let input = "eo-broker-refused-in";
+    create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
+    let mut records: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
+        .collect();
+    records.insert(5, ("big".into(), vec![b'x'; 2 << 20]));
+    crate::kafka_faults::produce_large(input, &records);
+    let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
+    expected.sort();
+    let output = "eo-broker-refused-out";
+    create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
+        echo_job(
+            "eo-broker-refused",
+            input,
+            output,
+            "until = \"latest\"",
+            "properties = { \"message.max.bytes\" = \"8388608\" }"
+        )
+    );
+    let report = run_in(dir.path(), "eo-broker-refused", &text)
+        .unwrap_or_else(|e| panic!("the job goes on: {e}"));
+    assert_eq!(report.totals.records_read, 11);
+    assert_eq!(read_values(output), expected);
+    let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["stage"], "sink");
+    assert_eq!(dead[0]["key"], "big");
+    let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
+    assert!(reason.contains("too large"), "{reason}");
+}
+
+#[test]
+fn restoring_a_checkpoint_older_than_committed_output_is_refused_and_writes_nothing() {
+    // Two bounded runs: the second one's epochs after the first run's final
+    // checkpoint hold output. Restoring that checkpoint could only write
+    // its later records again: refused, before anything is produced.
+    let input = "eo-older-in";
+    let output = "eo-older-out";
+    create_topic(input, 1);
+    create_topic(output, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = echo_job("eo-older", input, output, "until = \"latest\"", "");
+    let plan = JobFile::parse(&text)
+        .unwrap()
+        .resolve("eo-older", dir.path())
+        .unwrap();
+    let store = StateStore::open(&plan.checkpoint.clone().unwrap().store, dir.path()).unwrap();
+    let mut expected = produce_values(input, "first", 200);
+    run(&plan, RunOptions::default()).unwrap();
+    let first = manifest::list(&store, "eo-older")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.manifest.id)
+        .max()
+        .expect("the first run's final checkpoint");
+    expected.extend(produce_values(input, "second", 200));
+    expected.sort();
+    let resumed = RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    };
+    run(&plan, resumed).unwrap();
+    let mut got = read_values(output);
+    got.sort();
+    assert_eq!(got, expected, "each record once over both runs");
+
+    let older = RunOptions {
+        from_savepoint: Some(first.to_string()),
+        ..RunOptions::default()
+    };
+    let Err(err) = run(&plan, older) else {
+        panic!("a restore of checkpoint {first} under later output ran");
+    };
+    let err = err.to_string();
+    assert!(err.contains("already committed the output"), "{err}");
+    let mut after = read_values(output);
+    after.sort();
+    assert_eq!(after, expected, "nothing written by the refused restore");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 
 use super::KafkaSinkSpec;
 use super::spill::{self, Segment};
@@ -69,6 +69,28 @@ pub(super) fn drain(
 ) -> Result<Vec<Undelivered>> {
     let deadline = std::time::Instant::now() + within;
     while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::External(format!(
+                "kafka: {} records without a delivery result after {} s",
+                producer.in_flight_count(),
+                within.as_secs()
+            )));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(producer.context().take_undelivered())
+}
+
+/// [`drain`] for a transaction: stops at the first failed delivery, since
+/// the transaction can then only be aborted. Waiting on would keep the
+/// records queued behind the failure until they time out, and the broker
+/// would abort the transaction at its timeout and fence the producer.
+fn drain_transaction(
+    producer: &BaseProducer<Context>,
+    within: Duration,
+) -> Result<Vec<Undelivered>> {
+    let deadline = std::time::Instant::now() + within;
+    while producer.in_flight_count() > 0 && !producer.context().has_undelivered() {
         if std::time::Instant::now() > deadline {
             return Err(Error::External(format!(
                 "kafka: {} records without a delivery result after {} s",
@@ -242,7 +264,7 @@ fn try_segment(
         .key(t.marker_key.as_bytes())
         .payload(value.as_bytes());
     try_send(t.producer, marker).map_err(|e| fail("producing the progress marker", e))?;
-    let undelivered = drain(t.producer, OUTAGE).map_err(Attempt::Fatal)?;
+    let undelivered = drain_transaction(t.producer, OUTAGE).map_err(Attempt::Fatal)?;
     if !undelivered.is_empty() {
         // The broker refused records of this transaction: they go to the
         // dead letters and the segment is produced again without them.
@@ -314,9 +336,24 @@ fn try_segment(
 /// Abort the open transaction, if any, waiting for the broker as long as
 /// the outage that started at `since` may last.
 fn abort(producer: &BaseProducer<Context>, since: std::time::Instant) -> Result<()> {
+    // What is still queued or in flight belongs to the transaction being
+    // aborted: purge it and serve its reports here, as librdkafka's abort
+    // waits for them and nothing else polls this producer meanwhile.
+    producer.purge(PurgeConfig::default().queue().inflight());
+    let settled = std::time::Instant::now() + Duration::from_secs(5);
+    while producer.in_flight_count() > 0 && std::time::Instant::now() < settled {
+        producer.poll(Duration::from_millis(1));
+    }
+    producer.context().take_undelivered();
     loop {
         match producer.abort_transaction(REQUEST_TIMEOUT) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                // The abort purged what was still queued: those reports are
+                // of the aborted transaction, not of the next one.
+                producer.poll(Duration::ZERO);
+                producer.context().take_undelivered();
+                return Ok(());
+            }
             // No transaction open (it failed to begin).
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => return Ok(()),
             Err(e) if since.elapsed() < OUTAGE => {

@@ -66,7 +66,9 @@ pub fn state_machine_plan(
         sink: SinkSpec::Files(FileSinkSpec {
             dir: out_dir.to_path_buf(),
         }),
-        dead_letter: Some(out_dir.join("dead-letters.jsonl")),
+        dead_letter: Some(crate::config::DeadLetterSpec::File(
+            out_dir.join("dead-letters.jsonl"),
+        )),
         engine: EngineSettings::default(),
         batch: BatchSettings::default(),
         checkpoint: None,

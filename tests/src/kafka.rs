@@ -181,6 +181,60 @@ pub fn read_committed(topic: &str) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
 /// Hand every record of `topic` a `read_committed` consumer sees to `f`
 /// (partition, key, value), without keeping them; within `limit`.
 pub fn read_committed_with(topic: &str, limit: Duration, mut f: impl FnMut(i32, &[u8], &[u8])) {
+    read_messages(topic, limit, |m| {
+        f(
+            m.partition(),
+            m.key().unwrap_or_default(),
+            m.payload().unwrap_or_default(),
+        )
+    })
+}
+
+/// A record as read back, with its headers.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its partition.
+    pub partition: i32,
+    /// Its key (empty when none).
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Its headers, as UTF-8 text.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Every record of `topic` a `read_committed` consumer sees, with headers.
+pub fn read_records(topic: &str) -> Vec<Record> {
+    use rdkafka::message::Headers;
+    let mut out = Vec::new();
+    read_messages(topic, Duration::from_secs(120), |m| {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        })
+    });
+    out
+}
+
+/// Hand every message of `topic` a `read_committed` consumer sees to `f`.
+fn read_messages(
+    topic: &str,
+    limit: Duration,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) {
     let consumer: BaseConsumer = config()
         .set("group.id", "weir-tests-reader")
         .set("enable.auto.commit", "false")
@@ -225,11 +279,7 @@ pub fn read_committed_with(topic: &str, limit: Duration, mut f: impl FnMut(i32, 
         }
         assert!(Instant::now() < deadline, "reading {topic} timed out");
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => f(
-                m.partition(),
-                m.key().unwrap_or_default(),
-                m.payload().unwrap_or_default(),
-            ),
+            Some(Ok(m)) => f(&m),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => panic!("reading {topic}: {e}"),
         }

@@ -44,6 +44,7 @@ use serde::Deserialize;
 use crate::checkpoint::store::StoreSpec;
 pub use crate::plugin::{EngineSettings, OperatorSpec, PluginSource};
 pub use crate::runtime::BatchSettings;
+pub use crate::sink::dead_letter::{DeadLetterSpec, TopicSpec as DeadLetterTopicSpec};
 pub use crate::sink::{
     Delivery, FileSinkConfig, FileSinkSpec, KafkaSinkConfig, KafkaSinkSpec, SinkSpec,
 };
@@ -188,9 +189,17 @@ impl JobFile {
                     .into(),
             ));
         }
-        let dead_letter = self.dead_letter.as_ref().map(|d| base.join(&d.path));
+        let dead_letter = self
+            .dead_letter
+            .as_ref()
+            .map(|d| d.resolve(base))
+            .transpose()?;
         if let Some(dir) = source.spec.folder() {
-            outside_source(dir, &sink, dead_letter.as_deref())?;
+            let file = match &dead_letter {
+                Some(DeadLetterSpec::File(p)) => Some(p.as_path()),
+                _ => None,
+            };
+            outside_source(dir, &sink, file)?;
         }
         let partitions = match (self.partitions, source.own_partitions) {
             (Some(p), _) => p,
@@ -509,6 +518,48 @@ mod tests {
         .unwrap();
         let err = job.resolve("job", Path::new("/jobs")).unwrap_err();
         assert!(err.to_string().contains("dead-letter file"), "{err}");
+    }
+
+    #[test]
+    fn a_dead_letter_table_is_a_file_or_a_topic_never_half_of_each() {
+        let resolve = |table: &str| {
+            JobFile::parse(&format!("{JOB}\n[dead_letter]\n{table}\n"))
+                .unwrap()
+                .resolve("job", Path::new("/jobs"))
+                .map(|p| p.dead_letter)
+        };
+        assert_eq!(
+            resolve("path = \"dl.jsonl\"").unwrap(),
+            Some(DeadLetterSpec::File("/jobs/dl.jsonl".into()))
+        );
+        let topic = resolve("type = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"dl\"").unwrap();
+        assert!(
+            matches!(&topic, Some(DeadLetterSpec::Topic(t)) if t.topic == "dl" && t.brokers == "b:9092"),
+            "{topic:?}"
+        );
+        for (table, says) in [
+            (
+                "type = \"kafka\"\nbrokers = \"b:9092\"",
+                "needs `brokers` and `topic`",
+            ),
+            (
+                "type = \"kafka\"\ntopic = \"dl\"\nbrokers = \"b\"\npath = \"x\"",
+                "`path` is for a file",
+            ),
+            (
+                "path = \"x\"\ntopic = \"dl\"",
+                "topic is for type = \"kafka\"",
+            ),
+            ("type = \"s3\"\npath = \"x\"", "use `file` or `kafka`"),
+            ("", "needs `path`"),
+            (
+                "type = \"kafka\"\nbrokers = \"b\"\ntopic = \"dl\"\nproperties = { \"bootstrap.servers\" = \"x\" }",
+                "bootstrap.servers",
+            ),
+        ] {
+            let err = resolve(table).unwrap_err().to_string();
+            assert!(err.contains(says), "{table}: {err}");
+        }
     }
 
     #[test]

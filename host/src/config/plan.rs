@@ -1,9 +1,8 @@
 //! The resolved plan the runtime executes, and its job-level parts.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BatchSettings, EngineSettings, OperatorSpec, SinkSpec, SourceSpec};
+use super::{BatchSettings, DeadLetterSpec, EngineSettings, OperatorSpec, SinkSpec, SourceSpec};
 use crate::checkpoint::store::StoreSpec;
 
 /// Resolved checkpoint settings.
@@ -47,8 +46,8 @@ pub struct Plan {
     pub operators: Vec<OperatorSpec>,
     /// The sink.
     pub sink: SinkSpec,
-    /// Dead-letter file (`None`: standard error).
-    pub dead_letter: Option<PathBuf>,
+    /// Where dead letters go (`None`: standard error).
+    pub dead_letter: Option<DeadLetterSpec>,
     /// Sandbox settings.
     pub engine: EngineSettings,
     /// Batching settings.

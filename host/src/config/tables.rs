@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{BatchSettings, EngineSettings};
+use crate::sink::dead_letter::{DeadLetterSpec, TopicSpec};
+use crate::{Error, Result};
 
 /// The state store.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,12 +139,78 @@ pub struct OperatorConfig {
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
 }
-/// The dead-letter output.
+/// The dead-letter output: a JSON-lines file (`path`), or a Kafka topic
+/// (`type = "kafka"`, `brokers`, `topic`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// A JSON-lines file (appended to).
-    pub path: PathBuf,
+    /// `"file"` (the default) or `"kafka"`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// A JSON-lines file (appended to); `type = "file"` only.
+    pub path: Option<PathBuf>,
+    /// Bootstrap brokers; `type = "kafka"` only.
+    pub brokers: Option<String>,
+    /// The dead-letter topic (it must exist); `type = "kafka"` only.
+    pub topic: Option<String>,
+    /// librdkafka producer properties (security, compression); `type =
+    /// "kafka"` only. Default empty.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl DeadLetterConfig {
+    /// The resolved output; a relative `path` is taken from `base`.
+    pub(crate) fn resolve(&self, base: &std::path::Path) -> Result<DeadLetterSpec> {
+        let kafka_only = [
+            ("brokers", self.brokers.is_some()),
+            ("topic", self.topic.is_some()),
+            ("properties", !self.properties.is_empty()),
+        ];
+        match self.kind.as_deref().unwrap_or("file") {
+            "file" => {
+                if let Some((k, _)) = kafka_only.iter().find(|(_, set)| *set) {
+                    return Err(Error::Config(format!(
+                        "[dead_letter] {k} is for type = \"kafka\"; a file takes only `path`"
+                    )));
+                }
+                let path = self.path.as_ref().ok_or_else(|| {
+                    Error::Config(
+                        "[dead_letter] needs `path` (a JSON-lines file), or type = \"kafka\" \
+                         with `brokers` and `topic`"
+                            .into(),
+                    )
+                })?;
+                Ok(DeadLetterSpec::File(base.join(path)))
+            }
+            "kafka" => {
+                if self.path.is_some() {
+                    return Err(Error::Config(
+                        "[dead_letter] type = \"kafka\" writes to `topic`; `path` is for a file"
+                            .into(),
+                    ));
+                }
+                let (Some(brokers), Some(topic)) = (&self.brokers, &self.topic) else {
+                    return Err(Error::Config(
+                        "[dead_letter] type = \"kafka\" needs `brokers` and `topic`".into(),
+                    ));
+                };
+                crate::kafka::refuse_owned("[dead_letter]", self.properties.keys())?;
+                Ok(DeadLetterSpec::Topic(TopicSpec {
+                    brokers: brokers.clone(),
+                    topic: topic.clone(),
+                    properties: self
+                        .properties
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                }))
+            }
+            other => Err(Error::Config(format!(
+                "[dead_letter] type `{other}`: use `file` or `kafka`"
+            ))),
+        }
+    }
 }
 
 /// Sandbox limits and the compiled-component cache.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::{JobReport, RunOptions};
-use crate::config::{FileSinkSpec, Plan, PluginSource, SinkSpec};
+use crate::config::{DeadLetterSpec, FileSinkSpec, Plan, PluginSource, SinkSpec};
 use crate::{Error, Result};
 
 /// What a fork changes in the live job, and where it starts.
@@ -70,7 +70,7 @@ pub fn plan(live: &Plan, fork: &Fork) -> Result<Plan> {
     plan.sink = SinkSpec::Files(FileSinkSpec {
         dir: fork.out.clone(),
     });
-    plan.dead_letter = Some(fork.out.join("dead-letters.jsonl"));
+    plan.dead_letter = Some(DeadLetterSpec::File(fork.out.join("dead-letters.jsonl")));
     plan.control = None;
     plan.parallelism = fork.parallelism;
     Ok(plan)

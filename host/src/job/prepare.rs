@@ -103,7 +103,8 @@ pub(super) fn prepare(
     sinks.validate()?;
     let shared = Shared {
         dead_letters: Arc::new(DeadLetters::open(
-            plan.dead_letter.as_deref(),
+            plan.dead_letter.as_ref(),
+            &plan.name,
             source.origins(),
         )?),
         metrics: Arc::new(Metrics::default()),

@@ -209,7 +209,12 @@ fn a_fork_plan_changes_only_what_a_fork_changes() {
         &plan.sink,
         weir::config::SinkSpec::Files(f) if f.dir == spec.out
     ));
-    assert_eq!(plan.dead_letter, Some(spec.out.join("dead-letters.jsonl")));
+    assert_eq!(
+        plan.dead_letter,
+        Some(weir::config::DeadLetterSpec::File(
+            spec.out.join("dead-letters.jsonl")
+        ))
+    );
     assert!(!spec.out.exists(), "planning touches nothing");
 
     let unknown = Fork {

@@ -21,7 +21,7 @@ use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_ale
 
 use crate::savepoints::Job;
 
-const PARTITIONS: i32 = 6;
+pub(crate) const PARTITIONS: i32 = 6;
 
 /// A job folder with generated events produced to `<name>-in` (6
 /// partitions) and an empty `<name>-out` (3 partitions).

@@ -3,6 +3,7 @@
 
 mod cache;
 mod control;
+mod dead_letter_topic;
 mod dead_letters;
 mod faults;
 mod follow;

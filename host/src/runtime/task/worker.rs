@@ -301,6 +301,10 @@ impl Worker {
         let Some(coordinator) = self.coordinator.clone() else {
             return Ok(());
         };
+        // Dead letters of records before the barrier are written (the
+        // source's before it sent the barrier on, this worker's before it
+        // got here): made durable before the checkpoint can cover them.
+        self.shared.dead_letters.flush()?;
         for p in &mut self.partitions {
             if let Some(snap) = p.snapshot(id, self.chunk_bytes)? {
                 let _ = coordinator.send(CoordMsg::Partition(snap));

@@ -1,11 +1,18 @@
 //! The dead-letter output: records a source could not parse, records an
-//! operator refused and records the sink could not write, each as one JSON line with the reason, where it came
-//! from and the record itself (`value`, lossy UTF-8, plus `value_base64`
-//! when the bytes are not UTF-8, so nothing is lost).
+//! operator refused and records the sink could not write, each as one JSON
+//! line with the reason, where it came from and the record itself
+//! (`value`, lossy UTF-8, plus `value_base64` when the bytes are not
+//! UTF-8, so nothing is lost); or, to a Kafka topic, as the record itself
+//! with the rest in headers ([`topic`]). Every checkpoint flushes them
+//! first, so a checkpoint never covers a dead letter that is not written.
+
+mod topic;
+
+pub use topic::TopicSpec;
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,10 +56,29 @@ pub struct DeadLetter<'a> {
     pub value: &'a [u8],
 }
 
+/// Where dead letters go: a resolved `[dead_letter]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSpec {
+    /// A JSON-lines file, appended to.
+    File(PathBuf),
+    /// A Kafka topic.
+    Topic(TopicSpec),
+}
+
+/// Where the writer sends them.
+enum Out {
+    /// JSON lines to a file or standard error.
+    Lines(Mutex<Box<dyn Write + Send>>),
+    /// Records to a Kafka topic.
+    Topic(topic::TopicOutput),
+}
+
 /// The shared dead-letter writer.
 pub struct DeadLetters {
+    /// Where they go, for messages.
     path: Option<PathBuf>,
-    out: Mutex<Box<dyn Write + Send>>,
+    /// The output.
+    out: Out,
     origins: Arc<dyn Origins>,
     count: AtomicU64,
     /// Written per stage: source, operator, sink.
@@ -80,11 +106,15 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    /// Append to `path` (created with its folder), or write to standard
-    /// error; `origins` describes where records came from.
-    pub fn open(path: Option<&Path>, origins: Arc<dyn Origins>) -> Result<Self> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(p) => {
+    /// Open `spec`'s output (`None`: standard error) for job `job`;
+    /// `origins` describes where records came from.
+    pub fn open(
+        spec: Option<&DeadLetterSpec>,
+        job: &str,
+        origins: Arc<dyn Origins>,
+    ) -> Result<Self> {
+        let (path, out) = match spec {
+            Some(DeadLetterSpec::File(p)) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(Error::io("creating dead-letter folder", dir))?;
@@ -94,13 +124,18 @@ impl DeadLetters {
                     .append(true)
                     .open(p)
                     .map_err(Error::io("opening dead-letter file", p))?;
-                Box::new(std::io::BufWriter::new(f))
+                let w: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(f));
+                (Some(p.clone()), Out::Lines(Mutex::new(w)))
             }
-            None => Box::new(std::io::stderr()),
+            Some(DeadLetterSpec::Topic(t)) => (
+                Some(PathBuf::from(format!("kafka topic {}", t.topic))),
+                Out::Topic(topic::TopicOutput::open(t, job)?),
+            ),
+            None => (None, Out::Lines(Mutex::new(Box::new(std::io::stderr())))),
         };
         Ok(Self {
-            path: path.map(Path::to_path_buf),
-            out: Mutex::new(out),
+            path,
+            out,
             origins,
             count: AtomicU64::new(0),
             by_stage: Default::default(),
@@ -116,7 +151,7 @@ impl DeadLetters {
         impl Origins for NoOrigins {
             fn describe(&self, _: Origin, _: &mut Map<String, Value>) {}
         }
-        Arc::new(Self::open(None, Arc::new(NoOrigins)).expect("stderr opens"))
+        Arc::new(Self::open(None, "test", Arc::new(NoOrigins)).expect("stderr opens"))
     }
 
     /// Write one dead letter.
@@ -153,9 +188,13 @@ impl DeadLetters {
         let mut line =
             serde_json::to_vec(&Value::Object(m)).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
-        let mut out = lock(&self.out, "dead-letter output")?;
-        out.write_all(&line).map_err(self.io_err())?;
-        drop(out);
+        match &self.out {
+            Out::Lines(out) => {
+                let mut out = lock(out, "dead-letter output")?;
+                out.write_all(&line).map_err(self.io_err())?;
+            }
+            Out::Topic(t) => t.send(d.key, d.value, &self.headers(d))?,
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         let stage = match d.stage {
             Stage::Source => 0,
@@ -184,10 +223,47 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// Flush buffered dead letters.
+    /// The headers of a dead letter to a topic: where it came from and why.
+    fn headers(&self, d: &DeadLetter<'_>) -> Vec<(String, String)> {
+        let mut h = vec![("weir.reason".to_string(), d.reason.to_string())];
+        let (stage, partition) = match d.stage {
+            Stage::Source => ("source", None),
+            Stage::Operator {
+                operator,
+                partition,
+            } => {
+                h.push(("weir.operator".into(), operator.to_string()));
+                ("operator", Some(partition))
+            }
+            Stage::Sink { partition } => ("sink", Some(partition)),
+        };
+        h.push(("weir.stage".into(), stage.into()));
+        if let Some(p) = partition {
+            h.push(("weir.partition".into(), p.to_string()));
+        }
+        if let Some(o) = d.origin {
+            let mut m = Map::new();
+            self.origins.describe(o, &mut m);
+            for (k, v) in m {
+                let v = match v {
+                    Value::String(s) => s,
+                    v => v.to_string(),
+                };
+                h.push((format!("weir.source.{k}"), v));
+            }
+        }
+        h
+    }
+
+    /// Make what was written durable where it goes: flushed to the file,
+    /// or delivered to the topic (an undelivered one is an error).
     pub fn flush(&self) -> Result<()> {
-        let mut out = lock(&self.out, "dead-letter output")?;
-        out.flush().map_err(self.io_err())
+        match &self.out {
+            Out::Lines(out) => lock(out, "dead-letter output")?
+                .flush()
+                .map_err(self.io_err()),
+            Out::Topic(t) => t.flush(),
+        }
     }
 
     /// How many were written per stage, in [`STAGES`] order.
@@ -259,7 +335,8 @@ mod tests {
                 out.insert("line".into(), json!(o.offset));
             }
         }
-        let dl = DeadLetters::open(Some(&path), Arc::new(Lines)).unwrap();
+        let spec = DeadLetterSpec::File(path.clone());
+        let dl = DeadLetters::open(Some(&spec), "test", Arc::new(Lines)).unwrap();
         dl.write(&DeadLetter {
             stage: Stage::Source,
             reason: "not UTF-8",

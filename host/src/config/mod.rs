@@ -49,6 +49,7 @@ pub use crate::sink::{
     Delivery, FileSinkConfig, FileSinkSpec, KafkaSinkConfig, KafkaSinkSpec, SinkSpec,
 };
 pub use crate::source::file::{FileSourceConfig, FileSourceSpec, Format, KeySpec};
+pub use crate::source::hybrid::{HybridSourceConfig, HybridSourceSpec};
 pub use crate::source::kafka::{KafkaSourceConfig, KafkaSourceSpec, OutOfRange, Start, Until};
 use crate::source::resolve::ResolvedSource;
 pub use crate::source::resolve::SourceSpec;
@@ -111,6 +112,8 @@ pub enum SourceConfig {
     Files(FileSourceConfig),
     /// A Kafka topic; each of its partitions is a partition of the job.
     Kafka(KafkaSourceConfig),
+    /// A folder of files (the history), then a Kafka topic (live).
+    Hybrid(HybridSourceConfig),
 }
 
 impl SourceConfig {
@@ -120,6 +123,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Files(c) => c.resolve(base),
             SourceConfig::Kafka(c) => c.resolve(job),
+            SourceConfig::Hybrid(c) => c.resolve(base, job),
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub(crate) mod file;
 mod format;
+pub(crate) mod hybrid;
 pub(crate) mod kafka;
 pub(crate) mod resolve;
 
@@ -180,6 +181,11 @@ pub fn open(
         )?)),
         SourceSpec::Kafka(spec) => Ok(Box::new(kafka::KafkaSource::open(
             spec.clone(),
+            stop,
+            restored,
+        )?)),
+        SourceSpec::Hybrid(spec) => Ok(Box::new(hybrid::HybridSource::open(
+            (**spec).clone(),
             stop,
             restored,
         )?)),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{FileSourceSpec, Format, KeySpec};
+use super::hybrid::HybridSourceSpec;
 use super::kafka::KafkaSourceSpec;
 use crate::{Error, Result};
 
@@ -21,6 +22,8 @@ pub enum SourceSpec {
     Files(FileSourceSpec),
     /// A Kafka topic.
     Kafka(KafkaSourceSpec),
+    /// A folder of files, then a Kafka topic.
+    Hybrid(Box<HybridSourceSpec>),
 }
 
 impl SourceSpec {
@@ -30,6 +33,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Files(spec) => Some(&spec.dir),
             SourceSpec::Kafka(_) => None,
+            SourceSpec::Hybrid(spec) => Some(&spec.files.dir),
         }
     }
 
@@ -39,6 +43,8 @@ impl SourceSpec {
         match self {
             SourceSpec::Files(spec) => spec.bounded_for_fork(until),
             SourceSpec::Kafka(spec) => spec.bounded_for_fork(until),
+            // The files are bounded already; the topic as a Kafka fork.
+            SourceSpec::Hybrid(spec) => spec.kafka.bounded_for_fork(until),
         }
     }
 }

@@ -9,6 +9,7 @@ mod faults;
 mod follow;
 mod fork;
 mod hardening;
+mod hybrid;
 mod kafka;
 mod kafka_epochs;
 mod kafka_faults;

@@ -33,7 +33,7 @@ use crate::{Error, Result};
 pub use config::{FileSourceConfig, FileSourceSpec};
 
 /// The connector name in checkpoints.
-const CONNECTOR: &str = "files";
+pub(crate) const CONNECTOR: &str = "files";
 
 /// Where the reader is: the file source's checkpointed position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ use crate::kafka::{Client, Context, REQUEST_TIMEOUT, client_config, external, pa
 use crate::{Error, Result};
 
 /// The connector name in checkpoints.
-const CONNECTOR: &str = "kafka";
+pub(crate) const CONNECTOR: &str = "kafka";
 /// Records between two checks for a due barrier or linger flush.
 const CHECK_EVERY: u32 = 1024;
 /// Poll wait when no record is buffered.

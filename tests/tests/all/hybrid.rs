@@ -1,0 +1,252 @@
+//! The hybrid source (`[source] type = "hybrid"`): history from files, then
+//! live records from Kafka, one job with one state, against the real test
+//! broker: the state-machine job's alerts equal an independent DFA over
+//! the concatenated stream (history, then Kafka), with keys whose patterns
+//! span the switch and live records produced while the job runs; and
+//! kill -9 at random moments before, at and after the switch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::generate::{GenerateConfig, generate};
+use weir_tests::kafka::{brokers, create_topic, produce_csv_dir, read_values};
+use weir_tests::{artifacts, assert_same_output, reference_alerts};
+
+/// A hybrid job in a folder: `history/` (files), `live/` (files produced
+/// to `<name>-in` by the test), `all/` (both, for the reference).
+struct Hybrid {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    name: String,
+}
+
+impl Hybrid {
+    /// `events` generated state-machine events over few enough addresses
+    /// that most keys have events on both sides of the switch; the first
+    /// `history` files are the history, the rest go to Kafka.
+    fn new(name: &str, events: u64, history: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        generate(
+            &root.join("all"),
+            &GenerateConfig {
+                seed: 7,
+                events,
+                max_address: 5_000,
+                error_prob: 0.01,
+                file_size: 256 << 10,
+                ..GenerateConfig::default()
+            },
+        )
+        .unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("all"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() > history + 1, "{} files", files.len());
+        for (i, f) in files.iter().enumerate() {
+            let to = root.join(if i < history { "history" } else { "live" });
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+        create_topic(&format!("{name}-in"), 4);
+        create_topic(&format!("{name}-out"), 2);
+        let job = Self {
+            _dir: dir,
+            root,
+            name: name.into(),
+        };
+        std::fs::write(
+            job.file(),
+            format!(
+                r#"
+name = "{name}"
+parallelism = 2
+[source]
+type = "hybrid"
+[source.files]
+path = "history"
+format = "csv"
+key_column = 0
+timestamp_column = 2
+[source.kafka]
+brokers = "{brokers}"
+topic = "{name}-in"
+format = "csv"
+key_column = 0
+timestamp_column = 2
+[[operators]]
+name = "state-machine"
+plugin = "{plugin}"
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{name}-out"
+[dead_letter]
+path = "dead-letters.jsonl"
+[checkpoints]
+interval_ms = 100
+"#,
+                brokers = brokers(),
+                plugin = artifacts::STATE_MACHINE,
+            ),
+        )
+        .unwrap();
+        job
+    }
+
+    fn file(&self) -> PathBuf {
+        self.root.join(format!("{}.toml", self.name))
+    }
+
+    fn out(&self) -> String {
+        format!("{}-out", self.name)
+    }
+
+    /// The DFA over history then live records.
+    fn expected(&self) -> Vec<String> {
+        reference_alerts(&self.root.join("all"))
+    }
+
+    /// Produce the live files (in order) to the input topic.
+    fn produce_live(&self) -> u64 {
+        produce_csv_dir(&self.root.join("live"), &format!("{}-in", self.name))
+    }
+
+    fn weir(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir-it"));
+        c.env("WEIR_RUN_DIR", self.root.join("run"))
+            .env("WEIR_LOG", "info")
+            .current_dir(&self.root);
+        c
+    }
+
+    /// `weir run` on the job file (a plain run resumes from the newest
+    /// checkpoint).
+    fn spawn(&self) -> Child {
+        self.weir()
+            .args(["run", self.file().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Wait until `out` holds at least `n` alerts (within `limit`), with the
+/// run still going.
+fn wait_for_output(child: &mut Child, out: &str, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if read_values(out).len() >= n {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended by itself with {status}: {}",
+                stderr_of(child)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} alerts not there within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    err
+}
+
+/// Stop a run with SIGTERM (it drains) and wait for it.
+fn stop(mut child: Child) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let err = stderr_of(&mut child);
+    assert!(status.success(), "the drained run: {status}: {err}");
+    err
+}
+
+fn dir_has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+#[test]
+fn history_then_live_equals_the_dfa_over_the_concatenated_stream() {
+    let job = Hybrid::new("hybrid-dfa", 60_000, 2);
+    assert!(dir_has_files(&job.root.join("live")));
+    let expected = job.expected();
+    assert!(expected.len() > 100, "{} alerts", expected.len());
+    let mut child = job.spawn();
+    // Live records arrive while the job runs: some before it reaches the
+    // switch, the rest after.
+    std::thread::sleep(Duration::from_millis(300));
+    job.produce_live();
+    wait_for_output(
+        &mut child,
+        &job.out(),
+        expected.len(),
+        Duration::from_secs(90),
+    );
+    let said = stop(child);
+    assert!(said.contains("switching to Kafka"), "{said}");
+    assert_same_output(&read_values(&job.out()), &expected, "history then live");
+    let dead = job.root.join("dead-letters.jsonl");
+    assert!(
+        !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),
+        "no dead letters"
+    );
+}
+
+#[test]
+fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
+    let job = Hybrid::new("hybrid-kill", 200_000, 6);
+    let expected = job.expected();
+    job.produce_live();
+    // Kill times spread over the history phase, the switch and the live
+    // phase (the history takes about a second here).
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    for _ in 0..10 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let at = Duration::from_millis(150 + (seed >> 33) % 1_800);
+        let mut child = job.spawn();
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_some() {
+            panic!(
+                "an unbounded run ended by itself: {}",
+                stderr_of(&mut child)
+            );
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 10);
+    let mut child = job.spawn();
+    wait_for_output(
+        &mut child,
+        &job.out(),
+        expected.len(),
+        Duration::from_secs(120),
+    );
+    stop(child);
+    assert_same_output(
+        &read_values(&job.out()),
+        &expected,
+        "history then live, across kills",
+    );
+}

@@ -6,6 +6,10 @@
 //! first (other threads go on meanwhile). In the checkpoint coordinator,
 //! `checkpoint-fails-every:N` fails every checkpoint whose id is a
 //! multiple of `N` before it is written, as a store that refuses it would.
+//! In the hybrid source, `hybrid-after-switch` aborts the process right
+//! after it switched to Kafka, before the first Kafka checkpoint, and
+//! `hybrid-file-ms:N` spends `N` ms after each file of the history (so a
+//! test can stop a run inside it). Several may be armed, comma-separated.
 //!
 //! Compiled only with the `failpoints` cargo feature, which the tests
 //! crate turns on; `cargo build --release -p weir` leaves it out. Even
@@ -28,17 +32,21 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
-/// `N` when `WEIR_FAILPOINT` is `name:N` in a process that enabled
-/// failpoints (the failpoint fires at its `N`th pass).
+/// `N` when `WEIR_FAILPOINT` (a comma-separated list) holds `name:N` in a
+/// process that enabled failpoints (the failpoint fires at its `N`th
+/// pass).
 pub(crate) fn armed_at(name: &str) -> Option<u64> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
     let v = std::env::var(ENV).ok()?;
-    v.strip_prefix(name)?.strip_prefix(':')?.parse().ok()
+    v.split(',')
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix(':')?.parse().ok())
 }
 
-/// Whether failpoint `name` is armed in this process.
+/// Whether failpoint `name` is armed in this process (`WEIR_FAILPOINT`
+/// names it, alone or in a comma-separated list).
 pub(crate) fn armed(name: &str) -> bool {
-    ENABLED.load(Ordering::Relaxed) && std::env::var(ENV).is_ok_and(|v| v == name)
+    ENABLED.load(Ordering::Relaxed)
+        && std::env::var(ENV).is_ok_and(|v| v.split(',').any(|f| f == name))
 }

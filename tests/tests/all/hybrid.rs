@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weir::checkpoint::manifest;
+use weir::checkpoint::store::StateStore;
+use weir::config::JobFile;
 use weir::generate::{GenerateConfig, generate};
 use weir_tests::kafka::{brokers, create_topic, produce_csv_dir, read_values};
 use weir_tests::{artifacts, assert_same_output, reference_alerts};
@@ -19,6 +22,8 @@ struct Hybrid {
     _dir: tempfile::TempDir,
     root: PathBuf,
     name: String,
+    /// Armed in every run (`WEIR_FAILPOINT`).
+    failpoint: String,
 }
 
 impl Hybrid {
@@ -57,6 +62,7 @@ impl Hybrid {
             _dir: dir,
             root,
             name: name.into(),
+            failpoint: String::new(),
         };
         std::fs::write(
             job.file(),
@@ -115,6 +121,26 @@ interval_ms = 100
         produce_csv_dir(&self.root.join("live"), &format!("{}-in", self.name))
     }
 
+    /// The phase the newest complete checkpoint was taken in (`none`
+    /// when there is none yet).
+    fn newest_phase(&self) -> String {
+        let plan = JobFile::load(&self.file())
+            .unwrap()
+            .resolve(&self.name, &self.root)
+            .unwrap();
+        let store = StateStore::open(&plan.checkpoint.unwrap().store, &self.root).unwrap();
+        manifest::list(&store, &self.name)
+            .unwrap()
+            .into_iter()
+            .max_by_key(|f| f.manifest.id)
+            .map_or("none".into(), |f| {
+                f.manifest.source.position["phase"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+    }
+
     fn weir(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_weir-it"));
         c.env("WEIR_RUN_DIR", self.root.join("run"))
@@ -127,6 +153,7 @@ interval_ms = 100
     /// checkpoint).
     fn spawn(&self) -> Child {
         self.weir()
+            .env("WEIR_FAILPOINT", &self.failpoint)
             .args(["run", self.file().to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,31 +238,60 @@ fn history_then_live_equals_the_dfa_over_the_concatenated_stream() {
 
 #[test]
 fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
-    let job = Hybrid::new("hybrid-kill", 200_000, 6);
+    let mut job = Hybrid::new("hybrid-kill", 200_000, 12);
+    // 50 ms after each file of the history: about a second of history
+    // phase, so that kills land on both sides of the switch.
+    job.failpoint = "hybrid-file-ms:50".into();
     let expected = job.expected();
     job.produce_live();
-    // Kill times spread over the history phase, the switch and the live
-    // phase (the history takes about a second here).
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut kills = 0;
-    for _ in 0..10 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let at = Duration::from_millis(150 + (seed >> 33) % 1_800);
-        let mut child = job.spawn();
-        std::thread::sleep(at);
+    let kill = |child: &mut Child| {
         if child.try_wait().unwrap().is_some() {
-            panic!(
-                "an unbounded run ended by itself: {}",
-                stderr_of(&mut child)
-            );
+            panic!("an unbounded run ended by itself: {}", stderr_of(child));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        kills += 1;
+    };
+    // Phases of the newest checkpoint after each kill.
+    let mut phases = Vec::new();
+    // 1. Right after the first checkpoint of the history phase.
+    let mut child = job.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job.newest_phase() == "none" {
+        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(kills, 10);
+    kill(&mut child);
+    phases.push(job.newest_phase());
+    // 2. Every file read, switched to Kafka, no Kafka checkpoint yet.
+    let out = job
+        .weir()
+        .args(["run", job.file().to_str().unwrap()])
+        .env("WEIR_FAILPOINT", "hybrid-file-ms:50,hybrid-after-switch")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint aborted the run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hybrid-after-switch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    phases.push(job.newest_phase());
+    // 3. At random moments, in the live phase by now or soon.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..9 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let at = Duration::from_millis(100 + (seed >> 33) % 1_500);
+        let mut child = job.spawn();
+        std::thread::sleep(at);
+        kill(&mut child);
+        phases.push(job.newest_phase());
+    }
+    println!("phases restored after each kill: {phases:?}");
+    assert_eq!(phases[0], "files", "{phases:?}");
+    assert_eq!(phases[1], "files", "no Kafka checkpoint before the abort");
+    assert!(phases.iter().any(|p| p == "kafka"), "{phases:?}");
     let mut child = job.spawn();
     wait_for_output(
         &mut child,

@@ -197,6 +197,13 @@ impl HybridSource {
         let k = KafkaSource::open(kafka, self.stop.clone(), None)?;
         self.origins.live.store(true, Ordering::Relaxed);
         self.phase = Phase::Kafka(k);
+        // Tests abort the process here: every file read, no Kafka
+        // checkpoint yet.
+        #[cfg(feature = "failpoints")]
+        if crate::failpoint::armed("hybrid-after-switch") {
+            tracing::error!("failpoint hybrid-after-switch: aborting the process");
+            std::process::abort();
+        }
         Ok(())
     }
 }
@@ -359,9 +366,6 @@ macro_rules! pass_through {
         fn read_bytes(&mut self, n: u64) {
             self.out.read_bytes(n)
         }
-        fn unit_done(&mut self) {
-            self.out.unit_done()
-        }
         fn report_lag(&mut self, lag: &[i64], age_ms: &[i64]) {
             self.out.report_lag(lag, age_ms)
         }
@@ -380,6 +384,14 @@ impl Output for FilesPhase<'_> {
             *self.max_time = (*self.max_time).max(timestamp);
         }
         self.out.record(key, value, timestamp, origin)
+    }
+
+    fn unit_done(&mut self) {
+        self.out.unit_done();
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = crate::failpoint::armed_at("hybrid-file-ms") {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     fn end_of_input(&mut self, position: Position) -> ControlFlow<()> {
@@ -405,6 +417,10 @@ impl Output for KafkaPhase<'_> {
     fn end_of_input(&mut self, position: Position) -> ControlFlow<()> {
         let position = self.wrap(position);
         self.out.end_of_input(position)
+    }
+
+    fn unit_done(&mut self) {
+        self.out.unit_done()
     }
 
     pass_through!();

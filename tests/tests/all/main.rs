@@ -20,4 +20,5 @@ mod snapshots;
 mod state_machine;
 mod supervise;
 mod swaps;
+mod timelines;
 mod wasi;

@@ -317,7 +317,7 @@ fn crash_anywhere_and_restart_from_latest() {
     let leftovers: Vec<_> = std::fs::read_dir(job.root.join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.ends_with(".inprogress"))
         .collect();
     assert!(
         leftovers.is_empty(),

@@ -20,7 +20,10 @@ fn status(job: &Job) -> Option<serde_json::Value> {
 fn wait_read(job: &Job, lines: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(Instant::now() < deadline, "the job did not read {lines} lines");
+        assert!(
+            Instant::now() < deadline,
+            "the job did not read {lines} lines"
+        );
         if let Some(v) = status(job) {
             let n = v["records_read"].as_u64().unwrap_or(0) + v["malformed"].as_u64().unwrap_or(0);
             if n >= lines {
@@ -78,7 +81,11 @@ fn restoring_savepoints_of_two_timelines_gives_one_runs_output() {
     assert_same_output(&job.output(), &expected, "from before-fix");
     // Back to `final`: its committed output plus what follows (nothing).
     job.run_ok(&["run", file, "--from-savepoint", "final"]);
-    assert_same_output(&job.output(), &expected, "from final after another timeline");
+    assert_same_output(
+        &job.output(),
+        &expected,
+        "from final after another timeline",
+    );
     // And back again, and a plain run (it resumes from the latest).
     job.run_ok(&["run", file, "--from-savepoint", "before-fix"]);
     assert_same_output(&job.output(), &expected, "from before-fix again");

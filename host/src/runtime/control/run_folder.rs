@@ -180,3 +180,57 @@ pub(super) fn write_private(file: &Path, text: &str) -> Result<()> {
     }
     written.map_err(Error::io("writing", file))
 }
+
+/// A lock on a job name held for a run's lifetime (an `flock` on
+/// `<run dir>/<job>.lock`, released by the kernel when the process ends,
+/// however it ends): one run per job on this host, with or without
+/// checkpoints and whatever its state store (a `memory://` store has no
+/// lease another process could see).
+#[derive(Debug)]
+pub struct JobLock {
+    /// The locked file, open for the run's lifetime.
+    _file: std::fs::File,
+}
+
+/// Take the lock of `job`, or refuse with the process that holds it. The
+/// lock file is never removed (removing it would let two runs lock two
+/// different files of one name).
+pub fn lock_job(job: &str) -> Result<JobLock> {
+    use std::os::fd::AsRawFd;
+    let dir = run_dir();
+    prepare_run_dir(&dir)?;
+    let path = dir.join(format!("{job}.lock"));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(Error::io("opening the job's lock", &path))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is
+    // passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io("locking", &path)(e));
+        }
+        let mut pid = String::new();
+        let _ = (&file).take(32).read_to_string(&mut pid);
+        let pid = pid.trim();
+        let who = if pid.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {pid})")
+        };
+        return Err(Error::Config(format!(
+            "job `{job}` is already running on this host{who}: one run per job; stop it first \
+             (`weir stop JOB_FILE`, or a signal to that process), then run again"
+        )));
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+        .map_err(Error::io("writing", &path))?;
+    Ok(JobLock { _file: file })
+}

@@ -206,7 +206,11 @@ impl SinkFactory for FileSinkFactory {
         let states = restored
             .unwrap_or_default()
             .iter()
-            .map(|s| s.as_ref().map(|s| FileSinkState::parse(&s.state)).transpose())
+            .map(|s| {
+                s.as_ref()
+                    .map(|s| FileSinkState::parse(&s.state))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         if dir.exists() {
             settle::settle(dir, &states, self.exactly_once)?;
@@ -327,7 +331,11 @@ mod tests {
 
     /// Write `values` as one part file each, a checkpoint after each;
     /// returns the state of the last checkpoint.
-    fn epochs(factory: &FileSinkFactory, from: Option<SinkSnapshot>, values: &[&str]) -> SinkSnapshot {
+    fn epochs(
+        factory: &FileSinkFactory,
+        from: Option<SinkSnapshot>,
+        values: &[&str],
+    ) -> SinkSnapshot {
         let r = restored(from);
         factory.recover(Some(&[r.clone()]), &dl()).unwrap();
         let mut sink = factory.create(0, r.as_ref(), &dl()).unwrap();
@@ -355,13 +363,21 @@ mod tests {
         let two = epochs(&factory, Some(before.clone()), &["x"]);
         assert_eq!(all(d), ["a\n", "x\n"]);
         // Back to timeline one: its files come back from the stash.
-        factory.recover(Some(&[restored(Some(one.clone()))]), &dl()).unwrap();
+        factory
+            .recover(Some(&[restored(Some(one.clone()))]), &dl())
+            .unwrap();
         assert_eq!(all(d), ["a\n", "b\n", "c\n"]);
-        factory.recover(Some(&[restored(Some(two))]), &dl()).unwrap();
+        factory
+            .recover(Some(&[restored(Some(two))]), &dl())
+            .unwrap();
         assert_eq!(all(d), ["a\n", "x\n"]);
-        factory.recover(Some(&[restored(Some(one))]), &dl()).unwrap();
+        factory
+            .recover(Some(&[restored(Some(one))]), &dl())
+            .unwrap();
         assert_eq!(all(d), ["a\n", "b\n", "c\n"]);
-        factory.recover(Some(&[restored(Some(before))]), &dl()).unwrap();
+        factory
+            .recover(Some(&[restored(Some(before))]), &dl())
+            .unwrap();
         assert_eq!(all(d), ["a\n"]);
     }
 
@@ -382,7 +398,10 @@ mod tests {
         let _ = epochs(&factory, None, &["a"]);
         std::fs::write(d.join("part-0000-000001.jsonl"), "theirs\n").unwrap();
         let err = factory.recover(None, &dl()).unwrap_err().to_string();
-        assert!(err.contains("part-0000-000001.jsonl") && err.contains("did not write"), "{err}");
+        assert!(
+            err.contains("part-0000-000001.jsonl") && err.contains("did not write"),
+            "{err}"
+        );
         assert_eq!(all(d), ["a\n", "theirs\n"]);
         // Replacing a committed file of the sink: its restore is refused.
         std::fs::remove_file(d.join("part-0000-000001.jsonl")).unwrap();

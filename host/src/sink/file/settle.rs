@@ -72,7 +72,10 @@ pub(super) fn settle(dir: &Path, states: &[Option<FileSinkState>], stash: bool) 
     for f in &present {
         let path = dir.join(&f.name);
         if !f.committed {
-            let name = f.name.trim_start_matches('.').trim_end_matches(".inprogress");
+            let name = f
+                .name
+                .trim_start_matches('.')
+                .trim_end_matches(".inprogress");
             uncommitted.insert(name.to_string(), path);
             continue;
         }

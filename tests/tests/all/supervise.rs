@@ -424,3 +424,39 @@ fn two_runs_started_together_never_both_run() {
         }
     }
 }
+
+/// Every checkpoint failing (the final one too), with periodic checkpoints
+/// and without (`interval_ms = 0` still ends a bounded run with one): the
+/// job exits non-zero and the file sink commits nothing no checkpoint
+/// covers; once checkpoints work, a plain run gives the whole output.
+#[test]
+fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_commits_nothing() {
+    for (name, interval) in [("sup-fail-every", 20), ("sup-fail-final", 0)] {
+        let job = Job::new(
+            name,
+            50_000,
+            artifacts::STATE_MACHINE,
+            2,
+            &format!("[checkpoints]\ninterval_ms = {interval}\n"),
+        );
+        let expected = job.reference();
+        let out = job
+            .weir()
+            .env("WEIR_FAILPOINT", "checkpoint-fails-every:1")
+            .arg("run")
+            .arg(job.file())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {said}");
+        assert!(said.contains("final checkpoint failed"), "{name}: {said}");
+        assert!(
+            job.output().is_empty(),
+            "{name}: nothing committed that no checkpoint covers: {} lines",
+            job.output().len()
+        );
+        let (status, said) = run_logged(&job, &[]);
+        assert!(status.success(), "{name}: {said}");
+        assert_same_output(&job.output(), &expected, name);
+    }
+}

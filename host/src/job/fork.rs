@@ -51,7 +51,7 @@ pub fn name(live: &str, out: &Path) -> String {
 
 /// `a` and `b` are the same folder or one holds the other (paths made
 /// absolute and `..` resolved, without touching the disk).
-fn overlap(a: &Path, b: &Path) -> bool {
+pub(super) fn overlap(a: &Path, b: &Path) -> bool {
     let normal = |p: &Path| {
         let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let mut out = PathBuf::new();

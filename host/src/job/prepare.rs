@@ -61,6 +61,7 @@ pub(super) fn prepare(
     engine: Option<WeirEngine>,
     options: &RunOptions,
 ) -> Result<Prepared> {
+    check_folders(plan)?;
     let store = restore_point::open_store(plan)?;
     let had_trace = match &store {
         Some(s) => !s.list(&format!("jobs/{}/", plan.name))?.is_empty(),
@@ -195,6 +196,24 @@ fn build_chains(
     (0..plan.partitions)
         .map(|p| Chain::new(p, factories, restored.and_then(|r| r.partitions.get(p))))
         .collect()
+}
+
+/// The sink folder and the source folder must not overlap: the job would
+/// read its own output, or settling the output would reach its input
+/// (the job file's resolution refuses the sink inside the source; this
+/// also covers the source inside the sink, and plans built otherwise).
+fn check_folders(plan: &Plan) -> Result<()> {
+    if let (Some(sink), Some(source)) = (plan.sink.folder(), plan.source.folder())
+        && super::fork::overlap(sink, source)
+    {
+        return Err(Error::Config(format!(
+            "the sink folder {} overlaps the source folder {}: the job would read its own \
+             output; give the sink a folder outside the input",
+            sink.display(),
+            source.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Operator instances a job may have: each reserves about 4 GiB of address

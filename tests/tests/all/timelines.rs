@@ -137,3 +137,55 @@ fn a_run_never_removes_files_the_sink_did_not_write() {
     );
     assert_eq!(weir_tests::read_output(&out), before, "nothing changed");
 }
+
+/// A sink folder that is, holds or lies inside another job's sink folder,
+/// or that holds the job's source folder, is refused before anything is
+/// touched.
+#[test]
+fn overlapping_sink_folders_are_refused() {
+    let job = Job::new("overlap-a", 5_000, artifacts::STATE_MACHINE, 1, "");
+    let file = job.file();
+    job.run_ok(&["run", file.to_str().unwrap()]);
+    let output = job.output();
+    assert!(!output.is_empty());
+    let out = job.root.join("out");
+    let other = |name: &str, sink: &std::path::Path, events: &std::path::Path| {
+        let mut plan = weir_tests::state_machine_plan(events, sink, 1, artifacts::STATE_MACHINE);
+        plan.name = name.into();
+        plan.dead_letter = None;
+        weir::job::run(&plan, weir::job::RunOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let events = job.root.join("events");
+    for sink in [out.clone(), out.join("sub"), job.root.clone()] {
+        let e = other("overlap-b", &sink, &events);
+        assert!(
+            e.contains("sink folder of job `overlap-a`") || e.contains("source folder"),
+            "{}: {e}",
+            sink.display()
+        );
+    }
+    let e = other("overlap-b", &out.join("sub"), &events);
+    assert!(e.contains("sink folder of job `overlap-a`"), "{e}");
+    // The job's source inside its sink folder.
+    let inner = job.root.join("outer/events");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::copy(
+        std::fs::read_dir(&events)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+        inner.join("a.csv"),
+    )
+    .unwrap();
+    let e = other("overlap-c", &job.root.join("outer"), &inner);
+    assert!(e.contains("overlaps the source folder"), "{e}");
+    assert!(
+        !job.root.join("outer/.weir-sink").exists(),
+        "nothing touched"
+    );
+    assert_same_output(&job.output(), &output, "the first job's output");
+}

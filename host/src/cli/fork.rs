@@ -68,7 +68,9 @@ pub(super) fn fork(
     Ok(())
 }
 
-/// `weir diff`: compare two outputs; the report as text or JSON.
+/// `weir diff`: compare two outputs; the report as text or JSON. Exits 0
+/// when they are equal, 1 when they differ, 2 when they cannot be read
+/// (as `diff` and `cmp` do).
 pub(super) fn diff(
     a: &Path,
     b: &Path,
@@ -76,11 +78,22 @@ pub(super) fn diff(
     examples: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let report = crate::diff::diff(a, b, key, examples)?;
+    let report = match crate::diff::diff(a, b, key, examples) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");
+    }
+    if !report.is_equal() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
     }
     Ok(())
 }

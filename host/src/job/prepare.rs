@@ -62,6 +62,53 @@ pub(super) fn prepare(
     options: &RunOptions,
 ) -> Result<Prepared> {
     check_folders(plan)?;
+    if let Some(selector) = &options.from_savepoint {
+        restore_point::check_url(selector)?;
+    }
+    // A folder store this run creates is removed again if the run is
+    // refused (empty folders only: nothing of anyone's is lost).
+    let new_store = plan
+        .checkpoint
+        .as_ref()
+        .and_then(|c| folder_store(&c.store.url))
+        .filter(|p| !p.exists());
+    let prepared = prepare_inner(plan, factories, engine, options);
+    if prepared.is_err()
+        && let Some(root) = new_store
+    {
+        remove_empty_folders(&root);
+    }
+    prepared
+}
+
+/// The folder of a folder (`file://`) state store URL.
+fn folder_store(url: &str) -> Option<std::path::PathBuf> {
+    if url.contains("://") && !url.starts_with("file://") {
+        return None;
+    }
+    let path = url.trim().strip_prefix("file://").unwrap_or(url.trim());
+    Some(std::path::Path::new(".").join(if path.is_empty() { "weir-state" } else { path }))
+}
+
+/// Remove `dir` and the folders under it if they hold no files.
+fn remove_empty_folders(dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_folders(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// [`prepare`], once the checks that need no store passed.
+fn prepare_inner(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    engine: Option<WeirEngine>,
+    options: &RunOptions,
+) -> Result<Prepared> {
     let store = restore_point::open_store(plan)?;
     let had_trace = match &store {
         Some(s) => !s.list(&format!("jobs/{}/", plan.name))?.is_empty(),

@@ -425,13 +425,12 @@ fn two_runs_started_together_never_both_run() {
     }
 }
 
-/// Every checkpoint failing (the final one too), with periodic checkpoints
-/// and without (`interval_ms = 0` still ends a bounded run with one): the
-/// job exits non-zero and the file sink commits nothing no checkpoint
-/// covers; once checkpoints work, a plain run gives the whole output.
+/// Every checkpoint failing (the final one too, by the failpoint): the job
+/// exits non-zero and the file sink commits nothing no checkpoint covers;
+/// once checkpoints work, a plain run gives the whole output.
 #[test]
 fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_commits_nothing() {
-    for (name, interval) in [("sup-fail-every", 20), ("sup-fail-final", 0)] {
+    for (name, interval) in [("sup-fail-every", 20), ("sup-fail-every-1s", 1000)] {
         let job = Job::new(
             name,
             50_000,

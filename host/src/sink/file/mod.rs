@@ -219,13 +219,6 @@ impl SinkFactory for FileSinkFactory {
         record::claim(dir, &self.job)
     }
 
-    /// With checkpoints, output is committed only through them: a bounded
-    /// run ends with a final checkpoint also when periodic ones are off,
-    /// and a run whose checkpoints all fail commits nothing.
-    fn commits_only_at_checkpoints(&self) -> bool {
-        self.exactly_once
-    }
-
     fn create(
         &self,
         partition: usize,

@@ -13,6 +13,7 @@ mod kafka_epochs;
 mod kafka_faults;
 mod kafka_soak;
 mod languages;
+mod messages;
 mod operate;
 mod partitions;
 mod savepoints;

@@ -45,21 +45,23 @@ fn input_lines(job: &Job) -> u64 {
         .sum()
 }
 
-/// 500 events that each raise an alert (`b` is not valid in the initial
-/// state), for addresses the generated input does not use.
-fn more_input(job: &Job) {
+/// 500 events in file `name` (sorted after the generated ones) that each
+/// raise an alert (`b` is not valid in the initial state), for addresses
+/// from `first` on, which the generated input does not use.
+fn more_input(job: &Job, name: &str, first: u64) {
     let text: String = (0..500)
-        .map(|i| format!("{},b,{}\n", 900_000 + i, 4_000_000_000_000i64 + i))
+        .map(|i| format!("{},b,{}\n", first + i, 4_000_000_000_000 + first + i))
         .collect();
-    let tmp = job.root.join("zz-more.csv.tmp");
+    let tmp = job.root.join("more.csv.tmp");
     std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, job.root.join("events/zz-more.csv")).unwrap();
+    std::fs::rename(&tmp, job.root.join("events").join(name)).unwrap();
 }
 
 /// Issue 25's reproduction: savepoint `before-fix`; more input; stop with
-/// savepoint `final`; run from `before-fix` to the end; then from `final`
-/// to the end: the output is one uninterrupted run's, not the 1,882
-/// duplicate alerts the second timeline's files used to add.
+/// savepoint `final`; more input; run from `before-fix` to the end; then
+/// from `final` to the end: the output is one uninterrupted run's, not
+/// the duplicate alerts the other timeline's part files (kept under the
+/// names `final` had committed) used to add.
 #[test]
 fn restoring_savepoints_of_two_timelines_gives_one_runs_output() {
     let job = Job::following("timelines", "[checkpoints]\ninterval_ms = 100\n");
@@ -69,10 +71,11 @@ fn restoring_savepoints_of_two_timelines_gives_one_runs_output() {
     job.wait_running();
     wait_read(&job, input_lines(&job));
     job.run_ok(&["savepoint", "trigger", file, "--name", "before-fix"]);
-    more_input(&job);
+    more_input(&job, "zz-more-1.csv", 900_000);
     wait_read(&job, input_lines(&job));
     job.run_ok(&["stop", file, "--savepoint", "--name", "final"]);
     assert!(child.wait().unwrap().success());
+    more_input(&job, "zz-more-2.csv", 950_000);
 
     job.set_follow(false);
     let expected = job.reference();

@@ -337,7 +337,9 @@ mod tests {
         values: &[&str],
     ) -> SinkSnapshot {
         let r = restored(from);
-        factory.recover(Some(&[r.clone()]), &dl()).unwrap();
+        factory
+            .recover(Some(std::slice::from_ref(&r)), &dl())
+            .unwrap();
         let mut sink = factory.create(0, r.as_ref(), &dl()).unwrap();
         let mut last = None;
         for (i, v) in values.iter().enumerate() {

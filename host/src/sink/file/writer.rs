@@ -38,7 +38,8 @@ pub(super) struct FileSink {
     /// Files recorded in checkpoints not yet committed, by checkpoint id.
     pre_committed: Vec<(u64, Vec<String>)>,
     /// Every part file of this timeline of the partition, closed so far
-    /// (restored ones first): what a checkpoint covers.
+    /// (restored ones first): what a checkpoint covers. Empty without
+    /// checkpoints.
     files: Vec<PartRecord>,
     /// Whether output waits for checkpoints (else it is committed whenever
     /// flushed).
@@ -109,7 +110,11 @@ impl FileSink {
                 .map_err(Error::io("syncing", &path))?;
             let r = hash.record(name.clone());
             record::note_written(&self.dir, self.partition, &r)?;
-            self.files.push(r);
+            // Without checkpoints no state records them (and a job that
+            // runs for months must not hold a record per file in memory).
+            if self.exactly_once {
+                self.files.push(r);
+            }
             self.pending.push(name);
         }
         Ok(())

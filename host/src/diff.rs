@@ -1,12 +1,17 @@
 //! `weir diff A B`: compare two outputs (folders of part files, as the file
 //! sink writes them) record by record, per key.
 //!
-//! A record's key is the value of a JSON field (`--key FIELD`), or the
-//! whole line. Per key, the n-th record of A is compared with the n-th of
-//! B (a key's records keep their order: one key is one partition's, in
-//! order): same text is `equal`, other text `changed`; records only A has
-//! are `missing` (from B), only B has `extra`. The report lists keys in
-//! order (numbers by value), so the same inputs give the same report.
+//! A record's key is the value of a JSON field (`--key FIELD`), as JSON
+//! text (so the number `1` and the string `"1"` are two keys, printed
+//! apart), or the whole line. Per key, the n-th record of A is compared
+//! with the n-th of B (a key's records keep their order: one key is one
+//! partition's, in order): same text is `equal`, other text `changed`;
+//! records only A has are `missing` (from B), only B has `extra`. Lines
+//! that have no key (not a JSON object, no such field) or are not UTF-8
+//! are `malformed`, counted per side and listed with their file and line
+//! number; the outputs are equal only if those are the same too. The
+//! report lists keys in order (numbers by value), so the same inputs give
+//! the same report.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +29,31 @@ pub struct Example {
     pub a: Option<String>,
     /// The record in B (`None`: missing).
     pub b: Option<String>,
+}
+
+/// A line without a key, or not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Malformed {
+    /// `A` or `B`.
+    pub side: String,
+    /// Where: `file:line` (1-based), or `line N` for records given in
+    /// memory.
+    pub at: String,
+    /// Why it has no key.
+    pub reason: String,
+    /// The line (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// One record of an output: its text, or why it cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The text (invalid UTF-8 replaced).
+    pub text: String,
+    /// Where it is: `file:line`.
+    pub at: String,
+    /// Whether it is valid UTF-8.
+    pub utf8: bool,
 }
 
 /// The comparison of two outputs.
@@ -51,12 +81,20 @@ pub struct DiffReport {
     pub missing_examples: Vec<Example>,
     /// The first extra ones.
     pub extra_examples: Vec<Example>,
+    /// Lines of A without a key (or not UTF-8).
+    pub malformed_a: u64,
+    /// Lines of B without a key (or not UTF-8).
+    pub malformed_b: u64,
+    /// Whether the malformed lines of A and B differ (count or text).
+    pub malformed_differ: bool,
+    /// The first malformed lines of each side, with where they are.
+    pub malformed_examples: Vec<Malformed>,
 }
 
 impl DiffReport {
     /// Whether the outputs are the same, record for record.
     pub fn is_equal(&self) -> bool {
-        self.changed == 0 && self.missing == 0 && self.extra == 0
+        self.changed == 0 && self.missing == 0 && self.extra == 0 && !self.malformed_differ
     }
 }
 
@@ -69,8 +107,18 @@ impl std::fmt::Display for DiffReport {
         )?;
         writeln!(
             f,
-            "equal {}  changed {}  missing {}  extra {}",
-            self.equal, self.changed, self.missing, self.extra
+            "equal {}  changed {}  missing {}  extra {}  malformed {} in A, {} in B{}",
+            self.equal,
+            self.changed,
+            self.missing,
+            self.extra,
+            self.malformed_a,
+            self.malformed_b,
+            if self.malformed_differ {
+                " (they differ)"
+            } else {
+                ""
+            }
         )?;
         for (what, examples) in [
             ("changed", &self.changed_examples),
@@ -87,6 +135,13 @@ impl std::fmt::Display for DiffReport {
                 }
                 writeln!(f)?;
             }
+        }
+        for m in &self.malformed_examples {
+            writeln!(
+                f,
+                "malformed in {} at {} ({}): {}",
+                m.side, m.at, m.reason, m.line
+            )?;
         }
         Ok(())
     }
@@ -125,19 +180,19 @@ impl Ord for KeyOrder {
     }
 }
 
-/// The key of `line`: the JSON field `field`'s value (as JSON text; a
-/// string without quotes), or the line.
-pub fn key_of(line: &str, field: Option<&str>) -> String {
+/// The key of `line`: the JSON field `field`'s value as JSON text (`1`
+/// and `"1"` stay apart), or the line; `Err` with why a line has none.
+pub fn key_of(line: &str, field: Option<&str>) -> std::result::Result<String, String> {
     let Some(field) = field else {
-        return line.to_string();
+        return Ok(line.to_string());
     };
     match serde_json::from_str::<serde_json::Value>(line) {
         Ok(serde_json::Value::Object(m)) => match m.get(field) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => String::new(),
+            Some(v) => Ok(v.to_string()),
+            None => Err(format!("no field `{field}`")),
         },
-        _ => String::new(),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
     }
 }
 
@@ -149,20 +204,56 @@ pub fn diff_records(
     field: Option<&str>,
     examples: usize,
 ) -> DiffReport {
+    let lines = |v: &[String]| -> Vec<Line> {
+        v.iter()
+            .enumerate()
+            .map(|(i, t)| Line {
+                text: t.clone(),
+                at: format!("line {}", i + 1),
+                utf8: true,
+            })
+            .collect()
+    };
+    diff_lines(&lines(a), &lines(b), field, examples)
+}
+
+/// [`diff_records`] over lines that know where they are.
+pub fn diff_lines(a: &[Line], b: &[Line], field: Option<&str>, examples: usize) -> DiffReport {
     type Sides<'a> = (Vec<&'a str>, Vec<&'a str>);
     let mut by_key: BTreeMap<(KeyOrder, String), Sides<'_>> = BTreeMap::new();
     let order = |k: &str| match k.parse::<f64>() {
         Ok(n) if n.is_finite() => KeyOrder::Number(n),
         _ => KeyOrder::Text(k.to_string()),
     };
+    let mut malformed: [Vec<&str>; 2] = [Vec::new(), Vec::new()];
+    let mut malformed_examples = Vec::new();
     for (side, lines) in [(0, a), (1, b)] {
         for l in lines {
-            let k = key_of(l, field);
+            let key = if l.utf8 {
+                key_of(&l.text, field)
+            } else {
+                Err("not UTF-8".into())
+            };
+            let k = match key {
+                Ok(k) => k,
+                Err(reason) => {
+                    malformed[side].push(&l.text);
+                    if malformed_examples.len() < examples * 2 {
+                        malformed_examples.push(Malformed {
+                            side: ["A", "B"][side].into(),
+                            at: l.at.clone(),
+                            reason,
+                            line: l.text.clone(),
+                        });
+                    }
+                    continue;
+                }
+            };
             let e = by_key.entry((order(&k), k)).or_default();
             if side == 0 {
-                e.0.push(l);
+                e.0.push(&l.text);
             } else {
-                e.1.push(l);
+                e.1.push(&l.text);
             }
         }
     }
@@ -170,6 +261,10 @@ pub fn diff_records(
         records_a: a.len() as u64,
         records_b: b.len() as u64,
         keys: by_key.len() as u64,
+        malformed_a: malformed[0].len() as u64,
+        malformed_b: malformed[1].len() as u64,
+        malformed_differ: malformed[0] != malformed[1],
+        malformed_examples,
         ..DiffReport::default()
     };
     let example = |key: &str, a: Option<&str>, b: Option<&str>| Example {
@@ -213,31 +308,53 @@ pub fn diff_records(
 
 /// Every record of an output folder: its `part-*` files in name order
 /// (in-progress files, which start with `.`, are not output yet), each
-/// line in order; or the lines of a single file.
-pub fn read_output(path: &Path) -> Result<Vec<String>> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io("reading output", p)(e));
+/// line in order with its file and line number; or the lines of a single
+/// file. A line that is not UTF-8 is kept, marked.
+pub fn read_output(path: &Path) -> Result<Vec<Line>> {
+    let read = |p: &Path, out: &mut Vec<Line>| -> Result<()> {
+        let bytes = std::fs::read(p).map_err(|e| Error::io("reading output", p)(e))?;
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for (i, l) in bytes.split(|&b| b == b'\n').enumerate() {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            let (text, utf8) = match std::str::from_utf8(l) {
+                Ok(t) => (t.to_string(), true),
+                Err(_) => (String::from_utf8_lossy(l).into_owned(), false),
+            };
+            out.push(Line {
+                text,
+                at: format!("{}:{}", p.display(), i + 1),
+                utf8,
+            });
+        }
+        Ok(())
+    };
+    let mut lines = Vec::new();
     if path.is_file() {
-        return Ok(read(path)?.lines().map(str::to_string).collect());
+        read(path, &mut lines)?;
+        return Ok(lines);
     }
     let mut files: Vec<_> = std::fs::read_dir(path)
         .map_err(|e| Error::io("reading output folder", path)(e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
         })
         .collect();
     files.sort();
-    let mut lines = Vec::new();
     for f in files {
-        lines.extend(read(&f)?.lines().map(str::to_string));
+        read(&f, &mut lines)?;
     }
     Ok(lines)
 }
 
 /// Compare the outputs at `a` and `b`.
 pub fn diff(a: &Path, b: &Path, field: Option<&str>, examples: usize) -> Result<DiffReport> {
-    Ok(diff_records(
+    Ok(diff_lines(
         &read_output(a)?,
         &read_output(b)?,
         field,
@@ -271,6 +388,7 @@ mod tests {
         assert_eq!((r.equal, r.changed, r.missing, r.extra), (2, 1, 1, 1));
         assert_eq!((r.keys, r.keys_differing), (4, 3));
         assert_eq!(r.changed_examples[0].key, "2");
+        assert_eq!(r.malformed_a + r.malformed_b, 0);
         assert_eq!(
             r.changed_examples[0].b.as_deref(),
             Some(r#"{"k":2,"v":"Y"}"#)
@@ -295,5 +413,54 @@ mod tests {
     fn without_a_key_field_lines_are_their_own_keys() {
         let r = diff_records(&lines(&["a", "b"]), &lines(&["b", "c"]), None, 5);
         assert_eq!((r.equal, r.changed, r.missing, r.extra), (1, 0, 1, 1));
+    }
+
+    #[test]
+    fn number_and_string_keys_stay_apart_and_print_apart() {
+        let a = lines(&[r#"{"k":1,"v":0}"#, r#"{"k":"1","v":0}"#]);
+        let b = lines(&[r#"{"k":1,"v":0}"#, r#"{"k":"1","v":1}"#]);
+        let r = diff_records(&a, &b, Some("k"), 5);
+        assert_eq!((r.keys, r.equal, r.changed), (2, 1, 1));
+        assert_eq!(r.changed_examples[0].key, r#""1""#);
+        assert!(r.to_string().contains(r#"changed key "1":"#), "{r}");
+    }
+
+    #[test]
+    fn lines_without_a_key_are_malformed_with_their_line_numbers() {
+        let a = lines(&[r#"{"k":1}"#, "oops", r#"{"x":2}"#]);
+        let b = lines(&[r#"{"k":1}"#, "oops", r#"{"x":2}"#]);
+        let r = diff_records(&a, &b, Some("k"), 5);
+        assert_eq!(
+            (r.keys, r.equal, r.malformed_a, r.malformed_b),
+            (1, 1, 2, 2)
+        );
+        assert!(r.is_equal(), "the same malformed lines on both sides");
+        assert_eq!(r.malformed_examples[0].at, "line 2");
+        assert!(r.malformed_examples[0].reason.contains("not JSON"));
+        assert_eq!(r.malformed_examples[1].reason, "no field `k`");
+        let r = diff_records(&a, &lines(&[r#"{"k":1}"#]), Some("k"), 5);
+        assert!(!r.is_equal() && r.malformed_differ);
+        assert!(
+            r.to_string()
+                .contains("malformed 2 in A, 0 in B (they differ)"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("part-0000-000000.jsonl");
+        std::fs::write(&f, b"{\"k\":1}\n{\"k\":\xff}\n{\"k\":2}\n").unwrap();
+        let r = diff(dir.path(), dir.path(), Some("k"), 5).unwrap();
+        assert_eq!((r.equal, r.malformed_a), (2, 1));
+        let m = &r.malformed_examples[0];
+        assert_eq!(
+            (
+                m.reason.as_str(),
+                m.at.ends_with("part-0000-000000.jsonl:2")
+            ),
+            ("not UTF-8", true)
+        );
     }
 }

@@ -20,7 +20,7 @@ pub(super) fn fork(
     (plugin, operator): (&Path, Option<&str>),
     out: &Path,
     until: Option<&str>,
-    (parallelism, nice): (usize, i32),
+    (parallelism, nice, overwrite): (usize, i32, bool),
 ) -> anyhow::Result<()> {
     anyhow::ensure!(parallelism > 0, "--parallelism must be at least 1");
     let live = load_plan(job)?;
@@ -37,6 +37,7 @@ pub(super) fn fork(
         out: out.to_path_buf(),
         until,
         parallelism,
+        overwrite,
     };
     // Refused before anything else happens.
     fork::plan(&live, &spec).map_err(|e| match e {
@@ -44,13 +45,16 @@ pub(super) fn fork(
         crate::Error::Config(message) => anyhow::anyhow!(message),
         e => e.into(),
     })?;
+    // One run of this fork at a time (forks into other folders have other
+    // names and run side by side).
+    let _lock = crate::runtime::control::lock_job(&fork::name(&live.name, out))?;
     // Threads inherit the niceness: set it before the job starts any.
     // SAFETY: setpriority on this thread only reads its arguments.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(0, 19)) } != 0 {
         tracing::warn!("cannot lower the fork's priority");
     }
     let report = fork::run(&live, &spec, stop_on_signals())
-        .with_context(|| format!("fork `{}` failed", fork::name(&live.name)))?;
+        .with_context(|| format!("fork `{}` failed", fork::name(&live.name, out)))?;
     eprintln!(
         "fork `{}` from {}: {} records in, {} out, {} dead letters, {:.2} s; output in {}",
         report.name,
@@ -64,7 +68,9 @@ pub(super) fn fork(
     Ok(())
 }
 
-/// `weir diff`: compare two outputs; the report as text or JSON.
+/// `weir diff`: compare two outputs; the report as text or JSON. Exits 0
+/// when they are equal, 1 when they differ, 2 when they cannot be read
+/// (as `diff` and `cmp` do).
 pub(super) fn diff(
     a: &Path,
     b: &Path,
@@ -72,11 +78,22 @@ pub(super) fn diff(
     examples: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let report = crate::diff::diff(a, b, key, examples)?;
+    let report = match crate::diff::diff(a, b, key, examples) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");
+    }
+    if !report.is_equal() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
     }
     Ok(())
 }

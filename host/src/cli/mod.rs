@@ -151,6 +151,10 @@ enum Command {
         /// CPU first.
         #[arg(long, default_value_t = 10)]
         nice: i32,
+        /// Write into a non-empty --out (an earlier fork's output there is
+        /// replaced; files the fork did not write are kept).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Compare two outputs (folders of part files): equal, changed, missing
     /// and extra records by key, and the first examples of each.
@@ -375,13 +379,14 @@ fn real_main() -> anyhow::Result<()> {
             until,
             parallelism,
             nice,
+            overwrite,
         } => fork::fork(
             &job,
             &from_savepoint,
             (&plugin, operator.as_deref()),
             &out,
             until.as_deref(),
-            (parallelism, nice),
+            (parallelism, nice, overwrite),
         ),
         Command::Diff {
             a,

@@ -31,6 +31,9 @@ pub(super) fn run_job(
         }
         plan.parallelism = p;
     }
+    // One run per job on this host, held until the process ends: taken
+    // before anything else is opened.
+    let _lock = control::lock_job(&plan.name)?;
     let report = run(
         &plan,
         RunOptions {

@@ -61,6 +61,54 @@ pub(super) fn prepare(
     engine: Option<WeirEngine>,
     options: &RunOptions,
 ) -> Result<Prepared> {
+    check_folders(plan)?;
+    if let Some(selector) = &options.from_savepoint {
+        restore_point::check_url(selector)?;
+    }
+    // A folder store this run creates is removed again if the run is
+    // refused (empty folders only: nothing of anyone's is lost).
+    let new_store = plan
+        .checkpoint
+        .as_ref()
+        .and_then(|c| folder_store(&c.store.url))
+        .filter(|p| !p.exists());
+    let prepared = prepare_inner(plan, factories, engine, options);
+    if prepared.is_err()
+        && let Some(root) = new_store
+    {
+        remove_empty_folders(&root);
+    }
+    prepared
+}
+
+/// The folder of a folder (`file://`) state store URL.
+fn folder_store(url: &str) -> Option<std::path::PathBuf> {
+    if url.contains("://") && !url.starts_with("file://") {
+        return None;
+    }
+    let path = url.trim().strip_prefix("file://").unwrap_or(url.trim());
+    Some(std::path::Path::new(".").join(if path.is_empty() { "weir-state" } else { path }))
+}
+
+/// Remove `dir` and the folders under it if they hold no files.
+fn remove_empty_folders(dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_folders(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// [`prepare`], once the checks that need no store passed.
+fn prepare_inner(
+    plan: &Plan,
+    factories: &[Arc<dyn OperatorFactory>],
+    engine: Option<WeirEngine>,
+    options: &RunOptions,
+) -> Result<Prepared> {
     let store = restore_point::open_store(plan)?;
     let had_trace = match &store {
         Some(s) => !s.list(&format!("jobs/{}/", plan.name))?.is_empty(),
@@ -196,6 +244,24 @@ fn build_chains(
     (0..plan.partitions)
         .map(|p| Chain::new(p, factories, restored.and_then(|r| r.partitions.get(p))))
         .collect()
+}
+
+/// The sink folder and the source folder must not overlap: the job would
+/// read its own output, or settling the output would reach its input
+/// (the job file's resolution refuses the sink inside the source; this
+/// also covers the source inside the sink, and plans built otherwise).
+fn check_folders(plan: &Plan) -> Result<()> {
+    if let (Some(sink), Some(source)) = (plan.sink.folder(), plan.source.folder())
+        && super::fork::overlap(sink, source)
+    {
+        return Err(Error::Config(format!(
+            "the sink folder {} overlaps the source folder {}: the job would read its own \
+             output; give the sink a folder outside the input",
+            sink.display(),
+            source.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Operator instances a job may have: each reserves about 4 GiB of address

@@ -130,8 +130,16 @@ pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<
 /// [`load_for_plan`] for a savepoint of job `job` (a fork's is another
 /// job's).
 fn load_checked(store: &StateStore, plan: &Plan, job: &str, selector: &str) -> Result<Restored> {
-    let r = restore::load(store, job, selector)?;
+    check_url(selector)?;
+    let r =
+        restore::load(store, job, selector).map_err(|e| another_jobs(store, job, selector, e))?;
     let theirs = r.manifest.partitions.len();
+    if theirs == 0 {
+        return Err(r.error(
+            "its manifest lists no partitions (a checkpoint always holds at least one): it is \
+             damaged; restore another savepoint, or start over with `--fresh`",
+        ));
+    }
     if plan.partitions != 0 && theirs != plan.partitions {
         return Err(r.error(format!(
             "it holds {theirs} partitions; this job has {} (set `partitions = {theirs}` in the job \
@@ -152,6 +160,54 @@ fn load_checked(store: &StateStore, plan: &Plan, job: &str, selector: &str) -> R
         )));
     }
     Ok(r)
+}
+
+/// A `file://` savepoint URL must name a folder holding `manifest.json`;
+/// checked on the disk before any store is opened, so a wrong URL creates
+/// nothing (opening a folder store creates its folder).
+pub(super) fn check_url(selector: &str) -> Result<()> {
+    let Some(path) = selector.strip_prefix("file://") else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(path.trim_end_matches("/manifest.json"));
+    if path.join("manifest.json").is_file() {
+        return Ok(());
+    }
+    let what = if path.is_dir() {
+        "no manifest.json there (an incomplete checkpoint, or not a savepoint)"
+    } else {
+        "no such folder"
+    };
+    Err(Error::Savepoint {
+        location: selector.to_string(),
+        detail: format!("{what}; nothing was created or changed"),
+    })
+}
+
+/// A savepoint name of `job` that is not found: say so with the job it
+/// belongs to when another job in the store has a savepoint of that name.
+fn another_jobs(store: &StateStore, job: &str, selector: &str, e: Error) -> Error {
+    let plain = !selector.contains("://") && selector != "latest" && !selector.contains(':');
+    if !plain || !matches!(e, Error::Savepoint { .. }) {
+        return e;
+    }
+    let suffix = format!("/savepoints/{selector}/manifest.json");
+    let owner = store.list("jobs/").ok().and_then(|keys| {
+        keys.into_iter().find_map(|(k, _)| {
+            let other = k.strip_prefix("jobs/")?.strip_suffix(&suffix)?;
+            (other != job && !other.contains('/')).then(|| other.to_string())
+        })
+    });
+    match owner {
+        Some(other) => Error::Savepoint {
+            location: format!("{}/jobs/{other}/savepoints/{selector}", store.url()),
+            detail: format!(
+                "savepoint `{selector}` belongs to job `{other}`, not `{job}`: a job restores \
+                 only its own savepoints (a what-if run from another job's is `weir fork`)"
+            ),
+        },
+        None => e,
+    }
 }
 
 /// What the source recorded in a restored checkpoint.

@@ -161,7 +161,9 @@ pub fn open(
     let checkpoints = spill.is_some();
     Ok(match spec {
         SinkSpec::Stdout => Box::new(stdout::StdoutFactory),
-        SinkSpec::Files(spec) => Box::new(file::FileSinkFactory::new(spec.clone(), checkpoints)),
+        SinkSpec::Files(spec) => {
+            Box::new(file::FileSinkFactory::new(spec.clone(), job, checkpoints))
+        }
         SinkSpec::Kafka(spec) => Box::new(kafka::KafkaSinkFactory::new(spec.clone(), job, spill)?),
     })
 }

@@ -121,13 +121,15 @@ fn a_fork_from_the_library_starts_at_the_savepoint_and_diffs_the_changed_alerts(
             out: job.root.join(dir),
             until,
             parallelism: 1,
+            overwrite: false,
         };
         let report = fork::run(&live, &spec, Arc::default()).unwrap();
         (report, spec.out)
     };
     let (report, same) = fork(artifacts::STATE_MACHINE, "fork-same", None);
     // It starts from the job's savepoint, and reads from there to the end.
-    assert_eq!(report.name, "fork-lib-fork");
+    assert_eq!(report.name, fork::name("fork-lib", &same));
+    assert!(report.name.starts_with("fork-lib-fork-"), "{}", report.name);
     let from = report.restored_from.as_deref().unwrap_or_default();
     assert!(from.ends_with("jobs/fork-lib/savepoints/mid"), "{from}");
     assert_eq!(report.totals.records_read, second.len() as u64);
@@ -192,9 +194,13 @@ fn a_fork_plan_changes_only_what_a_fork_changes() {
         out: job.root.join("fork-out"),
         until: Some(42),
         parallelism: 1,
+        overwrite: false,
     };
     let plan = fork::plan(&live, &spec).unwrap();
-    assert_eq!(plan.name, "fork-plan-fork");
+    assert_eq!(plan.name, fork::name("fork-plan", &spec.out));
+    // Forks into other folders get other names (they run side by side).
+    let other = job.root.join("fork-out-2");
+    assert_ne!(fork::name("fork-plan", &other), plan.name);
     assert_eq!(plan.parallelism, 1);
     assert!(plan.control.is_none());
     assert!(matches!(
@@ -228,4 +234,65 @@ fn a_fork_plan_changes_only_what_a_fork_changes() {
     chain.operators[1].name = "second".into();
     let e = fork::plan(&chain, &spec).unwrap_err().to_string();
     assert!(e.contains("several operators"), "{e}");
+}
+
+/// `--out` at the live job's sink folder (or inside it, or holding it) or
+/// at a source folder is refused, and so is a non-empty one unless told
+/// to overwrite; a refusal touches nothing.
+#[test]
+fn a_fork_into_the_jobs_own_folders_or_a_full_one_is_refused() {
+    let job = Job::new(
+        "fork-out",
+        1_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 100\n",
+    );
+    let live = live_plan(&job);
+    job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let output = job.output();
+    assert!(!output.is_empty());
+    let events = weir_tests::csv_lines(&job.root.join("events"));
+    let spec = |out: PathBuf, overwrite: bool| Fork {
+        from_savepoint: "latest".into(),
+        plugin: artifacts::REFORMAT.into(),
+        operator: None,
+        out,
+        until: None,
+        parallelism: 1,
+        overwrite,
+    };
+    for (out, says) in [
+        (job.root.join("out"), "sink folder"),
+        (job.root.join("out/sub"), "sink folder"),
+        (job.root.clone(), "sink folder"),
+        (job.root.join("events"), "source folder"),
+        (job.root.join("events/x"), "source folder"),
+    ] {
+        let e = fork::run(&live, &spec(out.clone(), true), Arc::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{}: {e}", out.display());
+    }
+    assert_same_output(&job.output(), &output, "the job's output is untouched");
+    assert_eq!(weir_tests::csv_lines(&job.root.join("events")), events);
+
+    let full = job.root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("notes.txt"), "mine").unwrap();
+    let e = fork::run(&live, &spec(full.clone(), false), Arc::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty") && e.contains("--overwrite"), "{e}");
+    let report = fork::run(&live, &spec(full.clone(), true), Arc::default()).unwrap();
+    let marker = std::fs::read_to_string(full.join(".weir-sink/job")).unwrap();
+    assert!(marker.contains(&report.name), "{marker}");
+    // Again into the same folder: the earlier fork's output is replaced.
+    let first = read_output(&full);
+    fork::run(&live, &spec(full.clone(), true), Arc::default()).unwrap();
+    assert_eq!(read_output(&full), first);
+    assert_eq!(
+        std::fs::read_to_string(full.join("notes.txt")).unwrap(),
+        "mine"
+    );
 }

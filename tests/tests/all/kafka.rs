@@ -701,15 +701,15 @@ fn a_swap_under_a_running_kafka_job_keeps_the_output_exactly_once() {
         "a fork of the Kafka job from its savepoint",
     );
     let new = fork(artifacts::REFORMAT, "fork-new");
-    let report: serde_json::Value = serde_json::from_str(&job.run_ok(&[
-        "diff",
+    let (code, out) = job.diff(&[
         same.to_str().unwrap(),
         new.to_str().unwrap(),
         "--key",
         "address",
         "--json",
-    ]))
-    .unwrap();
+    ]);
+    assert_eq!(code, 1, "weir diff exits 1 when the outputs differ");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let in_y = after
         .iter()
         .filter(|l| l.contains("\"state\":\"Y\""))

@@ -1,5 +1,7 @@
 //! Exactly-once Kafka output under everything at once, and at size:
-//! SIGKILL at random moments while the broker restarts at random moments
+//! SIGKILL at random moments (the first run before its first checkpoint),
+//! each restart a plain `weir run JOB` as a supervisor's loop runs it,
+//! while the broker restarts at random moments
 //! and every third checkpoint fails (the state store refusing it), with
 //! epochs split into several transactions and spilled past their memory
 //! budget; and (ignored, `scripts/soak.sh`) a 2 GiB epoch produced exactly
@@ -28,14 +30,13 @@ impl Lcg {
     }
 }
 
-/// `weir run` of the job, from `latest` once a checkpoint exists, with
-/// `failpoint` armed; output to the void, stderr to `log`.
+/// A plain `weir run JOB` (no flags: it resumes from the newest complete
+/// checkpoint, or starts from the configured start when there is none, as
+/// a supervisor's restart loop runs it), with `failpoint` armed; output to
+/// the void, stderr to `log`.
 fn start(job: &Job, failpoint: &str, log: &std::path::Path) -> Child {
     let mut c = job.weir();
     c.args(["run", job.file().to_str().unwrap()]);
-    if !manifest::list(&job.store(), &job.name).unwrap().is_empty() {
-        c.args(["--from-savepoint", "latest"]);
-    }
     c.env("WEIR_FAILPOINT", failpoint)
         .stdout(Stdio::null())
         .env("WEIR_LOG", "info")
@@ -77,8 +78,13 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         for run in 0..runs {
             let mut child = start(&job, "checkpoint-fails-every:3", &log);
             // A run needs 2-3 s to start (restore, each partition's producer
-            // fencing the killed run's, markers).
-            let wait = Duration::from_millis(2500 + rng.next(5000));
+            // fencing the killed run's, markers); the first is killed before
+            // its first checkpoint.
+            let wait = if run == 0 {
+                Duration::from_millis(300 + rng.next(1000))
+            } else {
+                Duration::from_millis(2500 + rng.next(5000))
+            };
             let at = Duration::from_millis(rng.next(wait.as_millis() as u64));
             let ended = std::thread::scope(|s| {
                 // A broker restart at a random moment of every third run
@@ -105,6 +111,12 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
             let done = err.matches("checkpoint complete").count();
             let refused = err.matches("checkpoint failed").count();
             println!("run {run}: {done} checkpoints complete, {refused} failed");
+            if run == 0 {
+                assert_eq!(
+                    done, 0,
+                    "the first run is killed before its first checkpoint"
+                );
+            }
             if let Some(status) = ended {
                 // A supervisor restarts a run that failed; one that ends
                 // well could not (it reads without an end).
@@ -123,16 +135,11 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         let checkpoints = manifest::list(&job.store(), &job.name).unwrap();
         assert!(!checkpoints.is_empty(), "the runs completed checkpoints");
         println!("{} checkpoints kept", checkpoints.len());
-        job.run_ok(&[
-            "run",
-            job.file().to_str().unwrap(),
-            "--from-savepoint",
-            "latest",
-        ]);
+        job.run_ok(&["run", job.file().to_str().unwrap()]);
         assert_same_output(
             &read_values(&out),
             &expected,
-            "alerts after kills, broker restarts and failed checkpoints",
+            "alerts after kills, broker restarts and failed checkpoints, each restart a plain run",
         );
     });
 }

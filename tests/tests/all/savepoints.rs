@@ -142,6 +142,19 @@ path = "dead-letters.jsonl"
         String::from_utf8_lossy(&out.stdout).into_owned() + &err
     }
 
+    /// `weir diff` with `args`: its exit code (0 equal, 1 different; any
+    /// other fails the test) and its standard output.
+    pub fn diff(&self, args: &[&str]) -> (i32, String) {
+        let out = self.weir().arg("diff").args(args).output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 1,
+            "weir diff {args:?} failed ({code}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The committed output.
     pub fn output(&self) -> Vec<String> {
         read_output(&self.root.join("out"))
@@ -317,7 +330,7 @@ fn crash_anywhere_and_restart_from_latest() {
     let leftovers: Vec<_> = std::fs::read_dir(job.root.join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.ends_with(".inprogress"))
         .collect();
     assert!(
         leftovers.is_empty(),

@@ -369,3 +369,93 @@ fn a_run_whose_final_checkpoint_fails_exits_non_zero_and_commits_nothing_uncover
     assert!(status.success(), "{said}");
     assert_same_output(&job.output(), &expected, "output once the store works");
 }
+
+/// Two runs of one job started at the same moment, six times, without
+/// checkpoints and with a `memory://` state store (neither has a lease
+/// another process sees): each time exactly one runs and the other is
+/// refused with "already running", before it touches anything.
+#[test]
+fn two_runs_started_together_never_both_run() {
+    for (name, extra) in [
+        ("pair-none", "[checkpoints]\nenabled = false\n"),
+        (
+            "pair-memory",
+            "[state]\nurl = \"memory://\"\n[checkpoints]\ninterval_ms = 100\n",
+        ),
+    ] {
+        let job = Job::following(name, extra);
+        let file = job.file();
+        let file = file.to_str().unwrap();
+        for round in 0..6 {
+            let pair = [job.spawn(None), job.spawn(None)];
+            // The refused one exits; the other runs until stopped.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut pair = pair.map(Some);
+            let refused = loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} round {round}: neither was refused"
+                );
+                if let Some(i) = (0..2).find(|&i| {
+                    pair[i]
+                        .as_mut()
+                        .is_some_and(|c| c.try_wait().unwrap().is_some())
+                }) {
+                    break i;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let out = pair[refused].take().unwrap().wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{name} round {round}: {err}");
+            assert!(
+                err.contains("already running"),
+                "{name} round {round}: {err}"
+            );
+            let mut running = pair[1 - refused].take().unwrap();
+            assert!(
+                running.try_wait().unwrap().is_none(),
+                "{name} round {round}: the other one runs"
+            );
+            job.wait_running();
+            job.run_ok(&["stop", file]);
+            let (status, err, _) = exits_within(running, Duration::from_secs(60));
+            assert!(status.success(), "{name} round {round}: {err}");
+        }
+    }
+}
+
+/// Every checkpoint failing (the final one too, by the failpoint): the job
+/// exits non-zero and the file sink commits nothing no checkpoint covers;
+/// once checkpoints work, a plain run gives the whole output.
+#[test]
+fn a_run_whose_checkpoints_all_fail_exits_non_zero_and_commits_nothing() {
+    for (name, interval) in [("sup-fail-every", 20), ("sup-fail-every-1s", 1000)] {
+        let job = Job::new(
+            name,
+            50_000,
+            artifacts::STATE_MACHINE,
+            2,
+            &format!("[checkpoints]\ninterval_ms = {interval}\n"),
+        );
+        let expected = job.reference();
+        let out = job
+            .weir()
+            .env("WEIR_FAILPOINT", "checkpoint-fails-every:1")
+            .arg("run")
+            .arg(job.file())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {said}");
+        assert!(said.contains("final checkpoint failed"), "{name}: {said}");
+        assert!(
+            job.output().is_empty(),
+            "{name}: nothing committed that no checkpoint covers: {} lines",
+            job.output().len()
+        );
+        let (status, said) = run_logged(&job, &[]);
+        assert!(status.success(), "{name}: {said}");
+        assert_same_output(&job.output(), &expected, name);
+    }
+}

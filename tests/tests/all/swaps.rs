@@ -511,15 +511,22 @@ fn a_fork_with_a_new_plugin_diffs_exactly_the_changed_alerts() {
         "a fork with the same plugin is the job's output after the savepoint",
     );
     let new = fork(artifacts::REFORMAT, "fork-new");
+    // `weir diff` exits 1 when the outputs differ, 0 when they are equal.
     let diff = |a: &Path, b: &Path| {
-        job.run_ok(&[
-            "diff",
+        let args = [
             a.to_str().unwrap(),
             b.to_str().unwrap(),
             "--key",
             "address",
             "--json",
-        ])
+        ];
+        let (code, out) = job.diff(&args);
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let equal = ["changed", "missing", "extra"]
+            .iter()
+            .all(|k| report[*k] == 0);
+        assert_eq!(code, if equal { 0 } else { 1 }, "{report}");
+        out
     };
     let report: serde_json::Value = serde_json::from_str(&diff(&same, &new)).unwrap();
     let in_y = after

@@ -61,7 +61,9 @@ use std::time::Duration;
 
 pub use client::{find, find_in, query, request};
 pub use http::{BUSY_HEAD_DEADLINE, HEAD_DEADLINE, HEAD_LIMIT, MAX_CONNECTIONS, MAX_WAITING};
-pub use run_folder::{Endpoint, addr_file, check_run_dir, prepare_run_dir, run_dir};
+pub use run_folder::{
+    Endpoint, JobLock, addr_file, check_run_dir, lock_job, prepare_run_dir, run_dir,
+};
 pub use server::{Bound, ControlServer, JobHandle};
 
 /// Longest a savepoint request waits for completion (the server's wait,

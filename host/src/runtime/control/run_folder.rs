@@ -180,3 +180,83 @@ pub(super) fn write_private(file: &Path, text: &str) -> Result<()> {
     }
     written.map_err(Error::io("writing", file))
 }
+
+/// A lock on a job name held for a run's lifetime (an `flock` on
+/// `<run dir>/<job>.lock`, released by the kernel when the process ends,
+/// however it ends): one run per job on this host, with or without
+/// checkpoints and whatever its state store (a `memory://` store has no
+/// lease another process could see). The file is removed when the run
+/// ends; a run that locked a file removed meanwhile tries again, so two
+/// runs never hold locks on two files of one name.
+#[derive(Debug)]
+pub struct JobLock {
+    /// The locked file, open for the run's lifetime.
+    file: std::fs::File,
+    /// Its path, removed on drop.
+    path: PathBuf,
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so a waiting opener of this file
+        // finds it gone and tries again.
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Take the lock of `job`, or refuse with the process that holds it.
+pub fn lock_job(job: &str) -> Result<JobLock> {
+    use std::os::fd::AsRawFd;
+    let dir = run_dir();
+    prepare_run_dir(&dir)?;
+    let path = dir.join(format!("{job}.lock"));
+    loop {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(Error::io("opening the job's lock", &path))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is
+        // passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::io("locking", &path)(e));
+            }
+            let mut pid = String::new();
+            let _ = (&file).take(32).read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(Error::Config(format!(
+                "job `{job}` is already running on this host{who}: one run per job; stop it \
+                 first (`weir stop JOB_FILE`, or a signal to that process), then run again"
+            )));
+        }
+        if !same_file(&file, &path) {
+            // The previous holder removed it as we opened it.
+            continue;
+        }
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(Error::io("writing", &path))?;
+        return Ok(JobLock { file, path });
+    }
+}

@@ -4,47 +4,38 @@
 //!
 //! Exactly once, as a two-phase commit with checkpoints: a partition writes
 //! to a hidden in-progress file (`.part-....jsonl.inprogress`); at a barrier
-//! it closes the file (flushed and synced) and records its name in the
-//! checkpoint ([`Sink::pre_commit`]); once the manifest is durable the task
-//! renames it to its committed name ([`Sink::commit`]). A restore commits
-//! what the restored checkpoint covers and deletes everything written after
-//! it, so restored plus committed output equals an uninterrupted run.
-//! Without checkpoints, files are committed whenever the input is idle and
-//! at the end.
+//! it closes the file (flushed and synced), notes its size and SHA-256 on
+//! the sink's list of written files, and records it in the checkpoint
+//! ([`Sink::pre_commit`]) with every earlier file of the partition; once
+//! the manifest is durable the task renames it to its committed name
+//! ([`Sink::commit`]). Without checkpoints, files are committed whenever
+//! the input is idle and at the end.
+//!
+//! A run starts by settling the folder to exactly the output its restore
+//! point committed (nothing, for a fresh run), whichever timeline wrote
+//! since: the sink's files it does not cover go to a stash, the ones it
+//! covers come back from it, and files the sink did not write are never
+//! touched (`settle.rs`). So restored plus committed output equals an
+//! uninterrupted run, for a restore of any savepoint. The sink's own
+//! records (the folder's owner, the list of written files, the stash)
+//! are in `.weir-sink/` (`record.rs`); `writer.rs` is one partition's
+//! writer.
 
 mod config;
+mod record;
+mod settle;
+mod writer;
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub use config::{FileSinkConfig, FileSinkSpec};
 
 use super::dead_letter::DeadLetters;
-use super::{End, RestoredSink, Sink, SinkFactory, SinkSnapshot};
-use crate::batch::Batch;
+use super::{RestoredSink, Sink, SinkFactory};
 use crate::{Error, Result};
-
-/// What a partition's file sink records in a checkpoint (its opaque sink
-/// state; the same shape manifest format 1 stored per task).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct FileSinkState {
-    /// Sequence number of the partition's next part file.
-    next_seq: u64,
-    /// Part files complete at the barrier, committed with the checkpoint.
-    pending: Vec<String>,
-}
-
-impl FileSinkState {
-    fn parse(v: &Value) -> Result<Self> {
-        serde_json::from_value(v.clone())
-            .map_err(|e| Error::Internal(format!("file sink state in a checkpoint: {e}")))
-    }
-}
+use record::FileSinkState;
+use writer::FileSink;
 
 /// The committed name of a partition's part file.
 pub fn part_name(partition: usize, seq: u64) -> String {
@@ -80,10 +71,15 @@ fn commit(dir: &Path, name: &str) -> Result<()> {
     }
 }
 
+/// A committed or in-progress part file found in the folder.
 struct PartFile {
+    /// Its file name.
     name: String,
+    /// The partition in its name.
     partition: usize,
+    /// The sequence number in its name.
     seq: u64,
+    /// Committed (else in-progress).
     committed: bool,
 }
 
@@ -95,10 +91,11 @@ fn part_files(dir: &Path) -> Result<Vec<PartFile>> {
         Err(e) => return Err(Error::io("listing sink folder", dir)(e)),
     };
     for entry in rd {
-        let name = entry
-            .map_err(Error::io("listing sink folder", dir))?
-            .file_name();
-        let name = name.to_string_lossy().into_owned();
+        let entry = entry.map_err(Error::io("listing sink folder", dir))?;
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
         if let Some((partition, seq, committed)) = parse_name(&name) {
             out.push(PartFile {
                 name,
@@ -111,25 +108,71 @@ fn part_files(dir: &Path) -> Result<Vec<PartFile>> {
     Ok(out)
 }
 
-fn remove(dir: &Path, name: &str) -> Result<()> {
-    std::fs::remove_file(dir.join(name)).map_err(Error::io("removing", dir.join(name)))
-}
-
 /// Makes the partitions' [`FileSink`]s and settles the folder on start.
 #[derive(Debug)]
 pub struct FileSinkFactory {
+    /// Where the part files go.
     spec: FileSinkSpec,
+    /// The job writing them (named in the folder's marker).
+    job: String,
+    /// Whether output waits for checkpoints.
     exactly_once: bool,
 }
 
 impl FileSinkFactory {
-    /// A factory writing into `spec.dir`.
-    pub fn new(spec: FileSinkSpec, exactly_once: bool) -> Self {
-        Self { spec, exactly_once }
+    /// A factory writing `job`'s output into `spec.dir`.
+    pub fn new(spec: FileSinkSpec, job: &str, exactly_once: bool) -> Self {
+        Self {
+            spec,
+            job: job.to_string(),
+            exactly_once,
+        }
     }
 }
 
+/// Sub-folders looked into for another job's sink below this one.
+const NESTED_LOOK: usize = 10_000;
+
+/// Another job's sink folder at, above or below `dir` (by the marker each
+/// file sink writes into its folder), if there is one: (folder, job).
+fn other_sink(dir: &Path, job: &str) -> Option<(PathBuf, String)> {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let theirs = |d: &Path| record::marker_job(d).filter(|j| j != job);
+    for d in abs.ancestors() {
+        if let Some(j) = theirs(d) {
+            return Some((d.to_path_buf(), j));
+        }
+    }
+    // Below: a bounded walk (the sink's own folder and symbolic links are
+    // not followed).
+    let mut todo = vec![abs];
+    let mut seen = 0;
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > NESTED_LOOK {
+                return None;
+            }
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir || e.file_name() == record::OWN_DIR {
+                continue;
+            }
+            let p = e.path();
+            if let Some(j) = theirs(&p) {
+                return Some((p, j));
+            }
+            todo.push(p);
+        }
+    }
+    None
+}
+
 impl SinkFactory for FileSinkFactory {
+    /// The folder is a folder (or missing), and no other job's sink
+    /// folder is it, holds it or lies inside it.
     fn validate(&self) -> Result<()> {
         let dir = &self.spec.dir;
         if dir.exists() && !dir.is_dir() {
@@ -138,44 +181,42 @@ impl SinkFactory for FileSinkFactory {
                 dir.display()
             )));
         }
+        if let Some((theirs, job)) = other_sink(dir, &self.job) {
+            return Err(Error::Config(format!(
+                "the sink folder {} overlaps {}, the sink folder of job `{job}` (its marker {}/job \
+                 says so): two jobs' outputs would mix, and each would settle the other's files. \
+                 Give this job another folder (nothing was changed)",
+                dir.display(),
+                theirs.display(),
+                record::OWN_DIR
+            )));
+        }
         Ok(())
     }
 
-    /// A restore commits what the checkpoint covers and deletes what was
-    /// written after it (committed or not); a fresh run removes every part
-    /// file.
+    /// Settles the folder to exactly what the restore point committed
+    /// (nothing, for a fresh run), touching only the sink's own files (see
+    /// `settle.rs`); then marks the folder as this job's.
     fn recover(
         &self,
         restored: Option<&[Option<RestoredSink>]>,
         _: &Arc<DeadLetters>,
     ) -> Result<()> {
         let dir = &self.spec.dir;
-        let Some(states) = restored else {
-            for f in part_files(dir)? {
-                remove(dir, &f.name)?;
-            }
-            return Ok(());
-        };
+        let states = restored
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|s| FileSinkState::parse(&s.state))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if dir.exists() {
+            settle::settle(dir, &states, self.exactly_once)?;
+        }
         std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
-        let mut next = Vec::with_capacity(states.len());
-        for state in states {
-            let s = state
-                .as_ref()
-                .map(|s| FileSinkState::parse(&s.state))
-                .transpose()?;
-            let s = s.unwrap_or_default();
-            for name in &s.pending {
-                commit(dir, name)?;
-            }
-            next.push(s.next_seq);
-        }
-        for f in part_files(dir)? {
-            let after = next.get(f.partition).is_none_or(|&n| f.seq >= n);
-            if !f.committed || after {
-                remove(dir, &f.name)?;
-            }
-        }
-        Ok(())
+        record::claim(dir, &self.job)
     }
 
     fn create(
@@ -184,173 +225,23 @@ impl SinkFactory for FileSinkFactory {
         restored: Option<&RestoredSink>,
         _: &Arc<DeadLetters>,
     ) -> Result<Box<dyn Sink>> {
-        let next_seq = restored
+        let restored = restored
             .map(|r| FileSinkState::parse(&r.state))
-            .transpose()?
-            .map_or(0, |s| s.next_seq);
+            .transpose()?;
         Ok(Box::new(FileSink::create(
             &self.spec.dir,
             partition,
-            next_seq,
+            restored,
             self.exactly_once,
         )?))
-    }
-}
-
-/// One partition's writer.
-#[derive(Debug)]
-pub struct FileSink {
-    dir: PathBuf,
-    partition: usize,
-    next_seq: u64,
-    current: Option<(String, BufWriter<File>)>,
-    /// Closed files no checkpoint covers yet (including those of a failed
-    /// checkpoint, which the next one commits).
-    pending: Vec<String>,
-    /// Files recorded in checkpoints not yet committed, by checkpoint id.
-    pre_committed: Vec<(u64, Vec<String>)>,
-    exactly_once: bool,
-}
-
-impl FileSink {
-    /// A writer for `partition` in `dir`, starting at part `next_seq`.
-    fn create(dir: &Path, partition: usize, next_seq: u64, exactly_once: bool) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(Error::io("creating sink folder", dir))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            partition,
-            next_seq,
-            current: None,
-            pending: Vec::new(),
-            pre_committed: Vec::new(),
-            exactly_once,
-        })
-    }
-
-    fn open(&mut self) -> Result<&mut BufWriter<File>> {
-        if self.current.is_none() {
-            let name = part_name(self.partition, self.next_seq);
-            let path = in_progress(&self.dir, &name);
-            let file = File::create(&path).map_err(Error::io("creating", &path))?;
-            self.next_seq += 1;
-            self.current = Some((name, BufWriter::with_capacity(1 << 20, file)));
-        }
-        Ok(&mut self.current.as_mut().expect("just opened").1)
-    }
-
-    /// Close the current file (flushed, synced) into the pending list.
-    fn close(&mut self) -> Result<()> {
-        if let Some((name, mut w)) = self.current.take() {
-            let path = in_progress(&self.dir, &name);
-            w.flush().map_err(Error::io("flushing", &path))?;
-            w.get_ref()
-                .sync_data()
-                .map_err(Error::io("syncing", &path))?;
-            self.pending.push(name);
-        }
-        Ok(())
-    }
-
-    fn commit_pending(&mut self) -> Result<()> {
-        for name in std::mem::take(&mut self.pending) {
-            commit(&self.dir, &name)?;
-        }
-        Ok(())
-    }
-}
-
-impl Sink for FileSink {
-    fn write(&mut self, batch: &Batch) -> Result<()> {
-        let dir = self.dir.clone();
-        let out = self.open()?;
-        for r in batch.iter() {
-            out.write_all(r.value)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(Error::io("writing part file in", &dir))?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.exactly_once {
-            if let Some((name, w)) = &mut self.current {
-                w.flush()
-                    .map_err(Error::io("flushing", in_progress(&self.dir, name)))?;
-            }
-            return Ok(());
-        }
-        self.close()?;
-        self.commit_pending()
-    }
-
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<SinkSnapshot>> {
-        self.close()?;
-        let pending = std::mem::take(&mut self.pending);
-        let state = FileSinkState {
-            next_seq: self.next_seq,
-            pending: pending.clone(),
-        };
-        self.pre_committed.push((checkpoint, pending));
-        let state = serde_json::to_value(state).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Some(SinkSnapshot { state, blob: None }))
-    }
-
-    fn commit(&mut self, checkpoint: u64) -> Result<()> {
-        let done = self
-            .pre_committed
-            .iter()
-            .filter(|(id, _)| *id <= checkpoint)
-            .count();
-        for (_, names) in self.pre_committed.drain(..done) {
-            for name in names {
-                commit(&self.dir, &name)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self, checkpoint: u64) -> Result<()> {
-        if let Some(i) = self
-            .pre_committed
-            .iter()
-            .position(|(id, _)| *id == checkpoint)
-        {
-            let (_, mut names) = self.pre_committed.remove(i);
-            names.append(&mut self.pending);
-            self.pending = names;
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, end: End) -> Result<()> {
-        self.close()?;
-        if end == End::EndOfInput {
-            // All input is processed: everything written is final.
-            for (_, names) in std::mem::take(&mut self.pre_committed) {
-                for name in names {
-                    commit(&self.dir, &name)?;
-                }
-            }
-            self.commit_pending()?;
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn state(next_seq: u64, pending: &[&str]) -> Option<SinkSnapshot> {
-        Some(SinkSnapshot {
-            state: serde_json::to_value(FileSinkState {
-                next_seq,
-                pending: pending.iter().map(|s| s.to_string()).collect(),
-            })
-            .unwrap(),
-            blob: None,
-        })
-    }
+    use crate::batch::Batch;
+    use crate::sink::SinkSnapshot;
 
     fn restored(s: Option<SinkSnapshot>) -> Option<RestoredSink> {
         s.map(|s| RestoredSink {
@@ -366,36 +257,51 @@ mod tests {
         n
     }
 
+    fn batch(value: &str) -> Batch {
+        let mut b = Batch::new();
+        b.push(b"k", value.as_bytes(), 0);
+        b
+    }
+
+    fn dl() -> Arc<DeadLetters> {
+        DeadLetters::to_stderr()
+    }
+
+    fn factory(d: &Path) -> FileSinkFactory {
+        FileSinkFactory::new(FileSinkSpec { dir: d.into() }, "job", true)
+    }
+
+    fn read(d: &Path, name: &str) -> String {
+        std::fs::read_to_string(d.join(name)).unwrap()
+    }
+
     #[test]
     fn two_phase_commit_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
-        let mut sink = factory.create(0, None, &DeadLetters::to_stderr()).unwrap();
-        let mut b = Batch::new();
-        b.push(b"k", b"one", 0);
-        sink.write(&b).unwrap();
+        let factory = factory(d);
+        factory.recover(None, &dl()).unwrap();
+        let mut sink = factory.create(0, None, &dl()).unwrap();
+        sink.write(&batch("one")).unwrap();
         let cp = sink.pre_commit(1).unwrap();
-        assert_eq!(cp, state(1, &["part-0000-000000.jsonl"]));
-        sink.write(&b).unwrap();
+        let s = FileSinkState::parse(&cp.as_ref().unwrap().state).unwrap();
+        assert_eq!((s.next_seq, s.pending.clone()), (1, vec![part_name(0, 0)]));
+        assert_eq!(
+            s.files.unwrap(),
+            vec![record::digest_file(&in_progress(d, &part_name(0, 0)), &part_name(0, 0)).unwrap()]
+        );
+        sink.write(&batch("two")).unwrap();
         sink.flush().unwrap();
         // Nothing is visible as committed before the checkpoint completes.
         assert!(!d.join("part-0000-000000.jsonl").exists());
         // Crash; restore from the checkpoint: its file is committed, the
         // later one discarded.
         drop(sink);
-        factory
-            .recover(Some(&[restored(cp)]), &DeadLetters::to_stderr())
-            .unwrap();
+        factory.recover(Some(&[restored(cp)]), &dl()).unwrap();
         assert_eq!(names(d), vec!["part-0000-000000.jsonl".to_string()]);
-        assert_eq!(
-            std::fs::read_to_string(d.join("part-0000-000000.jsonl")).unwrap(),
-            "one\n"
-        );
-        // Restoring an older point removes committed files after it.
-        factory
-            .recover(Some(&[restored(state(0, &[]))]), &DeadLetters::to_stderr())
-            .unwrap();
+        assert_eq!(read(d, "part-0000-000000.jsonl"), "one\n");
+        // Restoring a point before it moves the committed file away.
+        factory.recover(Some(&[None]), &dl()).unwrap();
         assert!(names(d).is_empty());
     }
 
@@ -403,24 +309,128 @@ mod tests {
     fn an_aborted_checkpoint_is_committed_by_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let factory = FileSinkFactory::new(FileSinkSpec { dir: d.into() }, true);
-        let mut sink = factory.create(3, None, &DeadLetters::to_stderr()).unwrap();
-        let mut b = Batch::new();
-        b.push(b"k", b"one", 0);
-        sink.write(&b).unwrap();
+        let factory = factory(d);
+        let mut sink = factory.create(3, None, &dl()).unwrap();
+        sink.write(&batch("one")).unwrap();
         sink.pre_commit(1).unwrap();
         sink.abort(1).unwrap();
         assert!(names(d).iter().all(|n| n.starts_with('.')));
-        sink.write(&b).unwrap();
-        let cp = sink.pre_commit(2).unwrap();
+        sink.write(&batch("one")).unwrap();
+        let cp = sink.pre_commit(2).unwrap().unwrap();
+        let s = FileSinkState::parse(&cp.state).unwrap();
         assert_eq!(
-            cp,
-            state(2, &["part-0003-000000.jsonl", "part-0003-000001.jsonl"])
+            s.pending,
+            vec!["part-0003-000000.jsonl", "part-0003-000001.jsonl"]
         );
         sink.commit(2).unwrap();
         assert_eq!(
             names(d),
             vec!["part-0003-000000.jsonl", "part-0003-000001.jsonl"]
         );
+    }
+
+    /// Write `values` as one part file each, a checkpoint after each;
+    /// returns the state of the last checkpoint.
+    fn epochs(
+        factory: &FileSinkFactory,
+        from: Option<SinkSnapshot>,
+        values: &[&str],
+    ) -> SinkSnapshot {
+        let r = restored(from);
+        factory
+            .recover(Some(std::slice::from_ref(&r)), &dl())
+            .unwrap();
+        let mut sink = factory.create(0, r.as_ref(), &dl()).unwrap();
+        let mut last = None;
+        for (i, v) in values.iter().enumerate() {
+            sink.write(&batch(v)).unwrap();
+            last = sink.pre_commit(i as u64 + 1).unwrap();
+            sink.commit(i as u64 + 1).unwrap();
+        }
+        last.unwrap()
+    }
+
+    fn all(d: &Path) -> Vec<String> {
+        names(d).iter().map(|n| read(d, n)).collect()
+    }
+
+    #[test]
+    fn a_restore_of_any_timeline_gives_exactly_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let factory = factory(d);
+        let before = epochs(&factory, None, &["a"]);
+        // Timeline one goes on from `before`; timeline two from it too.
+        let one = epochs(&factory, Some(before.clone()), &["b", "c"]);
+        let two = epochs(&factory, Some(before.clone()), &["x"]);
+        assert_eq!(all(d), ["a\n", "x\n"]);
+        // Back to timeline one: its files come back from the stash.
+        factory
+            .recover(Some(&[restored(Some(one.clone()))]), &dl())
+            .unwrap();
+        assert_eq!(all(d), ["a\n", "b\n", "c\n"]);
+        factory
+            .recover(Some(&[restored(Some(two))]), &dl())
+            .unwrap();
+        assert_eq!(all(d), ["a\n", "x\n"]);
+        factory
+            .recover(Some(&[restored(Some(one))]), &dl())
+            .unwrap();
+        assert_eq!(all(d), ["a\n", "b\n", "c\n"]);
+        factory
+            .recover(Some(&[restored(Some(before))]), &dl())
+            .unwrap();
+        assert_eq!(all(d), ["a\n"]);
+    }
+
+    #[test]
+    fn files_the_sink_did_not_write_are_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let factory = factory(d);
+        let cp = epochs(&factory, None, &["a"]);
+        // Someone else's file under a name the sink will not use again.
+        std::fs::write(d.join("part-0000-000000.jsonl.bak"), "theirs").unwrap();
+        std::fs::write(d.join("part-0007-000000.txt"), "theirs").unwrap();
+        factory.recover(None, &dl()).unwrap();
+        assert!(names(d).is_empty());
+        assert_eq!(read(d, "part-0000-000000.jsonl.bak"), "theirs");
+        // A foreign part file where the sink must write: refused, nothing
+        // changed.
+        let _ = epochs(&factory, None, &["a"]);
+        std::fs::write(d.join("part-0000-000001.jsonl"), "theirs\n").unwrap();
+        let err = factory.recover(None, &dl()).unwrap_err().to_string();
+        assert!(
+            err.contains("part-0000-000001.jsonl") && err.contains("did not write"),
+            "{err}"
+        );
+        assert_eq!(all(d), ["a\n", "theirs\n"]);
+        // Replacing a committed file of the sink: its restore is refused.
+        std::fs::remove_file(d.join("part-0000-000001.jsonl")).unwrap();
+        std::fs::write(d.join("part-0000-000000.jsonl"), "changed\n").unwrap();
+        let err = factory
+            .recover(Some(&[restored(Some(cp))]), &dl())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not write"), "{err}");
+        assert_eq!(all(d), ["changed\n"]);
+    }
+
+    #[test]
+    fn another_jobs_sink_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let theirs = FileSinkFactory::new(FileSinkSpec { dir: d.join("a") }, "other", true);
+        theirs.validate().unwrap();
+        theirs.recover(None, &dl()).unwrap();
+        theirs.validate().unwrap();
+        for dir in [d.join("a"), d.join("a/b"), d.to_path_buf()] {
+            let f = FileSinkFactory::new(FileSinkSpec { dir: dir.clone() }, "job", true);
+            let err = f.validate().unwrap_err().to_string();
+            assert!(err.contains("job `other`"), "{}: {err}", dir.display());
+        }
+        FileSinkFactory::new(FileSinkSpec { dir: d.join("c") }, "job", true)
+            .validate()
+            .unwrap();
     }
 }

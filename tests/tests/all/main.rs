@@ -5,6 +5,7 @@ mod cache;
 mod control;
 mod dead_letters;
 mod faults;
+mod files;
 mod follow;
 mod fork;
 mod hardening;

@@ -132,6 +132,12 @@ pub(super) fn files(command: FilesCommand) -> anyhow::Result<()> {
     let listing = crate::source::file::open_listing(&spec)?;
     let report = index(&*listing, &spec, Some(&InStore(state)))?;
     let time = |t: Option<i64>| t.map_or("-".to_string(), crate::clock::format_time);
+    eprintln!(
+        "{} files, {} indexed now, the others from the index; index kept in {}",
+        report.files.len(),
+        report.rebuilt,
+        report.kept
+    );
     if json {
         for f in &report.files {
             println!("{}", serde_json::to_string(f)?);
@@ -152,11 +158,5 @@ pub(super) fn files(command: FilesCommand) -> anyhow::Result<()> {
             f.size
         );
     }
-    eprintln!(
-        "{} files, {} indexed now, the others from the index; index kept in {}",
-        report.files.len(),
-        report.rebuilt,
-        report.kept
-    );
     Ok(())
 }

@@ -121,6 +121,9 @@ pub(crate) struct Splitter {
     state: Csv,
     /// The over-long record being skipped, if any.
     skipping: Option<Skipping>,
+    /// A quote opened on an earlier line of the record closed followed by
+    /// text: a stray quote, not a field spanning lines.
+    bad_close: bool,
     /// Nothing read yet: the first bytes decide the encoding.
     at_start: bool,
     /// Whether a last record without a line end is handed on at the end of
@@ -143,6 +146,7 @@ impl Splitter {
             csv,
             state: Csv::FieldStart,
             skipping: None,
+            bad_close: false,
             at_start: offset == 0,
             last_unended,
         }
@@ -212,6 +216,28 @@ impl Splitter {
         })
     }
 
+    /// Run the CSV quote state over `buf[from..to]` (no line end inside).
+    fn fold(&mut self, from: usize, to: usize) {
+        let seg = &self.buf[from..to];
+        if matches!(self.state, Csv::FieldStart | Csv::Unquoted)
+            && memchr::memchr(b'"', seg).is_none()
+        {
+            // Without quotes only its last byte matters.
+            match seg.last() {
+                Some(b',') => self.state = Csv::FieldStart,
+                Some(_) => self.state = Csv::Unquoted,
+                None => {}
+            }
+            return;
+        }
+        for &b in seg {
+            self.bad_close |= self.newlines > 0
+                && self.state == Csv::QuoteInQuoted
+                && !matches!(b, b'"' | b',' | b'\r');
+            self.state = self.state.step(b);
+        }
+    }
+
     /// The buffer is full of one unfinished record: skip it from here on.
     fn skip_buffered(&mut self) {
         let s = self.skipping.get_or_insert_with(|| Skipping {
@@ -228,6 +254,7 @@ impl Splitter {
         self.filled = 0;
         self.scanned = 0;
         self.state = Csv::FieldStart;
+        self.bad_close = false;
     }
 
     /// Hand on the complete records in `buf[start..filled]` (and at the end
@@ -241,47 +268,107 @@ impl Splitter {
     ) -> Result<bool, FillError<E>> {
         let mut scan = (start + self.scanned).min(self.filled);
         let mut stopped = false;
-        while let Some(nl) = memchr::memchr(b'\n', &self.buf[scan..self.filled]).map(|i| scan + i) {
-            if let Some(s) = self.skipping.take() {
-                // The end of an over-long record.
-                let piece = Piece::TooLong {
-                    line: s.line,
-                    len: s.len + trim_cr(&self.buf[start..nl]).len() as u64,
-                    head: &s.head,
+        loop {
+            while let Some(nl) =
+                memchr::memchr(b'\n', &self.buf[scan..self.filled]).map(|i| scan + i)
+            {
+                if let Some(s) = self.skipping.take() {
+                    // The end of an over-long record.
+                    let piece = Piece::TooLong {
+                        line: s.line,
+                        len: s.len + trim_cr(&self.buf[start..nl]).len() as u64,
+                        head: &s.head,
+                    };
+                    let go_on = emit(piece).map_err(FillError::Emit)?;
+                    self.lines += s.newlines + self.newlines + 1;
+                    self.newlines = 0;
+                    self.state = Csv::FieldStart;
+                    self.bad_close = false;
+                    start = nl + 1;
+                    scan = start;
+                    if !go_on {
+                        stopped = true;
+                        break;
+                    }
+                    continue;
+                }
+                if self.csv {
+                    self.fold(scan, nl);
+                    if self.bad_close {
+                        // A quote that opened on an earlier line closes
+                        // here followed by text: it was a stray quote, not a
+                        // field spanning lines. Its first line is the
+                        // record; the lines after it are split again.
+                        let first = start
+                            + memchr::memchr(b'\n', &self.buf[start..nl]).unwrap_or(nl - start);
+                        let piece = Piece::Record {
+                            bytes: trim_cr(&self.buf[start..first]),
+                            line: self.lines + 1,
+                            offset: self.base + start as u64,
+                        };
+                        let go_on = emit(piece).map_err(FillError::Emit)?;
+                        self.lines += 1;
+                        self.newlines = 0;
+                        self.state = Csv::FieldStart;
+                        self.bad_close = false;
+                        start = first + 1;
+                        scan = start;
+                        if !go_on {
+                            stopped = true;
+                            break;
+                        }
+                        continue;
+                    }
+                    if self.state == Csv::Quoted {
+                        // A newline inside a quoted field: the record goes on.
+                        self.newlines += 1;
+                        scan = nl + 1;
+                        continue;
+                    }
+                }
+                let piece = Piece::Record {
+                    bytes: trim_cr(&self.buf[start..nl]),
+                    line: self.lines + 1,
+                    offset: self.base + start as u64,
                 };
                 let go_on = emit(piece).map_err(FillError::Emit)?;
-                self.lines += s.newlines + self.newlines + 1;
+                self.lines += self.newlines + 1;
                 self.newlines = 0;
                 self.state = Csv::FieldStart;
+                self.bad_close = false;
                 start = nl + 1;
                 scan = start;
                 if !go_on {
                     stopped = true;
                     break;
                 }
-                continue;
             }
-            if self.csv {
-                let seg = &self.buf[scan..nl];
-                if self.state == Csv::Quoted || memchr::memchr(b'"', seg).is_some() {
-                    self.state = seg.iter().fold(self.state, |s, &b| s.step(b));
-                }
-                if self.state == Csv::Quoted {
-                    // A newline inside a quoted field: the record goes on.
-                    self.newlines += 1;
-                    scan = nl + 1;
-                    continue;
-                }
+            // An unterminated quote (at the end of the file, or filling the
+            // whole buffer) does not swallow the lines after it: its first
+            // line is the record (a dead letter for the parser), and the
+            // rest is split again.
+            let whole = start == 0 && self.filled == MAX_LINE;
+            if stopped || !self.csv || self.skipping.is_some() || !(eof || whole) {
+                break;
             }
+            let tail = &self.buf[scan..self.filled];
+            if tail.iter().fold(self.state, |s, &b| s.step(b)) != Csv::Quoted {
+                break;
+            }
+            let Some(nl) = memchr::memchr(b'\n', &self.buf[start..self.filled]).map(|i| start + i)
+            else {
+                break;
+            };
             let piece = Piece::Record {
                 bytes: trim_cr(&self.buf[start..nl]),
                 line: self.lines + 1,
                 offset: self.base + start as u64,
             };
             let go_on = emit(piece).map_err(FillError::Emit)?;
-            self.lines += self.newlines + 1;
+            self.lines += 1;
             self.newlines = 0;
             self.state = Csv::FieldStart;
+            self.bad_close = false;
             start = nl + 1;
             scan = start;
             if !go_on {
@@ -316,10 +403,7 @@ impl Splitter {
             // The unfinished rest has no line end: keep its scan (and for
             // CSV its quote state) so the next chunk goes on from there.
             if self.csv && self.skipping.is_none() {
-                let seg = &self.buf[scan..self.filled];
-                if self.state == Csv::Quoted || memchr::memchr(b'"', seg).is_some() {
-                    self.state = seg.iter().fold(self.state, |s, &b| s.step(b));
-                }
+                self.fold(scan, self.filled);
             }
             scan = self.filled;
         }
@@ -437,6 +521,20 @@ mod tests {
                     (1, 0, "1,\"two\nlines\",x".to_string()),
                     (3, 17, "2,\"a \"\"q\"\",\r\nb\",y".into()),
                     (5, 35, "3,plain,z".into()),
+                ],
+                "chunk {chunk}"
+            );
+        }
+        // An unterminated quote costs its own line only.
+        for chunk in [1, 1000] {
+            let got = pieces(b"1,\"a\n2,b\n3,\"c\nd\"\n4,e", true, chunk);
+            assert_eq!(
+                got,
+                vec![
+                    (1, 0, "1,\"a".to_string()),
+                    (2, 5, "2,b".into()),
+                    (3, 9, "3,\"c\nd\"".into()),
+                    (5, 17, "4,e".into()),
                 ],
                 "chunk {chunk}"
             );

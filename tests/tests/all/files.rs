@@ -447,3 +447,69 @@ fn start_at_skips_earlier_files_and_starts_at_the_right_record() {
     let report = run(&plan, RunOptions::default()).unwrap();
     assert_eq!(report.totals.records_read, 0);
 }
+
+#[test]
+fn follow_reads_new_objects_under_an_s3_prefix_and_a_replaced_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let (a, mut want) = lines("a", 10, 0);
+    std::fs::write(local.join("1.csv"), a).unwrap();
+    let prefix = s3_prefix("follow");
+    upload(&local, &prefix);
+    let out = dir.path().join("out");
+    let mut plan = state_machine_plan(&local, &out, 2, artifacts::ECHO);
+    file_source(&mut plan).url = Some(prefix.clone());
+    file_source(&mut plan).follow = true;
+    file_source(&mut plan).poll_interval = Duration::from_millis(20);
+    plan.checkpoint = Some(checkpoints(dir.path(), Some(Duration::from_millis(20))));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let job = {
+        let (plan, stop) = (plan.clone(), stop.clone());
+        std::thread::spawn(move || {
+            run(
+                &plan,
+                RunOptions {
+                    stop,
+                    ..RunOptions::default()
+                },
+            )
+        })
+    };
+    let wait = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (!out.exists() || read_output(&out).len() < n) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(want.len());
+    // A new object arrives under the prefix while the job runs.
+    let (b, more) = lines("b", 10, 100);
+    want.extend(more);
+    std::fs::remove_file(local.join("1.csv")).unwrap();
+    std::fs::write(local.join("2.csv"), b).unwrap();
+    upload(&local, &prefix);
+    wait(want.len());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    job.join().unwrap().unwrap();
+    want.sort();
+    assert_same_output(&read_output(&out), &want, "every object once");
+
+    // An object replaced with other content since it was read: refused.
+    std::fs::remove_file(local.join("2.csv")).unwrap();
+    std::fs::write(local.join("1.csv"), "z0,a,1\nz1,a,2\nz2,a,3\nz3,a,4\n").unwrap();
+    upload(&local, &prefix);
+    let err = run(
+        &plan,
+        RunOptions {
+            resume: true,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("1.csv") && err.contains("replaced") && err.contains("not change"),
+        "{err}"
+    );
+}

@@ -149,12 +149,12 @@ pub(crate) fn check_current(
     file: &str,
     p: &FilePosition,
 ) -> Result<(), String> {
-    let fix = "put the file back as it was when the checkpoint was taken, or run with --fresh";
+    let fix = "put the file back as it was when the savepoint or checkpoint was taken, or run with --fresh";
     let len = match listing.stat(file) {
         Ok(Some(e)) => e.size,
         Ok(None) => {
             return Err(format!(
-                "the restored position is in file {}, which is not in the source any more; {fix}",
+                "the restored position is in file {}, which is not in the source folder (or prefix) any more; {fix}",
                 listing.describe(file)
             ));
         }
@@ -172,8 +172,8 @@ pub(crate) fn check_current(
         let now = tail_digest(listing, file, p.offset).map_err(|e| e.to_string())?;
         if now != *tail {
             return Err(format!(
-                "file {} changed since the checkpoint: its bytes before the restored position \
-                 (byte {}) differ; {fix}",
+                "file {} changed since the savepoint or checkpoint: its bytes before the restored \
+                 position (byte {}) differ; {fix}",
                 listing.describe(file),
                 p.offset
             ));

@@ -48,6 +48,8 @@ pub fn state_machine_plan(
         partitions: parallelism,
         source: SourceSpec::Files(FileSourceSpec {
             dir: events_dir.to_path_buf(),
+            url: None,
+            start_at: None,
             format: Format::Csv,
             key: KeySpec::Column(0),
             timestamp: KeySpec::Column(2),

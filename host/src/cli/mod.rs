@@ -6,6 +6,7 @@
 //! - `status`: `weir status`, a running or stopped job's figures;
 //! - `plugin`: `weir plugin swap|rollback|history`;
 //! - `fork`: `weir fork` and `weir diff`, a what-if run and its comparison;
+//! - `files`: `weir files index`, files mapped to event times;
 //! - `tools`: `weir generate`, `weir component new` and `weir demo`.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::generate::GenerateConfig;
 use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
 use clap::{Parser, Subcommand};
 
+mod files;
 mod fork;
 mod plugin;
 mod run;
@@ -109,6 +111,11 @@ enum Command {
         /// Events per millisecond of event time.
         #[arg(long, default_value_t = 1)]
         events_per_ms: u64,
+    },
+    /// Files of a source: `index` maps each file to its event times.
+    Files {
+        #[command(subcommand)]
+        command: files::FilesCommand,
     },
     /// Work with components.
     Component {
@@ -370,6 +377,7 @@ fn real_main() -> anyhow::Result<()> {
             command: ComponentCommand::New { module, out },
         } => tools::new_component(&module, &out),
         Command::Plugin { command } => plugin::plugin(command),
+        Command::Files { command } => files::files(command),
         Command::Fork {
             job,
             from_savepoint,

@@ -31,7 +31,8 @@ impl SourceSpec {
     /// output inside it (it would read its own output).
     pub(crate) fn folder(&self) -> Option<&Path> {
         match self {
-            SourceSpec::Files(spec) => Some(&spec.dir),
+            SourceSpec::Files(spec) if spec.url.is_none() => Some(&spec.dir),
+            SourceSpec::Files(_) => None,
             SourceSpec::Kafka(_) => None,
             SourceSpec::Hybrid(spec) => Some(&spec.files.dir),
         }

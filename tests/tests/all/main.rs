@@ -6,6 +6,7 @@ mod control;
 mod dead_letter_topic;
 mod dead_letters;
 mod faults;
+mod files;
 mod follow;
 mod fork;
 mod hardening;

@@ -14,10 +14,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// The directory, relative to the job file. Hidden files (`.name`) are
-    /// skipped, so a writer can write `.name` and rename it when complete.
-    /// Required.
-    pub path: PathBuf,
+    /// The directory, relative to the job file, or an object-store prefix
+    /// `s3://bucket/prefix` (S3 settings from the `AWS_*` environment
+    /// variables). Hidden files (`.name`) are skipped, so a writer can write
+    /// `.name` and rename it when complete. Required.
+    pub path: String,
     /// Record format: `csv`, `jsonl` or `lines`. Required.
     pub format: Format,
     /// CSV: 0-based column holding the key. Default: no key (round-robin).
@@ -36,6 +37,13 @@ pub struct FileSourceConfig {
     /// Keep watching the directory for new files until stopped. Default false.
     #[serde(default)]
     pub follow: bool,
+    /// Start at this event time: epoch ms (an integer) or a UTC time
+    /// `YYYY-MM-DDTHH:MM:SSZ`. Files whose events are all earlier are
+    /// skipped whole (from the index, `.weir-index.json` beside the files);
+    /// the first other file is read from its first record at or after it.
+    /// Only for a run that does not resume from a checkpoint. Default: the
+    /// first record.
+    pub start_at: Option<String>,
     /// How often `follow` looks for new files, in ms. Default 200.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
@@ -52,8 +60,10 @@ fn default_poll_ms() -> u64 {
 /// A resolved file source.
 #[derive(Debug, Clone)]
 pub struct FileSourceSpec {
-    /// Directory to read.
+    /// Directory to read (when `url` is `None`).
     pub dir: PathBuf,
+    /// Object-store prefix to read instead (`s3://bucket/prefix`).
+    pub url: Option<String>,
     /// Record format.
     pub format: Format,
     /// Key location.
@@ -69,6 +79,9 @@ pub struct FileSourceSpec {
     /// End the input before the first record at or after this event time
     /// (a fork's `--until`).
     pub until: Option<i64>,
+    /// Start at the first record at or after this event time (ms), files
+    /// before it skipped whole, unless the run resumes from a checkpoint.
+    pub start_at: Option<i64>,
 }
 
 impl FileSourceSpec {
@@ -94,8 +107,38 @@ impl FileSourceConfig {
                 "file sources read csv, jsonl or lines, not raw".into(),
             ));
         }
+        let path = self.path.trim();
+        let (dir, url) = if path.starts_with("s3://") {
+            (
+                base.to_path_buf(),
+                Some(path.trim_end_matches('/').to_string()),
+            )
+        } else {
+            (
+                base.join(path.strip_prefix("file://").unwrap_or(path)),
+                None,
+            )
+        };
+        let start_at = match &self.start_at {
+            None => None,
+            Some(t) => Some(crate::clock::parse_time(t.trim()).ok_or_else(|| {
+                Error::Config(format!(
+                    "[source] start_at = {t:?}: not a time (epoch ms, or a UTC time \
+                     YYYY-MM-DDTHH:MM:SSZ)"
+                ))
+            })?),
+        };
+        if start_at.is_some() && timestamp == KeySpec::None {
+            return Err(Error::Config(
+                "[source] start_at needs the event time of each record: set \
+                 timestamp_column (csv) or timestamp_field (jsonl)"
+                    .into(),
+            ));
+        }
         let spec = FileSourceSpec {
-            dir: base.join(&self.path),
+            dir,
+            url,
+            start_at,
             format: self.format,
             key,
             timestamp,

@@ -1,102 +1,58 @@
-//! A directory of files read as one ordered stream: files in name order, each
-//! line a record. In `follow` mode the source keeps polling the directory and
-//! reads each new file once, in name order, until the job is stopped.
+//! Files read as one ordered stream: the files of a local folder or of an
+//! object-store prefix (a [`Listing`]), in name order, each cut into
+//! records as tools write them (`split.rs`). In `follow` mode the source
+//! keeps polling the listing: it reads each new file once, and the lines
+//! appended to a file it already read, until the job is stopped.
 //!
-//! Files are read in large chunks; lines are sliced out of the chunk without
-//! copying, and only the router copies each record, once, into its batch.
-//! The source's position is (file name, byte offset after the last line
-//! handed on, lines before it); a checkpoint records it and a restored job
-//! resumes there: files sorting before it are skipped, that file is read
-//! from the offset. One reader feeds every partition, so the position is
-//! the reader's, not per partition.
+//! Files are read in large chunks; records are sliced out of the chunk
+//! without copying, and only the router copies each record, once, into its
+//! batch. The source's position (`position.rs`) is the file being read,
+//! the byte offset after the last record handed on and the lines before
+//! it, plus each file read to the end with how far it was read and a digest
+//! of its bytes there: a restored job resumes at the offset, reads on in a
+//! file that has grown since, and refuses one that changed. One reader
+//! feeds every partition, so the position is the reader's, not per
+//! partition.
 
 mod config;
+pub(crate) mod index;
+mod listing;
+mod position;
+mod split;
 
-use std::collections::HashSet;
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::batch::NO_TIMESTAMP;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::format::LineParser;
 pub use super::format::{Format, KeySpec};
 use super::{Completion, Output, Position, Restored, Source};
-use crate::batch::{Origin, Origins};
+use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::{Error, Result};
 pub use config::{FileSourceConfig, FileSourceSpec};
+pub(crate) use listing::{Entry, Folder, Listing, Objects};
+pub use position::{DoneFile, FilePosition};
+use position::{Since, check_current, since, tail_digest};
+pub use split::MAX_LINE;
+use split::{Encoding, FillError, LONG_HEAD, Piece, Splitter};
 
 /// The connector name in checkpoints.
 pub(crate) const CONNECTOR: &str = "files";
 
-/// Where the reader is: the file source's checkpointed position.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilePosition {
-    /// File being read (name within the source folder); files sorting
-    /// before it are done. `None`: nothing read yet.
-    pub file: Option<String>,
-    /// Byte offset in `file` after the last record before the barrier.
-    pub offset: u64,
-    /// Lines of `file` before `offset`.
-    pub line: u64,
-    /// SHA-256 (hex) of the up to [`TAIL`] bytes of `file` before
-    /// `offset`: a restore refuses a file that changed there. Absent in
-    /// positions written before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tail: Option<String>,
-    /// Files read to the end, recorded when the source follows a folder: a
-    /// file that arrives later with a name sorting before `file` is still
-    /// read after a restore. Absent: the files sorting before `file` are
-    /// done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done: Option<Vec<String>>,
-}
-
-/// Bytes before a position whose digest a checkpoint records.
-const TAIL: u64 = 4096;
-
-/// SHA-256 (hex) of the up to [`TAIL`] bytes of `path` before `offset`.
-fn tail_digest(path: &Path, offset: u64) -> std::io::Result<String> {
-    let from = offset.saturating_sub(TAIL);
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0; (offset - from) as usize];
-    f.read_exact(&mut buf)?;
-    Ok(crate::digest::sha256_hex(&buf))
-}
-
-impl FilePosition {
-    /// Read a position recorded by this source (`null`: the start).
-    pub fn from_value(v: &Value) -> Result<Self, String> {
-        if v.is_null() {
-            return Ok(Self::default());
-        }
-        serde_json::from_value(v.clone()).map_err(|e| format!("not a file source position: {e}"))
-    }
-
-    fn to_position(&self) -> Position {
-        Position {
-            reader: json!(self),
-            partitions: Vec::new(),
-        }
-    }
-}
-
 /// Names of the files the source has opened, indexed by [`Origin::unit`];
 /// describes origins as `file` and `line` in dead letters.
 #[derive(Debug, Default)]
-struct FileTable(Mutex<Vec<PathBuf>>);
+struct FileTable(Mutex<Vec<String>>);
 
 impl FileTable {
-    fn add(&self, path: &Path) -> u32 {
+    fn add(&self, file: String) -> u32 {
         let mut files = crate::lock_or_recover(&self.0);
-        files.push(path.to_path_buf());
+        files.push(file);
         (files.len() - 1) as u32
     }
 }
@@ -105,260 +61,182 @@ impl Origins for FileTable {
     fn describe(&self, origin: Origin, out: &mut Map<String, Value>) {
         let files = crate::lock_or_recover(&self.0);
         if let Some(f) = files.get(origin.unit as usize) {
-            out.insert("file".into(), json!(f.display().to_string()));
+            out.insert("file".into(), json!(f));
         }
         out.insert("line".into(), json!(origin.offset));
     }
 }
 
-/// Read size; a line longer than this grows the buffer up to [`MAX_LINE`].
-const CHUNK: usize = 1 << 20;
-/// Longest line accepted; longer lines go to the dead-letter output, cut.
-pub const MAX_LINE: usize = 16 << 20;
-
 /// The file source.
 pub struct FileSource {
+    /// Its settings.
     spec: FileSourceSpec,
+    /// Finds keys and event times in records.
     parser: LineParser,
+    /// Set to end a `follow` run.
     stop: Arc<AtomicBool>,
-    done: HashSet<OsString>,
+    /// The folder or prefix.
+    listing: Arc<dyn Listing>,
+    /// Files opened, for dead letters.
     files: Arc<FileTable>,
-    /// Offset of the current chunk's first byte in the current file.
-    position: FilePosition,
+    /// Files read to the end, by name.
+    done: BTreeMap<String, DoneFile>,
+    /// Sizes of files whose growth since they were read is not to be read
+    /// (a line without its end yet, or a change already reported), so a
+    /// poll looks at them again only once they change again.
+    seen: HashMap<String, u64>,
+    /// The file being read, the offset after its last record handed on
+    /// and the lines before it.
+    current: FilePosition,
     /// Where a restored job resumes.
     start: Option<FilePosition>,
-    /// Record the files done in each position: when following a folder,
-    /// or when the restored position had them.
-    record_done: bool,
-    buf: Vec<u8>,
     /// The position before the first record at or after `spec.until`,
     /// once read.
-    until_at: std::cell::Cell<Option<Position>>,
-}
-
-/// Refuse a restored position in `file` that its input no longer has: the
-/// file is gone, shorter than the position, or changed before it.
-fn check_restored_file(path: &Path, file: &str, p: &FilePosition) -> Result<(), String> {
-    let fix = "put the file back as it was when the savepoint was taken, or run without \
-               --from-savepoint";
-    let len = match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => m.len(),
-        _ => {
-            return Err(format!(
-                "the restored position is in file {file}, which is not in the source folder; {fix}"
-            ));
-        }
-    };
-    if len < p.offset {
-        return Err(format!(
-            "file {file} has {len} bytes, fewer than the restored position (byte {}): it was \
-             truncated or replaced since the savepoint; {fix}",
-            p.offset
-        ));
-    }
-    if let Some(tail) = &p.tail {
-        let now = tail_digest(path, p.offset).map_err(|e| format!("reading {file}: {e}"))?;
-        if now != *tail {
-            return Err(format!(
-                "file {file} changed since the savepoint: its bytes before the restored position \
-                 (byte {}) differ; {fix}",
-                p.offset
-            ));
-        }
-    }
-    Ok(())
+    until_at: Cell<Option<Position>>,
 }
 
 impl FileSource {
-    /// A source over `spec.dir`, resuming at `restored`; `stop` ends a
-    /// `follow` run. Refuses a missing folder, a key on a `lines` source, a
-    /// position written by another connector or in a file that is gone.
+    /// A source over `spec`'s folder or prefix, resuming at `restored`;
+    /// `stop` ends a `follow` run. Refuses a missing folder, a key on a
+    /// `lines` source, a position written by another connector, or one
+    /// whose input changed: the file being read is gone or changed before
+    /// the position, or a file read to the end changed in the part read.
     pub fn open(
         spec: FileSourceSpec,
         stop: Arc<AtomicBool>,
         restored: Option<Restored>,
     ) -> Result<Self> {
-        check_folder(&spec.dir)?;
         if spec.format == Format::Lines && spec.key != KeySpec::None {
             return Err(Error::Config("lines sources have no key".into()));
         }
+        let listing = open_listing(&spec)?;
         let start = match restored {
-            Some(r) => {
-                let refuse = |detail: String| Error::Savepoint {
-                    location: spec.dir.display().to_string(),
-                    detail,
-                };
-                if r.connector != CONNECTOR {
-                    return Err(refuse(format!(
-                        "it was taken from a `{}` source; this job reads files",
-                        r.connector
-                    )));
-                }
-                let p = FilePosition::from_value(&r.reader).map_err(refuse)?;
-                if let Some(file) = &p.file {
-                    check_restored_file(&spec.dir.join(file), file, &p).map_err(refuse)?;
-                }
-                Some(p)
-            }
+            Some(r) => Some(check_restored(&*listing, r)?),
             None => None,
         };
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
-        let spec_follow = spec.follow;
         Ok(Self {
             spec,
             parser,
             stop,
-            done: HashSet::new(),
+            listing,
             files: Arc::default(),
+            done: BTreeMap::new(),
+            seen: HashMap::new(),
             // Until a file is read, the position is the restored one (a
             // final checkpoint of a run with nothing new to read keeps it).
-            position: start.clone().unwrap_or_default(),
-            record_done: spec_follow || start.as_ref().is_some_and(|s| s.done.is_some()),
+            current: start.clone().unwrap_or_default(),
             start,
-            buf: vec![0; CHUNK],
-            until_at: std::cell::Cell::new(None),
+            until_at: Cell::new(None),
         })
     }
 
-    /// Files not read yet, in name order. Hidden files (`.name`) are
-    /// skipped, so writers can write `.name` and rename when complete;
-    /// symbolic links to files are followed.
-    fn pending_files(&self) -> Result<Vec<(OsString, PathBuf)>> {
-        let dir = &self.spec.dir;
-        let entries = std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("listing source folder", dir))?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') || self.done.contains(&name) {
-                continue;
-            }
-            let kind = entry
-                .file_type()
-                .map_err(Error::io("reading file type in", dir))?;
-            // A symbolic link is read as the file it points to; one that
-            // points nowhere (or at a folder) is an error, not a silent skip.
-            let is_file = if kind.is_symlink() {
-                let path = entry.path();
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.is_file() => true,
-                    Ok(_) => {
-                        tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
-                        false
-                    }
-                    Err(e) => {
-                        return Err(Error::Config(format!(
-                            "source file {} is a symbolic link that cannot be followed: {e}",
-                            path.display()
-                        )));
-                    }
-                }
-            } else {
-                kind.is_file()
-            };
-            if is_file {
-                files.push((name, entry.path()));
-            }
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    /// Read one file from `resume` (offset, lines before it) or its start.
-    /// Returns how the read ended: `None` when the file was read to the end.
+    /// Read one file from `from` (offset, lines before it). Returns how the
+    /// read ended: `None` when the file was read to the end.
     fn read_file(
         &mut self,
-        name: &OsString,
-        path: &Path,
-        resume: (u64, u64),
+        entry: &Entry,
+        from: (u64, u64),
         out: &mut dyn Output,
     ) -> Result<Option<Completion>> {
-        let file_index = self.files.add(path);
-        let mut f = File::open(path).map_err(Error::io("opening", path))?;
-        if resume.0 > 0 {
-            f.seek(SeekFrom::Start(resume.0))
-                .map_err(Error::io("seeking in", path))?;
-        }
-        self.position = FilePosition {
-            file: Some(name.to_string_lossy().into_owned()),
-            offset: resume.0,
-            line: resume.1,
+        let unit = self.files.add(self.listing.describe(&entry.name));
+        let mut reader = self.listing.open(entry, from.0)?;
+        self.current = FilePosition {
+            file: Some(entry.name.clone()),
+            offset: from.0,
+            line: from.1,
             ..FilePosition::default()
         };
-        let mut line_no = resume.1;
-        let mut filled = 0usize;
-        let mut skipping_long_line = false;
+        let csv = self.spec.format == Format::Csv;
+        let mut split = Splitter::new(from.0, from.1, csv, !self.spec.follow);
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Some(Completion::Stopped));
             }
-            if filled == self.buf.len() {
-                if self.buf.len() < MAX_LINE {
-                    self.buf.resize((self.buf.len() * 2).min(MAX_LINE), 0);
-                } else {
-                    // A line longer than MAX_LINE: dead-letter its head, skip the rest.
-                    line_no += 1;
-                    let head = &self.buf[..1024];
-                    let reason = format!(
-                        "line longer than {} MiB; value cut to its first KiB",
-                        MAX_LINE >> 20
-                    );
-                    let origin = Origin {
-                        unit: file_index,
-                        offset: line_no,
-                    };
-                    out.malformed(origin, &reason, head)?;
-                    self.position.offset += filled as u64;
-                    filled = 0;
-                    skipping_long_line = true;
+            let fill = {
+                let this = &*self;
+                let mut emit = |piece: Piece<'_>| this.handle(unit, piece, out);
+                split.fill(&mut *reader, &mut emit)
+            };
+            let fill = match fill {
+                Ok(f) => f,
+                Err(FillError::Io(e)) => {
+                    return Err(Error::Config(format!(
+                        "reading {}: {e}",
+                        self.listing.describe(&entry.name)
+                    )));
                 }
-            }
-            let n = f
-                .read(&mut self.buf[filled..])
-                .map_err(Error::io("reading", path))?;
-            out.read_bytes(n as u64);
-            let eof = n == 0;
-            filled += n;
-            let mut start = 0usize;
-            while let Some(nl) = memchr::memchr(b'\n', &self.buf[start..filled]) {
-                let end = start + nl;
-                if skipping_long_line {
-                    skipping_long_line = false;
-                } else {
-                    line_no += 1;
-                    if self
-                        .handle_line(file_index, line_no, start, end, out)?
-                        .is_break()
-                    {
-                        return Ok(Some(Completion::Stopped));
-                    }
-                }
-                start = end + 1;
-            }
-            if eof && start < filled {
-                if !skipping_long_line {
-                    line_no += 1;
-                    if self
-                        .handle_line(file_index, line_no, start, filled, out)?
-                        .is_break()
-                    {
-                        return Ok(Some(Completion::Stopped));
-                    }
-                }
-                start = filled;
-            }
-            self.position.offset += start as u64;
-            self.position.line = line_no;
-            self.buf.copy_within(start..filled, 0);
-            filled -= start;
-            if out.tick().is_break() || self.barrier_if_due(out).is_break() {
+                Err(FillError::Emit(e)) => return Err(e),
+            };
+            if fill.read == usize::MAX {
                 return Ok(Some(Completion::Stopped));
             }
-            if eof {
+            if let Some(Encoding::Utf16 { little }) = fill.encoding {
+                self.refuse_utf16(unit, entry, little, out)?;
+                return Ok(None);
+            }
+            (self.current.offset, self.current.line) = split.end();
+            out.read_bytes(fill.read as u64);
+            if out.tick().is_break() {
+                return Ok(Some(Completion::Stopped));
+            }
+            if split.boundary().is_some() && self.barrier_if_due(out).is_break() {
+                return Ok(Some(Completion::Stopped));
+            }
+            if fill.read == 0 {
+                self.finish_file(&entry.name)?;
                 out.unit_done();
                 return Ok(None);
             }
         }
+    }
+
+    /// Record `name` as read to the current position.
+    fn finish_file(&mut self, name: &str) -> Result<()> {
+        let (size, lines) = (self.current.offset, self.current.line);
+        let tail = tail_digest(&*self.listing, name, size)?;
+        let etag = self.listing.stat(name)?.and_then(|e| e.etag);
+        self.done.insert(
+            name.to_string(),
+            DoneFile::Read {
+                name: name.to_string(),
+                size,
+                lines,
+                tail,
+                etag,
+            },
+        );
+        Ok(())
+    }
+
+    /// A UTF-16 file: one dead letter that says so, and the file counts as
+    /// read (its bytes stay where they are; the dead letter names it).
+    fn refuse_utf16(
+        &mut self,
+        unit: u32,
+        entry: &Entry,
+        little: bool,
+        out: &mut dyn Output,
+    ) -> Result<()> {
+        let (order, bom) = if little {
+            ("little", "FF FE")
+        } else {
+            ("big", "FE FF")
+        };
+        let reason = format!(
+            "the file is UTF-16 ({order} endian: it starts with the byte order mark {bom}); \
+             the file source reads UTF-8, so none of it was read: convert it (for example \
+             `iconv -f UTF-16 -t UTF-8`) and add it under a new name"
+        );
+        let head = self
+            .listing
+            .read_range(&entry.name, 0, entry.size.min(LONG_HEAD as u64))?;
+        out.malformed(Origin { unit, offset: 0 }, &reason, &head)?;
+        self.current.offset = entry.size;
+        self.current.line = 0;
+        self.finish_file(&entry.name)?;
+        out.unit_done();
+        Ok(())
     }
 
     /// Inject the barrier due now, if any, at the current position.
@@ -366,59 +244,54 @@ impl FileSource {
         match out.barrier_due() {
             Some(req) => out.barrier(
                 req,
-                self.checkpoint_position(self.position.offset, self.position.line),
+                self.checkpoint_position(self.current.offset, self.current.line),
             ),
             None => ControlFlow::Continue(()),
         }
     }
 
     /// The position to record at `offset` (`line` lines) of the current
-    /// file: with the digest of the bytes before it and, when following a
-    /// folder, the files done.
+    /// file: with the digest of the bytes before it and the files done.
     fn checkpoint_position(&self, offset: u64, line: u64) -> Position {
-        let tail = self.position.file.as_ref().and_then(|f| {
-            tail_digest(&self.spec.dir.join(f), offset)
+        let tail = self.current.file.as_ref().and_then(|f| {
+            tail_digest(&*self.listing, f, offset)
                 .inspect_err(|e| tracing::warn!(file = f, "no digest for the position: {e}"))
                 .ok()
         });
-        let done = self.record_done.then(|| {
-            let mut d: Vec<String> = self
-                .done
-                .iter()
-                .map(|n| n.to_string_lossy().into_owned())
-                .collect();
-            d.sort();
-            d
-        });
         FilePosition {
-            file: self.position.file.clone(),
+            file: self.current.file.clone(),
             offset,
             line,
             tail,
-            done,
+            done: Some(self.done.values().cloned().collect()),
         }
         .to_position()
     }
 
-    /// Route one line; `Break` when the job must stop.
-    fn handle_line(
-        &self,
-        file: u32,
-        line_no: u64,
-        start: usize,
-        end: usize,
-        out: &mut dyn Output,
-    ) -> Result<ControlFlow<()>> {
-        let mut line = &self.buf[start..end];
-        if let [rest @ .., b'\r'] = line {
-            line = rest;
-        }
+    /// Route one piece of input; `Ok(false)` when the job must stop.
+    fn handle(&self, unit: u32, piece: Piece<'_>, out: &mut dyn Output) -> Result<bool> {
+        let (line, line_no, offset) = match piece {
+            Piece::TooLong { line, len, head } => {
+                let reason = format!(
+                    "line {line} is {len} bytes long, over the limit of {} MiB; the dead letter \
+                     holds its first KiB",
+                    MAX_LINE >> 20
+                );
+                out.malformed(Origin { unit, offset: line }, &reason, head)?;
+                return Ok(true);
+            }
+            Piece::Record {
+                bytes,
+                line,
+                offset,
+            } => (bytes, line, offset),
+        };
         if line.is_empty() || (self.spec.header && line_no == 1 && self.spec.format == Format::Csv)
         {
-            return Ok(ControlFlow::Continue(()));
+            return Ok(true);
         }
         let origin = Origin {
-            unit: file,
+            unit,
             offset: line_no,
         };
         match self.parser.parse(line) {
@@ -427,24 +300,75 @@ impl FileSource {
                     && p.timestamp != NO_TIMESTAMP
                     && p.timestamp >= until
                 {
-                    let at =
-                        self.checkpoint_position(self.position.offset + start as u64, line_no - 1);
-                    self.until_at.set(Some(at));
-                    return Ok(ControlFlow::Break(()));
+                    self.until_at
+                        .set(Some(self.checkpoint_position(offset, line_no - 1)));
+                    return Ok(false);
                 }
                 if let Some(req) = out.event_time_barrier(p.timestamp) {
-                    let at =
-                        self.checkpoint_position(self.position.offset + start as u64, line_no - 1);
+                    let at = self.checkpoint_position(offset, line_no - 1);
                     if out.barrier(req, at).is_break() {
-                        return Ok(ControlFlow::Break(()));
+                        return Ok(false);
                     }
                 }
-                Ok(out.record(p.key.as_deref(), line, p.timestamp, origin))
+                Ok(out
+                    .record(p.key.as_deref(), line, p.timestamp, origin)
+                    .is_continue())
             }
-            Err(reason) => out
-                .malformed(origin, &reason, line)
-                .map(|()| ControlFlow::Continue(())),
+            Err(reason) => out.malformed(origin, &reason, line).map(|()| true),
         }
+    }
+
+    /// Where to read `entry` from in this pass: `None` to leave it.
+    fn read_from(
+        &mut self,
+        entry: &Entry,
+        resume: &Option<(String, u64, u64)>,
+    ) -> Result<Option<(u64, u64)>> {
+        if let Some((f, offset, line)) = resume
+            && *f == entry.name
+        {
+            return Ok(Some((*offset, *line)));
+        }
+        let Some(done) = self.done.get(&entry.name) else {
+            return Ok(Some((0, 0)));
+        };
+        if self.seen.get(&entry.name) == Some(&entry.size) {
+            return Ok(None);
+        }
+        match since(&*self.listing, done, Some(entry))? {
+            Since::Same => Ok(None),
+            Since::Appended(offset, lines) => {
+                // Read on from there; while it is read, the file is the
+                // current one, not done.
+                self.done.remove(&entry.name);
+                Ok(Some((offset, lines)))
+            }
+            Since::Changed(reason) => {
+                tracing::warn!("{reason}: its new content is not read");
+                self.seen.insert(entry.name.clone(), entry.size);
+                Ok(None)
+            }
+        }
+    }
+
+    /// At the end of a bounded run: report the files that grew after they
+    /// were read (this run reads the files as it found them).
+    fn report_growth(&self) -> Result<()> {
+        for entry in self.listing.list()? {
+            if let Some(DoneFile::Read { size, .. }) = self.done.get(&entry.name)
+                && entry.size > *size
+                && self.seen.get(&entry.name) != Some(&entry.size)
+            {
+                tracing::warn!(
+                    "{} grew by {} bytes after it was read (to byte {size}): this run does not \
+                     read them; a run resumed from its last checkpoint (`weir run` without \
+                     --fresh), or `follow = true`, reads them",
+                    self.listing.describe(&entry.name),
+                    entry.size - size
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -458,31 +382,51 @@ impl Source for FileSource {
     }
 
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
-        let start = self.start.take();
-        let recorded_done = start.as_ref().and_then(|s| s.done.clone());
-        let mut resume = start.and_then(|s| s.file.map(|f| (OsString::from(f), s.offset, s.line)));
-        if let Some(done) = recorded_done {
-            // The files the checkpoint recorded as read to the end.
-            self.done.extend(done.into_iter().map(OsString::from));
-        } else if let Some((file, ..)) = &resume {
-            // Files before the restored position were read to the end.
-            let before: Vec<OsString> = self
-                .pending_files()?
-                .into_iter()
-                .map(|(n, _)| n)
-                .filter(|n| n < file)
-                .collect();
-            self.done.extend(before);
+        let mut resume = None;
+        if let Some(start) = self.start.take() {
+            match start.done {
+                Some(done) => {
+                    self.done = done
+                        .into_iter()
+                        .map(|d| (d.name().to_string(), d))
+                        .collect();
+                }
+                None => {
+                    // Older positions: files before the restored one are done.
+                    if let Some(file) = &start.file {
+                        for e in self.listing.list()? {
+                            if e.name < *file {
+                                self.done.insert(e.name.clone(), DoneFile::Name(e.name));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(file) = start.file
+                && !self.done.contains_key(&file)
+            {
+                resume = Some((file, start.offset, start.line));
+            }
+        } else if let Some(at) = self.spec.start_at {
+            // Files wholly before `start_at` count as read; the run starts
+            // inside the first file with a record at or after it.
+            let found = index::start_at(&*self.listing, &self.spec, at)?;
+            for name in found.skip {
+                self.done.insert(name.clone(), DoneFile::Name(name));
+            }
+            resume = found.at;
         }
         loop {
-            let files = self.pending_files()?;
-            let idle = files.is_empty();
-            for (name, path) in files {
-                let from = match &resume {
-                    Some((f, offset, line)) if *f == name => (*offset, *line),
-                    _ => (0, 0),
+            let mut read_any = false;
+            for entry in self.listing.list()? {
+                let Some(from) = self.read_from(&entry, &resume)? else {
+                    continue;
                 };
-                if let Some(stopped) = self.read_file(&name, &path, from, out)? {
+                if resume.as_ref().is_some_and(|(f, ..)| *f == entry.name) {
+                    resume = None;
+                }
+                read_any = true;
+                if let Some(stopped) = self.read_file(&entry, from, out)? {
                     if let Some(end) = self.until_at.take() {
                         // `until` reached: the input ends here.
                         if out.end_of_input(end).is_break() {
@@ -492,12 +436,17 @@ impl Source for FileSource {
                     }
                     return Ok(stopped);
                 }
-                resume = None;
-                tracing::debug!(file = %path.display(), "file done");
-                self.done.insert(name);
+                if let Some(DoneFile::Read { size, .. }) = self.done.get(&entry.name)
+                    && *size < entry.size
+                {
+                    // A last line without its end (follow): wait for more.
+                    self.seen.insert(entry.name.clone(), entry.size);
+                }
+                tracing::debug!(file = entry.name, "file done");
             }
             if !self.spec.follow {
-                let end = self.checkpoint_position(self.position.offset, self.position.line);
+                self.report_growth()?;
+                let end = self.checkpoint_position(self.current.offset, self.current.line);
                 if out.end_of_input(end).is_break() {
                     return Ok(Completion::Stopped);
                 }
@@ -506,7 +455,7 @@ impl Source for FileSource {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(Completion::Stopped);
             }
-            if idle {
+            if !read_any {
                 if out.flush().is_break() || self.barrier_if_due(out).is_break() {
                     return Ok(Completion::Stopped);
                 }
@@ -514,6 +463,61 @@ impl Source for FileSource {
             }
         }
     }
+}
+
+/// The listing `spec` reads: its object-store URL or its local folder.
+pub(crate) fn open_listing(spec: &FileSourceSpec) -> Result<Arc<dyn Listing>> {
+    Ok(match &spec.url {
+        Some(url) => {
+            let objects = Objects::open(url)?;
+            // Reach the store now: a wrong URL or credentials are refused
+            // before the job touches anything.
+            objects.list()?;
+            Arc::new(objects)
+        }
+        None => {
+            check_folder(&spec.dir)?;
+            Arc::new(Folder::new(&spec.dir))
+        }
+    })
+}
+
+/// The restored position, checked against the input as it is now.
+fn check_restored(listing: &dyn Listing, r: Restored) -> Result<FilePosition> {
+    let refuse = |detail: String| Error::Savepoint {
+        location: listing.location().to_string(),
+        detail,
+    };
+    if r.connector != CONNECTOR {
+        return Err(refuse(format!(
+            "it was taken from a `{}` source; this job reads files",
+            r.connector
+        )));
+    }
+    let p = FilePosition::from_value(&r.reader).map_err(refuse)?;
+    let done = p.done.as_deref().unwrap_or_default();
+    if let Some(file) = &p.file
+        && !done.iter().any(|d| d.name() == file)
+    {
+        check_current(listing, file, &p).map_err(refuse)?;
+    }
+    if !done.is_empty() {
+        let now: HashMap<String, Entry> = listing
+            .list()?
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        for d in done {
+            if let Since::Changed(reason) = since(listing, d, now.get(d.name()))? {
+                return Err(refuse(format!(
+                    "{reason}: a file read to the end may grow (the lines appended are read), \
+                     not change; put it back as it was, add the new content as a new file, or \
+                     run with --fresh"
+                )));
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// The source folder is a folder; otherwise say what it is instead.

@@ -182,7 +182,9 @@ pub fn open(
         SourceSpec::Kafka(spec) => Ok(Box::new(kafka::KafkaSource::open(
             spec.clone(),
             stop,
-            restored,
+            restored
+                .map(|r| hybrid::live_part(r, &spec.topic))
+                .transpose()?,
         )?)),
         SourceSpec::Hybrid(spec) => Ok(Box::new(hybrid::HybridSource::open(
             (**spec).clone(),

@@ -286,7 +286,7 @@ fn follow_reads_lines_appended_to_a_file_it_read_once_each() {
 }
 
 /// The S3 test server's URL with a fresh prefix for this test.
-fn s3_prefix(tag: &str) -> String {
+pub(crate) fn s3_prefix(tag: &str) -> String {
     let url = std::env::var("WEIR_S3_URL").expect(
         "WEIR_S3_URL is not set: start the S3 test server with \
          `eval \"$(scripts/s3-server.sh start)\"` (scripts/test.sh does)",
@@ -303,7 +303,7 @@ fn s3_prefix(tag: &str) -> String {
 }
 
 /// Copy the files of `dir` to `url` (an object-store prefix).
-fn upload(dir: &Path, url: &str) {
+pub(crate) fn upload(dir: &Path, url: &str) {
     let store = StateStore::open(
         &StoreSpec {
             url: url.to_string(),

@@ -306,3 +306,80 @@ fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
         "history then live, across kills",
     );
 }
+
+#[test]
+fn the_history_can_be_in_s3() {
+    let job = Hybrid::new("hybrid-s3", 60_000, 2);
+    let prefix = crate::files::s3_prefix("hybrid-history");
+    crate::files::upload(&job.root.join("history"), &prefix);
+    std::fs::remove_dir_all(job.root.join("history")).unwrap();
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    std::fs::write(
+        job.file(),
+        text.replacen("path = \"history\"", &format!("path = \"{prefix}\""), 1),
+    )
+    .unwrap();
+    let expected = job.expected();
+    let mut child = job.spawn();
+    job.produce_live();
+    wait_for_output(&mut child, &job.out(), expected.len(), Duration::from_secs(90));
+    stop(child);
+    assert_same_output(&read_values(&job.out()), &expected, "history from S3, then live");
+}
+
+#[test]
+fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
+    let job = Hybrid::new("hybrid-to-kafka", 60_000, 2);
+    // The live files in two halves: the first while the hybrid job runs,
+    // the second for the Kafka job that follows it.
+    let mut live: Vec<PathBuf> = std::fs::read_dir(job.root.join("live"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    live.sort();
+    assert!(live.len() >= 2, "{} live files", live.len());
+    let later = job.root.join("later");
+    std::fs::create_dir_all(&later).unwrap();
+    for f in &live[live.len() / 2..] {
+        std::fs::rename(f, later.join(f.file_name().unwrap())).unwrap();
+    }
+    let first = job.root.join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    for dir in ["history", "live"] {
+        for e in std::fs::read_dir(job.root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, first.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let expected_first = reference_alerts(&first);
+    let mut child = job.spawn();
+    job.produce_live();
+    wait_for_output(&mut child, &job.out(), expected_first.len(), Duration::from_secs(90));
+    stop(child);
+    assert_eq!(job.newest_phase(), "kafka");
+
+    // The same job as a plain Kafka job: a plain run resumes from the
+    // hybrid job's newest checkpoint, at its Kafka offsets, with its state.
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    let kafka_only = text
+        .replace(
+            "[source]\ntype = \"hybrid\"\n[source.files]\npath = \"history\"\nformat = \"csv\"\nkey_column = 0\ntimestamp_column = 2\n[source.kafka]\n",
+            "[source]\ntype = \"kafka\"\nuntil = \"latest\"\n",
+        );
+    assert!(kafka_only.contains("type = \"kafka\"\nuntil"), "{kafka_only}");
+    std::fs::write(job.file(), kafka_only).unwrap();
+    produce_csv_dir(&later, &format!("{}-in", job.name));
+    let out = job
+        .weir()
+        .args(["run", job.file().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("resuming job `hybrid-to-kafka`"), "{said}");
+    assert_same_output(
+        &read_values(&job.out()),
+        &job.expected(),
+        "hybrid, then the same job as a Kafka job",
+    );
+}

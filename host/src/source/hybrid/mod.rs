@@ -208,6 +208,29 @@ impl HybridSource {
     }
 }
 
+/// What a Kafka job restores from a savepoint of a hybrid job: its Kafka
+/// part, when it was taken after the switch. One taken in the files phase
+/// is refused (its Kafka start is not decided yet). Positions of other
+/// sources pass through unchanged.
+pub(crate) fn live_part(r: Restored, topic: &str) -> Result<Restored> {
+    if r.connector != CONNECTOR {
+        return Ok(r);
+    }
+    match r.reader.get("phase").and_then(Value::as_str) {
+        Some("kafka") => Ok(Restored {
+            connector: super::kafka::CONNECTOR.into(),
+            reader: r.reader.get("kafka").cloned().unwrap_or(Value::Null),
+            partitions: r.partitions,
+        }),
+        _ => Err(Error::Savepoint {
+            location: format!("kafka topic {topic}"),
+            detail: "it was taken while a hybrid job was still reading its files: restore \
+                     it into the hybrid job, or take one after the switch to Kafka"
+                .into(),
+        }),
+    }
+}
+
 /// No files to describe (restored after the switch).
 struct NoFiles;
 
@@ -424,4 +447,32 @@ impl Output for KafkaPhase<'_> {
     }
 
     pass_through!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restored(phase: &str) -> Restored {
+        Restored {
+            connector: CONNECTOR.into(),
+            reader: json!({"phase": phase, "files": {"file": "a.csv"}, "kafka": {"topic": "t"}}),
+            partitions: vec![json!(5), json!(7)],
+        }
+    }
+
+    #[test]
+    fn a_kafka_job_takes_the_live_part_of_a_hybrid_savepoint_only_after_the_switch() {
+        let live = live_part(restored("kafka"), "t").unwrap();
+        assert_eq!(live.connector, "kafka");
+        assert_eq!(live.reader, json!({"topic": "t"}));
+        assert_eq!(live.partitions, vec![json!(5), json!(7)]);
+        let err = live_part(restored("files"), "t").unwrap_err().to_string();
+        assert!(err.contains("still reading its files"), "{err}");
+        let plain = Restored {
+            connector: "kafka".into(),
+            ..Restored::default()
+        };
+        assert_eq!(live_part(plain, "t").unwrap().connector, "kafka");
+    }
 }

@@ -613,8 +613,12 @@ mod tests {
     struct Unit;
     impl Operator for Unit {
         type State = ();
-        fn on_event(&mut self, _: &Record<'_>, _: &mut KeyState<'_, ()>, _: &mut Ctx<'_>)
-        -> Result<(), String> {
+        fn on_event(
+            &mut self,
+            _: &Record<'_>,
+            _: &mut KeyState<'_, ()>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
             Ok(())
         }
     }
@@ -625,8 +629,12 @@ mod tests {
     impl Operator for Drops {
         type State = ();
         const SHAPE_MIGRATES_FROM: &'static [(&'static str, u32)] = &[("counter", 1)];
-        fn on_event(&mut self, _: &Record<'_>, _: &mut KeyState<'_, ()>, _: &mut Ctx<'_>)
-        -> Result<(), String> {
+        fn on_event(
+            &mut self,
+            _: &Record<'_>,
+            _: &mut KeyState<'_, ()>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
             Ok(())
         }
         fn migrate_shape(_: &str, _: u32, _: &[u8]) -> Result<Option<()>, String> {
@@ -654,7 +662,9 @@ mod tests {
         assert_eq!(env.shape, Some("counter"));
         let mut w = envelope::Writer::new(1, &crate::shape::<Counter>(), env.operator, 0);
         w.entry(b"k", &[5, 0]);
-        let e = Runtime::<Counter>::new().restore(&w.finish(), 1).unwrap_err();
+        let e = Runtime::<Counter>::new()
+            .restore(&w.finish(), 1)
+            .unwrap_err();
         assert!(
             matches!(&e, Error::State(m) if m.contains("state of key \"k\"") && m.contains("trailing")),
             "{e:?}"

@@ -194,17 +194,8 @@ fn state_blob(shape: &str, value: &[u8]) -> Vec<u8> {
     w.finish()
 }
 
-/// Restore `blob` (state version 1) into a fresh instance of `plugin`.
-fn restore_into(plugin: &str, blob: &[u8]) -> Result<(), String> {
-    use weir::plugin::{PluginLoader, WeirEngine};
-    let dir = tempfile::tempdir().unwrap();
-    let engine = WeirEngine::new(weir::config::EngineSettings {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    })
-    .unwrap();
-    let bytes = std::fs::read(plugin).unwrap();
-    let factory = engine.factory("op", &bytes, &[]).unwrap();
+/// Restore `blob` (state version 1) into a fresh instance from `factory`.
+fn restore_into(factory: &dyn weir::plugin::OperatorFactory, blob: &[u8]) -> Result<(), String> {
     let mut op = factory.create(0).unwrap();
     op.restore(blob, 1).map_err(|e| e.to_string())
 }
@@ -222,11 +213,25 @@ fn every_sdk_refuses_trailing_bytes_in_a_value_and_state_of_another_shape() {
         ("c", artifacts::STATE_MACHINE_C),
         ("go", artifacts::STATE_MACHINE_GO),
     ] {
+        use weir::plugin::{PluginLoader, WeirEngine};
+        let cache = tempfile::tempdir().unwrap();
+        let engine = WeirEngine::new(weir::config::EngineSettings {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let factory = engine
+            .factory("op", &std::fs::read(plugin).unwrap(), &[])
+            .unwrap();
+        let plugin = factory.as_ref();
         restore_into(plugin, &state_blob("weir.state-machine", &[2]))
             .unwrap_or_else(|e| panic!("{label}: a good value: {e}"));
         let e = restore_into(plugin, &state_blob("weir.state-machine", &[2, 0]))
             .expect_err(&format!("{label}: a byte too many"));
-        assert!(e.contains("42") && e.contains("does not decode"), "{label}: {e}");
+        assert!(
+            e.contains("42") && e.contains("does not decode"),
+            "{label}: {e}"
+        );
         let e = restore_into(plugin, &state_blob("()", &[]))
             .expect_err(&format!("{label}: another shape"));
         assert!(

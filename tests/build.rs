@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("restore-trap-plugin", "RESTORE_TRAP"),
     ("reformat-plugin", "REFORMAT"),
     ("incompatible-plugin", "INCOMPATIBLE"),
+    ("shape-migrate-plugin", "SHAPE_MIGRATE"),
 ];
 
 fn main() {
@@ -32,6 +33,8 @@ fn main() {
         &[
             "plugins",
             "tests/plugins",
+            "envelope",
+            "guest-sdk/c",
             "guest-sdk/python",
             "guest-sdk/js/weir-guest.js",
             "guest-sdk/js/build.mjs",

@@ -1,12 +1,16 @@
 //! The keyed state envelope: the language-neutral layout of a snapshot blob,
-//! specified in `wit/STATE.md`. The Rust guest SDK writes and reads it; the
-//! host reads it to count and list the keys of any savepoint without the
+//! specified in `wit/STATE.md`. The guest SDKs write and read it; the host
+//! reads it to count and list the keys of any savepoint without the plugin,
+//! and to compare the state's shape before a swap or a restore into another
 //! plugin.
 //!
 //! ```text
 //! magic            4 bytes  "WEIR"
-//! format version   u8       1
+//! format version   u8       2 (1: no shape fields, still read)
 //! state version    u32 LE   the operator's state schema version
+//! shape            u32 LE length, then UTF-8: the name of the state's shape  (format 2)
+//! migrates from    u32 LE count, then per shape: u32 LE length, UTF-8 name,
+//!                  u32 LE state version                                        (format 2)
 //! operator bytes   u32 LE length, then the bytes (operator-wide state)
 //! entry count      u64 LE
 //! entries          per entry: u32 LE key length, key, u32 LE value length, value
@@ -19,8 +23,22 @@
 
 /// First four bytes of every envelope.
 pub const MAGIC: &[u8; 4] = b"WEIR";
-/// The envelope layout version this code reads and writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The envelope layout version this code writes (it also reads
+/// [`FORMAT_WITHOUT_SHAPE`]).
+pub const FORMAT_VERSION: u8 = 2;
+/// The first layout: no shape fields. Its state has an unknown shape.
+pub const FORMAT_WITHOUT_SHAPE: u8 = 1;
+
+/// What a writer declares about its state's shape: its name, and the other
+/// shapes (name, state version) its `restore` takes over.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// The name of the state's shape (the operator declares it; the Rust
+    /// SDK defaults to the state type's name).
+    pub name: &'a str,
+    /// Shapes of other operators whose state this one's `restore` reads.
+    pub migrates_from: &'a [(&'a str, u32)],
+}
 
 /// Accumulates an envelope.
 #[derive(Debug)]
@@ -32,10 +50,22 @@ pub struct Writer {
 
 /// Append an envelope's header to `buf`: everything before the entries,
 /// with the entry count `count` (a chunked writer knows it up front).
-pub fn write_header(buf: &mut Vec<u8>, state_version: u32, operator: &[u8], count: u64) {
+pub fn write_header(
+    buf: &mut Vec<u8>,
+    state_version: u32,
+    shape: &Shape<'_>,
+    operator: &[u8],
+    count: u64,
+) {
     buf.extend_from_slice(MAGIC);
     buf.push(FORMAT_VERSION);
     buf.extend_from_slice(&state_version.to_le_bytes());
+    write_str(buf, shape.name);
+    buf.extend_from_slice(&len32(shape.migrates_from.len()).to_le_bytes());
+    for (name, version) in shape.migrates_from {
+        write_str(buf, name);
+        buf.extend_from_slice(&version.to_le_bytes());
+    }
     buf.extend_from_slice(&len32(operator.len()).to_le_bytes());
     buf.extend_from_slice(operator);
     buf.extend_from_slice(&count.to_le_bytes());
@@ -54,10 +84,11 @@ pub fn write_entry_with(buf: &mut Vec<u8>, key: &[u8], write: impl FnOnce(&mut V
 }
 
 impl Writer {
-    /// Start an envelope with the operator-wide bytes.
-    pub fn new(state_version: u32, operator: &[u8], capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity + operator.len() + 21);
-        write_header(&mut buf, state_version, operator, 0);
+    /// Start an envelope with the state's shape and the operator-wide
+    /// bytes.
+    pub fn new(state_version: u32, shape: &Shape<'_>, operator: &[u8], capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity + operator.len() + shape.name.len() + 29);
+        write_header(&mut buf, state_version, shape, operator, 0);
         let count_at = buf.len() - 8;
         Self {
             buf,
@@ -90,6 +121,11 @@ impl Writer {
     }
 }
 
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&len32(s.len()).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
 fn len32(n: usize) -> u32 {
     u32::try_from(n).expect("state value over 4 GiB")
 }
@@ -99,6 +135,12 @@ fn len32(n: usize) -> u32 {
 pub struct Envelope<'a> {
     /// The state schema version the writer recorded.
     pub state_version: u32,
+    /// The name of the state's shape (`None`: a format 1 envelope, whose
+    /// shape is unknown).
+    pub shape: Option<&'a str>,
+    /// The shapes (name, state version) the writer declared its `restore`
+    /// takes over (empty in format 1).
+    pub migrates_from: Vec<(&'a str, u32)>,
     /// Operator-wide bytes.
     pub operator: &'a [u8],
     /// Number of entries.
@@ -114,17 +156,30 @@ impl<'a> Envelope<'a> {
             return Err("not a Weir state envelope (bad magic)".into());
         }
         let format = r.take(1)?[0];
-        if format != FORMAT_VERSION {
+        if format != FORMAT_VERSION && format != FORMAT_WITHOUT_SHAPE {
             return Err(format!(
-                "state envelope format {format} is not supported (this SDK reads {FORMAT_VERSION})"
+                "state envelope format {format} is not supported (this SDK reads \
+                 {FORMAT_WITHOUT_SHAPE} and {FORMAT_VERSION})"
             ));
         }
         let state_version = r.u32()?;
+        let mut shape = None;
+        let mut migrates_from = Vec::new();
+        if format == FORMAT_VERSION {
+            shape = Some(r.str()?);
+            let n = r.u32()?;
+            for _ in 0..n {
+                let name = r.str()?;
+                migrates_from.push((name, r.u32()?));
+            }
+        }
         let op_len = r.u32()? as usize;
         let operator = r.take(op_len)?;
         let count = r.u64()?;
         Ok(Self {
             state_version,
+            shape,
+            migrates_from,
             operator,
             count,
             entries: &blob[r.at..],
@@ -182,6 +237,12 @@ impl<'a> Reader<'a> {
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
+    fn str(&mut self) -> Result<&'a str, String> {
+        let at = self.at;
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| format!("state envelope: the shape name at byte {at} is not UTF-8"))
+    }
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
@@ -193,14 +254,21 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    const SHAPE: Shape<'static> = Shape {
+        name: "counter",
+        migrates_from: &[("tally", 2)],
+    };
+
     #[test]
     fn round_trip() {
-        let mut w = Writer::new(3, b"op", 0);
+        let mut w = Writer::new(3, &SHAPE, b"op", 0);
         w.entry(b"a", b"1");
         w.entry_with(b"bb", |v| v.extend_from_slice(b"22"));
         let blob = w.finish();
         let env = Envelope::parse(&blob).unwrap();
         assert_eq!(env.state_version, 3);
+        assert_eq!(env.shape, Some("counter"));
+        assert_eq!(env.migrates_from, vec![("tally", 2)]);
         assert_eq!(env.operator, b"op");
         let entries: Vec<_> = env.entries().collect::<Result<_, _>>().unwrap();
         assert_eq!(
@@ -211,7 +279,7 @@ mod tests {
 
     #[test]
     fn truncated_and_trailing_are_errors() {
-        let mut w = Writer::new(1, b"", 0);
+        let mut w = Writer::new(1, &SHAPE, b"", 0);
         w.entry(b"key", b"value");
         let blob = w.finish();
         let cut = &blob[..blob.len() - 2];
@@ -222,5 +290,26 @@ mod tests {
         let env = Envelope::parse(&long).unwrap();
         assert!(env.entries().any(|e| e.is_err()));
         assert!(Envelope::parse(b"NOPE").is_err());
+    }
+
+    #[test]
+    fn a_format_1_envelope_has_an_unknown_shape() {
+        let mut blob = b"WEIR\x01".to_vec();
+        blob.extend_from_slice(&4u32.to_le_bytes());
+        blob.extend_from_slice(&2u32.to_le_bytes());
+        blob.extend_from_slice(b"op");
+        blob.extend_from_slice(&1u64.to_le_bytes());
+        for part in [&b"k"[..], b"v"] {
+            blob.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            blob.extend_from_slice(part);
+        }
+        let env = Envelope::parse(&blob).unwrap();
+        assert_eq!((env.state_version, env.shape), (4, None));
+        assert!(env.migrates_from.is_empty());
+        assert_eq!(env.operator, b"op");
+        let entries: Vec<_> = env.entries().collect::<Result<_, _>>().unwrap();
+        assert_eq!(entries, vec![(&b"k"[..], &b"v"[..])]);
+        blob[4] = 3;
+        assert!(Envelope::parse(&blob).unwrap_err().contains("format 3"));
     }
 }

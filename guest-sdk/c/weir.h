@@ -8,8 +8,12 @@
  *                     const uint8_t *value, size_t value_len, int64_t timestamp);
  *
  * (return 0, or call weir_reject(ctx, "reason") and return nonzero to send the
- * record to the dead-letter output), optionally sets WEIR_STATE_VERSION, and
- * includes this header once. The helper implements every export: it decodes
+ * record to the dead-letter output), optionally sets WEIR_STATE_VERSION,
+ * WEIR_STATE_SHAPE (the name of its state's shape, wit/STATE.md; default
+ * "bytes") and WEIR_CHECK_VALUE (the name of a function
+ * `const char *f(const uint8_t *value, size_t len)` that returns NULL for a
+ * value the operator reads exactly, or why not; restore refuses a blob with
+ * such a value), and includes this header once. The helper implements every export: it decodes
  * packed batches, keeps per-key state (byte strings, in an open-addressing
  * hash table with short keys and values inline: weir_state_get /
  * weir_state_put / weir_state_del), builds the
@@ -31,6 +35,10 @@
 
 #ifndef WEIR_STATE_VERSION
 #define WEIR_STATE_VERSION 1
+#endif
+
+#ifndef WEIR_STATE_SHAPE
+#define WEIR_STATE_SHAPE "bytes"
 #endif
 
 #define WEIR_NO_TIMESTAMP INT64_MIN
@@ -348,9 +356,12 @@ bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_
     qsort(live, n, sizeof(weir_slot *), weir_cmp_slots);
     weir_bytes out = {0};
     weir_bytes_push(&out, "WEIR", 4);
-    uint8_t format = 1;
+    uint8_t format = 2;
     weir_bytes_push(&out, &format, 1);
     weir_bytes_u32(&out, WEIR_STATE_VERSION);
+    weir_bytes_u32(&out, (uint32_t)strlen(WEIR_STATE_SHAPE));
+    weir_bytes_push(&out, WEIR_STATE_SHAPE, strlen(WEIR_STATE_SHAPE));
+    weir_bytes_u32(&out, 0); /* migrates from no other shape */
     weir_bytes_u32(&out, 0); /* no operator-wide bytes */
     weir_bytes_u64(&out, n);
     for (size_t i = 0; i < n; i++) {
@@ -372,39 +383,77 @@ static int weir_read(const uint8_t *p, size_t len, size_t *at, void *dst, size_t
     return 1;
 }
 
+/* `a` then `b` then `c` in one malloc'd string (no stdio: it would import WASI). */
+static char *weir_concat3(const char *a, const uint8_t *b, size_t b_len, const char *c) {
+    size_t na = strlen(a), nc = strlen(c);
+    char *s = malloc(na + b_len + nc + 1);
+    if (!s) abort();
+    memcpy(s, a, na);
+    memcpy(s + na, b, b_len);
+    memcpy(s + na + b_len, c, nc + 1);
+    return s;
+}
+
 bool exports_weir_plugin_state_restore(operator_plugin_list_u8_t *bytes, uint32_t from_version,
                                        exports_weir_plugin_state_error_t *err) {
     const uint8_t *p = bytes->ptr;
     size_t len = bytes->len, at = 0;
     uint8_t magic[4], format;
-    uint32_t version, op_len;
+    uint32_t version, op_len, shape_len = 0, migrations = 0;
     uint64_t count;
     const char *problem = NULL;
+    char *owned = NULL; /* a problem built here, freed below */
     if (from_version != WEIR_STATE_VERSION) problem = "state version not accepted by this operator";
     else if (!weir_read(p, len, &at, magic, 4) || memcmp(magic, "WEIR", 4)) problem = "not a Weir state envelope";
-    else if (!weir_read(p, len, &at, &format, 1) || format != 1) problem = "unsupported envelope format";
+    else if (!weir_read(p, len, &at, &format, 1) || (format != 1 && format != 2)) problem = "unsupported envelope format";
     else if (!weir_read(p, len, &at, &version, 4) || version != from_version) problem = "state version mismatch";
-    else if (!weir_read(p, len, &at, &op_len, 4) || at + op_len > len) problem = "state envelope truncated";
-    else {
-        at += op_len;
-        if (!weir_read(p, len, &at, &count, 8)) problem = "state envelope truncated";
+    else if (format == 2 && (!weir_read(p, len, &at, &shape_len, 4) || shape_len > len - at)) problem = "state envelope truncated";
+    else if (format == 2 && (shape_len != strlen(WEIR_STATE_SHAPE) || memcmp(p + at, WEIR_STATE_SHAPE, shape_len))) {
+        problem = owned = weir_concat3("the state has shape `", p + at, shape_len,
+                                       "`; this operator's state is `" WEIR_STATE_SHAPE
+                                       "` and it does not declare a migration from it");
+    } else {
+        at += shape_len;
+        if (format == 2 && !weir_read(p, len, &at, &migrations, 4)) problem = "state envelope truncated";
+        for (uint32_t i = 0; i < migrations && !problem; i++) {
+            uint32_t n;
+            if (!weir_read(p, len, &at, &n, 4) || n > len - at || len - at - n < 4) problem = "state envelope truncated";
+            else at += n + 4;
+        }
+        if (!problem && (!weir_read(p, len, &at, &op_len, 4) || op_len > len - at)) problem = "state envelope truncated";
+        else if (!problem) {
+            at += op_len;
+            if (!weir_read(p, len, &at, &count, 8)) problem = "state envelope truncated";
+        }
     }
     if (!problem) {
         weir_state_clear_all();
         for (uint64_t i = 0; i < count && !problem; i++) {
             uint32_t klen, vlen;
-            if (!weir_read(p, len, &at, &klen, 4) || at + klen > len) { problem = "state envelope truncated"; break; }
+            if (!weir_read(p, len, &at, &klen, 4) || klen > len - at) { problem = "state envelope truncated"; break; }
             const uint8_t *key = p + at;
             at += klen;
-            if (!weir_read(p, len, &at, &vlen, 4) || at + vlen > len) { problem = "state envelope truncated"; break; }
+            if (!weir_read(p, len, &at, &vlen, 4) || vlen > len - at) { problem = "state envelope truncated"; break; }
+#ifdef WEIR_CHECK_VALUE
+            const char *why = WEIR_CHECK_VALUE(p + at, vlen);
+            if (why) {
+                const char *tail = "\" does not decode: ";
+                char *head = weir_concat3("state of key \"", key, klen, tail);
+                problem = owned = weir_concat3(head, (const uint8_t *)why, strlen(why), "");
+                free(head);
+                break;
+            }
+#endif
             weir_state_put(key, klen, p + at, vlen);
             at += vlen;
         }
         if (!problem && at != len) problem = "trailing bytes after the last state entry";
+        if (problem) weir_state_clear_all();
     }
     operator_plugin_list_u8_free(bytes);
     if (problem) {
         weir_error(err, WEIR_PLUGIN_TYPES_ERROR_STATE, problem);
+        free(owned);
         return false;
     }
     return true;

@@ -132,12 +132,37 @@ type ValueMigrator interface {
 	MigrateValue(value []byte, fromVersion uint32) ([]byte, error)
 }
 
-// Options are the operator's state versions.
+// ValueChecker is implemented by operators that check each restored value:
+// a value the operator does not read exactly (a byte too many, another
+// type's encoding) makes restore fail, naming the key.
+type ValueChecker interface {
+	CheckValue(value []byte) error
+}
+
+// ShapeMigrator is implemented by operators that take over state of
+// another shape (one of Options.ShapeMigratesFrom): the value to keep, or
+// keep=false to drop the key.
+type ShapeMigrator interface {
+	MigrateShape(shape string, version uint32, value []byte) (v []byte, keep bool, err error)
+}
+
+// ShapeRef names a state shape and version (wit/STATE.md).
+type ShapeRef struct {
+	Name    string
+	Version uint32
+}
+
+// Options are the operator's state versions and shape.
 type Options struct {
 	// The state schema version snapshots are written with (default 1).
 	StateVersion uint32
 	// The versions restore accepts (default: StateVersion only).
 	Accepts []uint32
+	// The name of the state's shape, recorded in snapshots (default: the
+	// operator's Go type, as %T prints it).
+	StateShape string
+	// Shapes of other operators' state that MigrateShape takes over.
+	ShapeMigratesFrom []ShapeRef
 }
 
 // ConfigError is an error in the job's config (the WIT `config` error).
@@ -162,6 +187,9 @@ var registered struct {
 
 // Register makes op the plugin's operator. Call it from an init function.
 func Register(op Operator, opts Options) {
+	if opts.StateShape == "" {
+		opts.StateShape = fmt.Sprintf("%T", op)
+	}
 	if opts.StateVersion == 0 {
 		opts.StateVersion = 1
 	}
@@ -335,8 +363,16 @@ func snapshot() ([]byte, error) {
 	slices.Sort(keys)
 	out := make([]byte, 0, size)
 	out = append(out, "WEIR"...)
-	out = append(out, 1)
+	out = append(out, 2)
 	out = appendU32(out, registered.opts.StateVersion)
+	out = appendU32(out, uint32(len(registered.opts.StateShape)))
+	out = append(out, registered.opts.StateShape...)
+	out = appendU32(out, uint32(len(registered.opts.ShapeMigratesFrom)))
+	for _, m := range registered.opts.ShapeMigratesFrom {
+		out = appendU32(out, uint32(len(m.Name)))
+		out = append(out, m.Name...)
+		out = appendU32(out, m.Version)
+	}
 	out = appendU32(out, uint32(len(op)))
 	out = append(out, op...)
 	out = appendU64(out, uint64(len(keys)))
@@ -351,31 +387,62 @@ func snapshot() ([]byte, error) {
 }
 
 func restore(b []byte, fromVersion uint32) error {
-	if !slices.Contains(registered.opts.Accepts, fromVersion) {
-		return &StateError{Msg: fmt.Sprintf("state version %d is not one this operator restores (%v)", fromVersion, registered.opts.Accepts)}
-	}
+	own := registered.opts.StateShape
 	r := reader{b: b}
 	if string(r.take(4)) != "WEIR" {
 		return &StateError{Msg: "not a Weir state envelope (wrong magic)"}
 	}
-	if f := r.take(1); len(f) != 1 || f[0] != 1 {
+	format := r.take(1)
+	if len(format) != 1 || (format[0] != 1 && format[0] != 2) {
 		return &StateError{Msg: "unknown state envelope format version"}
 	}
 	r.u32() // the state version inside the blob; the host passes it too
+	foreign := ""
+	if format[0] == 2 {
+		if shape := string(r.take(int(r.u32()))); shape != own {
+			foreign = shape
+		}
+		for i, n := uint32(0), r.u32(); i < n && r.err == nil; i++ {
+			r.take(int(r.u32()))
+			r.u32()
+		}
+	}
+	shapeMigrate, _ := registered.op.(ShapeMigrator)
+	if foreign != "" {
+		if !slices.Contains(registered.opts.ShapeMigratesFrom, ShapeRef{foreign, fromVersion}) || shapeMigrate == nil {
+			return &StateError{Msg: fmt.Sprintf("the state has shape `%s` (version %d); this operator's state is `%s` (version %d) and it does not declare a migration from `%s` version %d", foreign, fromVersion, own, registered.opts.StateVersion, foreign, fromVersion)}
+		}
+	} else if !slices.Contains(registered.opts.Accepts, fromVersion) {
+		return &StateError{Msg: fmt.Sprintf("state version %d is not one this operator restores (%v)", fromVersion, registered.opts.Accepts)}
+	}
 	op := r.take(int(r.u32()))
 	n := r.u64()
 	state := make(map[string][]byte, min(n, uint64(len(b))/8))
 	migrate, _ := registered.op.(ValueMigrator)
+	check, _ := registered.op.(ValueChecker)
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		k := r.take(int(r.u32()))
 		v := bytes.Clone(r.take(int(r.u32())))
 		if r.err != nil {
 			break
 		}
-		if migrate != nil && fromVersion != registered.opts.StateVersion {
+		if foreign != "" {
+			var keep bool
+			var err error
+			if v, keep, err = shapeMigrate.MigrateShape(foreign, fromVersion, v); err != nil {
+				return &StateError{Msg: err.Error()}
+			} else if !keep {
+				continue
+			}
+		} else if migrate != nil && fromVersion != registered.opts.StateVersion {
 			var err error
 			if v, err = migrate.MigrateValue(v, fromVersion); err != nil {
 				return &StateError{Msg: err.Error()}
+			}
+		}
+		if check != nil {
+			if err := check.CheckValue(v); err != nil {
+				return &StateError{Msg: fmt.Sprintf("state of key %q does not decode: %v", k, err)}
 			}
 		}
 		state[string(k)] = v

@@ -3,7 +3,12 @@
 // An operator is an object (or class instance) with `onEvent(key, value,
 // timestamp, state, ctx)` and optionally `init(config)`, `onTimer(key,
 // time, state, ctx)`, `encodeState(value) -> Uint8Array`,
-// `decodeState(bytes, version)`, `STATE_VERSION` and `MIGRATES_FROM`.
+// `decodeState(bytes, version)` (throw unless the bytes are exactly one
+// value), `STATE_VERSION`, `MIGRATES_FROM`, `STATE_SHAPE` (the name of the
+// state's shape, wit/STATE.md; default: the operator's class name),
+// `SHAPE_MIGRATES_FROM` (a list of [shape name, state version] of other
+// operators' state) and `migrateShape(shape, version, bytes)` (a value, or
+// undefined to drop the key).
 // `exportOperator(op)` returns the `operator` and `state` exports of the
 // plugin:
 //
@@ -20,7 +25,8 @@ import { log as hostLog } from 'weir:plugin/host@0.1.0';
 
 const NO_TIMESTAMP = -(2n ** 63n);
 const MAGIC = [0x57, 0x45, 0x49, 0x52]; // "WEIR"
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
+const FORMAT_WITHOUT_SHAPE = 1;
 
 function keyString(bytes) {
   // Keys are short; one call beats a concatenation per byte.
@@ -152,6 +158,13 @@ export function exportOperator(op) {
   const accepts = [...new Set([...(op.MIGRATES_FROM ?? []), version])].sort((a, b) => a - b);
   const encodeState = op.encodeState ? op.encodeState.bind(op) : (v) => encoder.encode(String(v));
   const decodeState = op.decodeState ? op.decodeState.bind(op) : (b) => b;
+  const shape = op.STATE_SHAPE ?? op.constructor?.name ?? 'Object';
+  const shapeMigrations = op.SHAPE_MIGRATES_FROM ?? [];
+  const putStr = (out, str) => {
+    const b = encoder.encode(str);
+    out.u32(b.length);
+    out.push(b);
+  };
 
   const operator = {
     init(config) {
@@ -208,6 +221,12 @@ export function exportOperator(op) {
       for (const b of MAGIC) out.u8(b);
       out.u8(FORMAT_VERSION);
       out.u32(version);
+      putStr(out, shape);
+      out.u32(shapeMigrations.length);
+      for (const [name, v] of shapeMigrations) {
+        putStr(out, name);
+        out.u32(v);
+      }
       const opBytes = op.encodeOperator ? op.encodeOperator() : new Uint8Array(0);
       out.u32(opBytes.length);
       out.push(opBytes);
@@ -224,19 +243,52 @@ export function exportOperator(op) {
       return out.bytes();
     },
     restore(blob, fromVersion) {
-      if (!accepts.includes(fromVersion)) {
-        throw {
-          tag: 'state',
-          val: `state version ${fromVersion} cannot be restored: this operator writes version ${version} and reads [${accepts.join(', ')}]`,
-        };
-      }
       try {
         const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
         for (let i = 0; i < 4; i++) if (blob[i] !== MAGIC[i]) throw new Error('not a Weir state envelope (bad magic)');
-        if (blob[4] !== FORMAT_VERSION) throw new Error(`state envelope format ${blob[4]} is not supported`);
+        const format = blob[4];
+        if (format !== FORMAT_VERSION && format !== FORMAT_WITHOUT_SHAPE) throw new Error(`state envelope format ${format} is not supported`);
         const written = view.getUint32(5, true);
-        if (written !== fromVersion) throw new Error(`the blob says state version ${written} but the host says ${fromVersion}`);
         let at = 9;
+        const getStr = () => {
+          const n = view.getUint32(at, true);
+          at += 4;
+          if (at + n > blob.length) throw new Error('state envelope truncated');
+          const str = keyString(blob.subarray(at, at + n));
+          at += n;
+          return decodeURIComponent(escape(str));
+        };
+        let foreign = null;
+        if (format === FORMAT_VERSION) {
+          const blobShape = getStr();
+          const n = view.getUint32(at, true);
+          at += 4;
+          for (let i = 0; i < n; i++) {
+            getStr();
+            at += 4;
+          }
+          if (blobShape !== shape) foreign = blobShape;
+        }
+        if (foreign !== null) {
+          if (!shapeMigrations.some(([name, v]) => name === foreign && v === fromVersion)) {
+            throw {
+              tag: 'state',
+              val: `the state has shape \`${foreign}\` (version ${fromVersion}); this operator's state is \`${shape}\` (version ${version}) and it does not declare a migration from \`${foreign}\` version ${fromVersion}`,
+            };
+          }
+        } else if (!accepts.includes(fromVersion)) {
+          throw {
+            tag: 'state',
+            val: `state version ${fromVersion} cannot be restored: this operator writes version ${version} and reads [${accepts.join(', ')}]`,
+          };
+        }
+        if (written !== fromVersion) throw new Error(`the blob says state version ${written} but the host says ${fromVersion}`);
+        const decode = foreign === null
+          ? decodeState
+          : (b, v) => {
+              if (!op.migrateShape) throw new Error(`no migration from state shape \`${foreign}\` version ${v}`);
+              return op.migrateShape(foreign, v, b);
+            };
         const opLen = view.getUint32(at, true);
         at += 4;
         if (op.decodeOperator) op.decodeOperator(blob.subarray(at, at + opLen), fromVersion);
@@ -252,7 +304,13 @@ export function exportOperator(op) {
           const vlen = view.getUint32(at, true);
           at += 4;
           if (at + vlen > blob.length) throw new Error('state envelope truncated');
-          restored.set(key, decodeState(blob.subarray(at, at + vlen), fromVersion));
+          let value;
+          try {
+            value = decode(blob.subarray(at, at + vlen), fromVersion);
+          } catch (e) {
+            throw new Error(`state of key ${JSON.stringify(key)} does not decode: ${reason(e)}`);
+          }
+          if (value !== undefined) restored.set(key, value);
           at += vlen;
         }
         if (at !== blob.length) throw new Error('trailing bytes after the last state entry');

@@ -38,7 +38,8 @@ from wit_world.imports import host, types
 
 NO_TIMESTAMP = -(2**63)
 MAGIC = b"WEIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMAT_WITHOUT_SHAPE = 1
 
 
 class KeyState:
@@ -99,6 +100,13 @@ class Operator:
 
     STATE_VERSION = 1
     MIGRATES_FROM = ()
+    # The name of the state's shape, recorded in snapshots (wit/STATE.md);
+    # None: the operator class's name. Declare one for state meant to move
+    # between versions or languages.
+    STATE_SHAPE = None
+    # Shapes of other operators' state, as (name, state version) pairs, that
+    # `migrate_shape` takes over.
+    SHAPE_MIGRATES_FROM = ()
 
     def init(self, config):
         """Apply the job's configuration (a dict of strings)."""
@@ -115,8 +123,14 @@ class Operator:
         return value if isinstance(value, bytes) else str(value).encode()
 
     def decode_state(self, data, version):
-        """Value of one key from `encode_state` bytes written by `version`."""
+        """Value of one key from `encode_state` bytes written by `version`
+        (raise if the bytes are not exactly one value)."""
         return data
+
+    def migrate_shape(self, shape, version, data):
+        """Value of one key written by an operator whose state has another
+        shape (one of SHAPE_MIGRATES_FROM); None drops the key."""
+        raise ValueError(f"no migration from state shape `{shape}` version {version}")
 
     def encode_operator(self):
         """Operator-wide state bytes (default: none)."""
@@ -199,7 +213,13 @@ def export(operator_class):
         def snapshot(self):
             out = bytearray(MAGIC)
             opb = op.encode_operator()
-            out += struct.pack("<BII", FORMAT_VERSION, operator_class.STATE_VERSION, len(opb))
+            out += struct.pack("<BI", FORMAT_VERSION, operator_class.STATE_VERSION)
+            _put_str(out, _shape(operator_class))
+            out += struct.pack("<I", len(operator_class.SHAPE_MIGRATES_FROM))
+            for name, version in operator_class.SHAPE_MIGRATES_FROM:
+                _put_str(out, name)
+                out += struct.pack("<I", version)
+            out += struct.pack("<I", len(opb))
             out += opb
             out += struct.pack("<Q", len(states))
             encode = op.encode_state
@@ -212,7 +232,15 @@ def export(operator_class):
             return bytes(out)
 
         def restore(self, blob, from_version):
-            if from_version not in self.accepts():
+            shape = _blob_shape(blob)
+            own = _shape(operator_class)
+            if shape is not None and shape != own:
+                if (shape, from_version) not in tuple(operator_class.SHAPE_MIGRATES_FROM):
+                    raise Err(types.Error_State(
+                        f"the state has shape `{shape}` (version {from_version}); this operator's state "
+                        f"is `{own}` (version {operator_class.STATE_VERSION}) and it does not declare a "
+                        f"migration from `{shape}` version {from_version}"))
+            elif from_version not in self.accepts():
                 raise Err(types.Error_State(
                     f"state version {from_version} cannot be restored: this operator writes version "
                     f"{operator_class.STATE_VERSION} and reads {self.accepts()}"))
@@ -227,21 +255,63 @@ def export(operator_class):
     return _Operator, _State
 
 
+def _shape(operator_class):
+    return operator_class.STATE_SHAPE or operator_class.__qualname__
+
+
+def _put_str(out, s):
+    b = s.encode()
+    out += struct.pack("<I", len(b))
+    out += b
+
+
+def _get_str(blob, at):
+    (n,) = struct.unpack_from("<I", blob, at)
+    at += 4
+    if at + n > len(blob):
+        raise ValueError("state envelope truncated")
+    return blob[at:at + n].decode(), at + n
+
+
+def _blob_shape(blob):
+    """The shape a blob records, or None (format 1, or not an envelope)."""
+    try:
+        if blob[:4] == MAGIC and blob[4] == FORMAT_VERSION:
+            return _get_str(blob, 9)[0]
+    except (IndexError, struct.error, ValueError, UnicodeDecodeError):
+        pass
+    return None
+
+
 def _parse(blob, from_version, op):
     if blob[:4] != MAGIC:
         raise ValueError("not a Weir state envelope (bad magic)")
-    fmt, version, oplen = struct.unpack_from("<BII", blob, 4)
-    if fmt != FORMAT_VERSION:
+    fmt, version = struct.unpack_from("<BI", blob, 4)
+    if fmt not in (FORMAT_VERSION, FORMAT_WITHOUT_SHAPE):
         raise ValueError(f"state envelope format {fmt} is not supported")
     if version != from_version:
         raise ValueError(f"the blob says state version {version} but the host says {from_version}")
-    at = 13
+    at = 9
+    shape = None
+    if fmt == FORMAT_VERSION:
+        shape, at = _get_str(blob, at)
+        (n,) = struct.unpack_from("<I", blob, at)
+        at += 4
+        for _ in range(n):
+            _, at = _get_str(blob, at)
+            at += 4
+    own = _shape(type(op))
+    (oplen,) = struct.unpack_from("<I", blob, at)
+    at += 4
     op.decode_operator(blob[at:at + oplen], version)
     at += oplen
     (count,) = struct.unpack_from("<Q", blob, at)
     at += 8
     states = {}
     decode = op.decode_state
+    if shape is not None and shape != own:
+        def decode(data, version):
+            return op.migrate_shape(shape, version, data)
     for _ in range(count):
         (klen,) = struct.unpack_from("<I", blob, at)
         at += 4
@@ -251,7 +321,12 @@ def _parse(blob, from_version, op):
         at += 4
         if at + vlen > len(blob) or len(key) != klen:
             raise ValueError("state envelope truncated")
-        states[key] = decode(blob[at:at + vlen], version)
+        try:
+            value = decode(blob[at:at + vlen], version)
+        except Exception as e:  # noqa: BLE001 - reported with the key
+            raise ValueError(f"state of key {key!r} does not decode: {_reason(e)}") from e
+        if value is not None:
+            states[key] = value
         at += vlen
     if at != len(blob):
         raise ValueError("trailing bytes after the last state entry")

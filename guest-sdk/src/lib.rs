@@ -212,6 +212,20 @@ pub trait Operator: Serialize + DeserializeOwned + Default + 'static {
     /// Older state versions [`Operator::migrate_state`] can read.
     const MIGRATES_FROM: &'static [u32] = &[];
 
+    /// The name of the state's shape, recorded in every snapshot
+    /// (`wit/STATE.md`). Empty (the default): the name of
+    /// [`Operator::State`] as `std::any::type_name` spells it, which may
+    /// change with the crate's or the type's path, or the compiler; declare
+    /// a name when the state is meant to move between versions or
+    /// languages. The host refuses to swap or restore state of one shape
+    /// into an operator of another unless the new one lists the old shape
+    /// in [`Operator::SHAPE_MIGRATES_FROM`].
+    const STATE_SHAPE: &'static str = "";
+
+    /// Shapes of other operators' state, as (shape name, state version),
+    /// that [`Operator::migrate_shape`] takes over.
+    const SHAPE_MIGRATES_FROM: &'static [(&'static str, u32)] = &[];
+
     /// Apply the job's configuration.
     fn init(&mut self, _config: &Config) -> Result<(), String> {
         Ok(())
@@ -242,13 +256,45 @@ pub trait Operator: Serialize + DeserializeOwned + Default + 'static {
         Err(format!("no migration from state version {from_version}"))
     }
 
-    /// Read the operator-wide bytes written by state version `from_version`.
+    /// Read one key's value written by an operator whose state has another
+    /// shape (`shape`, state version `version`; one of
+    /// [`Operator::SHAPE_MIGRATES_FROM`]). `None` drops the key.
+    fn migrate_shape(
+        shape: &str,
+        version: u32,
+        _bytes: &[u8],
+    ) -> Result<Option<Self::State>, String> {
+        Err(format!(
+            "no migration from state shape `{shape}` version {version}"
+        ))
+    }
+
+    /// Read the operator-wide bytes written by state version `from_version`
+    /// (also of another shape, see [`Operator::migrate_shape`]).
     /// The default starts from `Default` when they cannot be read as is.
     fn migrate_operator(from_version: u32, bytes: &[u8]) -> Result<Self, String> {
         Ok(runtime::decode::<Self>(bytes).unwrap_or_else(|_| {
             let _ = from_version;
             Self::default()
         }))
+    }
+}
+
+/// The name of `O`'s state shape: [`Operator::STATE_SHAPE`], or the state
+/// type's name when that is empty.
+pub fn state_shape<O: Operator>() -> &'static str {
+    if O::STATE_SHAPE.is_empty() {
+        std::any::type_name::<O::State>()
+    } else {
+        O::STATE_SHAPE
+    }
+}
+
+/// What `O`'s snapshots record about its state's shape.
+pub fn shape<O: Operator>() -> envelope::Shape<'static> {
+    envelope::Shape {
+        name: state_shape::<O>(),
+        migrates_from: O::SHAPE_MIGRATES_FROM,
     }
 }
 

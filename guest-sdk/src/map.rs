@@ -650,6 +650,11 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    const SHAPE: weir_envelope::Shape<'static> = weir_envelope::Shape {
+        name: "u64",
+        migrates_from: &[],
+    };
+
     /// xorshift: the tests need no dependency for randomness.
     struct Rng(u64);
     impl Rng {
@@ -761,7 +766,7 @@ mod tests {
             let count = map.freeze();
             assert_eq!(count as usize, frozen.len());
             let mut blob = Vec::new();
-            weir_envelope::write_header(&mut blob, 1, b"", count);
+            weir_envelope::write_header(&mut blob, 1, &SHAPE, b"", count);
             let chunk = 1 + rng.below(600) as usize;
             loop {
                 // Change the map between chunks, sometimes a lot (growth).
@@ -794,7 +799,7 @@ mod tests {
         map.insert(b"b", 2);
         assert_eq!(map.freeze(), 2);
         let mut blob = Vec::new();
-        weir_envelope::write_header(&mut blob, 1, b"", 2);
+        weir_envelope::write_header(&mut blob, 1, &SHAPE, b"", 2);
         while !map.next_chunk(&mut blob, 1 << 20).unwrap() {}
         assert_eq!(decode(&blob).len(), 2);
         assert!(map.next_chunk(&mut blob, 1).is_err(), "no snapshot open");

@@ -169,9 +169,19 @@ fn prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Decode a postcard value.
+/// Decode a postcard value that fills `bytes` exactly: bytes left over
+/// mean the value was written as another type, and are an error.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{} trailing bytes after the value ({} bytes in all): it was written as another type",
+            rest.len(),
+            bytes.len()
+        ))
+    }
 }
 
 /// The versions an operator's `restore` accepts.
@@ -313,7 +323,12 @@ impl<O: Operator> Runtime<O> {
         let mut entries: Vec<(u64, &[u8], &O::State)> =
             self.state.iter().map(|(k, v)| (prefix(k), k, v)).collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let mut w = envelope::Writer::new(O::STATE_VERSION, &operator, entries.len() * 16);
+        let mut w = envelope::Writer::new(
+            O::STATE_VERSION,
+            &crate::shape::<O>(),
+            &operator,
+            entries.len() * 16,
+        );
         let mut failure = None;
         for (_, key, value) in entries {
             w.entry_with(key, |buf| {
@@ -331,22 +346,37 @@ impl<O: Operator> Runtime<O> {
     /// Replace the state with a snapshot written by state version
     /// `from_version`. Nothing changes if the blob is refused.
     pub fn restore(&mut self, blob: &[u8], from_version: u32) -> Result<(), Error> {
-        let accepted = accepted_versions::<O>();
-        if !accepted.contains(&from_version) {
-            return Err(Error::State(format!(
-                "state version {from_version} cannot be restored: this operator writes version {} and reads {:?}",
-                O::STATE_VERSION,
-                accepted
-            )));
-        }
         let env = envelope::Envelope::parse(blob).map_err(Error::State)?;
+        let own = crate::state_shape::<O>();
+        // A blob of another shape is read only through a declared
+        // migration; one without a shape (format 1) is taken as this one.
+        let foreign = env.shape.filter(|&s| s != own);
+        if let Some(shape) = foreign {
+            if !O::SHAPE_MIGRATES_FROM.contains(&(shape, from_version)) {
+                return Err(Error::State(format!(
+                    "the state has shape `{shape}` (version {from_version}); this operator's \
+                     state is `{own}` (version {}) and it does not declare a migration from \
+                     `{shape}` version {from_version}",
+                    O::STATE_VERSION
+                )));
+            }
+        } else {
+            let accepted = accepted_versions::<O>();
+            if !accepted.contains(&from_version) {
+                return Err(Error::State(format!(
+                    "state version {from_version} cannot be restored: this operator writes version {} and reads {:?}",
+                    O::STATE_VERSION,
+                    accepted
+                )));
+            }
+        }
         if env.state_version != from_version {
             return Err(Error::State(format!(
                 "the blob says state version {} but the host says {from_version}",
                 env.state_version
             )));
         }
-        let current = from_version == O::STATE_VERSION;
+        let current = foreign.is_none() && from_version == O::STATE_VERSION;
         let op: O = if current {
             decode(env.operator)
                 .map_err(|e| Error::State(format!("operator state does not decode: {e}")))?
@@ -358,17 +388,21 @@ impl<O: Operator> Runtime<O> {
             StateMap::with_capacity(usize::try_from(env.count).unwrap_or(0).min(blob.len() / 8));
         for entry in env.entries() {
             let (key, value) = entry.map_err(Error::State)?;
-            let value = if current {
-                decode(value).map_err(|e| {
+            let value = match foreign {
+                _ if current => Some(decode(value).map_err(|e| {
                     Error::State(format!(
                         "state of key {:?} does not decode: {e}",
                         String::from_utf8_lossy(key)
                     ))
-                })?
-            } else {
-                O::migrate_state(from_version, value).map_err(Error::State)?
+                })?),
+                Some(shape) => {
+                    O::migrate_shape(shape, from_version, value).map_err(Error::State)?
+                }
+                None => Some(O::migrate_state(from_version, value).map_err(Error::State)?),
             };
-            state.insert(key, value);
+            if let Some(value) = value {
+                state.insert(key, value);
+            }
         }
         self.op = op;
         self.state = state;
@@ -384,7 +418,13 @@ impl<O: Operator> Runtime<O> {
         let operator = self.encode_operator()?;
         let count = self.state.freeze();
         let mut header = Vec::with_capacity(operator.len() + 21);
-        envelope::write_header(&mut header, O::STATE_VERSION, &operator, count);
+        envelope::write_header(
+            &mut header,
+            O::STATE_VERSION,
+            &crate::shape::<O>(),
+            &operator,
+            count,
+        );
         self.chunking = Chunking::Open {
             header: Some(header),
         };
@@ -545,5 +585,126 @@ mod tests {
         by_prefix.sort_unstable_by(|a, b| prefix(a).cmp(&prefix(b)).then_with(|| a.cmp(b)));
         keys.sort();
         assert_eq!(by_prefix, keys);
+    }
+
+    use crate::{Ctx, KeyState, Operator, Record};
+    use serde::{Deserialize, Serialize};
+
+    /// Counts per key (state `u64`, shape `counter`).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Counter;
+    impl Operator for Counter {
+        type State = u64;
+        const STATE_SHAPE: &'static str = "counter";
+        fn on_event(
+            &mut self,
+            _: &Record<'_>,
+            state: &mut KeyState<'_, u64>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
+            let n = state.get().copied().unwrap_or(0);
+            state.set(n + 1);
+            Ok(())
+        }
+    }
+
+    /// Keeps nothing (state `()`, shape by its type's name).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Unit;
+    impl Operator for Unit {
+        type State = ();
+        fn on_event(
+            &mut self,
+            _: &Record<'_>,
+            _: &mut KeyState<'_, ()>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Keeps nothing, and declares it takes over (drops) a counter's state.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Drops;
+    impl Operator for Drops {
+        type State = ();
+        const SHAPE_MIGRATES_FROM: &'static [(&'static str, u32)] = &[("counter", 1)];
+        fn on_event(
+            &mut self,
+            _: &Record<'_>,
+            _: &mut KeyState<'_, ()>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+        fn migrate_shape(_: &str, _: u32, _: &[u8]) -> Result<Option<()>, String> {
+            Ok(None)
+        }
+    }
+
+    fn counted() -> Vec<u8> {
+        let mut rt = Runtime::<Counter>::new();
+        rt.state.insert(b"k", 300);
+        rt.snapshot().unwrap()
+    }
+
+    #[test]
+    fn values_decode_exactly() {
+        assert_eq!(decode::<u64>(&[5]), Ok(5));
+        let e = decode::<()>(&[5]).unwrap_err();
+        assert!(e.contains("1 trailing bytes"), "{e}");
+        let e = decode::<u8>(&[5, 0, 0]).unwrap_err();
+        assert!(e.contains("2 trailing bytes"), "{e}");
+        // A counter's snapshot has its shape; a key whose value has a byte
+        // too many is refused.
+        let blob = counted();
+        let env = envelope::Envelope::parse(&blob).unwrap();
+        assert_eq!(env.shape, Some("counter"));
+        let mut w = envelope::Writer::new(1, &crate::shape::<Counter>(), env.operator, 0);
+        w.entry(b"k", &[5, 0]);
+        let e = Runtime::<Counter>::new()
+            .restore(&w.finish(), 1)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::State(m) if m.contains("state of key \"k\"") && m.contains("trailing")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn state_of_another_shape_restores_only_through_a_declared_migration() {
+        let blob = counted();
+        let mut unit = Runtime::<Unit>::new();
+        let e = unit.restore(&blob, 1).unwrap_err();
+        assert_eq!(
+            e,
+            Error::State(
+                "the state has shape `counter` (version 1); this operator's state is `()` \
+                 (version 1) and it does not declare a migration from `counter` version 1"
+                    .into()
+            )
+        );
+        let mut drops = Runtime::<Drops>::new();
+        drops.restore(&blob, 1).unwrap();
+        assert_eq!(drops.key_count(), 0);
+        let mut again = Runtime::<Counter>::new();
+        again.restore(&blob, 1).unwrap();
+        assert_eq!(again.state.get(b"k"), Some(&300));
+    }
+
+    #[test]
+    fn a_format_1_blob_restores_when_the_versions_match() {
+        let mut blob = b"WEIR\x01".to_vec();
+        blob.extend_from_slice(&1u32.to_le_bytes());
+        blob.extend_from_slice(&0u32.to_le_bytes());
+        blob.extend_from_slice(&1u64.to_le_bytes());
+        blob.extend_from_slice(&1u32.to_le_bytes());
+        blob.extend_from_slice(b"k");
+        blob.extend_from_slice(&1u32.to_le_bytes());
+        blob.push(7);
+        let mut rt = Runtime::<Counter>::new();
+        rt.restore(&blob, 1).unwrap();
+        assert_eq!(rt.state.get(b"k"), Some(&7));
+        assert!(rt.restore(&blob, 2).is_err(), "another version");
     }
 }

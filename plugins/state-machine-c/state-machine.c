@@ -4,6 +4,18 @@
  * so savepoints move between them. Per-key state is the state's index
  * (1 W, 2 X, 3 Y, 4 Z) as one byte; INITIAL is "no state".
  */
+#include <stddef.h>
+#include <stdint.h>
+
+/* A restored value is exactly one byte, a state index 1-4. */
+static const char *check_value(const uint8_t *value, size_t len) {
+    if (len != 1) return "a state is one byte (the state's index 1-4)";
+    if (value[0] < 1 || value[0] > 4) return "not a state index (1-4)";
+    return NULL;
+}
+
+#define WEIR_STATE_SHAPE "weir.state-machine"
+#define WEIR_CHECK_VALUE check_value
 #include "weir.h"
 
 static const char *NAMES[] = {"INITIAL", "W", "X", "Y", "Z", "TERMINAL"};

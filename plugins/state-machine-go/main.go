@@ -99,6 +99,17 @@ func (m *stateMachine) OnEvent(rec *weir.Record, state *weir.KeyState, ctx *weir
 	return nil
 }
 
-func init() { weir.Register(&stateMachine{}, weir.Options{StateVersion: 1}) }
+// CheckValue accepts exactly one byte, a state index 1-4.
+func (*stateMachine) CheckValue(v []byte) error {
+	if len(v) != 1 || v[0] < 1 || v[0] > 4 {
+		return fmt.Errorf("a state is one byte (the state's index 1-4), got %d bytes", len(v))
+	}
+	return nil
+}
+
+// The shape every language's state-machine plugin declares (wit/STATE.md).
+func init() {
+	weir.Register(&stateMachine{}, weir.Options{StateVersion: 1, StateShape: "weir.state-machine"})
+}
 
 func main() {}

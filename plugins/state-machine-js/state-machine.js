@@ -17,6 +17,9 @@ const TRANSITIONS = [
 ];
 
 class StateMachine {
+  // The shape every language's state-machine plugin declares (wit/STATE.md).
+  STATE_SHAPE = 'weir.state-machine';
+
   onEvent(key, value, timestamp, state, ctx) {
     const comma = value.indexOf(44);
     if (comma < 0) throw new Error('expected `address,event`');

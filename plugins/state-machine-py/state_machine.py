@@ -23,6 +23,9 @@ TRANSITIONS = {
 
 
 class StateMachine(Operator):
+    # The shape every language's state-machine plugin declares (wit/STATE.md).
+    STATE_SHAPE = "weir.state-machine"
+
     def on_event(self, key, value, timestamp, state, ctx):
         fields = value.split(b",", 2)
         if len(fields) < 2:

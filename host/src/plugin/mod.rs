@@ -12,14 +12,18 @@
 //!   plugins implement them, and so does the benchmark's native build of
 //!   the same logic.
 //! - [`OperatorSpec`] / [`PluginSource`]: a resolved operator of a job.
+//! - [`StateShape`]: the identity of an operator's state (its shape's
+//!   name and version, and the shapes it migrates from), which swaps and
+//!   restores into another plugin compare.
 //!
-//! Arrows point down only: `operator` -> `instance` -> `engine` ->
-//! `bindings` -> `wasi`.
+//! Arrows point down only: `shape` -> `operator` -> `instance` ->
+//! `engine` -> `bindings` -> `wasi`.
 
 mod bindings;
 mod engine;
 mod instance;
 mod operator;
+mod shape;
 mod spec;
 pub mod wasi;
 
@@ -27,4 +31,5 @@ pub use crate::batch::ACCEPTED_WIT_VERSIONS;
 pub use engine::{EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir};
 pub use instance::PluginInstance;
 pub use operator::{Operator, OperatorFactory, PluginLoader, WasmOperatorFactory};
+pub use shape::{StateShape, Takeover};
 pub use spec::{OperatorSpec, PluginSource};

@@ -20,6 +20,7 @@ use weir_guest::{Ctx, KeyState, Operator, Record};
 
 impl Operator for StateMachine {
     type State = State;
+    const STATE_SHAPE: &'static str = SHAPE;
 
     fn on_event(
         &mut self,

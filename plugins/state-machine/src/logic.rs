@@ -5,6 +5,12 @@
 use serde::{Deserialize, Serialize};
 use weir_guest::{Ctx, KeyState, Record};
 
+/// The name of the state's shape in snapshots (wit/STATE.md): the same in
+/// every language's state-machine plugin and every variant of this one, so
+/// their savepoints restore into one another, and no other operator's state
+/// is taken for theirs.
+pub const SHAPE: &str = "weir.state-machine";
+
 /// A state of the machine. A key without state is `Initial`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {

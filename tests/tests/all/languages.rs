@@ -181,3 +181,62 @@ fn a_js_exception_sends_the_record_to_dead_letters() {
         ]
     );
 }
+
+/// A state-machine state blob (envelope format 2, shape `shape`) with one
+/// key whose value is `value`.
+fn state_blob(shape: &str, value: &[u8]) -> Vec<u8> {
+    let shape = weir_guest::envelope::Shape {
+        name: shape,
+        migrates_from: &[],
+    };
+    let mut w = weir_guest::envelope::Writer::new(1, &shape, b"", 0);
+    w.entry(b"42", value);
+    w.finish()
+}
+
+/// Restore `blob` (state version 1) into a fresh instance from `factory`.
+fn restore_into(factory: &dyn weir::plugin::OperatorFactory, blob: &[u8]) -> Result<(), String> {
+    let mut op = factory.create(0).unwrap();
+    op.restore(blob, 1).map_err(|e| e.to_string())
+}
+
+/// Every language's state-machine plugin reads a state value exactly: a
+/// value with a byte too many (another type's encoding) is refused and the
+/// message names the key; state of another shape is refused naming both;
+/// the value itself, under the shape every one of them declares, restores.
+#[test]
+fn every_sdk_refuses_trailing_bytes_in_a_value_and_state_of_another_shape() {
+    for (label, plugin) in [
+        ("rust", artifacts::STATE_MACHINE),
+        ("python", artifacts::STATE_MACHINE_PY),
+        ("js", artifacts::STATE_MACHINE_JS),
+        ("c", artifacts::STATE_MACHINE_C),
+        ("go", artifacts::STATE_MACHINE_GO),
+    ] {
+        use weir::plugin::{PluginLoader, WeirEngine};
+        let cache = tempfile::tempdir().unwrap();
+        let engine = WeirEngine::new(weir::config::EngineSettings {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let factory = engine
+            .factory("op", &std::fs::read(plugin).unwrap(), &[])
+            .unwrap();
+        let plugin = factory.as_ref();
+        restore_into(plugin, &state_blob("weir.state-machine", &[2]))
+            .unwrap_or_else(|e| panic!("{label}: a good value: {e}"));
+        let e = restore_into(plugin, &state_blob("weir.state-machine", &[2, 0]))
+            .expect_err(&format!("{label}: a byte too many"));
+        assert!(
+            e.contains("42") && e.contains("does not decode"),
+            "{label}: {e}"
+        );
+        let e = restore_into(plugin, &state_blob("()", &[]))
+            .expect_err(&format!("{label}: another shape"));
+        assert!(
+            e.contains("`()`") && e.contains("`weir.state-machine`"),
+            "{label}: {e}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use weir::checkpoint::manifest;
 use weir::runtime::control::Endpoint;
 use weir_tests::{artifacts, assert_same_output, read_output};
 
-use crate::savepoints::Job;
+use crate::savepoints::{Job, savepoint_then_kill};
 
 /// The state-machine component under another digest (same code).
 pub(crate) use weir_tests::state_machine_variant as variant;
@@ -628,4 +628,214 @@ fn a_rollback_in_a_chain_restores_every_operator_to_the_barrier() {
     let ops = &all.last().unwrap().manifest.partitions[0].operators;
     assert_eq!(ops.len(), 2);
     assert_eq!(ops[1].plugin_digest, digest(artifacts::STATE_MACHINE));
+}
+
+/// Every file under `dir` with its size, hidden ones too.
+fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut all = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return all;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            all.extend(files_under(&path));
+        } else {
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            all.push((path, len));
+        }
+    }
+    all.sort();
+    all
+}
+
+/// A swap to a plugin whose state has another shape (the pass-through
+/// plugin, unit state, also state version 1) is refused in pre-flight,
+/// naming both shapes; a swap to one that declares it migrates from the
+/// state machine's shape goes through and keeps every key's state.
+#[test]
+fn a_swap_to_another_state_shape_is_refused_unless_it_declares_the_migration() {
+    let mut fed = Fed::new("swap-shape", 200_000, 2, "", 3);
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let before = status(job);
+    let o = swap(job, Path::new(artifacts::ECHO), 4);
+    assert!(!o.status.success(), "refused: {}", text(&o));
+    let said = text(&o);
+    assert!(
+        said.contains("shape `weir.state-machine` (version 1)")
+            && said.contains("shape `()` (version 1)")
+            && said.contains("does not declare a migration")
+            && said.contains("Nothing was changed"),
+        "{said}"
+    );
+    let after = status(job);
+    assert_eq!(
+        after["checkpoints_completed"], before["checkpoints_completed"],
+        "no barrier: the job never paused"
+    );
+    assert_eq!(after["swaps"], serde_json::json!([]), "{after}");
+
+    let o = swap(job, Path::new(artifacts::SHAPE_MIGRATE), 4);
+    assert!(o.status.success(), "swap: {}", text(&o));
+    fed.feed();
+    let job = &fed.job;
+    let r = outcome(job, 1);
+    assert_eq!(r["outcome"], "promoted", "{r}");
+    assert_eq!(
+        status(job)["operators"][0],
+        digest(artifacts::SHAPE_MIGRATE).as_str()
+    );
+    fed.feed();
+    wait_read(&fed.job, fed.lines_fed());
+    let job = &fed.job;
+    stop(job, child);
+    assert_same_output(
+        &job.output(),
+        &fed.expected,
+        "output across a swap to another shape that migrates from the state machine's",
+    );
+}
+
+/// A run `--from-savepoint` with a plugin whose state has another shape is
+/// refused before any output or state is touched, naming both shapes; with
+/// a plugin that declares the migration it restores, and the output equals
+/// an uninterrupted run.
+#[test]
+fn a_restore_into_another_state_shape_is_refused_unless_it_declares_the_migration() {
+    let job = Job::new("restore-shape", 400_000, artifacts::STATE_MACHINE, 2, "");
+    let expected = job.reference();
+    savepoint_then_kill(&job);
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let out_before = files_under(&job.root.join("out"));
+    let saved_before = manifest::list(&job.store(), &job.name).unwrap().len();
+
+    job.write(artifacts::ECHO, 2, "");
+    let o = job
+        .weir()
+        .args(["run", file, "--from-savepoint", "mid"])
+        .output()
+        .unwrap();
+    let said = text(&o);
+    assert!(!o.status.success(), "refused: {said}");
+    assert!(
+        said.contains("shape `weir.state-machine` (version 1)")
+            && said.contains("shape `()` (version 1)")
+            && said.contains("does not declare a migration"),
+        "{said}"
+    );
+    assert_eq!(
+        files_under(&job.root.join("out")),
+        out_before,
+        "the output folder is as it was"
+    );
+    assert_eq!(
+        manifest::list(&job.store(), &job.name).unwrap().len(),
+        saved_before,
+        "no checkpoint was written"
+    );
+
+    job.write(artifacts::SHAPE_MIGRATE, 2, "");
+    let said = job.run_ok(&["run", file, "--from-savepoint", "mid"]);
+    assert!(
+        said.contains("restoring state into another plugin version"),
+        "{said}"
+    );
+    assert_same_output(&job.output(), &expected, "output after the migration");
+}
+
+/// A swap naming something that is not a component file is refused at
+/// once, in one line that says what is wrong, and the job runs on: a
+/// device that never ends (`/dev/zero`), a FIFO nobody writes, a folder, a
+/// file over the size limit, a text file, a core module.
+#[test]
+fn a_swap_to_what_is_not_a_component_file_is_refused_at_once_in_one_line() {
+    let fed = Fed::new("swap-files", 20_000, 1, "", 1);
+    let job = &fed.job;
+    let child = job.spawn(None);
+    job.wait_running();
+    let fifo = job.root.join("plugin.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let big = job.root.join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let notes = job.root.join("notes.wasm");
+    std::fs::write(&notes, "not a plugin\nat all\n").unwrap();
+    let core = job.root.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let cases: [(&Path, &str); 6] = [
+        (Path::new("/dev/zero"), "is a device, not a regular file"),
+        (&fifo, "is a FIFO, not a regular file"),
+        (&job.root, "is a folder, not a regular file"),
+        (&big, "over the 256 MiB a plugin component may have"),
+        (&notes, "is not a WebAssembly component"),
+        (&core, "a core WebAssembly module, not a component"),
+    ];
+    for (plugin, expected) in cases {
+        let started = Instant::now();
+        let mut c = swap_command(job, plugin, 4);
+        let mut running = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while running.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                running.kill().unwrap();
+                panic!("the swap to {} still has no answer", plugin.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = running.wait_with_output().unwrap();
+        assert!(!o.status.success(), "{}", plugin.display());
+        let said = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert!(said.contains(expected), "{}: {said}", plugin.display());
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+    }
+    assert_eq!(status(job)["swaps"], serde_json::json!([]));
+    stop(job, child);
+}
+
+/// A swap racing `weir stop --savepoint` either goes through before the
+/// stop or is refused with the reason (the job is stopping), never with
+/// an empty one and never by a connection closed under it.
+#[test]
+fn a_swap_racing_a_stop_with_a_savepoint_says_the_job_is_stopping() {
+    let fed = Fed::new("swap-stop-race", 200_000, 2, "", 1);
+    let job = &fed.job;
+    let mut child = job.spawn(None);
+    job.wait_running();
+    wait_read(job, fed.lines_fed());
+    let new = variant(&job.root, "b");
+    let stopping = job
+        .weir()
+        .args(["stop", job.file().to_str().unwrap(), "--savepoint"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let o = swap(job, &new, 4);
+    let said = text(&o);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered within the drain of the control endpoint: {said}"
+    );
+    assert!(
+        o.status.success() || said.contains("the job is stopping"),
+        "{said}"
+    );
+    assert!(!said.contains("refused (0)"), "{said}");
+    let stopped = stopping.wait_with_output().unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(child.wait().unwrap().success());
 }

@@ -154,6 +154,9 @@ fn swap(served: &Served, q: &HashMap<String, String>, rollback: bool) -> Respons
              Wasm plugins",
         );
     };
+    if served.job.stop.load(Ordering::Relaxed) {
+        return error(409, "the job is stopping: nothing was swapped");
+    }
     let Some(operator) = q.get("operator") else {
         return error(400, "name the operator: ?operator=NAME");
     };

@@ -1,7 +1,7 @@
 //! Pre-flight and the swap request: the control endpoint's side of a
 //! swap. [`Swapper`] compiles the new component, checks its WIT version and
 //! imports, instantiates it once and asks whether it reads the running
-//! state version, all before anything pauses; only then does it ask the
+//! state (its shape and version), all before anything pauses; only then does it ask the
 //! router for a swap barrier and wait for the workers to swap.
 
 use std::sync::atomic::AtomicUsize;
@@ -17,7 +17,7 @@ use super::record::{Outcome, SwapRecord};
 use crate::checkpoint::store::StateStore;
 use crate::digest::{sha256_hex, short};
 use crate::lock_or_recover;
-use crate::plugin::{OperatorFactory, OperatorSpec, PluginLoader};
+use crate::plugin::{OperatorFactory, OperatorSpec, PluginLoader, StateShape, Takeover};
 use crate::runtime::Trigger;
 
 /// How long a swap request waits for the swap barrier.
@@ -58,8 +58,104 @@ pub struct Swapper {
 /// with it).
 pub const MAX_PROBATION_BATCHES: u64 = 100_000;
 
-/// Largest component a swap reads.
-const MAX_COMPONENT_BYTES: u64 = 1 << 30;
+/// Largest component a swap reads: 256 MiB (the Python SDK's components
+/// are about 18 MiB, JavaScript's 12 MiB).
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// How often a swap request waiting for its barrier looks whether the job
+/// ended meanwhile.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// The bytes of the component file at `path`: a regular file of at most
+/// [`MAX_COMPONENT_BYTES`]. Anything else (a FIFO, a device such as
+/// `/dev/zero`, a folder) is refused without reading from it: the file is
+/// opened without blocking and checked through the handle, so a FIFO put
+/// in its place meanwhile does not hang the request.
+fn read_component(path: &std::path::Path) -> std::result::Result<Vec<u8>, Refused> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| refused(400, format!("cannot read the plugin {shown}: {e}"));
+    let not_a_file = |kind: &str| {
+        refused(
+            400,
+            format!("{shown} is {kind}, not a regular file: a plugin is a component file (.wasm)"),
+        )
+    };
+    let kind = |t: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_dir() {
+            "a folder"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_a_file(kind(meta.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_a_file(kind(meta.file_type())));
+    }
+    let too_big = |size: u64| {
+        refused(
+            400,
+            format!(
+                "{shown} is {size} bytes, over the {} MiB a plugin component may have",
+                MAX_COMPONENT_BYTES >> 20
+            ),
+        )
+    };
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// One line for a component that does not load; the whole error goes to
+/// the log.
+fn not_loadable(operator: &str, bytes: &[u8], error: &crate::Error) -> Refused {
+    tracing::warn!(operator, "a swap's component does not load: {error}");
+    let message = if !bytes.starts_with(b"\0asm") {
+        "the file is not a WebAssembly component (it does not start with the Wasm magic \
+         bytes); nothing was changed"
+            .to_string()
+    } else if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        "the file is a core WebAssembly module, not a component: make it one with `weir \
+         component new`; nothing was changed"
+            .to_string()
+    } else {
+        let first = error.to_string();
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(':');
+        format!(
+            "the component does not load: {first} (details in the job's log); nothing was changed"
+        )
+    };
+    refused(400, message)
+}
 
 impl Swapper {
     /// Swaps for `job` (operators `operators`, run by `workers` threads).
@@ -97,19 +193,7 @@ impl Swapper {
         path: &std::path::Path,
         probation_batches: u64,
     ) -> std::result::Result<SwapRecord, Refused> {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if size > MAX_COMPONENT_BYTES {
-            return Err(refused(
-                400,
-                format!("{} is {size} bytes: not a plugin component", path.display()),
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| {
-            refused(
-                400,
-                format!("cannot read the plugin {}: {e}", path.display()),
-            )
-        })?;
+        let bytes = read_component(path)?;
         self.swap_bytes(operator, bytes, probation_batches, "swap")
     }
 
@@ -193,6 +277,7 @@ impl Swapper {
                 ),
             ));
         }
+        self.refuse_if_stopping()?;
         let current = self.log.current()[i].clone();
         let factory = self.preflight(i, &bytes, &current)?;
         let digest = sha256_hex(&bytes);
@@ -222,7 +307,8 @@ impl Swapper {
         let gone = || {
             refused(
                 503,
-                "the job ended before the swap barrier; nothing was swapped",
+                "the job is stopping (a stop, a stop with a savepoint, or the end of its input \
+                 came first): it ended before the swap barrier; nothing was swapped",
             )
         };
         self.triggers
@@ -230,21 +316,42 @@ impl Swapper {
                 probation: probation.clone(),
             })
             .map_err(|_| gone())?;
-        match rx.recv_timeout(SWAP_WAIT) {
-            Ok(Ok(record)) => Ok(record),
-            Ok(Err(e)) => Err(refused(500, e)),
-            Err(_) => {
-                // The barrier never came (the job is ending): the swap did
-                // not happen.
-                probation.fail("the job ended before the swap barrier");
-                Err(gone())
+        let deadline = std::time::Instant::now() + SWAP_WAIT;
+        loop {
+            match rx.recv_timeout(WAIT_SLICE) {
+                Ok(Ok(record)) => return Ok(record),
+                Ok(Err(e)) if e.is_empty() => {
+                    return Err(refused(500, "the swap failed without a reason"));
+                }
+                Ok(Err(e)) => return Err(refused(500, e)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    if std::time::Instant::now() < deadline
+                        && self.gone.load(std::sync::atomic::Ordering::Acquire) < self.workers => {}
+                Err(_) => {
+                    // The barrier never came: every worker ended (a stop
+                    // came first) or the wait ran out. Nothing was swapped.
+                    probation.fail("the job ended before the swap barrier");
+                    return Err(gone());
+                }
             }
         }
     }
 
+    /// Refuse a swap of a job that is stopping: its workers began to end.
+    fn refuse_if_stopping(&self) -> std::result::Result<(), Refused> {
+        if self.gone.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Err(refused(
+                409,
+                "the job is stopping (its workers are ending): nothing was swapped",
+            ));
+        }
+        Ok(())
+    }
+
     /// Pre-flight: compile (cache), check the WIT version and imports,
-    /// instantiate once and ask whether it reads the running state
-    /// version. Nothing has paused yet.
+    /// instantiate once and ask whether it reads the running state: the
+    /// same shape (or one it declares it migrates from) and a state version
+    /// it accepts. Nothing has paused yet.
     fn preflight(
         &self,
         i: usize,
@@ -266,29 +373,33 @@ impl Swapper {
         let factory = self
             .loader
             .factory(name, bytes, &spec.config)
-            .map_err(|e| refused(400, e.to_string()))?;
-        let running = current
-            .factory
-            .create(0)
-            .and_then(|mut op| op.state_version())
+            .map_err(|e| not_loadable(name, bytes, &e))?;
+        let running = StateShape::of_plugin(current.factory.as_ref(), 0)
             .map_err(|e| refused(500, format!("asking the running version: {e}")))?;
-        let mut probe = factory
-            .create(0)
+        let new = StateShape::of_plugin(factory.as_ref(), 0)
             .map_err(|e| refused(400, format!("the new component: {e}")))?;
-        let accepted = probe
-            .accepted_versions()
-            .map_err(|e| refused(400, format!("the new component: {e}")))?;
-        if !accepted.contains(&running) {
-            let writes = probe.state_version().unwrap_or_default();
-            return Err(refused(
+        let cannot = |detail: String| {
+            refused(
                 409,
                 format!(
-                    "the new component ({}) cannot read the running state: operator `{name}` \
-                     writes state version {running}; the new one writes {writes} and reads \
-                     {accepted:?}. Nothing was changed.",
+                    "the new component ({}) cannot read the running state of operator \
+                     `{name}`: {detail}. Nothing was changed.",
                     short(&digest)
                 ),
-            ));
+            )
+        };
+        if new.takes_over(&running).map_err(cannot)? == Takeover::Migration {
+            return Ok(factory);
+        }
+        let accepted = factory
+            .create(0)
+            .and_then(|mut probe| probe.accepted_versions())
+            .map_err(|e| refused(400, format!("the new component: {e}")))?;
+        if !accepted.contains(&running.version) {
+            return Err(cannot(format!(
+                "it writes state version {}; the new one writes {} and reads {accepted:?}",
+                running.version, new.version
+            )));
         }
         Ok(factory)
     }

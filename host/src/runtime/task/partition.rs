@@ -14,14 +14,16 @@ use super::timers::Timers;
 use crate::batch::{Batch, Origin, Outcome, Rejection, SourceBatch, Timer};
 use crate::checkpoint::restore::{RestoredOperator, RestoredPartition};
 use crate::digest::short;
-use crate::plugin::{Operator, OperatorFactory};
+use crate::plugin::{Operator, OperatorFactory, StateShape, Takeover};
 use crate::sink::Sink;
 use crate::sink::dead_letter::{DeadLetter, Stage};
 use crate::{Error, Result};
 
 /// A new operator instance for `partition`: created, restored from
 /// `restore` if given (state written by another component digest is
-/// accepted only if the plugin reads its state version), then initialized.
+/// accepted only if its shape is the plugin's, or one the plugin declares
+/// it migrates from, and the plugin reads its state version), then
+/// initialized.
 pub fn instantiate(
     factory: &dyn OperatorFactory,
     partition: usize,
@@ -30,20 +32,28 @@ pub fn instantiate(
     let mut op = factory.create(partition)?;
     if let Some(r) = restore {
         if r.digest != op.digest() {
+            let to = short(op.digest()).to_string();
+            let refused = |detail: String| Error::Savepoint {
+                location: format!("operator `{}`", r.name),
+                detail: format!(
+                    "its state was written by plugin {} with state version {}; the plugin now \
+                     configured ({}) {detail}",
+                    short(&r.digest),
+                    r.state_version,
+                    to,
+                ),
+            };
+            let old = StateShape::of_blob(&r.state, r.state_version);
+            let new = StateShape::of_plugin(factory, partition)?;
+            let takeover = new
+                .takes_over(&old)
+                .map_err(|e| refused(format!("cannot read it: {e}")))?;
             let accepted = op.accepted_versions()?;
-            if !accepted.contains(&r.state_version) {
+            if takeover == Takeover::ByVersion && !accepted.contains(&r.state_version) {
                 let writes = op.state_version()?;
-                return Err(Error::Savepoint {
-                    location: format!("operator `{}`", r.name),
-                    detail: format!(
-                        "its state was written by plugin {} with state version {}; the plugin now \
-                         configured ({}) writes version {writes} and restores versions {accepted:?}: \
-                         no version meets",
-                        short(&r.digest),
-                        r.state_version,
-                        short(op.digest()),
-                    ),
-                });
+                return Err(refused(format!(
+                    "writes version {writes} and restores versions {accepted:?}: no version meets"
+                )));
             }
             tracing::warn!(
                 operator = %r.name, from = short(&r.digest), to = short(op.digest()),

@@ -16,6 +16,7 @@ pub struct Reformat;
 
 impl Operator for Reformat {
     type State = State;
+    const STATE_SHAPE: &'static str = logic::SHAPE;
 
     fn on_event(
         &mut self,

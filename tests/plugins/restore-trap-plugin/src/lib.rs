@@ -14,6 +14,7 @@ pub struct RestoreTrap;
 
 impl Operator for RestoreTrap {
     type State = logic::State;
+    const STATE_SHAPE: &'static str = logic::SHAPE;
     const STATE_VERSION: u32 = 2;
     const MIGRATES_FROM: &'static [u32] = &[1];
 

@@ -20,6 +20,7 @@ pub struct Faulty {
 
 impl Operator for Faulty {
     type State = logic::State;
+    const STATE_SHAPE: &'static str = logic::SHAPE;
 
     fn init(&mut self, config: &Config) -> Result<(), String> {
         self.fault = config.get("fault").unwrap_or_default().to_string();

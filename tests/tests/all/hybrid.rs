@@ -322,9 +322,18 @@ fn the_history_can_be_in_s3() {
     let expected = job.expected();
     let mut child = job.spawn();
     job.produce_live();
-    wait_for_output(&mut child, &job.out(), expected.len(), Duration::from_secs(90));
+    wait_for_output(
+        &mut child,
+        &job.out(),
+        expected.len(),
+        Duration::from_secs(90),
+    );
     stop(child);
-    assert_same_output(&read_values(&job.out()), &expected, "history from S3, then live");
+    assert_same_output(
+        &read_values(&job.out()),
+        &expected,
+        "history from S3, then live",
+    );
 }
 
 #[test]
@@ -354,7 +363,12 @@ fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
     let expected_first = reference_alerts(&first);
     let mut child = job.spawn();
     job.produce_live();
-    wait_for_output(&mut child, &job.out(), expected_first.len(), Duration::from_secs(90));
+    wait_for_output(
+        &mut child,
+        &job.out(),
+        expected_first.len(),
+        Duration::from_secs(90),
+    );
     stop(child);
     assert_eq!(job.newest_phase(), "kafka");
 
@@ -366,7 +380,10 @@ fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
             "[source]\ntype = \"hybrid\"\n[source.files]\npath = \"history\"\nformat = \"csv\"\nkey_column = 0\ntimestamp_column = 2\n[source.kafka]\n",
             "[source]\ntype = \"kafka\"\nuntil = \"latest\"\n",
         );
-    assert!(kafka_only.contains("type = \"kafka\"\nuntil"), "{kafka_only}");
+    assert!(
+        kafka_only.contains("type = \"kafka\"\nuntil"),
+        "{kafka_only}"
+    );
     std::fs::write(job.file(), kafka_only).unwrap();
     produce_csv_dir(&later, &format!("{}-in", job.name));
     let out = job

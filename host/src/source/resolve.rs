@@ -34,7 +34,8 @@ impl SourceSpec {
             SourceSpec::Files(spec) if spec.url.is_none() => Some(&spec.dir),
             SourceSpec::Files(_) => None,
             SourceSpec::Kafka(_) => None,
-            SourceSpec::Hybrid(spec) => Some(&spec.files.dir),
+            SourceSpec::Hybrid(spec) if spec.files.url.is_none() => Some(&spec.files.dir),
+            SourceSpec::Hybrid(_) => None,
         }
     }
 

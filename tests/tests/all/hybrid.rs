@@ -400,3 +400,59 @@ fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
         "hybrid, then the same job as a Kafka job",
     );
 }
+
+/// Run the job once to its refusal or failure; what it said.
+fn run_refused(job: &Hybrid) -> String {
+    let out = job
+        .weir()
+        .args(["run", job.file().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the run went through: {said}");
+    said
+}
+
+#[test]
+fn a_topic_partitioned_another_way_than_the_files_is_refused_before_anything_runs() {
+    let job = Hybrid::new("hybrid-partitioner", 60_000, 2);
+    // Each live record one partition off where murmur2 of its key puts it
+    // (a producer with another partitioner).
+    let producer: rdkafka::producer::BaseProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topic = format!("{}-in", job.name);
+    for line in weir_tests::csv_lines(&job.root.join("live"))
+        .iter()
+        .take(500)
+    {
+        let key = line.split(',').next().unwrap();
+        let p = (weir::partition::partition_for_key(key.as_bytes(), 4) + 1) % 4;
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&topic)
+                    .key(key)
+                    .payload(line.as_str())
+                    .partition(p as i32),
+            )
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let said = run_refused(&job);
+    assert!(said.contains("partition another way"), "{said}");
+    assert!(read_values(&job.out()).is_empty(), "nothing written");
+    assert_eq!(job.newest_phase(), "none", "no checkpoint taken");
+}
+
+#[test]
+fn records_deleted_by_retention_after_the_files_end_are_refused_at_the_switch() {
+    let job = Hybrid::new("hybrid-retention", 60_000, 2);
+    job.produce_live();
+    // Retention took the first live records of partition 0: the records
+    // right after the files' end are gone.
+    weir_tests::kafka::delete_records_before(&format!("{}-in", job.name), 0, 5);
+    let said = run_refused(&job);
+    assert!(said.contains("deleted by retention"), "{said}");
+    assert!(said.contains("partition 0"), "{said}");
+}

@@ -15,6 +15,7 @@
 //! The end of the files is not the end of the input: no timer fires and
 //! no final checkpoint is taken there.
 
+mod checks;
 mod config;
 
 use std::ops::ControlFlow;
@@ -106,6 +107,7 @@ impl HybridSource {
         restored: Option<Restored>,
     ) -> Result<Self> {
         let partitions = topic_partitions(&spec.kafka)?;
+        checks::same_partitioning(&spec.kafka)?;
         let refuse = |detail: String| Error::Savepoint {
             location: format!(
                 "{} then kafka topic {}",
@@ -187,6 +189,7 @@ impl HybridSource {
         let mut kafka = self.spec.kafka.clone();
         if self.spec.start_after_files && self.files_max_time != NO_TIMESTAMP {
             kafka.start = Start::Timestamp(self.files_max_time.saturating_add(1));
+            checks::nothing_deleted_since_the_files(&kafka)?;
         }
         tracing::info!(
             topic = %kafka.topic,

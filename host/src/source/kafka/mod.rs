@@ -23,7 +23,7 @@
 
 mod config;
 mod lag;
-mod offsets;
+pub(super) mod offsets;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

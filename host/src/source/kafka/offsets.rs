@@ -29,7 +29,7 @@ pub(super) fn position(topic: &str, next: &[i64]) -> Position {
 }
 
 /// Start offsets of a fresh run: the start mode, then explicit offsets.
-pub(super) fn start_offsets(
+pub(in crate::source) fn start_offsets(
     spec: &KafkaSourceSpec,
     consumer: &BaseConsumer<Context>,
     ranges: &[(i64, i64)],

@@ -203,6 +203,25 @@ fn stop(mut child: Child) -> String {
     err
 }
 
+/// Run the job while its live records are produced (some before it
+/// reaches the switch, the rest after), until its output holds as many
+/// alerts as `expected`, then drain it: the output must be `expected`
+/// exactly. What the run said.
+fn run_with_live_records(job: &Hybrid, expected: &[String], what: &str) -> String {
+    let mut child = job.spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    job.produce_live();
+    wait_for_output(
+        &mut child,
+        &job.out(),
+        expected.len(),
+        Duration::from_secs(90),
+    );
+    let said = stop(child);
+    assert_same_output(&read_values(&job.out()), expected, what);
+    said
+}
+
 fn dir_has_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
@@ -215,20 +234,8 @@ fn history_then_live_equals_the_dfa_over_the_concatenated_stream() {
     assert!(dir_has_files(&job.root.join("live")));
     let expected = job.expected();
     assert!(expected.len() > 100, "{} alerts", expected.len());
-    let mut child = job.spawn();
-    // Live records arrive while the job runs: some before it reaches the
-    // switch, the rest after.
-    std::thread::sleep(Duration::from_millis(300));
-    job.produce_live();
-    wait_for_output(
-        &mut child,
-        &job.out(),
-        expected.len(),
-        Duration::from_secs(90),
-    );
-    let said = stop(child);
+    let said = run_with_live_records(&job, &expected, "history then live");
     assert!(said.contains("switching to Kafka"), "{said}");
-    assert_same_output(&read_values(&job.out()), &expected, "history then live");
     let dead = job.root.join("dead-letters.jsonl");
     assert!(
         !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),
@@ -319,21 +326,7 @@ fn the_history_can_be_in_s3() {
         text.replacen("path = \"history\"", &format!("path = \"{prefix}\""), 1),
     )
     .unwrap();
-    let expected = job.expected();
-    let mut child = job.spawn();
-    job.produce_live();
-    wait_for_output(
-        &mut child,
-        &job.out(),
-        expected.len(),
-        Duration::from_secs(90),
-    );
-    stop(child);
-    assert_same_output(
-        &read_values(&job.out()),
-        &expected,
-        "history from S3, then live",
-    );
+    run_with_live_records(&job, &job.expected(), "history from S3, then live");
 }
 
 #[test]

@@ -226,79 +226,55 @@ fn an_epoch_in_several_transactions_resumes_inside_after_a_crash() {
     assert_eq!(got, expected, "each record once, across the crash");
 }
 
-#[test]
-fn exactly_once_records_the_topic_refuses_go_to_dead_letters_and_the_job_goes_on() {
-    // A 2 MiB value, emitted in an epoch: it used to fail the commit on
-    // every restart. Refused by the producer before sending (its default
-    // 1 MB limit).
-    let input = "eo-refused-in";
-    create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
+/// Job `name` echoes ten small records and a 2 MiB one (emitted in an
+/// epoch: it used to fail the commit on every restart) from `<name>-in`
+/// into `<name>-out`, a topic that takes 1 MiB at most, with `sink` added
+/// to its `[sink]` table: the big record goes to the dead letters with the
+/// reason, the rest is produced once, and the job goes on.
+fn a_refused_record_goes_to_dead_letters(name: &str, sink: &str) {
+    let input = format!("{name}-in");
+    let output = format!("{name}-out");
+    create_topic_with(&input, 1, &[("max.message.bytes", "8388608")]);
     let mut records: Vec<(String, Vec<u8>)> = (0..10)
         .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
         .collect();
     records.insert(5, ("big".into(), vec![b'x'; 2 << 20]));
-    crate::kafka_faults::produce_large(input, &records);
+    crate::kafka_faults::produce_large(&input, &records);
     let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
     expected.sort();
-    // The broker-refused case: the next test.
-    let (output, sink) = ("eo-refused-by-producer-out", "");
-    {
-        create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
-            echo_job("eo-refused", input, output, "until = \"latest\"", sink)
-        );
-        let report = run_in(dir.path(), "eo-refused", &text)
-            .unwrap_or_else(|e| panic!("{output}: the job goes on: {e}"));
-        assert_eq!(report.totals.records_read, 11);
-        assert_eq!(read_values(output), expected, "{output}");
-        let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
-        assert_eq!(dead.len(), 1, "{output}: {dead:?}");
-        assert_eq!(dead[0]["stage"], "sink");
-        assert_eq!(dead[0]["key"], "big");
-        let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
-        assert!(reason.contains("too large"), "{output}: {reason}");
-    }
+    create_topic_with(&output, 1, &[("max.message.bytes", "1048576")]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
+        echo_job(name, &input, &output, "until = \"latest\"", sink)
+    );
+    let report =
+        run_in(dir.path(), name, &text).unwrap_or_else(|e| panic!("{name}: the job goes on: {e}"));
+    assert_eq!(report.totals.records_read, 11);
+    assert_eq!(read_values(&output), expected, "{name}");
+    let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
+    assert_eq!(dead.len(), 1, "{name}: {dead:?}");
+    assert_eq!(dead[0]["stage"], "sink");
+    assert_eq!(dead[0]["key"], "big");
+    let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
+    assert!(reason.contains("too large"), "{name}: {reason}");
+}
+
+#[test]
+fn exactly_once_records_the_topic_refuses_go_to_dead_letters_and_the_job_goes_on() {
+    // Refused by the producer before sending (its default 1 MB limit).
+    a_refused_record_goes_to_dead_letters("eo-refused", "");
 }
 
 #[test]
 fn exactly_once_records_the_broker_refuses_go_to_dead_letters_and_the_job_goes_on() {
     // The producer's limit raised above the topic's: the broker refuses the
-    // 2 MiB record, which makes the transaction abortable. The record goes
-    // to the dead letters and the segment is produced again without it.
-    let input = "eo-broker-refused-in";
-    create_topic_with(input, 1, &[("max.message.bytes", "8388608")]);
-    let mut records: Vec<(String, Vec<u8>)> = (0..10)
-        .map(|i| (format!("k{i}"), format!("v-{i}").into_bytes()))
-        .collect();
-    records.insert(5, ("big".into(), vec![b'x'; 2 << 20]));
-    crate::kafka_faults::produce_large(input, &records);
-    let mut expected: Vec<String> = (0..10).map(|i| format!("k{i}=v-{i}")).collect();
-    expected.sort();
-    let output = "eo-broker-refused-out";
-    create_topic_with(output, 1, &[("max.message.bytes", "1048576")]);
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "{}[dead_letter]\npath = \"dead-letters.jsonl\"\n",
-        echo_job(
-            "eo-broker-refused",
-            input,
-            output,
-            "until = \"latest\"",
-            "properties = { \"message.max.bytes\" = \"8388608\" }"
-        )
+    // record, which makes the transaction abortable; it is aborted at once
+    // and produced again without the record.
+    a_refused_record_goes_to_dead_letters(
+        "eo-broker-refused",
+        "properties = { \"message.max.bytes\" = \"8388608\" }",
     );
-    let report = run_in(dir.path(), "eo-broker-refused", &text)
-        .unwrap_or_else(|e| panic!("the job goes on: {e}"));
-    assert_eq!(report.totals.records_read, 11);
-    assert_eq!(read_values(output), expected);
-    let dead = weir_tests::read_dead_letters(&dir.path().join("dead-letters.jsonl"));
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0]["stage"], "sink");
-    assert_eq!(dead[0]["key"], "big");
-    let reason = dead[0]["reason"].as_str().unwrap().to_lowercase();
-    assert!(reason.contains("too large"), "{reason}");
 }
 
 #[test]

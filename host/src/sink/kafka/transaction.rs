@@ -67,18 +67,7 @@ pub(super) fn drain(
     producer: &BaseProducer<Context>,
     within: Duration,
 ) -> Result<Vec<Undelivered>> {
-    let deadline = std::time::Instant::now() + within;
-    while producer.in_flight_count() > 0 {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::External(format!(
-                "kafka: {} records without a delivery result after {} s",
-                producer.in_flight_count(),
-                within.as_secs()
-            )));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(producer.context().take_undelivered())
+    drain_until(producer, within, false)
 }
 
 /// [`drain`] for a transaction: stops at the first failed delivery, since
@@ -89,8 +78,18 @@ fn drain_transaction(
     producer: &BaseProducer<Context>,
     within: Duration,
 ) -> Result<Vec<Undelivered>> {
+    drain_until(producer, within, true)
+}
+
+/// [`drain`], stopping at the first failed delivery when `first_failure`.
+fn drain_until(
+    producer: &BaseProducer<Context>,
+    within: Duration,
+    first_failure: bool,
+) -> Result<Vec<Undelivered>> {
     let deadline = std::time::Instant::now() + within;
-    while producer.in_flight_count() > 0 && !producer.context().has_undelivered() {
+    while producer.in_flight_count() > 0 && !(first_failure && producer.context().has_undelivered())
+    {
         if std::time::Instant::now() > deadline {
             return Err(Error::External(format!(
                 "kafka: {} records without a delivery result after {} s",

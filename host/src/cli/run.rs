@@ -75,7 +75,7 @@ pub(super) fn run_job(
         );
     }
     eprintln!(
-        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
+        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {} savepoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
         report.name,
         match report.completion {
             Completion::EndOfInput => "done",
@@ -84,7 +84,11 @@ pub(super) fn run_job(
         report.totals.records_read,
         report.totals.emitted,
         report.dead_letters,
-        report.checkpoints.completed,
+        report
+            .checkpoints
+            .completed
+            .saturating_sub(report.checkpoints.savepoints),
+        report.checkpoints.savepoints,
         report.elapsed.as_secs_f64(),
         report.records_per_sec(),
         report.records_per_cpu_sec()

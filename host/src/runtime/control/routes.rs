@@ -200,7 +200,7 @@ fn savepoint(served: &Served, name: Option<String>, stop: bool) -> Response {
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let sent = job.triggers.send(Trigger::Savepoint {
-        name,
+        name: name.clone(),
         stop,
         reply: Some(tx),
     });

@@ -118,6 +118,10 @@ enum Command {
         /// Name of that savepoint.
         #[arg(long)]
         name: Option<String>,
+        /// Return once the job is told to stop, without waiting until it
+        /// has exited.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Generate state-machine events into a folder of CSV files.
     Generate {
@@ -380,7 +384,8 @@ fn real_main() -> anyhow::Result<()> {
             job,
             savepoint,
             name,
-        } => run::stop_job(&job, savepoint, name),
+            no_wait,
+        } => run::stop_job(&job, (savepoint, name), !no_wait),
         Command::Generate {
             out,
             events,

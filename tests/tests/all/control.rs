@@ -464,3 +464,28 @@ fn a_savepoint_name_in_use_is_refused_with_409_and_is_not_a_failed_checkpoint() 
     assert!(!log.contains("checkpoint failed"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[test]
+fn weir_stop_returns_once_the_job_has_exited_so_it_can_run_again_at_once() {
+    let job = Job::following("control-stop-waits", "");
+    let (mut child, _) = start(&job);
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let said = job.run_ok(&["stop", file]);
+    assert!(said.contains("has exited"), "{said}");
+    assert!(
+        child.try_wait().unwrap().is_some(),
+        "the job has exited when `weir stop` returns"
+    );
+
+    // A run right away is not refused as already running.
+    let mut again = job.spawn(None);
+    job.wait_running();
+    assert!(again.try_wait().unwrap().is_none(), "the second run runs");
+
+    // `--no-wait` returns once the job is told; it exits on its own.
+    let said = job.run_ok(&["stop", file, "--no-wait"]);
+    assert!(!said.contains("has exited"), "{said}");
+    let status = again.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {status}");
+}

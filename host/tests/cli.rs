@@ -77,3 +77,77 @@ fn a_broken_job_file_is_refused_with_the_field_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sorce"), "{stderr}");
 }
+
+/// A generated input and the example job file in a new folder; the job
+/// file's path.
+fn example_job(dir: &std::path::Path) -> std::path::PathBuf {
+    let events = dir.join("events");
+    let out = weir(&[
+        "generate",
+        "--out",
+        events.to_str().unwrap(),
+        "--events",
+        "5000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        dir.join("state-machine.wasm"),
+        weir::demo::STATE_MACHINE_WASM,
+    )
+    .unwrap();
+    let job = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/state-machine.toml"
+    ))
+    .unwrap();
+    std::fs::write(dir.join("job.toml"), job.replace("../", "")).unwrap();
+    dir.join("job.toml")
+}
+
+/// `weir ARGS` at log level info with a run folder in `dir` (the other
+/// tests run a job of the same name), its standard error captured (a pipe,
+/// not a terminal).
+fn logged(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env("WEIR_RUN_DIR", dir.join("run"))
+        .env("WEIR_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("running weir");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_are_plain_text_or_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = example_job(dir.path());
+    let job = job.to_str().unwrap();
+
+    let (ok, stderr) = logged(dir.path(), &["run", job]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(" INFO "), "info lines are logged: {stderr}");
+    assert!(!stderr.contains('\x1b'), "no colour codes: {stderr:?}");
+
+    let (ok, stderr) = logged(dir.path(), &["--log-format", "json", "run", "--fresh", job]);
+    assert!(ok, "{stderr}");
+    let mut logs = 0;
+    for line in stderr.lines() {
+        // The summary at the end is for people, not a log line.
+        if line.starts_with("job `") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}\n{stderr}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        logs += 1;
+    }
+    assert!(logs > 0, "log lines were written: {stderr}");
+}

@@ -32,8 +32,45 @@ mod tools;
     about = "A stream processor whose operators are WebAssembly components"
 )]
 struct Cli {
+    /// The command.
     #[command(subcommand)]
     command: Command,
+    /// How logs on standard error look: `text` (coloured only on a
+    /// terminal, and never with `NO_COLOR` set) or `json` (one object per
+    /// line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The format of the log on standard error.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Log to standard error at the level `WEIR_LOG` asks (default
+/// `weir=info`) in `format`.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "weir=info".into()),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => {
+            // Colour only for a person at a terminal (not a file or
+            // journald), and never with `NO_COLOR` set (no-color.org).
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,6 +118,10 @@ enum Command {
         /// Name of that savepoint.
         #[arg(long)]
         name: Option<String>,
+        /// Return once the job is told to stop, without waiting until it
+        /// has exited.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Generate state-machine events into a folder of CSV files.
     Generate {
@@ -328,14 +369,9 @@ pub fn main() {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "weir=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
         Command::Run {
             job,
             parallelism,
@@ -348,7 +384,8 @@ fn real_main() -> anyhow::Result<()> {
             job,
             savepoint,
             name,
-        } => run::stop_job(&job, savepoint, name),
+            no_wait,
+        } => run::stop_job(&job, (savepoint, name), !no_wait),
         Command::Generate {
             out,
             events,

@@ -75,7 +75,7 @@ pub(super) fn run_job(
         );
     }
     eprintln!(
-        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
+        "job `{}` {}: {} records in, {} out, {} dead letters, {} checkpoints, {} savepoints, {:.2} s ({:.0} records/s, {:.0} per CPU-second)",
         report.name,
         match report.completion {
             Completion::EndOfInput => "done",
@@ -84,7 +84,11 @@ pub(super) fn run_job(
         report.totals.records_read,
         report.totals.emitted,
         report.dead_letters,
-        report.checkpoints.completed,
+        report
+            .checkpoints
+            .completed
+            .saturating_sub(report.checkpoints.savepoints),
+        report.checkpoints.savepoints,
         report.elapsed.as_secs_f64(),
         report.records_per_sec(),
         report.records_per_cpu_sec()
@@ -92,17 +96,46 @@ pub(super) fn run_job(
     Ok(())
 }
 
-/// `weir stop`: stop a running job, with a savepoint first if asked.
-pub(super) fn stop_job(job: &Path, savepoint: bool, name: Option<String>) -> anyhow::Result<()> {
+/// How long `weir stop` waits for the job to exit (its drain and final
+/// checkpoint) before it gives up saying so.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `weir stop`: stop a running job, with a savepoint first if asked; with
+/// `wait`, return once the job's process has exited.
+pub(super) fn stop_job(
+    job: &Path,
+    (savepoint, name): (bool, Option<String>),
+    wait: bool,
+) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
     let endpoint = control::find(&plan.name)?;
     let mut path = format!("/stop?savepoint={savepoint}");
     if let Some(n) = name {
-        path.push_str(&format!("&name={n}"));
+        path.push('&');
+        path.push_str(&control::query(&[("name", &n)]));
     }
     let (status, body) = endpoint.request("POST", &path)?;
-    anyhow::ensure!(status == 200, "stop failed ({status}): {body}");
+    anyhow::ensure!(
+        status == 200,
+        "stop refused ({status}), the job keeps running: {body}"
+    );
     println!("{body}");
+    if !wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while control::job_running(&plan.name)? {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "job `{}` (pid {}) was told to stop but has not exited after {} s; it may still \
+             be draining to its final checkpoint",
+            plan.name,
+            endpoint.pid,
+            STOP_WAIT.as_secs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("job `{}` has exited", plan.name);
     Ok(())
 }
 

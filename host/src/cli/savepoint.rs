@@ -27,13 +27,24 @@ fn savepoint_trigger(job: &Path, name: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
     let endpoint = control::find(&plan.name)?;
     let path = match name {
-        Some(n) => format!("/savepoint?name={n}"),
+        Some(n) => format!("/savepoint?{}", control::query(&[("name", &n)])),
         None => "/savepoint".into(),
     };
     let (status, body) = endpoint.request("POST", &path)?;
+    if status == 409 {
+        anyhow::bail!("savepoint refused: {}", error_of(&body));
+    }
     anyhow::ensure!(status == 200, "savepoint failed ({status}): {body}");
     println!("{body}");
     Ok(())
+}
+
+/// The message of an endpoint's `{"error": ...}` answer, or the answer.
+fn error_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
 }
 
 /// `savepoint list`: one line per checkpoint and savepoint, oldest first.

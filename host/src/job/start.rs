@@ -93,7 +93,7 @@ pub(super) fn start(
     let control = start_control(
         plan,
         bound,
-        (trigger_tx, swaps),
+        (trigger_tx, swaps, job.store.as_ref()),
         options,
         &job.shared,
         &stats,
@@ -145,7 +145,7 @@ fn with_checkpoints(
 fn start_control(
     plan: &Plan,
     bound: Option<Bound>,
-    (triggers, swaps): (Sender<Trigger>, Option<Arc<Swapper>>),
+    (triggers, swaps, store): (Sender<Trigger>, Option<Arc<Swapper>>, Option<&StateStore>),
     options: &RunOptions,
     shared: &Shared,
     stats: &Arc<Mutex<CheckpointStats>>,
@@ -163,6 +163,7 @@ fn start_control(
         started: std::time::Instant::now(),
         parallelism: plan.parallelism.min(plan.partitions),
         savepoints: plan.checkpoint.is_some(),
+        store: store.cloned(),
         swaps,
     };
     ControlServer::serve(bound, handle).map(Some)

@@ -106,6 +106,9 @@ pub enum CoordMsg {
 pub struct CheckpointStats {
     /// Completed checkpoints and savepoints.
     pub completed: u64,
+    /// Completed savepoints (triggered and event-time ones), also counted
+    /// in `completed`: the run summary counts them apart.
+    pub savepoints: u64,
     /// Failed ones.
     pub failed: u64,
     /// The last completed manifest.
@@ -122,9 +125,23 @@ pub struct CheckpointStats {
     pub history: super::figures::CheckpointHistory,
 }
 
+/// What became of a checkpoint's folder.
+enum Written {
+    /// The manifest is written.
+    Manifest(Manifest),
+    /// An event-time savepoint of that name exists, kept as it is.
+    Kept,
+    /// A savepoint of that name exists: refused, with why.
+    NameTaken(String),
+}
+
+/// A checkpoint whose barrier was injected, waiting for its partitions.
 struct InFlight {
+    /// What the source said when it injected the barrier.
     begin: Begin,
+    /// When the coordinator heard of it (for its duration).
     started: Instant,
+    /// Each partition's snapshot, once it reached the barrier.
     partitions: Vec<Option<PartitionSnapshot>>,
 }
 
@@ -217,13 +234,23 @@ impl Coordinator {
         let id = f.begin.id;
         let name = f.begin.name.clone();
         let result = match self.write(f) {
-            Ok(Some(m)) => Ok(m),
-            Ok(None) => {
+            Ok(Written::Manifest(m)) => Ok(m),
+            Ok(Written::Kept) => {
                 // An event-time savepoint a restored run passes again: the
                 // one taken before stays; what this barrier covered is
                 // committed by the next checkpoint.
                 tracing::info!(name = %name, "event-time savepoint exists already; kept as it is");
                 self.decide(Decision::Abort(id));
+                return;
+            }
+            Ok(Written::NameTaken(why)) => {
+                // A name in use (two requests for one name at once): the
+                // user's naming, not a failed checkpoint.
+                tracing::warn!(name = %name, "savepoint refused: {why}");
+                self.decide(Decision::Abort(id));
+                if let Some(r) = reply {
+                    let _ = r.send(Err(why));
+                }
                 return;
             }
             Err(e) => Err(e),
@@ -232,6 +259,9 @@ impl Coordinator {
         match &result {
             Ok(m) => {
                 stats.completed += 1;
+                if m.kind == Kind::Savepoint {
+                    stats.savepoints += 1;
+                }
                 stats.last = Some(m.clone());
                 let (took, pause) = (stats.last_duration, stats.last_max_pause);
                 stats.history.completed(m, took, pause);
@@ -255,14 +285,14 @@ impl Coordinator {
         }
     }
 
-    /// Upload the blobs, then the manifest. `Ok(None)`: an event-time
-    /// savepoint of that name exists (never replaced, skipped).
-    fn write(&mut self, f: InFlight) -> Result<Option<Manifest>> {
+    /// Upload the blobs, then the manifest, unless a savepoint of that
+    /// name exists (savepoints are never replaced).
+    fn write(&mut self, f: InFlight) -> Result<Written> {
         let b = &f.begin;
         let dir = folder(&self.job, b.kind, &b.name);
         let manifest_key = format!("{dir}/manifest.json");
-        if self.savepoint_exists(b, &dir, &manifest_key)? {
-            return Ok(None);
+        if let Some(exists) = self.savepoint_exists(b, &manifest_key)? {
+            return Ok(exists);
         }
         let mut blobs = Vec::new();
         let (partitions, (max_pause, max_chunk)) =
@@ -295,27 +325,25 @@ impl Coordinator {
         stats.last_max_chunk_pause = max_chunk;
         stats.last_duration = f.started.elapsed();
         stats.last_upload = upload;
-        Ok(Some(manifest))
+        Ok(Written::Manifest(manifest))
     }
 
     /// Savepoints are never replaced: checked before any blob is written.
-    /// `Ok(true)`: an event-time savepoint of that name exists (kept; this
-    /// one is skipped). Any other savepoint of that name is an error.
-    fn savepoint_exists(&self, b: &Begin, dir: &str, manifest_key: &str) -> Result<bool> {
+    /// `Some(Kept)`: an event-time savepoint of that name exists (kept;
+    /// this one is skipped); `Some(NameTaken)`: any other savepoint of that
+    /// name exists.
+    fn savepoint_exists(&self, b: &Begin, manifest_key: &str) -> Result<Option<Written>> {
         if b.kind != Kind::Savepoint || self.store.get(manifest_key)?.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
         if b.name.starts_with(crate::checkpoint::EVENT_TIME_PREFIX) {
-            return Ok(true);
+            return Ok(Some(Written::Kept));
         }
-        Err(crate::Error::Savepoint {
-            location: dir.to_string(),
-            detail: format!(
-                "a savepoint named `{}` exists already; savepoints are never replaced: \
-                 choose another name, or delete that one first",
-                b.name
-            ),
-        })
+        Ok(Some(Written::NameTaken(format!(
+            "a savepoint named `{}` exists already; savepoints are never replaced: \
+             choose another name, or delete that one first",
+            b.name
+        ))))
     }
 
     /// Every partition's manifest entry, in partition order, and the

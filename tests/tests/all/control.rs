@@ -397,3 +397,95 @@ fn a_missing_run_folder_is_made_private_and_a_planted_address_link_is_not_follow
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(entries(&run).is_empty(), "{:?}", entries(&run));
 }
+
+/// `weir_checkpoints_failed_total` as `/metrics` says it.
+fn failed_checkpoints(ep: &Endpoint) -> u64 {
+    let (code, body) = ep.request("GET", "/metrics").unwrap();
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with("weir_checkpoints_failed_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no weir_checkpoints_failed_total in {body}"))
+}
+
+#[test]
+fn a_savepoint_name_in_use_is_refused_with_409_and_is_not_a_failed_checkpoint() {
+    let job = Job::following("control-name-taken", "");
+    let (mut child, ep) = start(&job);
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    job.run_ok(&["savepoint", "trigger", file, "--name", "before-fix"]);
+    let failed = failed_checkpoints(&ep);
+
+    let (code, body) = ep.request("POST", "/savepoint?name=before-fix").unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("`before-fix` is taken"), "{body}");
+
+    let out = job
+        .weir()
+        .args(["savepoint", "trigger", file, "--name", "before-fix"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a taken name fails the command: {err}"
+    );
+    assert!(
+        err.contains("savepoint refused") && err.contains("`before-fix` is taken"),
+        "{err}"
+    );
+
+    // Nor does a stop with a taken name stop the job.
+    let out = job
+        .weir()
+        .args(["stop", file, "--savepoint", "--name", "before-fix"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("`before-fix` is taken"), "{err}");
+    still_running(&mut child, &ep);
+
+    assert_eq!(
+        failed_checkpoints(&ep),
+        failed,
+        "no failed checkpoint counted"
+    );
+    let (_, status) = ep.request("GET", "/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["checkpoints_failed"], 0, "{status}");
+
+    job.run_ok(&["stop", file]);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stopped cleanly: {log}");
+    assert!(!log.contains("checkpoint failed"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn weir_stop_returns_once_the_job_has_exited_so_it_can_run_again_at_once() {
+    let job = Job::following("control-stop-waits", "");
+    let (mut child, _) = start(&job);
+    let file = job.file();
+    let file = file.to_str().unwrap();
+    let said = job.run_ok(&["stop", file]);
+    assert!(said.contains("has exited"), "{said}");
+    assert!(
+        child.try_wait().unwrap().is_some(),
+        "the job has exited when `weir stop` returns"
+    );
+
+    // A run right away is not refused as already running.
+    let mut again = job.spawn(None);
+    job.wait_running();
+    assert!(again.try_wait().unwrap().is_none(), "the second run runs");
+
+    // `--no-wait` returns once the job is told; it exits on its own.
+    let said = job.run_ok(&["stop", file, "--no-wait"]);
+    assert!(!said.contains("has exited"), "{said}");
+    let status = again.wait().unwrap();
+    assert!(status.success(), "stopped cleanly: {status}");
+}

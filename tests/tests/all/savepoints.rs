@@ -871,3 +871,21 @@ fn a_large_object_goes_to_s3_in_parts_and_reads_back_whole() {
     );
     store.delete_prefix("").unwrap();
 }
+
+#[test]
+fn the_run_summary_counts_event_time_savepoints_as_savepoints_not_checkpoints() {
+    let job = Job::new(
+        "summary-counts",
+        300_000,
+        artifacts::STATE_MACHINE,
+        1,
+        "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n",
+    );
+    let said = job.run_ok(&["run", job.file().to_str().unwrap()]);
+    let taken = manifest::list(&job.store(), &job.name).unwrap().len();
+    assert!(taken >= 2, "event-time savepoints were taken: {said}");
+    assert!(
+        said.contains(&format!(" 0 checkpoints, {taken} savepoints,")),
+        "{taken} savepoints and no checkpoint in the summary: {said}"
+    );
+}

@@ -62,7 +62,7 @@ use std::time::Duration;
 pub use client::{find, find_in, query, request};
 pub use http::{BUSY_HEAD_DEADLINE, HEAD_DEADLINE, HEAD_LIMIT, MAX_CONNECTIONS, MAX_WAITING};
 pub use run_folder::{
-    Endpoint, JobLock, addr_file, check_run_dir, lock_job, prepare_run_dir, run_dir,
+    Endpoint, JobLock, addr_file, check_run_dir, job_running, lock_job, prepare_run_dir, run_dir,
 };
 pub use server::{Bound, ControlServer, JobHandle};
 

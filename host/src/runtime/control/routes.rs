@@ -24,6 +24,7 @@ use super::server::Served;
 use super::status::manifest_json;
 use super::{exposition, page, status};
 use crate::checkpoint::check_savepoint_name;
+use crate::checkpoint::manifest::{self, Kind};
 use crate::runtime::Trigger;
 use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
 
@@ -194,9 +195,12 @@ fn savepoint(served: &Served, name: Option<String>, stop: bool) -> Response {
     if let Some(refused) = name.as_deref().and_then(|n| check_savepoint_name(n).err()) {
         return error(400, refused);
     }
+    if let Some(taken) = name.as_deref().and_then(|n| name_taken(served, n)) {
+        return taken;
+    }
     let (tx, rx) = crossbeam_channel::bounded(1);
     let sent = job.triggers.send(Trigger::Savepoint {
-        name,
+        name: name.clone(),
         stop,
         reply: Some(tx),
     });
@@ -218,7 +222,34 @@ fn savepoint(served: &Served, name: Option<String>, stop: bool) -> Response {
     }
     match reply {
         Some(Ok(m)) => json_answer(200, manifest_json(&job.job, &m)),
-        Some(Err(e)) => json_answer(500, json!({"error": e})),
+        // Another request took the name while this one waited for its
+        // barrier: still the user's naming, not a failed checkpoint.
+        Some(Err(e)) => match name.as_deref().and_then(|n| name_taken(served, n)) {
+            Some(taken) => taken,
+            None => json_answer(500, json!({"error": e})),
+        },
         None => error(503, "the job ended before the savepoint completed"),
+    }
+}
+
+/// A 409 refusal when job's store holds a savepoint named `name` already:
+/// savepoints are never replaced, and a name in use is the user's to
+/// change, so no barrier is asked for (nothing is logged or counted as a
+/// failed checkpoint). `None` when the name is free (or the store cannot
+/// tell: the coordinator checks again before it writes).
+fn name_taken(served: &Served, name: &str) -> Option<Response> {
+    let store = served.job.store.as_ref()?;
+    let folder = manifest::folder(&served.job.job, Kind::Savepoint, name);
+    match store.get(&format!("{folder}/manifest.json")) {
+        Ok(Some(_)) => Some(error(
+            409,
+            &format!(
+                "the savepoint name `{name}` is taken: job `{}` has a savepoint of that name, and \
+                 savepoints are never replaced; choose another name, or delete that one first \
+                 (`weir savepoint delete JOB_FILE {name}`); no savepoint was taken",
+                served.job.job
+            ),
+        )),
+        Ok(None) | Err(_) => None,
     }
 }

@@ -260,3 +260,31 @@ pub fn lock_job(job: &str) -> Result<JobLock> {
         return Ok(JobLock { file, path });
     }
 }
+
+/// Whether a run of `job` holds its lock in [`run_dir`] (see [`lock_job`]):
+/// `false` once that process has exited, even before anyone reaps it.
+pub fn job_running(job: &str) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let path = run_dir().join(format!("{job}.lock"));
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("opening the job's lock", &path)(e)),
+    };
+    // SAFETY: flock on a descriptor this function owns; no memory is
+    // passed. A shared lock is refused while the run holds its exclusive
+    // one, and released when `file` is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return Ok(false);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(true)
+    } else {
+        Err(Error::io("locking", &path)(e))
+    }
+}

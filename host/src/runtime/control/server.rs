@@ -20,6 +20,7 @@ use super::run_folder::{
     Endpoint, new_token, prepare_run_dir, read_addr_file, run_dir, same_secret, write_private,
 };
 use super::status::{Sample, sample};
+use crate::checkpoint::store::StateStore;
 use crate::lock_or_recover;
 use crate::runtime::Trigger;
 use crate::runtime::swap::Swapper;
@@ -51,6 +52,9 @@ pub struct JobHandle {
     pub parallelism: usize,
     /// Whether the job takes checkpoints (and so can take savepoints).
     pub savepoints: bool,
+    /// The job's state store, where a savepoint name is checked before the
+    /// barrier is asked for (`None`: no checkpoints).
+    pub store: Option<StateStore>,
     /// Plugin swaps (`None`: the job cannot swap: no checkpoints, or
     /// native operators).
     pub swaps: Option<Arc<Swapper>>,

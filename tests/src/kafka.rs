@@ -281,6 +281,13 @@ fn read_messages(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => f(&m),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            // Right after a broker restart or pause the connection may
+            // still be down: asked again until the deadline.
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::NetworkException,
+            ))) => std::thread::sleep(Duration::from_millis(200)),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
         }
     }

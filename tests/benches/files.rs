@@ -9,11 +9,8 @@
 //! exports). Without `--bench` (the suite's smoke run) it reads 20 000
 //! events.
 
-use std::path::Path;
 use std::time::Instant;
 
-use bytes::Bytes;
-use weir::checkpoint::store::{StateStore, StoreSpec};
 use weir::generate::{GenerateConfig, generate};
 use weir::job::{RunOptions, run};
 use weir_tests::{artifacts, file_source, state_machine_plan};
@@ -52,7 +49,7 @@ fn main() {
         url.trim_end_matches('/'),
         std::process::id()
     );
-    upload(&events_dir, &prefix);
+    weir_tests::upload(&events_dir, &prefix);
 
     let measure = |what: &str, s3: bool| {
         let out = dir.path().join(format!("out-{what}"));
@@ -76,23 +73,4 @@ fn main() {
     let local = measure("local", false);
     let s3 = measure("s3", true);
     println!("files s3/local: {:.2}", s3 / local);
-}
-
-/// Copy the files of `dir` under `url`.
-fn upload(dir: &Path, url: &str) {
-    let store = StateStore::open(
-        &StoreSpec {
-            url: url.to_string(),
-            ..StoreSpec::default()
-        },
-        Path::new("."),
-    )
-    .unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        store
-            .put(&name, Bytes::from(std::fs::read(&p).unwrap()))
-            .unwrap();
-    }
 }

@@ -192,3 +192,24 @@ pub fn assert_same_output(actual: &[String], expected: &[String], what: &str) {
         expected.get(first)
     );
 }
+
+/// Copy the files of `dir` under `url` (an object-store prefix, such as
+/// the S3 test server's).
+pub fn upload(dir: &Path, url: &str) {
+    use weir::checkpoint::store::{StateStore, StoreSpec};
+    let store = StateStore::open(
+        &StoreSpec {
+            url: url.to_string(),
+            ..StoreSpec::default()
+        },
+        Path::new("."),
+    )
+    .unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        store
+            .put(&name, bytes::Bytes::from(std::fs::read(&p).unwrap()))
+            .unwrap();
+    }
+}

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use weir::checkpoint::manifest;
 use weir::checkpoint::store::{StateStore, StoreSpec};
 use weir::config::CheckpointPlan;
@@ -302,25 +301,6 @@ pub(crate) fn s3_prefix(tag: &str) -> String {
     )
 }
 
-/// Copy the files of `dir` to `url` (an object-store prefix).
-pub(crate) fn upload(dir: &Path, url: &str) {
-    let store = StateStore::open(
-        &StoreSpec {
-            url: url.to_string(),
-            ..StoreSpec::default()
-        },
-        Path::new("."),
-    )
-    .unwrap();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        store
-            .put(&name, Bytes::from(std::fs::read(&p).unwrap()))
-            .unwrap();
-    }
-}
-
 #[test]
 fn files_in_s3_give_the_output_of_the_same_files_on_disk_through_kills() {
     let job = Job::new(
@@ -333,7 +313,7 @@ fn files_in_s3_give_the_output_of_the_same_files_on_disk_through_kills() {
     let expected = job.reference();
     assert!(!expected.is_empty());
     let prefix = s3_prefix("events");
-    upload(&job.root.join("events"), &prefix);
+    weir_tests::upload(&job.root.join("events"), &prefix);
     let text = std::fs::read_to_string(job.file()).unwrap();
     std::fs::write(
         job.file(),
@@ -456,7 +436,7 @@ fn follow_reads_new_objects_under_an_s3_prefix_and_a_replaced_object_is_refused(
     let (a, mut want) = lines("a", 10, 0);
     std::fs::write(local.join("1.csv"), a).unwrap();
     let prefix = s3_prefix("follow");
-    upload(&local, &prefix);
+    weir_tests::upload(&local, &prefix);
     let out = dir.path().join("out");
     let mut plan = state_machine_plan(&local, &out, 2, artifacts::ECHO);
     file_source(&mut plan).url = Some(prefix.clone());
@@ -488,7 +468,7 @@ fn follow_reads_new_objects_under_an_s3_prefix_and_a_replaced_object_is_refused(
     want.extend(more);
     std::fs::remove_file(local.join("1.csv")).unwrap();
     std::fs::write(local.join("2.csv"), b).unwrap();
-    upload(&local, &prefix);
+    weir_tests::upload(&local, &prefix);
     wait(want.len());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     job.join().unwrap().unwrap();
@@ -498,7 +478,7 @@ fn follow_reads_new_objects_under_an_s3_prefix_and_a_replaced_object_is_refused(
     // An object replaced with other content since it was read: refused.
     std::fs::remove_file(local.join("2.csv")).unwrap();
     std::fs::write(local.join("1.csv"), "z0,a,1\nz1,a,2\nz2,a,3\nz3,a,4\n").unwrap();
-    upload(&local, &prefix);
+    weir_tests::upload(&local, &prefix);
     let err = run(
         &plan,
         RunOptions {

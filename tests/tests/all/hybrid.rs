@@ -318,7 +318,7 @@ fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
 fn the_history_can_be_in_s3() {
     let job = Hybrid::new("hybrid-s3", 60_000, 2);
     let prefix = crate::files::s3_prefix("hybrid-history");
-    crate::files::upload(&job.root.join("history"), &prefix);
+    weir_tests::upload(&job.root.join("history"), &prefix);
     std::fs::remove_dir_all(job.root.join("history")).unwrap();
     let text = std::fs::read_to_string(job.file()).unwrap();
     std::fs::write(

@@ -1,7 +1,7 @@
-//! Starting a prepared job: the checkpoint coordinator, one worker thread
-//! per unit of parallelism, the progress reporter, the control endpoint
-//! with its swapper, and the router (with barriers when checkpointing) the
-//! source writes to.
+//! Starting a prepared job: the line that says what it restores, the
+//! checkpoint coordinator, one worker thread per unit of parallelism, the
+//! progress reporter, the control endpoint with its swapper, and the router
+//! (with barriers when checkpointing) the source writes to.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +15,8 @@ use super::plugins;
 use super::prepare::Prepared;
 use super::progress::{self, ProgressThread};
 use crate::batch::SourceBatch;
+use crate::checkpoint::manifest::{Kind, Manifest};
+use crate::checkpoint::restore::Restored;
 use crate::checkpoint::store::StateStore;
 use crate::config::Plan;
 use crate::runtime::control::{Bound, ControlServer, JobHandle};
@@ -23,6 +25,7 @@ use crate::runtime::{
     Barriers, CheckpointStats, CoordMsg, Coordinator, Decision, Partition, Router, Shared, TaskMsg,
     TaskStats, Worker,
 };
+use crate::source::file::FilePosition;
 use crate::{Error, Result};
 
 /// Batches in flight per partition before the source waits (backpressure).
@@ -56,6 +59,9 @@ pub(super) fn start(
     let bound = job.control.take();
     let job = &*job;
     let plan = &job.plan;
+    if let Some(r) = &job.restored {
+        tracing::info!("{}", restore_line(&plan.name, r));
+    }
     let stats = Arc::new(Mutex::new(CheckpointStats::default()));
     let threads = plan.parallelism.min(plan.partitions);
     let (decision_txs, decision_rxs): (Vec<_>, Vec<_>) = (0..threads)
@@ -109,6 +115,72 @@ pub(super) fn start(
     Ok((router, running))
 }
 
+/// What a run restores, said before its first record: the checkpoint or
+/// savepoint (kind, name, where), when it was taken, the source position,
+/// each operator's plugin version and state version, and the versions that
+/// wrote it.
+fn restore_line(job: &str, r: &Restored) -> String {
+    let m = &r.manifest;
+    let kind = match m.kind {
+        Kind::Checkpoint => "checkpoint",
+        Kind::Savepoint => "savepoint",
+    };
+    let mut operators: Vec<String> = Vec::new();
+    for op in m.partitions.iter().flat_map(|p| &p.operators) {
+        let line = format!(
+            "{} plugin {} state v{}",
+            op.name,
+            &op.plugin_digest[..op.plugin_digest.len().min(12)],
+            op.state_version
+        );
+        if !operators.contains(&line) {
+            operators.push(line);
+        }
+    }
+    format!(
+        "restoring job `{job}` from {kind} `{}` ({}): taken {}, event time {}; {} partitions; \
+         source at {}; operators: {}; written by weir {} (WIT {})",
+        m.name,
+        r.location,
+        crate::clock::format_time(m.wall_time_ms),
+        crate::clock::format_time(m.watermark),
+        m.partitions.len(),
+        describe_position(m),
+        operators.join(", "),
+        m.host_version,
+        m.wit_version,
+    )
+}
+
+/// A restored source position in a few words: the file source's file,
+/// offset and line; Kafka's next offset per partition; other connectors
+/// by name.
+fn describe_position(m: &Manifest) -> String {
+    let p = &m.source;
+    match p.connector.as_str() {
+        "files" => match FilePosition::from_value(&p.position) {
+            Ok(FilePosition {
+                file: Some(file),
+                offset,
+                line,
+                ..
+            }) => format!("{file} byte {offset} (line {line})"),
+            Ok(_) => "the first file".into(),
+            Err(_) => "a file position".into(),
+        },
+        "kafka" => {
+            let offsets: Vec<String> = m
+                .partitions
+                .iter()
+                .map(|e| format!("{}:{}", e.partition, e.source["offset"]))
+                .collect();
+            let topic = p.position["topic"].as_str().unwrap_or("?");
+            format!("kafka topic {topic} offsets {}", offsets.join(" "))
+        }
+        other => format!("its {other} position"),
+    }
+}
+
 /// The router with barriers (when checkpointing: it then reads the
 /// barrier requests, else they come back), the final checkpoint a bounded
 /// input needs, and the restored event time.
@@ -129,10 +201,11 @@ fn with_checkpoints(
             next_id,
             job.shared.committed.clone(),
         );
-        // A bounded input ends with a checkpoint when checkpoints are
-        // periodic, and always for a sink that commits only through them.
-        let at_end = c.interval.is_some() || job.sinks.commits_only_at_checkpoints();
-        router = router.with_barriers(barriers.final_checkpoint(at_end));
+        // A bounded input always ends with a checkpoint at its end
+        // position, also with `interval_ms = 0` (savepoints only): the file
+        // and Kafka sinks commit only through checkpoints, so without it
+        // the output after the last savepoint would stay uncommitted.
+        router = router.with_barriers(barriers.final_checkpoint(true));
     }
     if let Some(r) = &job.restored {
         router.resume_event_time(r.manifest.watermark, r.manifest.max_event_time);

@@ -129,12 +129,6 @@ pub trait SinkFactory: Send + Sync {
         restored: Option<&RestoredSink>,
         dead_letters: &Arc<DeadLetters>,
     ) -> Result<Box<dyn Sink>>;
-    /// Whether output is committed only through checkpoints, so a bounded
-    /// run must end with a final checkpoint (the runtime takes one anyway
-    /// when periodic checkpoints are on).
-    fn commits_only_at_checkpoints(&self) -> bool {
-        false
-    }
 }
 
 /// The sink factory for `spec` of job `job`; `checkpoints` says whether

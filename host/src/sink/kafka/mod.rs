@@ -210,10 +210,6 @@ impl SinkFactory for KafkaSinkFactory {
         self.settle_restored(restored.unwrap_or_default(), dead_letters)
     }
 
-    fn commits_only_at_checkpoints(&self) -> bool {
-        self.exactly_once
-    }
-
     /// A partition's sink starts with no epoch pending, restored or not:
     /// [`SinkFactory::recover`] already produced every epoch the restored
     /// checkpoint holds above the partition's marker. The restored state the

@@ -227,6 +227,7 @@ impl JobFile {
                 state_call_timeout: Duration::from_millis(self.engine.state_call_timeout_ms.max(1)),
                 memory_bytes: self.engine.memory_mb.saturating_mul(1 << 20) as usize,
                 cache_dir: self.engine.cache_dir.as_ref().map(|d| base.join(d)),
+                cache_max_bytes: self.engine.cache_max_mb.saturating_mul(1 << 20),
             },
             batch: BatchSettings {
                 max_records: self.batch.max_records.max(1),

@@ -233,6 +233,14 @@ pub struct EngineConfig {
     /// `$XDG_CACHE_HOME/weir/components`, else `~/.cache/weir/components`;
     /// none of them: no cache.
     pub cache_dir: Option<PathBuf>,
+    /// Most MiB the cache folder may hold; past it, the entries used least
+    /// recently are removed. Default 1024.
+    #[serde(default = "default_cache_max_mb")]
+    pub cache_max_mb: u64,
+}
+
+fn default_cache_max_mb() -> u64 {
+    crate::plugin::cache::DEFAULT_MAX_MB
 }
 
 fn default_call_timeout_ms() -> u64 {
@@ -252,6 +260,7 @@ impl Default for EngineConfig {
             state_call_timeout_ms: default_state_call_timeout_ms(),
             memory_mb: default_memory_mb(),
             cache_dir: None,
+            cache_max_mb: default_cache_max_mb(),
         }
     }
 }

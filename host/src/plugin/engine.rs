@@ -1,53 +1,19 @@
 //! The wasmtime engine and everything that bounds a plugin: the epoch ticker
 //! behind per-call deadlines, the memory cap per instance, the check of the
-//! WIT package version and imports, and the on-disk cache of compiled
-//! components (keyed by content digest, engine settings and wasmtime version)
-//! so a restart does not recompile.
-//!
-//! # The compiled-component cache
-//!
-//! A cached entry is native code that wasmtime maps and runs *outside* the
-//! sandbox, so an entry is only loaded after these checks:
-//!
-//! - The folder is the configured one (`cache_dir`, else `$WEIR_CACHE_DIR`),
-//!   else `$XDG_CACHE_HOME/weir/components`, else
-//!   `$HOME/.cache/weir/components`; there is no shared temp fallback. With
-//!   no folder, components are compiled in memory on every start.
-//! - The folder is created with mode 0700 and, before use, must be a real
-//!   directory (not a symbolic link) owned by the effective user and not
-//!   writable by group or others. A folder that fails is not used: Weir
-//!   warns and compiles in memory.
-//! - An entry is opened without following symbolic links and must be a
-//!   regular file owned by the effective user and not writable by group or
-//!   others. It starts with a header holding a SHA-256 over the cache key
-//!   (which names the component's digest) and the compiled bytes; the bytes
-//!   are read once, checked against it, and only those verified bytes are
-//!   handed to wasmtime (never a path that could be swapped after the
-//!   check). An entry that fails, or that has no header (written by an older
-//!   Weir), is recompiled from the component and rewritten; entries are
-//!   written to a fresh 0600 temp file and renamed into place.
-//!
-//! The digest sits beside the code it covers, so it only detects accidental
-//! corruption, truncation, an entry copied from another component, or a
-//! naive replacement by someone who cannot also rewrite the header. What
-//! stops another local user from planting code is the ownership and
-//! permission checks on the folder and the entries; anyone who can write
-//! files as the user running Weir can already run code as that user.
+//! WIT package version and imports, and the use of the on-disk cache of
+//! compiled components (`super::cache`: what it checks, its size bound), so
+//! a restart does not recompile.
 
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
 use super::bindings::{self, PluginCtx};
+use super::cache::{self, EntryError, check_cache_dir, read_entry, resolve_cache_dir, write_entry};
 use crate::batch::ACCEPTED_WIT_VERSIONS;
 use crate::digest::sha256_hex;
 use crate::{Error, Result};
@@ -67,10 +33,13 @@ pub struct EngineSettings {
     /// Memory cap per plugin instance.
     pub memory_bytes: usize,
     /// Compiled-component cache folder (`None`: the default folder, see
-    /// [`default_cache_dir`]). It is created with mode 0700 and not used
-    /// unless it is a real directory owned by the effective user and not
-    /// writable by group or others.
+    /// [`super::default_cache_dir`]). It is created with mode 0700 and not
+    /// used unless it is a real directory owned by the effective user and
+    /// not writable by group or others.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache folder's entries may hold; past it, the
+    /// entries used least recently are removed.
+    pub cache_max_bytes: u64,
 }
 
 impl EngineSettings {
@@ -90,6 +59,7 @@ impl Default for EngineSettings {
             state_call_timeout: Duration::from_millis(Self::DEFAULT_STATE_CALL_TIMEOUT_MS),
             memory_bytes: (Self::DEFAULT_MEMORY_MB << 20) as usize,
             cache_dir: None,
+            cache_max_bytes: cache::DEFAULT_MAX_MB << 20,
         }
     }
 }
@@ -240,7 +210,9 @@ impl WeirEngine {
             detail,
         };
         let digest = sha256_hex(bytes);
-        let (component, from_cache) = self.compile_cached(&digest, bytes).map_err(load_err)?;
+        let (component, from_cache) = self
+            .compile_cached(name, &digest, bytes)
+            .map_err(load_err)?;
         let (wit_version, wasi) =
             check_interface(&self.inner.engine, &component).map_err(load_err)?;
         let linker = if wasi {
@@ -276,7 +248,12 @@ impl WeirEngine {
         self.load(name, &bytes)
     }
 
-    fn compile_cached(&self, digest: &str, bytes: &[u8]) -> Result<(Component, bool), String> {
+    fn compile_cached(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, bool), String> {
         let engine = &self.inner.engine;
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -309,7 +286,10 @@ impl WeirEngine {
                     // after the check; wasmtime also checks its own header
                     // and refuses a mismatch, in which case we recompile.
                     match unsafe { Component::deserialize(engine, &compiled) } {
-                        Ok(c) => return Ok((c, true)),
+                        Ok(c) => {
+                            cache::touch(path);
+                            return Ok((c, true));
+                        }
                         Err(e) => tracing::warn!(
                             path = %path.display(),
                             "ignoring unusable cached component; recompiling: {e:#}"
@@ -331,6 +311,15 @@ impl WeirEngine {
                 }
             }
         }
+        // Large components (Python, JavaScript) take seconds: say so first.
+        tracing::info!(
+            "compiling plugin `{name}` ({:.1} MiB) to native code{}",
+            bytes.len() as f64 / (1 << 20) as f64,
+            match &path {
+                Some(p) => format!("; cached for later runs in {}", p.display()),
+                None => " (no cache folder: every run compiles it again)".into(),
+            }
+        );
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| format!("not a valid component: {e:#}"))?;
@@ -342,6 +331,19 @@ impl WeirEngine {
             && let Err(e) = write_entry(path, &key, &compiled)
         {
             tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
+        } else if let (Some(dir), Some(path)) = (dir, &path) {
+            match cache::evict(dir, self.inner.settings.cache_max_bytes, path) {
+                Ok(r) if r.files > 0 => tracing::info!(
+                    dir = %dir.display(),
+                    "compiled-component cache over its bound of {} MiB: removed the {} entries \
+                     used least recently ({} MiB)",
+                    self.inner.settings.cache_max_bytes >> 20,
+                    r.files,
+                    r.bytes >> 20
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot bound the cache: {e}"),
+            }
         }
         Ok((component, false))
     }
@@ -406,190 +408,4 @@ fn start_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
-}
-
-/// The default compiled-component cache folder: `$WEIR_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/weir/components`, else `$HOME/.cache/weir/components`
-/// (empty or relative values are skipped). `None` when none is set: then
-/// components are compiled in memory, never cached in a shared temp folder.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if let Some(d) = var("WEIR_CACHE_DIR") {
-        return Some(d);
-    }
-    if let Some(d) = var("XDG_CACHE_HOME") {
-        return Some(d.join("weir").join("components"));
-    }
-    var("HOME").map(|h| h.join(".cache").join("weir").join("components"))
-}
-
-/// The cache folder to use: the configured one, else the default; created
-/// (mode 0700) if missing, then checked. `None`: compile in memory.
-fn resolve_cache_dir(configured: Option<&Path>) -> Option<PathBuf> {
-    static NO_DIR_LOGGED: AtomicBool = AtomicBool::new(false);
-    let Some(dir) = configured.map(Path::to_path_buf).or_else(default_cache_dir) else {
-        if !NO_DIR_LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "no compiled-component cache folder (set engine.cache_dir, WEIR_CACHE_DIR, \
-                 XDG_CACHE_HOME or HOME): compiling plugins in memory on every start"
-            );
-        }
-        return None;
-    };
-    let ready = match std::fs::symlink_metadata(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create it: {e}"))
-            .and_then(|()| check_cache_dir(&dir)),
-        _ => check_cache_dir(&dir),
-    };
-    match ready {
-        Ok(()) => Some(dir),
-        Err(e) => {
-            tracing::warn!(
-                dir = %dir.display(),
-                "not using the compiled-component cache: {e}; compiling plugins in memory"
-            );
-            None
-        }
-    }
-}
-
-fn euid() -> u32 {
-    // SAFETY: `geteuid` has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Check that `dir` is a real directory (not a symbolic link), owned by the
-/// effective user and not writable by group or others.
-fn check_cache_dir(dir: &Path) -> Result<(), String> {
-    let md = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect it: {e}"))?;
-    if md.file_type().is_symlink() {
-        return Err("it is a symbolic link".into());
-    }
-    if !md.is_dir() {
-        return Err("it is not a directory".into());
-    }
-    check_owner_and_mode(&md)
-}
-
-fn check_owner_and_mode(md: &std::fs::Metadata) -> Result<(), String> {
-    let euid = euid();
-    if md.uid() != euid {
-        return Err(format!(
-            "it is owned by uid {}, not by this user (uid {euid})",
-            md.uid()
-        ));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(format!(
-            "it is writable by group or others (mode {:o})",
-            md.mode() & 0o7777
-        ));
-    }
-    Ok(())
-}
-
-/// First bytes of a cache entry; the SHA-256 of [`entry_digest`] follows,
-/// then the compiled component.
-const ENTRY_MAGIC: &[u8; 8] = b"WEIRCW\x00\x01";
-const ENTRY_HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
-
-/// SHA-256 over the cache key (component digest, wasmtime version, engine
-/// compatibility hash) and the compiled bytes: an entry copied over the name
-/// of another component does not match.
-fn entry_digest(key: &str, compiled: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"weir compiled component v1\0");
-    h.update(key.as_bytes());
-    h.update(b"\0");
-    h.update(compiled);
-    h.finalize().into()
-}
-
-enum EntryError {
-    /// No header: written by an older version.
-    NoDigest,
-    /// Not a safe file, unreadable, or the digest does not match.
-    Rejected(String),
-}
-
-/// Read and verify the cache entry at `path`: `Ok(None)` if there is none,
-/// else the verified compiled bytes (without the header).
-fn read_entry(path: &Path, key: &str) -> Result<Option<Vec<u8>>, EntryError> {
-    let file = match std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(EntryError::Rejected("it is a symbolic link".into()));
-        }
-        Err(e) => return Err(EntryError::Rejected(format!("cannot open it: {e}"))),
-    };
-    // Checked on the open file, so what is checked is what is read.
-    let md = file
-        .metadata()
-        .map_err(|e| EntryError::Rejected(format!("cannot inspect it: {e}")))?;
-    if !md.is_file() {
-        return Err(EntryError::Rejected("it is not a regular file".into()));
-    }
-    check_owner_and_mode(&md).map_err(EntryError::Rejected)?;
-    let mut bytes = Vec::with_capacity(md.len() as usize);
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| EntryError::Rejected(format!("cannot read it: {e}")))?;
-    if !bytes.starts_with(ENTRY_MAGIC) {
-        return Err(EntryError::NoDigest);
-    }
-    if bytes.len() < ENTRY_HEADER_LEN {
-        return Err(EntryError::Rejected("it is truncated".into()));
-    }
-    let compiled = &bytes[ENTRY_HEADER_LEN..];
-    if bytes[ENTRY_MAGIC.len()..ENTRY_HEADER_LEN] != entry_digest(key, compiled) {
-        return Err(EntryError::Rejected(
-            "its SHA-256 does not match its header (corrupted or replaced)".into(),
-        ));
-    }
-    bytes.drain(..ENTRY_HEADER_LEN);
-    Ok(Some(bytes))
-}
-
-/// Write a cache entry (header with digest, then the compiled bytes) to a
-/// fresh temp file created with mode 0600 beside it, then rename it into
-/// place atomically.
-fn write_entry(path: &Path, key: &str, compiled: &[u8]) -> std::io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{key}.tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(ENTRY_MAGIC)?;
-        f.write_all(&entry_digest(key, compiled))?;
-        f.write_all(compiled)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -3,7 +3,8 @@
 //! - [`bindings`](self): the host side of the WIT contract (`wit/weir.wit`)
 //!   and the per-store context (log import, memory cap).
 //! - [`WeirEngine`]: the wasmtime engine, epoch deadlines, the check of the
-//!   WIT version and imports, and the compiled-component cache.
+//!   WIT version and imports; [`cache`]: the compiled-component cache (its
+//!   checks, its size bound, `weir cache clean`).
 //! - [`wasi`]: the deterministic WASI profile, linked only for plugins
 //!   that import WASI.
 //! - [`PluginInstance`]: one instance in its own store, called per batch.
@@ -17,9 +18,10 @@
 //!   restores into another plugin compare.
 //!
 //! Arrows point down only: `shape` -> `operator` -> `instance` ->
-//! `engine` -> `bindings` -> `wasi`.
+//! `engine` -> `cache` -> `bindings` -> `wasi`.
 
 mod bindings;
+pub mod cache;
 mod engine;
 mod instance;
 mod operator;
@@ -28,7 +30,8 @@ mod spec;
 pub mod wasi;
 
 pub use crate::batch::ACCEPTED_WIT_VERSIONS;
-pub use engine::{EngineSettings, LoadedPlugin, WeirEngine, default_cache_dir};
+pub use cache::default_cache_dir;
+pub use engine::{EngineSettings, LoadedPlugin, WeirEngine};
 pub use instance::PluginInstance;
 pub use operator::{Operator, OperatorFactory, PluginLoader, WasmOperatorFactory};
 pub use shape::{StateShape, Takeover};

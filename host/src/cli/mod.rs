@@ -7,7 +7,11 @@
 //! - `plugin`: `weir plugin swap|rollback|history`;
 //! - `fork`: `weir fork` and `weir diff`, a what-if run and its comparison;
 //! - `files`: `weir files index`, files mapped to event times;
-//! - `tools`: `weir generate`, `weir component new` and `weir demo`.
+//! - `tools`: `weir generate`, `weir component new`, `weir cache clean`
+//!   and `weir demo`;
+//! - `produce`: `weir generate --kafka`, the events produced to a topic;
+//! - `new`: `weir new`, a plugin project per language, and `weir component
+//!   build-c`.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +23,9 @@ use clap::{Parser, Subcommand};
 
 mod files;
 mod fork;
+mod new;
 mod plugin;
+mod produce;
 mod run;
 mod savepoint;
 mod status;
@@ -107,6 +113,10 @@ enum Command {
         /// Print JSON (for scripts) instead of tables.
         #[arg(long)]
         json: bool,
+        /// Print only the path of the job's address file (`addr`, `token`
+        /// and `pid` of its control endpoint while it runs), for curl.
+        #[arg(long, conflicts_with = "json")]
+        addr_file: bool,
     },
     /// Stop a running job, optionally with a final savepoint.
     Stop {
@@ -123,11 +133,18 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Generate state-machine events into a folder of CSV files.
+    /// Generate state-machine events into a folder of CSV files, or
+    /// produce them to a Kafka topic (keyed by address).
     Generate {
         /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        out: Option<PathBuf>,
+        /// Produce to Kafka instead: the brokers (host:port,...).
+        #[arg(long, value_name = "BROKERS", requires = "topic")]
+        kafka: Option<String>,
+        /// The topic to produce to (it must exist).
+        #[arg(long, requires = "kafka")]
+        topic: Option<String>,
         /// Number of events.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
@@ -162,6 +179,27 @@ enum Command {
     Component {
         #[command(subcommand)]
         command: ComponentCommand,
+    },
+    /// Write a plugin project (Rust, Python, JavaScript or C) with a
+    /// `build.sh` that builds it and a job that runs it on a sample input.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// The folder to write (default: ./NAME); must be empty or absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Weir source tree whose SDKs and WIT files it uses (default:
+        /// the one this weir was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// The compiled-component cache: `clean` empties it.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Hot-swap plugins of a running job: swap, rollback, history.
     Plugin {
@@ -333,6 +371,36 @@ enum ComponentCommand {
         /// Where to write the component.
         #[arg(short, long)]
         out: PathBuf,
+        /// Keep the module's DWARF debug info (stripped by default: it can
+        /// be 20 times the code).
+        #[arg(long)]
+        keep_debug: bool,
+    },
+    /// Build C sources (with `weir.h`) into a plugin component: bindings,
+    /// clang for wasm32-wasi, then a component.
+    BuildC {
+        /// The C sources.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Where to write the component.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// The Weir source tree (its `guest-sdk/c` and `wit/`; default:
+        /// the one this weir was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove every compiled component from the cache folder (they are
+    /// compiled again when next used).
+    Clean {
+        /// The cache folder (default: $WEIR_CACHE_DIR, else
+        /// $XDG_CACHE_HOME/weir/components, else ~/.cache/weir/components).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -379,7 +447,11 @@ fn real_main() -> anyhow::Result<()> {
             fresh,
         } => run::run_job(&job, parallelism, from_savepoint, fresh),
         Command::Savepoint { command } => savepoint::savepoint(command),
-        Command::Status { job, json } => status::status(&job, json),
+        Command::Status {
+            job,
+            json,
+            addr_file,
+        } => status::status(&job, json, addr_file),
         Command::Stop {
             job,
             savepoint,
@@ -388,6 +460,8 @@ fn real_main() -> anyhow::Result<()> {
         } => run::stop_job(&job, (savepoint, name), !no_wait),
         Command::Generate {
             out,
+            kafka,
+            topic,
             events,
             seed,
             max_machines,
@@ -397,7 +471,7 @@ fn real_main() -> anyhow::Result<()> {
             file_size,
             events_per_ms,
         } => tools::generate_events(
-            &out,
+            (out.as_deref(), kafka.as_deref().zip(topic.as_deref())),
             &GenerateConfig {
                 seed,
                 events,
@@ -411,8 +485,25 @@ fn real_main() -> anyhow::Result<()> {
             },
         ),
         Command::Component {
-            command: ComponentCommand::New { module, out },
-        } => tools::new_component(&module, &out),
+            command:
+                ComponentCommand::New {
+                    module,
+                    out,
+                    keep_debug,
+                },
+        } => tools::new_component(&module, &out, keep_debug),
+        Command::Component {
+            command: ComponentCommand::BuildC { sources, out, sdk },
+        } => new::build_c(&sources, sdk.as_deref(), &out),
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => new::new_project(&name, lang, dir.as_deref(), sdk.as_deref()),
+        Command::Cache {
+            command: CacheCommand::Clean { dir },
+        } => tools::clean_cache(dir),
         Command::Plugin { command } => plugin::plugin(command),
         Command::Files { command } => files::files(command),
         Command::Fork {

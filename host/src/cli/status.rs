@@ -12,8 +12,14 @@ use crate::checkpoint::manifest;
 use crate::runtime::control;
 
 /// `weir status`.
-pub(super) fn status(job: &Path, as_json: bool) -> anyhow::Result<()> {
+pub(super) fn status(job: &Path, as_json: bool, addr_file: bool) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
+    if addr_file {
+        // Where the running job's address and token are (the run folder
+        // depends on WEIR_RUN_DIR, XDG_RUNTIME_DIR and the user).
+        println!("{}", control::addr_file(&plan.name).display());
+        return Ok(());
+    }
     let running = match control::find(&plan.name) {
         // An address file left by a job that was killed: not running.
         Ok(ep) => match ep.request("GET", "/status") {

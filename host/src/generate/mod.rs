@@ -27,7 +27,9 @@
 //! changes with dependency versions or platforms.
 //!
 //! [`generate`] writes the events as CSV lines `address,event,timestamp_ms`
-//! into numbered files `events-000000.csv`, `events-000001.csv`, ...
+//! into numbered files `events-000000.csv`, `events-000001.csv`, ...;
+//! [`each_event`] hands the same events to another output (the command
+//! line produces them to a Kafka topic).
 //!
 //! Files: `config.rs` (the settings), `model.rs` (the DFA and the pool of
 //! machines), `rng.rs` (the random numbers), `output.rs` (the CSV files).
@@ -39,4 +41,4 @@ mod rng;
 
 pub use config::GenerateConfig;
 pub use model::EventGenerator;
-pub use output::{GenerateReport, generate};
+pub use output::{GenerateReport, each_event, generate};

@@ -89,6 +89,28 @@ pub fn generate(dir: &Path, config: &GenerateConfig) -> io::Result<GenerateRepor
     })
 }
 
+/// Call `each` with every event of `config` in order, as `(address,
+/// event letter, timestamp)`: the events [`generate`] writes, for other
+/// outputs (`weir generate --kafka`). Returns the number of injected
+/// errors.
+///
+/// # Errors
+///
+/// `InvalidInput` for an invalid configuration (as [`generate`]), or the
+/// first error `each` returns.
+pub fn each_event(
+    config: &GenerateConfig,
+    mut each: impl FnMut(u32, u8, i64) -> io::Result<()>,
+) -> io::Result<u64> {
+    config.validate()?;
+    let mut generator = EventGenerator::new(config);
+    for i in 0..config.events {
+        let (address, letter) = generator.next_event();
+        each(address, letter, timestamp_of(config, i))?;
+    }
+    Ok(generator.injected_errors())
+}
+
 /// Flushes a finished file, surfacing errors a drop would swallow.
 fn finish(writer: BufWriter<File>) -> io::Result<()> {
     writer

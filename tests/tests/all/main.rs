@@ -17,6 +17,7 @@ mod kafka_faults;
 mod kafka_soak;
 mod languages;
 mod messages;
+mod newcomer;
 mod operate;
 mod partitions;
 mod savepoints;

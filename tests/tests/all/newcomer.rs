@@ -319,3 +319,59 @@ fn weir_generate_produces_keyed_events_to_a_kafka_topic() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn the_address_file_is_found_without_xdg_runtime_dir() {
+    let job = Job::following("addr-file", "");
+    let tmp = job.root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // As on a host without XDG_RUNTIME_DIR: the run folder falls back to
+    // the temporary directory, and `--addr-file` says where.
+    let weir_here = || {
+        let mut c = job.weir();
+        c.env_remove("WEIR_RUN_DIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &tmp);
+        c
+    };
+    let mut child = weir_here()
+        .args(["run", job.file().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = weir_here()
+        .args(["status", job.file().to_str().unwrap(), "--addr-file"])
+        .output()
+        .unwrap();
+    let path = PathBuf::from(String::from_utf8_lossy(&said.stdout).trim());
+    assert!(
+        path.starts_with(&tmp),
+        "{path:?} in the temporary directory"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path:?} never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        ep["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{ep}"
+    );
+    assert!(ep["token"].as_str().is_some_and(|t| t.len() >= 32), "{ep}");
+    ok(
+        weir_here()
+            .args(["stop", job.file().to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "weir stop",
+    );
+    assert!(child.wait().unwrap().success());
+}

@@ -15,3 +15,5 @@ eval "$(scripts/s3-server.sh start)"
 # mvn, cached; needs Java 17+).
 eval "$(scripts/kafka.sh start)"
 cargo test --workspace --release --all-targets
+# The README's marked examples, against the weir built above and the broker.
+bash scripts/readme-check.sh

@@ -62,7 +62,7 @@ fn hidden(name: &str) -> bool {
     name.split('/').any(|p| p.starts_with('.'))
 }
 
-/// A local folder, read flat (sub-folders are not read).
+/// A local folder and its sub-folders (a link to a folder is not followed).
 pub(crate) struct Folder {
     /// The folder.
     dir: PathBuf,
@@ -104,40 +104,56 @@ impl Listing for Folder {
     }
 
     fn list(&self) -> Result<Vec<Entry>> {
-        let dir = &self.dir;
-        let entries = std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("listing source folder", dir))?;
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                return Err(Error::Config(format!(
-                    "source file {} has a name that is not UTF-8: rename it",
-                    path.display()
-                )));
-            };
-            if hidden(&name) {
-                continue;
-            }
-            let kind = entry
-                .file_type()
-                .map_err(Error::io("reading file type in", dir))?;
-            // A symbolic link is read as the file it points to; one that
-            // points nowhere is an error, not a silent skip.
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) if kind.is_symlink() => {
+        // Sub-folders are read too (as an object-store prefix is): names
+        // are paths within the folder, such as Kafka Connect's
+        // `partition=<p>/<topic>+<p>+<offset>.json`.
+        let mut folders = vec![String::new()];
+        while let Some(sub) = folders.pop() {
+            let dir = &self.dir.join(&sub);
+            let entries =
+                std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
+            for entry in entries {
+                let entry = entry.map_err(Error::io("listing source folder", dir))?;
+                let path = entry.path();
+                let Some(base) = entry.file_name().to_str().map(str::to_string) else {
                     return Err(Error::Config(format!(
-                        "source file {} is a symbolic link that cannot be followed: {e}",
+                        "source file {} has a name that is not UTF-8: rename it",
                         path.display()
                     )));
+                };
+                let name = if sub.is_empty() {
+                    base
+                } else {
+                    format!("{sub}/{base}")
+                };
+                if hidden(&name) {
+                    continue;
                 }
-                Err(e) => return Err(Error::io("reading", &path)(e)),
-            };
-            if meta.is_file() {
-                files.push(self.entry(&name, &meta));
-            } else if kind.is_symlink() {
-                tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
+                let kind = entry
+                    .file_type()
+                    .map_err(Error::io("reading file type in", dir))?;
+                if kind.is_dir() {
+                    folders.push(name);
+                    continue;
+                }
+                // A symbolic link is read as the file it points to; one
+                // that points nowhere is an error, not a silent skip.
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if kind.is_symlink() => {
+                        return Err(Error::Config(format!(
+                            "source file {} is a symbolic link that cannot be followed: {e}",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => return Err(Error::io("reading", &path)(e)),
+                };
+                if meta.is_file() {
+                    files.push(self.entry(&name, &meta));
+                } else if kind.is_symlink() {
+                    tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
+                }
             }
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));

@@ -93,6 +93,8 @@ pub struct FileSource {
     /// The position before the first record at or after `spec.until`,
     /// once read.
     until_at: Cell<Option<Position>>,
+    /// The largest event time handed on ([`NO_TIMESTAMP`]: none yet).
+    max_time: Cell<i64>,
 }
 
 impl FileSource {
@@ -126,6 +128,12 @@ impl FileSource {
             // Until a file is read, the position is the restored one (a
             // final checkpoint of a run with nothing new to read keeps it).
             current: start.clone().unwrap_or_default(),
+            max_time: Cell::new(
+                start
+                    .as_ref()
+                    .and_then(|s| s.max_time)
+                    .unwrap_or(NO_TIMESTAMP),
+            ),
             start,
             until_at: Cell::new(None),
         })
@@ -148,6 +156,11 @@ impl FileSource {
             ..FilePosition::default()
         };
         let csv = self.spec.format == Format::Csv;
+        let route = if self.spec.partition_from_name {
+            crate::source::hybrid::archive::connect_name(&entry.name).map(|c| c.partition)
+        } else {
+            None
+        };
         let mut split = Splitter::new(from.0, from.1, csv, !self.spec.follow);
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
@@ -155,7 +168,7 @@ impl FileSource {
             }
             let fill = {
                 let this = &*self;
-                let mut emit = |piece: Piece<'_>| this.handle(unit, piece, out);
+                let mut emit = |piece: Piece<'_>| this.handle((unit, route), piece, out);
                 split.fill(&mut *reader, &mut emit)
             };
             let fill = match fill {
@@ -264,12 +277,19 @@ impl FileSource {
             line,
             tail,
             done: Some(self.done.values().cloned().collect()),
+            max_time: Some(self.max_time.get()).filter(|&t| t != NO_TIMESTAMP),
         }
         .to_position()
     }
 
-    /// Route one piece of input; `Ok(false)` when the job must stop.
-    fn handle(&self, unit: u32, piece: Piece<'_>, out: &mut dyn Output) -> Result<bool> {
+    /// Route one piece of input of file `unit` (to `partition` when its
+    /// name carries one); `Ok(false)` when the job must stop.
+    fn handle(
+        &self,
+        (unit, partition): (u32, Option<usize>),
+        piece: Piece<'_>,
+        out: &mut dyn Output,
+    ) -> Result<bool> {
         let (line, line_no, offset) = match piece {
             Piece::TooLong { line, len, head } => {
                 let reason = format!(
@@ -310,9 +330,20 @@ impl FileSource {
                         return Ok(false);
                     }
                 }
-                Ok(out
-                    .record(p.key.as_deref(), line, p.timestamp, origin)
-                    .is_continue())
+                if p.timestamp > self.max_time.get() {
+                    self.max_time.set(p.timestamp);
+                }
+                let routed = match partition {
+                    Some(to) => out.record_in(
+                        to,
+                        p.key.as_deref().unwrap_or_default(),
+                        line,
+                        p.timestamp,
+                        origin,
+                    ),
+                    None => out.record(p.key.as_deref(), line, p.timestamp, origin),
+                };
+                Ok(routed.is_continue())
             }
             Err(reason) => out.malformed(origin, &reason, line).map(|()| true),
         }

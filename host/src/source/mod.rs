@@ -187,13 +187,13 @@ pub fn open(
             stop,
             restored,
         )?)),
-        SourceSpec::Kafka(spec) => Ok(Box::new(kafka::KafkaSource::open(
-            spec.clone(),
-            stop,
-            restored
-                .map(|r| hybrid::live_part(r, &spec.topic))
-                .transpose()?,
-        )?)),
+        SourceSpec::Kafka(spec) => {
+            let (spec, restored) = match restored {
+                Some(r) => hybrid::kafka_from_files(spec, hybrid::live_part(r, &spec.topic)?)?,
+                None => (spec.clone(), None),
+            };
+            Ok(Box::new(kafka::KafkaSource::open(spec, stop, restored)?))
+        }
         SourceSpec::Hybrid(spec) => Ok(Box::new(hybrid::HybridSource::open(
             (**spec).clone(),
             stop,

@@ -11,6 +11,7 @@ mod follow;
 mod fork;
 mod hardening;
 mod hybrid;
+mod hybrid_archive;
 mod kafka;
 mod kafka_epochs;
 mod kafka_faults;

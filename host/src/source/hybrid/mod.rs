@@ -15,6 +15,8 @@
 //! The end of the files is not the end of the input: no timer fires and
 //! no final checkpoint is taken there.
 
+pub(crate) mod archive;
+mod carry;
 mod checks;
 mod config;
 
@@ -24,9 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
+pub(crate) use carry::kafka_from_files;
 pub use config::HybridSourceConfig;
 
-use super::file::{FileSource, FileSourceSpec};
+use super::file::{FilePosition, FileSource, FileSourceSpec};
 use super::kafka::{KafkaSource, KafkaSourceSpec, Start};
 use super::{Barrier, Completion, Output, Position, Restored, Source, SourceProgress};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
@@ -73,6 +76,9 @@ pub struct HybridSource {
     origins: Arc<HybridOrigins>,
     /// The phase, the files' figures and the switch's times: for progress.
     progress: Arc<SourceProgress>,
+    /// The files are a Kafka Connect-named archive of the topic: the
+    /// hand-off is per partition, right after the last archived record.
+    archive: bool,
 }
 
 /// Dead letters say which phase a record came from.
@@ -109,7 +115,27 @@ impl HybridSource {
         restored: Option<Restored>,
     ) -> Result<Self> {
         let partitions = topic_partitions(&spec.kafka)?;
-        checks::same_partitioning(&spec.kafka)?;
+        let mut spec = spec;
+        let restored = restored
+            .map(|r| carry::hybrid_from_files(r, &spec.kafka.topic, partitions))
+            .transpose()?;
+        let live = restored
+            .as_ref()
+            .is_some_and(|r| r.reader.get("phase").and_then(Value::as_str) == Some("kafka"));
+        // Before the switch the files decide the routing: a Connect-named
+        // archive carries each file's partition.
+        let archive = !live && {
+            let names: Vec<String> = super::file::open_listing(&spec.files)?
+                .list()?
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            archive::naming(&names, &spec.kafka.topic, partitions)? == archive::Naming::Connect
+        };
+        spec.files.partition_from_name = archive;
+        if !archive {
+            checks::same_partitioning(&spec.kafka)?;
+        }
         let refuse = |detail: String| Error::Savepoint {
             location: format!(
                 "{} then kafka topic {}",
@@ -192,6 +218,7 @@ impl HybridSource {
             files_max_time,
             origins,
             progress,
+            archive,
         })
     }
 
@@ -199,13 +226,24 @@ impl HybridSource {
     fn switch(&mut self) -> Result<()> {
         self.progress.switching();
         let mut kafka = self.spec.kafka.clone();
-        if self.spec.start_after_files && self.files_max_time != NO_TIMESTAMP {
+        if self.spec.start_after_files && self.archive {
+            let position = FilePosition::from_value(&self.files_end).map_err(Error::Internal)?;
+            let ends = archive::archive_ends(&position, &kafka.topic)
+                .map_err(|e| Error::Config(format!("[source] hybrid: the archive: {e}")))?
+                .unwrap_or_default();
+            kafka.start_offsets = archive::next_offsets(&kafka, &ends)?
+                .into_iter()
+                .enumerate()
+                .collect();
+        } else if self.spec.start_after_files && self.files_max_time != NO_TIMESTAMP {
             kafka.start = Start::Timestamp(self.files_max_time.saturating_add(1));
             checks::nothing_deleted_since_the_files(&kafka)?;
         }
         tracing::info!(
             topic = %kafka.topic,
             start = ?kafka.start,
+            start_offsets = ?kafka.start_offsets,
+            archive = self.archive,
             files_last_event_time = self.files_max_time,
             "hybrid source: every file is read; switching to Kafka"
         );

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod files;
 mod fork;
 mod plugin;
+mod progress;
 mod run;
 mod savepoint;
 mod status;
@@ -60,7 +61,7 @@ fn init_logs(format: LogFormat) {
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| "weir=info".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     match format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => {

@@ -20,6 +20,7 @@ mod languages;
 mod messages;
 mod operate;
 mod partitions;
+mod progress;
 mod savepoints;
 mod snapshots;
 mod state_machine;

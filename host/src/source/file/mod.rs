@@ -18,6 +18,7 @@ mod config;
 pub(crate) mod index;
 mod listing;
 mod position;
+mod progress;
 mod split;
 
 use std::cell::Cell;
@@ -30,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::format::LineParser;
 pub use super::format::{Format, KeySpec};
-use super::{Completion, Output, Position, Restored, Source};
+use super::{Completion, Output, Position, Restored, Source, SourceProgress};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::{Error, Result};
 pub use config::{FileSourceConfig, FileSourceSpec};
@@ -92,6 +93,8 @@ pub struct FileSource {
     /// The position before the first record at or after `spec.until`,
     /// once read.
     until_at: Cell<Option<Position>>,
+    /// Files and bytes read of the total, event time: for progress.
+    progress: Arc<SourceProgress>,
     /// The largest event time handed on ([`NO_TIMESTAMP`]: none yet).
     max_time: Cell<i64>,
 }
@@ -116,6 +119,7 @@ impl FileSource {
             None => None,
         };
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
+        let progress = Arc::new(SourceProgress::new(!spec.follow));
         Ok(Self {
             spec,
             parser,
@@ -135,6 +139,7 @@ impl FileSource {
             ),
             start,
             until_at: Cell::new(None),
+            progress,
         })
     }
 
@@ -189,6 +194,7 @@ impl FileSource {
             }
             (self.current.offset, self.current.line) = split.end();
             out.read_bytes(fill.read as u64);
+            self.progress.read(fill.read as u64);
             if out.tick().is_break() {
                 return Ok(Some(Completion::Stopped));
             }
@@ -218,6 +224,7 @@ impl FileSource {
                 etag,
             },
         );
+        self.progress.files_done(self.done.len() as u64);
         Ok(())
     }
 
@@ -323,6 +330,7 @@ impl FileSource {
                         .set(Some(self.checkpoint_position(offset, line_no - 1)));
                     return Ok(false);
                 }
+                self.progress.saw_time(p.timestamp);
                 if let Some(req) = out.event_time_barrier(p.timestamp) {
                     let at = self.checkpoint_position(offset, line_no - 1);
                     if out.barrier(req, at).is_break() {
@@ -411,6 +419,10 @@ impl Source for FileSource {
         self.files.clone()
     }
 
+    fn progress(&self) -> Option<Arc<SourceProgress>> {
+        Some(self.progress.clone())
+    }
+
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         let mut resume = None;
         if let Some(start) = self.start.take() {
@@ -446,9 +458,13 @@ impl Source for FileSource {
             }
             resume = found.at;
         }
+        let mut first_pass = true;
         loop {
             let mut read_any = false;
-            for entry in self.listing.list()? {
+            let entries = self.listing.list()?;
+            self.publish_listing(&entries, resume.as_ref(), first_pass);
+            first_pass = false;
+            for entry in entries {
                 let Some(from) = self.read_from(&entry, &resume)? else {
                     continue;
                 };

@@ -31,7 +31,7 @@ pub use config::HybridSourceConfig;
 
 use super::file::{FilePosition, FileSource, FileSourceSpec};
 use super::kafka::{KafkaSource, KafkaSourceSpec, Start};
-use super::{Barrier, Completion, Output, Position, Restored, Source};
+use super::{Barrier, Completion, Output, Position, Restored, Source, SourceProgress};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::{Error, Result};
 
@@ -74,6 +74,8 @@ pub struct HybridSource {
     files_max_time: i64,
     /// Where records came from, in either phase.
     origins: Arc<HybridOrigins>,
+    /// The phase, the files' figures and the switch's times: for progress.
+    progress: Arc<SourceProgress>,
     /// The files are a Kafka Connect-named archive of the topic: the
     /// hand-off is per partition, right after the last archived record.
     archive: bool,
@@ -194,6 +196,14 @@ impl HybridSource {
             // The files are done: only Kafka origins are described.
             Phase::Kafka(_) => Arc::new(NoFiles),
         };
+        let progress = match &phase {
+            Phase::Files(f) => f.progress().unwrap_or_default(),
+            Phase::Kafka(_) => {
+                let p = Arc::new(SourceProgress::new(true));
+                p.live();
+                p
+            }
+        };
         let origins = Arc::new(HybridOrigins {
             files: files_origins,
             topic: spec.kafka.topic.clone(),
@@ -207,12 +217,14 @@ impl HybridSource {
             files_end,
             files_max_time,
             origins,
+            progress,
             archive,
         })
     }
 
     /// Open Kafka where the history ends.
     fn switch(&mut self) -> Result<()> {
+        self.progress.switching();
         let mut kafka = self.spec.kafka.clone();
         if self.spec.start_after_files && self.archive {
             let position = FilePosition::from_value(&self.files_end).map_err(Error::Internal)?;
@@ -238,6 +250,7 @@ impl HybridSource {
         let k = KafkaSource::open(kafka, self.stop.clone(), None)?;
         self.origins.live.store(true, Ordering::Relaxed);
         self.phase = Phase::Kafka(k);
+        self.progress.live();
         // Tests abort the process here: every file read, no Kafka
         // checkpoint yet.
         #[cfg(feature = "failpoints")]
@@ -309,6 +322,10 @@ impl Source for HybridSource {
         self.origins.clone()
     }
 
+    fn progress(&self) -> Option<Arc<SourceProgress>> {
+        Some(self.progress.clone())
+    }
+
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         if let Phase::Files(files) = &mut self.phase {
             let mut history = FilesPhase {
@@ -332,6 +349,7 @@ impl Source for HybridSource {
             out,
             files_end: &self.files_end,
             files_max_time: self.files_max_time,
+            progress: &self.progress,
         };
         kafka.run(&mut live)
     }
@@ -350,6 +368,9 @@ struct FilesPhase<'a> {
 }
 
 impl FilesPhase<'_> {
+    /// The file source reports its own progress.
+    fn saw(&self, _: i64) {}
+
     fn wrap(&self, p: Position) -> Position {
         Position {
             reader: json!({
@@ -370,9 +391,26 @@ struct KafkaPhase<'a> {
     files_end: &'a Value,
     /// The files' last event time.
     files_max_time: i64,
+    /// Event time and the first record after the switch, for progress.
+    progress: &'a SourceProgress,
 }
 
 impl KafkaPhase<'_> {
+    /// A Kafka record with event time `timestamp` was read.
+    #[inline]
+    fn saw(&self, timestamp: i64) {
+        self.progress.saw_time(timestamp);
+        if self.progress.awaits_live_record() {
+            self.progress.first_live_record();
+            if let Some(pause) = self.progress.figures().switch.and_then(|s| s.pause_ms) {
+                tracing::info!(
+                    pause_ms = format!("{pause:.1}"),
+                    "hybrid source: the first Kafka record came {pause:.1} ms after the last file"
+                );
+            }
+        }
+    }
+
     fn wrap(&self, p: Position) -> Position {
         Position {
             reader: json!({
@@ -397,6 +435,7 @@ macro_rules! pass_through {
             timestamp: i64,
             origin: Origin,
         ) -> ControlFlow<()> {
+            self.saw(timestamp);
             self.out.record_in(partition, key, value, timestamp, origin)
         }
         fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()> {

@@ -57,6 +57,7 @@ pub fn state_machine_plan(
             follow: false,
             poll_interval: Duration::from_millis(200),
             until: None,
+            partition_from_name: false,
         }),
         watermark_delay_ms: 0,
         idle_timeout: Duration::from_secs(10),

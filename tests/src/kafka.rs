@@ -384,3 +384,34 @@ impl Drop for PrivateBroker {
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
+
+/// Archive every committed record of `topic` into `dir` as Kafka
+/// Connect's S3 sink names its files: `partition=<p>/<topic>+<p>+<first
+/// offset, 10 digits>.csv`, `per_file` records (values, one per line) per
+/// file. Returns how many records were archived.
+pub fn archive_as_connect(topic: &str, dir: &Path, per_file: usize) -> usize {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<(i64, Vec<u8>)>> =
+        std::collections::BTreeMap::new();
+    read_messages(topic, Duration::from_secs(120), |m| {
+        by_partition
+            .entry(m.partition())
+            .or_default()
+            .push((m.offset(), m.payload().unwrap_or_default().to_vec()));
+    });
+    let mut n = 0;
+    for (p, records) in by_partition {
+        let folder = dir.join(format!("partition={p}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for chunk in records.chunks(per_file) {
+            let mut text = Vec::new();
+            for (_, v) in chunk {
+                text.extend_from_slice(v);
+                text.push(b'\n');
+            }
+            let name = format!("{topic}+{p}+{:010}.csv", chunk[0].0);
+            std::fs::write(folder.join(name), text).unwrap();
+            n += chunk.len();
+        }
+    }
+    n
+}

@@ -128,6 +128,7 @@ pub(super) fn files(command: FilesCommand) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(200),
         until: None,
         start_at: None,
+        partition_from_name: false,
     };
     let listing = crate::source::file::open_listing(&spec)?;
     let report = index(&*listing, &spec, Some(&InStore(state)))?;

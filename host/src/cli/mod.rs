@@ -26,6 +26,7 @@ mod fork;
 mod new;
 mod plugin;
 mod produce;
+mod progress;
 mod run;
 mod savepoint;
 mod status;
@@ -66,7 +67,7 @@ fn init_logs(format: LogFormat) {
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| "weir=info".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     match format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => {

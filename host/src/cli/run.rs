@@ -38,22 +38,8 @@ pub(super) fn run_job(
         &plan,
         RunOptions {
             stop: stop_on_signals(),
-            progress: Some(Box::new(|p| {
-                tracing::info!(
-                    records = p.now.records_read,
-                    files = p.now.files_done,
-                    mib = p.now.bytes_read >> 20,
-                    rate = format!(
-                        "{:.0}/s",
-                        (p.now.records_read - p.previous.records_read) as f64
-                            / p.interval.as_secs_f64()
-                    ),
-                    emitted = p.now.emitted,
-                    lag = p.lag.iter().filter(|&&l| l >= 0).sum::<i64>(),
-                    "progress"
-                );
-            })),
-            progress_every: Some(std::time::Duration::from_secs(5)),
+            progress: Some(super::progress::reporter()),
+            progress_every: Some(super::progress::every()),
             from_savepoint,
             resume: !fresh,
             triggers: None,

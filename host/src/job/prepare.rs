@@ -167,9 +167,12 @@ fn prepare_inner(
         plan.partitions,
         plan.parallelism.min(plan.partitions),
     ));
-    if let crate::config::SourceSpec::Kafka(k) = &plan.source {
-        shared.metrics.set_topic(&k.topic);
+    match &plan.source {
+        crate::config::SourceSpec::Kafka(k) => shared.metrics.set_topic(&k.topic),
+        crate::config::SourceSpec::Hybrid(h) => shared.metrics.set_topic(&h.kafka.topic),
+        crate::config::SourceSpec::Files(_) => {}
     }
+    shared.metrics.set_source_progress(source.progress());
     let control = plan
         .control
         .map(|a| ControlServer::bind(a, &plan.name))

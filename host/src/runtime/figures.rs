@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
 use crate::checkpoint::manifest::{Kind, Manifest};
+use crate::source::{SourceFigures, SourcePhase};
 
 /// Histograms by label set.
 pub type HistogramFamily = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
@@ -202,4 +203,11 @@ impl CheckpointHistory {
             max_pause_ms: max_pause.as_secs_f64() * 1e3,
         });
     }
+}
+
+/// Seconds left to read a source's files at `bytes_per_s`: only in the
+/// files phase of files that end (`follow` has no end), with a rate.
+pub fn time_left(f: &SourceFigures, bytes_per_s: f64) -> Option<f64> {
+    (f.phase == SourcePhase::Files && f.bounded && bytes_per_s > 0.0)
+        .then(|| f.bytes_total.saturating_sub(f.bytes_done) as f64 / bytes_per_s)
 }

@@ -2,10 +2,11 @@
 //! progress reporter; and the process CPU time, for events per CPU-second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::figures::ChainFigures;
+use crate::source::{SourceFigures, SourceProgress};
 
 /// Counters shared by the source and the tasks.
 #[derive(Debug, Default)]
@@ -25,6 +26,9 @@ pub struct Metrics {
     topic: OnceLock<String>,
     /// Per-partition and per-operator figures, once the chain is known.
     chain: OnceLock<ChainFigures>,
+    /// The source's own progress (files and hybrid sources): phase, files
+    /// and bytes of the total, event time, the switch.
+    source: OnceLock<Arc<SourceProgress>>,
 }
 
 /// A copy of the counters at one moment.
@@ -93,6 +97,16 @@ impl Metrics {
     /// known).
     pub fn chain(&self) -> Option<&ChainFigures> {
         self.chain.get()
+    }
+    /// Register the source's progress handle (set once).
+    pub fn set_source_progress(&self, progress: Option<Arc<SourceProgress>>) {
+        if let Some(p) = progress {
+            let _ = self.source.set(p);
+        }
+    }
+    /// The source's progress now (`None`: its source has none).
+    pub fn source_figures(&self) -> Option<SourceFigures> {
+        self.source.get().map(|p| p.figures())
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

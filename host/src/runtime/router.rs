@@ -26,6 +26,9 @@ use crate::partition::partition_for_key;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::source::{Completion, Output, Position};
 
+mod partition_time;
+use partition_time::PartitionTime;
+
 /// Resolved batching settings.
 #[derive(Debug, Clone)]
 pub struct BatchSettings {
@@ -95,16 +98,6 @@ impl Barriers {
         self.at_end = yes;
         self
     }
-}
-
-/// Event time kept per partition, for sources that route records to their
-/// own partitions (Kafka): each partition's watermark trails its own
-/// largest event time; a partition without records for `idle_timeout`
-/// follows the slowest active one, so it does not stall its timers.
-struct PartitionTime {
-    max: Vec<i64>,
-    seen: Vec<Instant>,
-    idle_timeout: Duration,
 }
 
 /// Routes records to partitions in packed batches.
@@ -184,7 +177,7 @@ impl Router {
             return self.watermark;
         };
         let own = t.max[p].saturating_sub(self.watermark_delay);
-        if t.seen[p].elapsed() >= t.idle_timeout {
+        if t.is_idle(p) {
             own.max(self.watermark)
         } else {
             own
@@ -194,12 +187,14 @@ impl Router {
     /// With per-partition event time: the job's watermark is the slowest
     /// active partition's (every partition's when all are idle).
     fn combine_watermarks(&mut self) {
-        let Some(t) = &self.partition_time else {
+        let Some(t) = &mut self.partition_time else {
             return;
         };
+        t.settle();
+        let t = &*t;
         let delay = self.watermark_delay;
         let own = |p: usize| t.max[p].saturating_sub(delay);
-        let active = (0..t.max.len()).filter(|&p| t.seen[p].elapsed() < t.idle_timeout);
+        let active = (0..t.max.len()).filter(|&p| !t.is_idle(p));
         let combined = active
             .map(own)
             .min()
@@ -318,9 +313,10 @@ impl Output for Router {
         let t = self.partition_time.get_or_insert_with(|| PartitionTime {
             max: vec![i64::MIN; n],
             seen: vec![Instant::now(); n],
+            fresh: vec![false; n],
             idle_timeout,
         });
-        t.seen[partition] = Instant::now();
+        t.fresh[partition] = true;
         if timestamp != NO_TIMESTAMP && timestamp > t.max[partition] {
             t.max[partition] = timestamp;
             self.max_timestamp = self.max_timestamp.max(timestamp);
@@ -348,6 +344,9 @@ impl Output for Router {
     }
 
     fn tick(&mut self) -> ControlFlow<()> {
+        if let Some(t) = &mut self.partition_time {
+            t.settle();
+        }
         if self.last_flush.elapsed() >= self.settings.linger {
             return Output::flush(self);
         }

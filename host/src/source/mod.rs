@@ -20,6 +20,7 @@ pub(crate) mod file;
 mod format;
 pub(crate) mod hybrid;
 pub(crate) mod kafka;
+mod progress;
 pub(crate) mod resolve;
 
 use std::ops::ControlFlow;
@@ -31,6 +32,7 @@ use serde_json::Value;
 use crate::Result;
 use crate::batch::{Origin, Origins};
 
+pub use progress::{SourceFigures, SourcePhase, SourceProgress, SwitchFigures};
 pub(crate) use resolve::SourceSpec;
 
 /// How a source run ended.
@@ -150,6 +152,12 @@ pub trait Source: Send {
     }
     /// Where records came from, for dead letters.
     fn origins(&self) -> Arc<dyn Origins>;
+    /// How far the source has come (files and hybrid sources), for the
+    /// progress display and `/status`; `None`: nothing beyond the job's
+    /// counters.
+    fn progress(&self) -> Option<Arc<SourceProgress>> {
+        None
+    }
     /// Produce records into `out` until the input ends or the job stops.
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion>;
 }
@@ -179,13 +187,13 @@ pub fn open(
             stop,
             restored,
         )?)),
-        SourceSpec::Kafka(spec) => Ok(Box::new(kafka::KafkaSource::open(
-            spec.clone(),
-            stop,
-            restored
-                .map(|r| hybrid::live_part(r, &spec.topic))
-                .transpose()?,
-        )?)),
+        SourceSpec::Kafka(spec) => {
+            let (spec, restored) = match restored {
+                Some(r) => hybrid::kafka_from_files(spec, hybrid::live_part(r, &spec.topic)?)?,
+                None => (spec.clone(), None),
+            };
+            Ok(Box::new(kafka::KafkaSource::open(spec, stop, restored)?))
+        }
         SourceSpec::Hybrid(spec) => Ok(Box::new(hybrid::HybridSource::open(
             (**spec).clone(),
             stop,

@@ -18,19 +18,19 @@ use weir_tests::{artifacts, assert_same_output, reference_alerts};
 
 /// A hybrid job in a folder: `history/` (files), `live/` (files produced
 /// to `<name>-in` by the test), `all/` (both, for the reference).
-struct Hybrid {
+pub(crate) struct Hybrid {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    name: String,
+    pub(crate) root: PathBuf,
+    pub(crate) name: String,
     /// Armed in every run (`WEIR_FAILPOINT`).
-    failpoint: String,
+    pub(crate) failpoint: String,
 }
 
 impl Hybrid {
     /// `events` generated state-machine events over few enough addresses
     /// that most keys have events on both sides of the switch; the first
     /// `history` files are the history, the rest go to Kafka.
-    fn new(name: &str, events: u64, history: usize) -> Self {
+    pub(crate) fn new(name: &str, events: u64, history: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         generate(
@@ -103,27 +103,32 @@ interval_ms = 100
         job
     }
 
-    fn file(&self) -> PathBuf {
+    pub(crate) fn file(&self) -> PathBuf {
         self.root.join(format!("{}.toml", self.name))
     }
 
-    fn out(&self) -> String {
+    pub(crate) fn out(&self) -> String {
         format!("{}-out", self.name)
     }
 
     /// The DFA over history then live records.
-    fn expected(&self) -> Vec<String> {
+    pub(crate) fn expected(&self) -> Vec<String> {
         reference_alerts(&self.root.join("all"))
     }
 
     /// Produce the live files (in order) to the input topic.
-    fn produce_live(&self) -> u64 {
+    pub(crate) fn produce_live(&self) -> u64 {
         produce_csv_dir(&self.root.join("live"), &format!("{}-in", self.name))
     }
 
     /// The phase the newest complete checkpoint was taken in (`none`
     /// when there is none yet).
-    fn newest_phase(&self) -> String {
+    pub(crate) fn newest_phase(&self) -> String {
+        self.newest().map_or("none".into(), |(_, phase)| phase)
+    }
+
+    /// The id and phase of the newest complete checkpoint.
+    fn newest(&self) -> Option<(u64, String)> {
         let plan = JobFile::load(&self.file())
             .unwrap()
             .resolve(&self.name, &self.root)
@@ -133,15 +138,26 @@ interval_ms = 100
             .unwrap()
             .into_iter()
             .max_by_key(|f| f.manifest.id)
-            .map_or("none".into(), |f| {
-                f.manifest.source.position["phase"]
+            .map(|f| {
+                let phase = f.manifest.source.position["phase"]
                     .as_str()
                     .unwrap_or("?")
-                    .to_string()
+                    .to_string();
+                (f.manifest.id, phase)
             })
     }
 
-    fn weir(&self) -> Command {
+    /// Wait until a checkpoint newer than `than` is complete (the run
+    /// made progress), within a minute.
+    fn wait_for_checkpoint_after(&self, than: Option<u64>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.newest().map(|(id, _)| id) <= than {
+            assert!(Instant::now() < deadline, "no new checkpoint within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn weir(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_weir-it"));
         c.env("WEIR_RUN_DIR", self.root.join("run"))
             .env("WEIR_LOG", "info")
@@ -151,7 +167,7 @@ interval_ms = 100
 
     /// `weir run` on the job file (a plain run resumes from the newest
     /// checkpoint).
-    fn spawn(&self) -> Child {
+    pub(crate) fn spawn(&self) -> Child {
         self.weir()
             .env("WEIR_FAILPOINT", &self.failpoint)
             .args(["run", self.file().to_str().unwrap()])
@@ -164,7 +180,7 @@ interval_ms = 100
 
 /// Wait until `out` holds at least `n` alerts (within `limit`), with the
 /// run still going.
-fn wait_for_output(child: &mut Child, out: &str, n: usize, limit: Duration) {
+pub(crate) fn wait_for_output(child: &mut Child, out: &str, n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         if read_values(out).len() >= n {
@@ -184,7 +200,7 @@ fn wait_for_output(child: &mut Child, out: &str, n: usize, limit: Duration) {
     }
 }
 
-fn stderr_of(child: &mut Child) -> String {
+pub(crate) fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         std::io::Read::read_to_string(&mut e, &mut err).unwrap();
@@ -193,7 +209,7 @@ fn stderr_of(child: &mut Child) -> String {
 }
 
 /// Stop a run with SIGTERM (it drains) and wait for it.
-fn stop(mut child: Child) -> String {
+pub(crate) fn stop(mut child: Child) -> String {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -207,7 +223,7 @@ fn stop(mut child: Child) -> String {
 /// reaches the switch, the rest after), until its output holds as many
 /// alerts as `expected`, then drain it: the output must be `expected`
 /// exactly. What the run said.
-fn run_with_live_records(job: &Hybrid, expected: &[String], what: &str) -> String {
+pub(crate) fn run_with_live_records(job: &Hybrid, expected: &[String], what: &str) -> String {
     let mut child = job.spawn();
     std::thread::sleep(Duration::from_millis(300));
     job.produce_live();
@@ -262,11 +278,7 @@ fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
     let mut phases = Vec::new();
     // 1. Right after the first checkpoint of the history phase.
     let mut child = job.spawn();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while job.newest_phase() == "none" {
-        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    job.wait_for_checkpoint_after(None);
     kill(&mut child);
     phases.push(job.newest_phase());
     // 2. Every file read, switched to Kafka, no Kafka checkpoint yet.
@@ -283,14 +295,18 @@ fn kill_9_before_at_and_after_the_switch_restarts_exactly_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     phases.push(job.newest_phase());
-    // 3. At random moments, in the live phase by now or soon.
+    // 3. At random moments once each run made progress (a checkpoint of
+    // its own, however loaded the machine), in the live phase by now or
+    // soon.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..9 {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let at = Duration::from_millis(100 + (seed >> 33) % 1_500);
+        let at = Duration::from_millis((seed >> 33) % 600);
+        let before = job.newest().map(|(id, _)| id);
         let mut child = job.spawn();
+        job.wait_for_checkpoint_after(before);
         std::thread::sleep(at);
         kill(&mut child);
         phases.push(job.newest_phase());
@@ -395,7 +411,7 @@ fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
 }
 
 /// Run the job once to its refusal or failure; what it said.
-fn run_refused(job: &Hybrid) -> String {
+pub(crate) fn run_refused(job: &Hybrid) -> String {
     let out = job
         .weir()
         .args(["run", job.file().to_str().unwrap()])

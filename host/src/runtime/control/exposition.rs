@@ -166,6 +166,10 @@ pub(super) fn encode(served: &Served) -> Result<String, std::fmt::Error> {
                 }),
         ),
     );
+    let progress = super::progress::now(served, &crate::lock_or_recover(&served.samples));
+    if let Some(p) = progress {
+        p.register(&mut r);
+    }
     if let Some(chain) = job.metrics.chain() {
         let now_ms = crate::clock::now_ms();
         let part = |p: usize| ("partition", p.to_string());

@@ -42,7 +42,8 @@
 //!
 //! One file per concept: `http.rs` (connections: tiers, deadlines, limits),
 //! `access.rs` (who may ask), `routes.rs` (what is answered), `status.rs`
-//! (the figures of `/status`), `exposition.rs` (`/metrics`), `page.rs` and
+//! (the figures of `/status`), `progress.rs` (the source's progress in
+//! both), `exposition.rs` (`/metrics`), `page.rs` and
 //! `page.html` (the status page), `server.rs` (binding, accepting, the
 //! address file's life), `run_folder.rs` (where the address and token are
 //! kept) and `client.rs` (what the CLI sends).
@@ -52,6 +53,7 @@ mod client;
 mod exposition;
 mod http;
 mod page;
+mod progress;
 mod routes;
 mod run_folder;
 mod server;

@@ -21,15 +21,18 @@ pub(super) const SAMPLES: usize = 301;
 #[derive(Debug, Clone)]
 pub(super) struct Sample {
     /// When it was taken.
-    at: Instant,
+    pub(super) at: Instant,
     /// The same as wall time (ms since the epoch).
     wall_ms: i64,
     /// Records read.
-    read: u64,
+    pub(super) read: u64,
     /// Records written to the sink.
     emitted: u64,
     /// Per operator: records in and busy ns, over all partitions.
     operators: Vec<(u64, u64)>,
+    /// Bytes of files read, once the source listed them (see
+    /// `progress.rs`).
+    pub(super) source_bytes: Option<u64>,
 }
 
 /// Take a sample (every second, from the server's runtime).
@@ -63,6 +66,12 @@ pub(super) fn sample(served: &Served) {
         read: m.records_read,
         emitted: m.emitted,
         operators,
+        source_bytes: served
+            .job
+            .metrics
+            .source_figures()
+            .filter(|f| f.files_total > 0)
+            .map(|f| f.bytes_done),
     });
 }
 
@@ -185,6 +194,7 @@ pub(super) fn status(served: &Served) -> Value {
         }
     };
     let by_stage = job.dead_letters.by_stage();
+    let progress = super::progress::now(served, &samples).map(|p| p.json());
     json!({
         "job": job.job,
         "phase": phase(served),
@@ -203,6 +213,7 @@ pub(super) fn status(served: &Served) -> Value {
         "consumer_lag": job.metrics.lag(),
         "consumer_lag_ms": job.metrics.lag_age_ms(),
         "topic": job.metrics.topic(),
+        "progress": progress,
         "last_checkpoint": c.last.as_ref().map(|m| manifest_json(&job.job, m)),
         "checkpoints": c.history.recent,
         "operators": job.swaps.as_ref().map(|_| digests.iter().flatten().cloned().collect::<Vec<_>>()),

@@ -82,6 +82,10 @@ pub struct FileSourceSpec {
     /// Start at the first record at or after this event time (ms), files
     /// before it skipped whole, unless the run resumes from a checkpoint.
     pub start_at: Option<i64>,
+    /// Route each record to the partition its file's Kafka Connect name
+    /// carries (`<topic>+<partition>+<offset>`), not by its key: set by a
+    /// hybrid source over a Connect-named archive.
+    pub partition_from_name: bool,
 }
 
 impl FileSourceSpec {
@@ -146,6 +150,7 @@ impl FileSourceConfig {
             follow: self.follow,
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
             until: None,
+            partition_from_name: false,
         };
         Ok(ResolvedSource {
             spec: SourceSpec::Files(spec),

@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::FileSourceSpec;
 use crate::{Error, Result};
 
 /// One file of a listing.
@@ -62,7 +63,7 @@ fn hidden(name: &str) -> bool {
     name.split('/').any(|p| p.starts_with('.'))
 }
 
-/// A local folder, read flat (sub-folders are not read).
+/// A local folder and its sub-folders (a link to a folder is not followed).
 pub(crate) struct Folder {
     /// The folder.
     dir: PathBuf,
@@ -104,40 +105,56 @@ impl Listing for Folder {
     }
 
     fn list(&self) -> Result<Vec<Entry>> {
-        let dir = &self.dir;
-        let entries = std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io("listing source folder", dir))?;
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                return Err(Error::Config(format!(
-                    "source file {} has a name that is not UTF-8: rename it",
-                    path.display()
-                )));
-            };
-            if hidden(&name) {
-                continue;
-            }
-            let kind = entry
-                .file_type()
-                .map_err(Error::io("reading file type in", dir))?;
-            // A symbolic link is read as the file it points to; one that
-            // points nowhere is an error, not a silent skip.
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) if kind.is_symlink() => {
+        // Sub-folders are read too (as an object-store prefix is): names
+        // are paths within the folder, such as Kafka Connect's
+        // `partition=<p>/<topic>+<p>+<offset>.json`.
+        let mut folders = vec![String::new()];
+        while let Some(sub) = folders.pop() {
+            let dir = &self.dir.join(&sub);
+            let entries =
+                std::fs::read_dir(dir).map_err(Error::io("listing source folder", dir))?;
+            for entry in entries {
+                let entry = entry.map_err(Error::io("listing source folder", dir))?;
+                let path = entry.path();
+                let Some(base) = entry.file_name().to_str().map(str::to_string) else {
                     return Err(Error::Config(format!(
-                        "source file {} is a symbolic link that cannot be followed: {e}",
+                        "source file {} has a name that is not UTF-8: rename it",
                         path.display()
                     )));
+                };
+                let name = if sub.is_empty() {
+                    base
+                } else {
+                    format!("{sub}/{base}")
+                };
+                if hidden(&name) {
+                    continue;
                 }
-                Err(e) => return Err(Error::io("reading", &path)(e)),
-            };
-            if meta.is_file() {
-                files.push(self.entry(&name, &meta));
-            } else if kind.is_symlink() {
-                tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
+                let kind = entry
+                    .file_type()
+                    .map_err(Error::io("reading file type in", dir))?;
+                if kind.is_dir() {
+                    folders.push(name);
+                    continue;
+                }
+                // A symbolic link is read as the file it points to; one
+                // that points nowhere is an error, not a silent skip.
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if kind.is_symlink() => {
+                        return Err(Error::Config(format!(
+                            "source file {} is a symbolic link that cannot be followed: {e}",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => return Err(Error::io("reading", &path)(e)),
+                };
+                if meta.is_file() {
+                    files.push(self.entry(&name, &meta));
+                } else if kind.is_symlink() {
+                    tracing::warn!(link = %path.display(), "symbolic link to a non-file in the source folder: skipped");
+                }
             }
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -370,5 +387,71 @@ impl Read for ObjectReader {
         buf[..n].copy_from_slice(&self.chunk[..n]);
         self.chunk = self.chunk.slice(n..);
         Ok(n)
+    }
+}
+
+/// The listing `spec` reads: its object-store URL or its local folder.
+pub(crate) fn open_listing(spec: &FileSourceSpec) -> Result<Arc<dyn Listing>> {
+    Ok(match &spec.url {
+        Some(url) => {
+            let objects = Objects::open(url)?;
+            // Reach the store now: a wrong URL or credentials are refused
+            // before the job touches anything.
+            objects.list()?;
+            Arc::new(objects)
+        }
+        None => {
+            check_folder(&spec.dir)?;
+            Arc::new(Folder::new(&spec.dir))
+        }
+    })
+}
+
+/// The source folder is a folder; otherwise say what it is instead.
+fn check_folder(dir: &Path) -> Result<()> {
+    let what = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "is not a folder".to_string(),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symbolic link loop (a link that leads back to itself)".to_string()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
+            Ok(target) => format!(
+                "is a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            Err(_) => "does not exist".to_string(),
+        },
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(Error::Config(format!(
+        "source folder {} {what}",
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_source_folder_that_is_not_one_is_named_for_what_it_is() {
+        let d = tempfile::tempdir().unwrap();
+        let loop_a = d.path().join("a");
+        std::os::unix::fs::symlink(d.path().join("b"), &loop_a).unwrap();
+        std::os::unix::fs::symlink(&loop_a, d.path().join("b")).unwrap();
+        let err = super::check_folder(&loop_a).unwrap_err().to_string();
+        assert!(err.contains("symbolic link loop"), "{err}");
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("gone"), &dangling).unwrap();
+        let err = super::check_folder(&dangling).unwrap_err().to_string();
+        assert!(err.contains("which does not exist"), "{err}");
+        let err = super::check_folder(&d.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("does not exist"), "{err}");
+        let file = d.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = super::check_folder(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a folder"), "{err}");
+        assert!(super::check_folder(d.path()).is_ok());
     }
 }

@@ -18,12 +18,12 @@ mod config;
 pub(crate) mod index;
 mod listing;
 mod position;
+mod progress;
 mod split;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,11 +31,11 @@ use serde_json::{Map, Value, json};
 
 use super::format::LineParser;
 pub use super::format::{Format, KeySpec};
-use super::{Completion, Output, Position, Restored, Source};
+use super::{Completion, Output, Position, Restored, Source, SourceProgress};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::{Error, Result};
 pub use config::{FileSourceConfig, FileSourceSpec};
-pub(crate) use listing::{Entry, Folder, Listing, Objects};
+pub(crate) use listing::{Entry, Listing, open_listing};
 pub use position::{DoneFile, FilePosition};
 use position::{Since, check_current, since, tail_digest};
 pub use split::MAX_LINE;
@@ -93,6 +93,10 @@ pub struct FileSource {
     /// The position before the first record at or after `spec.until`,
     /// once read.
     until_at: Cell<Option<Position>>,
+    /// Files and bytes read of the total, event time: for progress.
+    progress: Arc<SourceProgress>,
+    /// The largest event time handed on ([`NO_TIMESTAMP`]: none yet).
+    max_time: Cell<i64>,
 }
 
 impl FileSource {
@@ -115,6 +119,7 @@ impl FileSource {
             None => None,
         };
         let parser = LineParser::new(spec.format, spec.key.clone(), spec.timestamp.clone());
+        let progress = Arc::new(SourceProgress::new(!spec.follow));
         Ok(Self {
             spec,
             parser,
@@ -126,8 +131,15 @@ impl FileSource {
             // Until a file is read, the position is the restored one (a
             // final checkpoint of a run with nothing new to read keeps it).
             current: start.clone().unwrap_or_default(),
+            max_time: Cell::new(
+                start
+                    .as_ref()
+                    .and_then(|s| s.max_time)
+                    .unwrap_or(NO_TIMESTAMP),
+            ),
             start,
             until_at: Cell::new(None),
+            progress,
         })
     }
 
@@ -148,6 +160,11 @@ impl FileSource {
             ..FilePosition::default()
         };
         let csv = self.spec.format == Format::Csv;
+        let route = if self.spec.partition_from_name {
+            crate::source::hybrid::archive::connect_name(&entry.name).map(|c| c.partition)
+        } else {
+            None
+        };
         let mut split = Splitter::new(from.0, from.1, csv, !self.spec.follow);
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
@@ -155,7 +172,7 @@ impl FileSource {
             }
             let fill = {
                 let this = &*self;
-                let mut emit = |piece: Piece<'_>| this.handle(unit, piece, out);
+                let mut emit = |piece: Piece<'_>| this.handle((unit, route), piece, out);
                 split.fill(&mut *reader, &mut emit)
             };
             let fill = match fill {
@@ -177,6 +194,7 @@ impl FileSource {
             }
             (self.current.offset, self.current.line) = split.end();
             out.read_bytes(fill.read as u64);
+            self.progress.read(fill.read as u64);
             if out.tick().is_break() {
                 return Ok(Some(Completion::Stopped));
             }
@@ -206,6 +224,7 @@ impl FileSource {
                 etag,
             },
         );
+        self.progress.files_done(self.done.len() as u64);
         Ok(())
     }
 
@@ -264,12 +283,19 @@ impl FileSource {
             line,
             tail,
             done: Some(self.done.values().cloned().collect()),
+            max_time: Some(self.max_time.get()).filter(|&t| t != NO_TIMESTAMP),
         }
         .to_position()
     }
 
-    /// Route one piece of input; `Ok(false)` when the job must stop.
-    fn handle(&self, unit: u32, piece: Piece<'_>, out: &mut dyn Output) -> Result<bool> {
+    /// Route one piece of input of file `unit` (to `partition` when its
+    /// name carries one); `Ok(false)` when the job must stop.
+    fn handle(
+        &self,
+        (unit, partition): (u32, Option<usize>),
+        piece: Piece<'_>,
+        out: &mut dyn Output,
+    ) -> Result<bool> {
         let (line, line_no, offset) = match piece {
             Piece::TooLong { line, len, head } => {
                 let reason = format!(
@@ -304,15 +330,27 @@ impl FileSource {
                         .set(Some(self.checkpoint_position(offset, line_no - 1)));
                     return Ok(false);
                 }
+                self.progress.saw_time(p.timestamp);
                 if let Some(req) = out.event_time_barrier(p.timestamp) {
                     let at = self.checkpoint_position(offset, line_no - 1);
                     if out.barrier(req, at).is_break() {
                         return Ok(false);
                     }
                 }
-                Ok(out
-                    .record(p.key.as_deref(), line, p.timestamp, origin)
-                    .is_continue())
+                if p.timestamp > self.max_time.get() {
+                    self.max_time.set(p.timestamp);
+                }
+                let routed = match partition {
+                    Some(to) => out.record_in(
+                        to,
+                        p.key.as_deref().unwrap_or_default(),
+                        line,
+                        p.timestamp,
+                        origin,
+                    ),
+                    None => out.record(p.key.as_deref(), line, p.timestamp, origin),
+                };
+                Ok(routed.is_continue())
             }
             Err(reason) => out.malformed(origin, &reason, line).map(|()| true),
         }
@@ -381,6 +419,10 @@ impl Source for FileSource {
         self.files.clone()
     }
 
+    fn progress(&self) -> Option<Arc<SourceProgress>> {
+        Some(self.progress.clone())
+    }
+
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         let mut resume = None;
         if let Some(start) = self.start.take() {
@@ -416,9 +458,13 @@ impl Source for FileSource {
             }
             resume = found.at;
         }
+        let mut first_pass = true;
         loop {
             let mut read_any = false;
-            for entry in self.listing.list()? {
+            let entries = self.listing.list()?;
+            self.publish_listing(&entries, resume.as_ref(), first_pass);
+            first_pass = false;
+            for entry in entries {
                 let Some(from) = self.read_from(&entry, &resume)? else {
                     continue;
                 };
@@ -465,23 +511,6 @@ impl Source for FileSource {
     }
 }
 
-/// The listing `spec` reads: its object-store URL or its local folder.
-pub(crate) fn open_listing(spec: &FileSourceSpec) -> Result<Arc<dyn Listing>> {
-    Ok(match &spec.url {
-        Some(url) => {
-            let objects = Objects::open(url)?;
-            // Reach the store now: a wrong URL or credentials are refused
-            // before the job touches anything.
-            objects.list()?;
-            Arc::new(objects)
-        }
-        None => {
-            check_folder(&spec.dir)?;
-            Arc::new(Folder::new(&spec.dir))
-        }
-    })
-}
-
 /// The restored position, checked against the input as it is now.
 fn check_restored(listing: &dyn Listing, r: Restored) -> Result<FilePosition> {
     let refuse = |detail: String| Error::Savepoint {
@@ -518,53 +547,4 @@ fn check_restored(listing: &dyn Listing, r: Restored) -> Result<FilePosition> {
         }
     }
     Ok(p)
-}
-
-/// The source folder is a folder; otherwise say what it is instead.
-fn check_folder(dir: &Path) -> Result<()> {
-    let what = match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => "is not a folder".to_string(),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            "is a symbolic link loop (a link that leads back to itself)".to_string()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(dir) {
-            Ok(target) => format!(
-                "is a symbolic link to {}, which does not exist",
-                target.display()
-            ),
-            Err(_) => "does not exist".to_string(),
-        },
-        Err(e) => format!("cannot be read: {e}"),
-    };
-    Err(Error::Config(format!(
-        "source folder {} {what}",
-        dir.display()
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_source_folder_that_is_not_one_is_named_for_what_it_is() {
-        let d = tempfile::tempdir().unwrap();
-        let loop_a = d.path().join("a");
-        std::os::unix::fs::symlink(d.path().join("b"), &loop_a).unwrap();
-        std::os::unix::fs::symlink(&loop_a, d.path().join("b")).unwrap();
-        let err = super::check_folder(&loop_a).unwrap_err().to_string();
-        assert!(err.contains("symbolic link loop"), "{err}");
-        let dangling = d.path().join("dangling");
-        std::os::unix::fs::symlink(d.path().join("gone"), &dangling).unwrap();
-        let err = super::check_folder(&dangling).unwrap_err().to_string();
-        assert!(err.contains("which does not exist"), "{err}");
-        let err = super::check_folder(&d.path().join("missing"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.ends_with("does not exist"), "{err}");
-        let file = d.path().join("file");
-        std::fs::write(&file, "x").unwrap();
-        let err = super::check_folder(&file).unwrap_err().to_string();
-        assert!(err.contains("is not a folder"), "{err}");
-        assert!(super::check_folder(d.path()).is_ok());
-    }
 }

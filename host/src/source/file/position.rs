@@ -34,6 +34,12 @@ pub struct FilePosition {
     /// before `file` are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done: Option<Vec<DoneFile>>,
+    /// The largest event time (ms) of the records handed on before this
+    /// position, if any carried one: where a Kafka job started from this
+    /// position begins by time. Absent in positions written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time: Option<i64>,
 }
 
 /// A file read to the end, as a checkpoint records it.

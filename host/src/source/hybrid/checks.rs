@@ -27,7 +27,7 @@ type Ranges = Vec<(i64, i64)>;
 
 /// A consumer that reads without joining or committing, and each
 /// partition's log range.
-fn reader(spec: &KafkaSourceSpec) -> Result<(BaseConsumer<Context>, Ranges)> {
+pub(super) fn reader(spec: &KafkaSourceSpec) -> Result<(BaseConsumer<Context>, Ranges)> {
     let group = format!("{}-hybrid-check", spec.group_id);
     let consumer: BaseConsumer<Context> = client_config(
         &spec.brokers,

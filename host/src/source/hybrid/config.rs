@@ -37,7 +37,6 @@ impl HybridSourceConfig {
                     .into(),
             ));
         }
-        let after_files = !self.kafka.contains_key("start");
         let kafka: KafkaSourceConfig = toml::Value::Table(self.kafka.clone())
             .try_into()
             .map_err(|e| Error::Config(format!("[source.kafka]: {e}")))?;
@@ -60,8 +59,8 @@ impl HybridSourceConfig {
         Ok(ResolvedSource {
             spec: SourceSpec::Hybrid(Box::new(HybridSourceSpec {
                 files: files_spec,
+                start_after_files: !kafka_spec.start_given,
                 kafka: kafka_spec,
-                start_after_files: after_files && kafka.start_offsets.is_empty(),
             })),
             watermark_delay_ms: live.watermark_delay_ms.max(files.watermark_delay_ms),
             idle_timeout: Duration::max(live.idle_timeout, files.idle_timeout),

@@ -15,6 +15,8 @@
 //! The end of the files is not the end of the input: no timer fires and
 //! no final checkpoint is taken there.
 
+pub(crate) mod archive;
+mod carry;
 mod checks;
 mod config;
 
@@ -24,11 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
+pub(crate) use carry::kafka_from_files;
 pub use config::HybridSourceConfig;
 
-use super::file::{FileSource, FileSourceSpec};
+use super::file::{FilePosition, FileSource, FileSourceSpec};
 use super::kafka::{KafkaSource, KafkaSourceSpec, Start};
-use super::{Barrier, Completion, Output, Position, Restored, Source};
+use super::{Barrier, Completion, Output, Position, Restored, Source, SourceProgress};
 use crate::batch::{NO_TIMESTAMP, Origin, Origins};
 use crate::{Error, Result};
 
@@ -71,6 +74,11 @@ pub struct HybridSource {
     files_max_time: i64,
     /// Where records came from, in either phase.
     origins: Arc<HybridOrigins>,
+    /// The phase, the files' figures and the switch's times: for progress.
+    progress: Arc<SourceProgress>,
+    /// The files are a Kafka Connect-named archive of the topic: the
+    /// hand-off is per partition, right after the last archived record.
+    archive: bool,
 }
 
 /// Dead letters say which phase a record came from.
@@ -107,7 +115,27 @@ impl HybridSource {
         restored: Option<Restored>,
     ) -> Result<Self> {
         let partitions = topic_partitions(&spec.kafka)?;
-        checks::same_partitioning(&spec.kafka)?;
+        let mut spec = spec;
+        let restored = restored
+            .map(|r| carry::hybrid_from_files(r, &spec.kafka.topic, partitions))
+            .transpose()?;
+        let live = restored
+            .as_ref()
+            .is_some_and(|r| r.reader.get("phase").and_then(Value::as_str) == Some("kafka"));
+        // Before the switch the files decide the routing: a Connect-named
+        // archive carries each file's partition.
+        let archive = !live && {
+            let names: Vec<String> = super::file::open_listing(&spec.files)?
+                .list()?
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            archive::naming(&names, &spec.kafka.topic, partitions)? == archive::Naming::Connect
+        };
+        spec.files.partition_from_name = archive;
+        if !archive {
+            checks::same_partitioning(&spec.kafka)?;
+        }
         let refuse = |detail: String| Error::Savepoint {
             location: format!(
                 "{} then kafka topic {}",
@@ -168,6 +196,14 @@ impl HybridSource {
             // The files are done: only Kafka origins are described.
             Phase::Kafka(_) => Arc::new(NoFiles),
         };
+        let progress = match &phase {
+            Phase::Files(f) => f.progress().unwrap_or_default(),
+            Phase::Kafka(_) => {
+                let p = Arc::new(SourceProgress::new(true));
+                p.live();
+                p
+            }
+        };
         let origins = Arc::new(HybridOrigins {
             files: files_origins,
             topic: spec.kafka.topic.clone(),
@@ -181,25 +217,40 @@ impl HybridSource {
             files_end,
             files_max_time,
             origins,
+            progress,
+            archive,
         })
     }
 
     /// Open Kafka where the history ends.
     fn switch(&mut self) -> Result<()> {
+        self.progress.switching();
         let mut kafka = self.spec.kafka.clone();
-        if self.spec.start_after_files && self.files_max_time != NO_TIMESTAMP {
+        if self.spec.start_after_files && self.archive {
+            let position = FilePosition::from_value(&self.files_end).map_err(Error::Internal)?;
+            let ends = archive::archive_ends(&position, &kafka.topic)
+                .map_err(|e| Error::Config(format!("[source] hybrid: the archive: {e}")))?
+                .unwrap_or_default();
+            kafka.start_offsets = archive::next_offsets(&kafka, &ends)?
+                .into_iter()
+                .enumerate()
+                .collect();
+        } else if self.spec.start_after_files && self.files_max_time != NO_TIMESTAMP {
             kafka.start = Start::Timestamp(self.files_max_time.saturating_add(1));
             checks::nothing_deleted_since_the_files(&kafka)?;
         }
         tracing::info!(
             topic = %kafka.topic,
             start = ?kafka.start,
+            start_offsets = ?kafka.start_offsets,
+            archive = self.archive,
             files_last_event_time = self.files_max_time,
             "hybrid source: every file is read; switching to Kafka"
         );
         let k = KafkaSource::open(kafka, self.stop.clone(), None)?;
         self.origins.live.store(true, Ordering::Relaxed);
         self.phase = Phase::Kafka(k);
+        self.progress.live();
         // Tests abort the process here: every file read, no Kafka
         // checkpoint yet.
         #[cfg(feature = "failpoints")]
@@ -271,6 +322,10 @@ impl Source for HybridSource {
         self.origins.clone()
     }
 
+    fn progress(&self) -> Option<Arc<SourceProgress>> {
+        Some(self.progress.clone())
+    }
+
     fn run(&mut self, out: &mut dyn Output) -> Result<Completion> {
         if let Phase::Files(files) = &mut self.phase {
             let mut history = FilesPhase {
@@ -294,6 +349,7 @@ impl Source for HybridSource {
             out,
             files_end: &self.files_end,
             files_max_time: self.files_max_time,
+            progress: &self.progress,
         };
         kafka.run(&mut live)
     }
@@ -312,6 +368,9 @@ struct FilesPhase<'a> {
 }
 
 impl FilesPhase<'_> {
+    /// The file source reports its own progress.
+    fn saw(&self, _: i64) {}
+
     fn wrap(&self, p: Position) -> Position {
         Position {
             reader: json!({
@@ -332,9 +391,26 @@ struct KafkaPhase<'a> {
     files_end: &'a Value,
     /// The files' last event time.
     files_max_time: i64,
+    /// Event time and the first record after the switch, for progress.
+    progress: &'a SourceProgress,
 }
 
 impl KafkaPhase<'_> {
+    /// A Kafka record with event time `timestamp` was read.
+    #[inline]
+    fn saw(&self, timestamp: i64) {
+        self.progress.saw_time(timestamp);
+        if self.progress.awaits_live_record() {
+            self.progress.first_live_record();
+            if let Some(pause) = self.progress.figures().switch.and_then(|s| s.pause_ms) {
+                tracing::info!(
+                    pause_ms = format!("{pause:.1}"),
+                    "hybrid source: the first Kafka record came {pause:.1} ms after the last file"
+                );
+            }
+        }
+    }
+
     fn wrap(&self, p: Position) -> Position {
         Position {
             reader: json!({
@@ -359,6 +435,7 @@ macro_rules! pass_through {
             timestamp: i64,
             origin: Origin,
         ) -> ControlFlow<()> {
+            self.saw(timestamp);
             self.out.record_in(partition, key, value, timestamp, origin)
         }
         fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()> {

@@ -23,8 +23,8 @@ pub struct KafkaSourceConfig {
     pub group_id: Option<String>,
     /// Where a fresh run starts: `earliest`, `latest`, `committed` (the
     /// group's offsets) or `timestamp:<ms or RFC 3339>`. Default `earliest`.
-    #[serde(default = "default_start")]
-    pub start: String,
+    #[serde(default)]
+    pub start: Option<String>,
     /// Start offsets for some partitions, overriding `start`:
     /// `{ 0 = 1200, 3 = 40 }`. Default none.
     #[serde(default)]
@@ -66,9 +66,6 @@ pub struct KafkaSourceConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-fn default_start() -> String {
-    "earliest".into()
-}
 fn default_raw() -> Format {
     Format::Raw
 }
@@ -125,6 +122,10 @@ pub struct KafkaSourceSpec {
     pub start: Start,
     /// Explicit start offsets for some partitions (override `start`).
     pub start_offsets: Vec<(usize, i64)>,
+    /// The job file says where a fresh run starts (`start` or
+    /// `start_offsets`): a run from a files job's savepoint starts there,
+    /// not after the files.
+    pub start_given: bool,
     /// Optional end of a bounded run.
     pub until: Option<Until>,
     /// How record values are parsed.
@@ -161,7 +162,7 @@ impl KafkaSourceConfig {
             (self.key_column, &self.key_field),
             (self.timestamp_column, &self.timestamp_field),
         )?;
-        let start = match self.start.as_str() {
+        let start = match self.start.as_deref().unwrap_or("earliest") {
             "earliest" => Start::Earliest,
             "latest" => Start::Latest,
             "committed" => Start::Committed,
@@ -208,6 +209,7 @@ impl KafkaSourceConfig {
                 .unwrap_or_else(|| format!("weir-{job}")),
             start,
             start_offsets,
+            start_given: self.start.is_some() || !self.start_offsets.is_empty(),
             until,
             format: self.format,
             key,

@@ -374,12 +374,21 @@ impl Source for KafkaSource {
         let mut last_lag = Instant::now() - LAG_EVERY;
         // Since when, and last seen: transient errors reading the topic.
         let mut outage: Option<(Instant, Instant)> = None;
+        // After a record, the next poll does not wait: records already
+        // fetched come back to back, and the clock (a cost per record
+        // comparable to the poll itself) is read only when the fetched
+        // records run out, after an error, or every CHECK_EVERY records.
+        // The checks below then run at least as often as before: whenever
+        // the consumer has nothing more at hand, or after a burst.
+        let mut wait = POLL;
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Completion::Stopped);
             }
-            let polled = self.consumer.poll(POLL);
-            let idle = polled.is_none();
+            let polled = self.consumer.poll(wait);
+            let idle = polled.is_none() && wait == POLL;
+            let record = matches!(polled, Some(Ok(_)));
+            wait = if record { Duration::ZERO } else { POLL };
             match polled {
                 Some(Ok(m)) => {
                     outage = None;
@@ -445,7 +454,7 @@ impl Source for KafkaSource {
                 }
                 None => {}
             }
-            if idle || since_check >= CHECK_EVERY || last_check.elapsed() >= POLL {
+            if idle || since_check >= CHECK_EVERY || (!record && last_check.elapsed() >= POLL) {
                 since_check = 0;
                 last_check = Instant::now();
                 let flow = if idle { out.flush() } else { out.tick() };

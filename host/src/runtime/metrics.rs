@@ -25,6 +25,8 @@ pub struct Metrics {
     topic: OnceLock<String>,
     /// Per-partition and per-operator figures, once the chain is known.
     chain: OnceLock<ChainFigures>,
+    /// Restarts of the job in this process so far (its restart strategy).
+    restarts: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -93,6 +95,14 @@ impl Metrics {
     /// known).
     pub fn chain(&self) -> Option<&ChainFigures> {
         self.chain.get()
+    }
+    /// Set the restarts of the job in this process so far.
+    pub fn set_restarts(&self, n: u64) {
+        self.restarts.store(n, Ordering::Relaxed);
+    }
+    /// Restarts of the job in this process so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

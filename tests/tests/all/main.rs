@@ -19,6 +19,8 @@ mod languages;
 mod messages;
 mod operate;
 mod partitions;
+mod probation;
+mod restart;
 mod savepoints;
 mod snapshots;
 mod state_machine;

@@ -156,7 +156,6 @@ fn output_across_in_process_restarts_is_exactly_once() {
     assert!(ok, "{said}");
     let restarts = said.matches("restarting in 0 ms").count();
     assert!(restarts >= 3, "{restarts} restarts: {said}");
-    assert!(said.contains(&format!("{restarts} restarts")) || restarts > 0);
     assert_same_output(
         &job.output(),
         &expected,
@@ -181,7 +180,6 @@ fn the_restart_count_is_in_status_and_metrics() {
     // Idle input while checkpoints commit; the next piece's first batch
     // fails.
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(try_status(&fed.job).unwrap()["restarts"], 0);
     fed.feed();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

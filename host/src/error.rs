@@ -72,7 +72,9 @@ pub enum Error {
     External(String),
 
     /// The job failed, and its restart strategy allows no more restarts.
-    #[error("{source}; the job failed for good after {restarts} restarts (restart strategy {strategy})")]
+    #[error(
+        "{source}; the job failed for good after {restarts} restarts (restart strategy {strategy})"
+    )]
     RestartsExhausted {
         /// The strategy, as the job file sets it.
         strategy: String,

@@ -77,15 +77,13 @@ fn timeout_ms(secs: f64) -> anyhow::Result<String> {
 /// the version before the last promoted swap, from the newest checkpoint.
 fn offline_rollback(plan: &crate::config::Plan, operator: &str) -> anyhow::Result<()> {
     let store = open_store(plan)?;
-    let newest = manifest::list(&store, &plan.name)?
-        .pop()
-        .with_context(|| {
-            format!(
-                "job `{}` is not running and has no complete checkpoint: its next run starts \
+    let newest = manifest::list(&store, &plan.name)?.pop().with_context(|| {
+        format!(
+            "job `{}` is not running and has no complete checkpoint: its next run starts \
                  on the plugins its job file names",
-                plan.name
-            )
-        })?;
+            plan.name
+        )
+    })?;
     let running = newest
         .manifest
         .partitions
@@ -181,7 +179,10 @@ fn describe_swap(r: &serde_json::Value) -> String {
             .as_i64()
             .map(manifest::format_time)
             .unwrap_or_default(),
-        r["savepoint"].as_str().filter(|s| !s.is_empty()).unwrap_or("none"),
+        r["savepoint"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("none"),
         record_outcome(r).replace('_', " "),
     );
     if matches!(record_outcome(r).as_str(), "promoted" | "rolled_back")

@@ -182,7 +182,10 @@ mod tests {
         );
         let e = parse("strategy = \"exponential\"").unwrap_err().to_string();
         assert!(e.contains("none, fixed-delay or failure-rate"), "{e}");
-        assert!(parse("strategy = \"none\"\nattempt = 1").is_err(), "unknown key");
+        assert!(
+            parse("strategy = \"none\"\nattempt = 1").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -156,8 +156,7 @@ fn run_inner(
         first_id,
     };
     let partitions = prepare::settle_output(&mut job).map_err(failed)?;
-    let (router, running) =
-        start::start(&mut job, partitions, options, clock.0).map_err(failed)?;
+    let (router, running) = start::start(&mut job, partitions, options, clock.0).map_err(failed)?;
     let source_result = run_source(job.source.as_mut(), router);
     finish::finish(job, running, source_result, clock).map_err(failed)
 }

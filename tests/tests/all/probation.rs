@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use weir_tests::{artifacts, assert_same_output};
 
 use crate::swaps::{
-    Fed, digest, latest_digest, outcome, status, stop, swap, swap_command, text, variant,
-    wait_read,
+    Fed, digest, latest_digest, outcome, status, stop, swap, swap_command, text, variant, wait_read,
 };
 
 /// Swap `seq`'s record as the running job shows it.
@@ -59,7 +58,9 @@ fn a_swap_while_the_input_is_idle_waits_for_input_and_is_then_rolled_back() {
     assert_eq!(r["outcome"], "rolled_back", "{r}");
     let why = r["cause"].as_str().unwrap_or_default().to_lowercase();
     assert!(
-        ["trap", "panic", "unreachable"].iter().any(|c| why.contains(c)),
+        ["trap", "panic", "unreachable"]
+            .iter()
+            .any(|c| why.contains(c)),
         "the cause names the failure: {why}"
     );
     let original = digest(artifacts::STATE_MACHINE);
@@ -117,7 +118,10 @@ fn a_probation_past_its_deadline_is_rolled_back_and_a_promotion_says_what_it_che
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while status(&fed.job)["swaps"].as_array().map_or(0, Vec::len) < 2 {
-        assert!(Instant::now() < deadline, "the second swap was not asked for");
+        assert!(
+            Instant::now() < deadline,
+            "the second swap was not asked for"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     fed.feed();
@@ -135,7 +139,10 @@ fn a_probation_past_its_deadline_is_rolled_back_and_a_promotion_says_what_it_che
         )),
         "{said}"
     );
-    assert_eq!(status(&fed.job)["operators"][0], digest(b.to_str().unwrap()).as_str());
+    assert_eq!(
+        status(&fed.job)["operators"][0],
+        digest(b.to_str().unwrap()).as_str()
+    );
     fed.feed();
     fed.feed();
     wait_read(&fed.job, fed.lines_fed());
@@ -196,8 +203,10 @@ fn a_stopped_jobs_rollback_runs_the_previous_version_next() {
     assert_eq!(latest_digest(&fed.job).as_deref(), Some(original.as_str()));
     let history = fed.job.run_ok(&["plugin", "history", file]);
     assert!(history.contains("swap 2 rollback"), "{history}");
-    assert!(!history.contains("scheduled"), "taken by the run: {history}");
-
+    assert!(
+        !history.contains("scheduled"),
+        "taken by the run: {history}"
+    );
 }
 
 /// A version that passes its probation and fails later (on a record
@@ -224,7 +233,11 @@ fn a_newly_promoted_version_that_fails_is_rolled_back_by_the_restart_strategy() 
     // the dead letters).
     let events = fed.job.root.join("events");
     std::fs::write(events.join(".boom.csv"), "7,boom,1\n").unwrap();
-    std::fs::rename(events.join(".boom.csv"), events.join("events-000001-boom.csv")).unwrap();
+    std::fs::rename(
+        events.join(".boom.csv"),
+        events.join("events-000001-boom.csv"),
+    )
+    .unwrap();
     let original = digest(artifacts::STATE_MACHINE);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -254,5 +267,8 @@ fn a_newly_promoted_version_that_fails_is_rolled_back_by_the_restart_strategy() 
         "{history}"
     );
     let dead = std::fs::read_to_string(fed.job.root.join("dead-letters.jsonl")).unwrap();
-    assert!(dead.contains("boom"), "the old version sent it to the dead letters");
+    assert!(
+        dead.contains("boom"),
+        "the old version sent it to the dead letters"
+    );
 }

@@ -88,7 +88,10 @@ fn no_restart_strategy_fails_at_the_first_failure() {
     let job = trapping("restart-none", "");
     let (ok, said) = run(&job, None);
     assert!(!ok, "{said}");
-    assert!(said.contains("plugin `op` failed") && said.contains("boom"), "{said}");
+    assert!(
+        said.contains("plugin `op` failed") && said.contains("boom"),
+        "{said}"
+    );
     assert!(!said.contains("restarting in"), "no restart: {said}");
 }
 
@@ -117,7 +120,11 @@ fn failure_rate_counts_only_the_failures_inside_its_interval() {
     assert!(ok, "{said}");
     let restarts = said.matches("restarting in 150 ms").count();
     assert!(restarts >= 2, "restarted each time: {said}");
-    assert_same_output(&job.output(), &expected, "output across failure-rate restarts");
+    assert_same_output(
+        &job.output(),
+        &expected,
+        "output across failure-rate restarts",
+    );
 
     // An interval of a minute: the second failure fails the job.
     let job = Job::new(

@@ -41,10 +41,10 @@ mod record;
 mod restart;
 
 pub use log::{Current, SwapLog, component_key, history_prefix, read_history};
+pub use offline::{promoted_since, schedule_rollback};
 pub use preflight::{MAX_PROBATION_BATCHES, MAX_PROBATION_TIMEOUT, ProbationAsk, Refused, Swapper};
 pub use probation::{Probation, SwapOrder};
 pub use record::{Outcome, Pause, SwapRecord};
-pub use offline::{promoted_since, schedule_rollback};
 pub use restart::versions_for_restart;
 
 /// Default number of batches a new version runs on probation.

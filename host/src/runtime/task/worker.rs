@@ -425,8 +425,7 @@ static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 fn task_fails(partitions: &[Partition], threads: usize, p: usize) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static FIRED_AT: AtomicU64 = AtomicU64::new(0);
-    let Some(n) = crate::failpoint::armed_at("task-fails-after-commits").filter(|&n| n > 0)
-    else {
+    let Some(n) = crate::failpoint::armed_at("task-fails-after-commits").filter(|&n| n > 0) else {
         return Ok(());
     };
     let commits = COMMITS.load(Ordering::Acquire);

@@ -189,9 +189,10 @@ fn a_stopped_jobs_rollback_runs_the_previous_version_next() {
     assert!(again.contains("swap 2 rollback"), "{again}");
 
     let child = fed.job.spawn(None);
+    // It resumes at the end of what was fed: new input shows it running.
+    fed.feed();
     fed.job.wait_running();
     assert_eq!(status(&fed.job)["operators"][0], original.as_str());
-    fed.feed();
     fed.feed();
     wait_read(&fed.job, fed.lines_fed());
     stop(&fed.job, child);

@@ -102,7 +102,7 @@ fn failure_rate_counts_only_the_failures_inside_its_interval() {
     let every_commit = Some("task-fails-after-commits:1");
     let extra = |interval_ms: u64, delay_ms: u64| {
         format!(
-            "[checkpoints]\ninterval_ms = 20\n[batch]\nmax_records = 128\n\
+            "[checkpoints]\ninterval_ms = 20\n[batch]\nmax_records = 32\n\
              [restart]\nstrategy = \"failure-rate\"\nmax_failures_per_interval = 1\n\
              failure_rate_interval_ms = {interval_ms}\ndelay_ms = {delay_ms}\n"
         )
@@ -110,7 +110,7 @@ fn failure_rate_counts_only_the_failures_inside_its_interval() {
     // Restarts 150 ms apart, an interval of 50 ms: never two inside it.
     let job = Job::new(
         "restart-rate-apart",
-        200_000,
+        1_000_000,
         artifacts::STATE_MACHINE,
         1,
         &extra(50, 150),

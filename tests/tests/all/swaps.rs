@@ -388,7 +388,7 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
         24_000 * (kills as u64 + 2),
         2,
         "[checkpoints]\ninterval_ms = 50\n",
-        kills + 2,
+        2 * kills + 2,
     );
     let original = PathBuf::from(artifacts::STATE_MACHINE);
     let versions = [
@@ -434,6 +434,17 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Input during the probation: a swap is promoted only on evidence.
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(3)
+            && !status(&fed.job)["swaps"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["outcome"] == "probation" && r["ended_ms"].is_null())
+            })
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fed.feed();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;

@@ -291,12 +291,13 @@ mod tests {
             delay: d,
         });
         let t0 = Instant::now();
-        assert_eq!(f.failed(t0), Verdict::Restart(d));
-        assert_eq!(f.failed(t0 + Duration::from_secs(1)), Verdict::Restart(d));
-        // The first one left the interval: two inside it again.
-        assert_eq!(f.failed(t0 + Duration::from_secs(11)), Verdict::Restart(d));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(f.failed(at(0)), Verdict::Restart(d));
+        // The first one left the interval: one inside it.
+        assert_eq!(f.failed(at(11)), Verdict::Restart(d));
+        assert_eq!(f.failed(at(12)), Verdict::Restart(d));
         // Three inside the interval.
-        assert_eq!(f.failed(t0 + Duration::from_secs(12)), Verdict::Fail);
+        assert_eq!(f.failed(at(13)), Verdict::Fail);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn state_machine_plan(
         batch: BatchSettings::default(),
         checkpoint: None,
         control: None,
+        restart: crate::config::RestartStrategy::None,
     }
 }
 

@@ -71,6 +71,19 @@ pub enum Error {
     #[error("{0}")]
     External(String),
 
+    /// The job failed, and its restart strategy allows no more restarts.
+    #[error(
+        "{source}; the job failed for good after {restarts} restarts (restart strategy {strategy})"
+    )]
+    RestartsExhausted {
+        /// The strategy, as the job file sets it.
+        strategy: String,
+        /// Restarts made before this failure.
+        restarts: u64,
+        /// The last failure.
+        source: Box<Error>,
+    },
+
     /// A bug: a broken invariant inside Weir.
     #[error("internal error: {0}")]
     Internal(String),

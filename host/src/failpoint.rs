@@ -9,7 +9,9 @@
 //! In the hybrid source, `hybrid-after-switch` aborts the process right
 //! after it switched to Kafka, before the first Kafka checkpoint, and
 //! `hybrid-file-ms:N` spends `N` ms after each file of the history (so a
-//! test can stop a run inside it). Several may be armed, comma-separated.
+//! test can stop a run inside it). In the workers, `task-fails-after-commits:N`
+//! fails the first batch after every `N` committed checkpoints as a plugin
+//! trap would (a transient failure, for the restart strategies). Several may be armed, comma-separated.
 //!
 //! Compiled only with the `failpoints` cargo feature, which the tests
 //! crate turns on; `cargo build --release -p weir` leaves it out. Even

@@ -23,7 +23,9 @@
 //! - [`job`]: assembles a plan and runs it: `prepare` (every check before
 //!   output or state is touched), `restore_point` (the one selection of the
 //!   checkpoint or savepoint a run starts from), `plugins`, `start`
-//!   (threads), `progress`, `finish`, and [`job::fork`] (a what-if fork of
+//!   (threads), `progress`, `finish`, `restart` (the `[restart]`
+//!   strategies: the steps again from the newest checkpoint after a
+//!   failure), and [`job::fork`] (a what-if fork of
 //!   another job from its savepoint, as a library function).
 //! - [`config`]: the user's job file (TOML): the job-level shape and
 //!   tables, dispatching `[source]` and `[sink]` to the connector that owns
@@ -32,7 +34,7 @@
 //!   batching, watermarks, barrier injection), the barrier and trigger
 //!   types, partitions and the worker threads that run them (`task/`), the
 //!   checkpoint coordinator, hot swaps (`swap/`: record, log, probation,
-//!   pre-flight, restart versions), the control endpoint (`control/`:
+//!   pre-flight, restart versions, offline rollbacks), the control endpoint (`control/`:
 //!   server, http connections on hyper, access checks, axum routes, status,
 //!   metrics exposition, the status page, run folder, client). It sees sources,
 //!   sinks and plugins only through traits (`source::Output`/`Source`,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::store::StateStore;
 use crate::config::{JobFile, Plan};
 use crate::generate::GenerateConfig;
-use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
+use crate::runtime::swap::{DEFAULT_PROBATION_BATCHES, DEFAULT_PROBATION_TIMEOUT};
 use clap::{Parser, Subcommand};
 
 mod files;
@@ -333,24 +333,33 @@ enum PluginCommand {
         /// The new component.
         #[arg(long)]
         plugin: PathBuf,
-        /// Batches the new version must run before its probation can end
-        /// (then at the next checkpoint).
+        /// Batches the new version must run before it can be promoted
+        /// (at the checkpoint right after them; it waits for input).
         #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
         probation_batches: u64,
+        /// Seconds to wait for those batches; past them the swap is rolled
+        /// back, not promoted.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PROBATION_TIMEOUT.as_secs_f64())]
+        probation_timeout: f64,
         /// Return once swapped, without waiting for the probation's outcome.
         #[arg(long)]
         no_wait: bool,
     },
     /// Swap an operator back to the version before its last promoted swap.
+    /// A stopped job's next run starts on that version (from its newest
+    /// checkpoint).
     Rollback {
         /// The job file.
         job: PathBuf,
         /// The operator.
         #[arg(long)]
         operator: String,
-        /// Batches of probation, as for `swap`.
+        /// Batches of probation, as for `swap` (a running job).
         #[arg(long, default_value_t = DEFAULT_PROBATION_BATCHES)]
         probation_batches: u64,
+        /// Seconds to wait for them, as for `swap` (a running job).
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_PROBATION_TIMEOUT.as_secs_f64())]
+        probation_timeout: f64,
     },
     /// List the job's swaps: times, digests, pause and outcome (read from
     /// the state store; the job need not run).

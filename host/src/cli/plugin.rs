@@ -1,6 +1,7 @@
 //! `weir plugin`: swap or roll back an operator of the running job
-//! (through its control endpoint, following the swap to its outcome), and
-//! the job's swap history (read from its state store).
+//! (through its control endpoint, following the swap to its outcome), roll
+//! back a stopped job's operator (its next run starts on the previous
+//! version), and the job's swap history (read from its state store).
 
 use std::path::Path;
 
@@ -17,17 +18,20 @@ pub(super) fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             operator,
             plugin,
             probation_batches,
+            probation_timeout,
             no_wait,
         } => {
             let plugin = std::fs::canonicalize(&plugin)
                 .with_context(|| format!("the plugin {}", plugin.display()))?;
             let batches = probation_batches.to_string();
+            let timeout = timeout_ms(probation_timeout)?;
             let path = format!(
                 "/swap?{}",
                 control::query(&[
                     ("operator", &operator),
                     ("plugin", &plugin.to_string_lossy()),
                     ("probation_batches", &batches),
+                    ("probation_timeout_ms", &timeout),
                 ])
             );
             swap_request(&job, &path, no_wait)
@@ -36,16 +40,78 @@ pub(super) fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             job,
             operator,
             probation_batches,
+            probation_timeout,
         } => {
+            let plan = load_plan(&job)?;
+            if !control::job_running(&plan.name)? {
+                // Held while the rollback is written: no run starts meanwhile.
+                let _lock = control::lock_job(&plan.name)?;
+                return offline_rollback(&plan, &operator);
+            }
             let batches = probation_batches.to_string();
+            let timeout = timeout_ms(probation_timeout)?;
             let path = format!(
                 "/rollback?{}",
-                control::query(&[("operator", &operator), ("probation_batches", &batches)])
+                control::query(&[
+                    ("operator", &operator),
+                    ("probation_batches", &batches),
+                    ("probation_timeout_ms", &timeout),
+                ])
             );
             swap_request(&job, &path, false)
         }
         PluginCommand::History { job } => plugin_history(&job),
     }
+}
+
+/// `--probation-timeout` (seconds) as the endpoint's milliseconds.
+fn timeout_ms(secs: f64) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        secs.is_finite() && secs > 0.0,
+        "--probation-timeout must be a positive number of seconds"
+    );
+    Ok(((secs * 1000.0).ceil() as u64).to_string())
+}
+
+/// `plugin rollback` of a job that is not running: its next run starts on
+/// the version before the last promoted swap, from the newest checkpoint.
+fn offline_rollback(plan: &crate::config::Plan, operator: &str) -> anyhow::Result<()> {
+    let store = open_store(plan)?;
+    let newest = manifest::list(&store, &plan.name)?.pop().with_context(|| {
+        format!(
+            "job `{}` is not running and has no complete checkpoint: its next run starts \
+                 on the plugins its job file names",
+            plan.name
+        )
+    })?;
+    let running = newest
+        .manifest
+        .partitions
+        .first()
+        .and_then(|p| p.operators.iter().find(|o| o.name == operator))
+        .map(|o| o.plugin_digest.clone())
+        .with_context(|| {
+            format!(
+                "the newest checkpoint of job `{}` ({}) has no operator `{operator}`",
+                plan.name, newest.folder
+            )
+        })?;
+    let record = crate::runtime::swap::schedule_rollback(
+        &store,
+        &plan.name,
+        operator,
+        &running,
+        "asked for with `weir plugin rollback` while the job was stopped",
+    )?;
+    println!("{}", describe_swap(&serde_json::to_value(&record)?));
+    println!(
+        "job `{}` is not running: its next run starts operator `{operator}` on {} from {} \
+         (the state it holds)",
+        plan.name,
+        crate::digest::short(&record.to_digest),
+        newest.folder
+    );
+    Ok(())
 }
 
 /// Ask the running job for a swap; then, unless `no_wait`, follow its
@@ -113,9 +179,23 @@ fn describe_swap(r: &serde_json::Value) -> String {
             .as_i64()
             .map(manifest::format_time)
             .unwrap_or_default(),
-        r["savepoint"].as_str().unwrap_or("?"),
+        r["savepoint"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("none"),
         record_outcome(r).replace('_', " "),
     );
+    if matches!(record_outcome(r).as_str(), "promoted" | "rolled_back")
+        && r["kind"].as_str() != Some("rollback")
+        || r["checked_batches"].as_u64().unwrap_or(0) > 0
+    {
+        line.push_str(&format!(
+            "; checked {} of {} probation batches ({} records)",
+            r["checked_batches"].as_u64().unwrap_or(0),
+            r["probation_batches"].as_u64().unwrap_or(0),
+            r["checked_records"].as_u64().unwrap_or(0)
+        ));
+    }
     if let Some(p) = r["pause"].as_object() {
         let ms = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
         line.push_str(&format!(

@@ -34,6 +34,7 @@
 //! here (the connector modules are private to the crate).
 
 mod plan;
+mod restart;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ use crate::source::resolve::ResolvedSource;
 pub use crate::source::resolve::SourceSpec;
 use crate::{Error, Result};
 pub use plan::{CheckpointPlan, Plan};
+pub use restart::{RestartConfig, RestartStrategy};
 pub use tables::{
     BatchConfig, CheckpointConfig, ControlConfig, DeadLetterConfig, EngineConfig, OperatorConfig,
     StateConfig,
@@ -99,6 +101,10 @@ pub struct JobFile {
     /// The control endpoint a running job serves.
     #[serde(default)]
     pub control: ControlConfig,
+    /// What a failure while running does: `none` (the job fails),
+    /// `fixed-delay` or `failure-rate` restarts from the newest checkpoint.
+    #[serde(default)]
+    pub restart: RestartConfig,
 }
 
 fn default_parallelism() -> usize {
@@ -236,6 +242,7 @@ impl JobFile {
             },
             checkpoint: self.resolve_checkpoints(base),
             control: self.resolve_control()?,
+            restart: self.restart.resolve(self.checkpoints.enabled)?,
         })
     }
 

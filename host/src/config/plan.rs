@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use super::{BatchSettings, DeadLetterSpec, EngineSettings, OperatorSpec, SinkSpec, SourceSpec};
+use super::{
+    BatchSettings, DeadLetterSpec, EngineSettings, OperatorSpec, RestartStrategy, SinkSpec,
+    SourceSpec,
+};
 use crate::checkpoint::store::StoreSpec;
 
 /// Resolved checkpoint settings.
@@ -56,4 +59,7 @@ pub struct Plan {
     pub checkpoint: Option<CheckpointPlan>,
     /// Control endpoint address (`None`: not served).
     pub control: Option<std::net::SocketAddr>,
+    /// What a failure while running does (restarts from the newest
+    /// checkpoint, or none).
+    pub restart: RestartStrategy,
 }

@@ -55,6 +55,7 @@ pub(super) fn finish(
         completion,
         checkpoints,
         restored_from: job.restored.map(|r| r.location),
+        restarts: 0,
     })
 }
 

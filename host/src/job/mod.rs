@@ -13,8 +13,10 @@
 //! - the source runs on the calling thread;
 //! - `finish`: join every thread and report.
 //!
-//! `progress` is the optional progress reporter; [`fork`] is a what-if
-//! run of a job from one of its savepoints, with a new plugin.
+//! `restart` runs those steps again from the newest checkpoint after a
+//! failure, as the job's `[restart]` strategy allows; `progress` is the
+//! optional progress reporter; [`fork`] is a what-if run of a job from one
+//! of its savepoints, with a new plugin.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,6 +38,7 @@ pub mod fork;
 mod plugins;
 mod prepare;
 mod progress;
+mod restart;
 mod restore_point;
 mod start;
 
@@ -90,6 +93,8 @@ pub struct JobReport {
     pub checkpoints: CheckpointStats,
     /// Where the run was restored from, if it was.
     pub restored_from: Option<String>,
+    /// Restarts by the job's restart strategy (in this process).
+    pub restarts: u64,
 }
 
 impl JobReport {
@@ -111,7 +116,7 @@ pub fn run(plan: &Plan, options: RunOptions) -> Result<JobReport> {
     let engine = WeirEngine::new(plan.engine.clone())?
         .for_job(options.fork_of.as_deref().unwrap_or(&plan.name));
     let factories = load_operators(&engine, plan)?;
-    run_inner(plan, &factories, Some(engine), options)
+    restart::run_restarting(plan, &factories, Some(engine), options)
 }
 
 /// Run `plan` with the given operator chain (the benchmark passes native
@@ -121,23 +126,39 @@ pub fn run_with(
     factories: &[Arc<dyn OperatorFactory>],
     options: RunOptions,
 ) -> Result<JobReport> {
-    run_inner(plan, factories, None, options)
+    restart::run_restarting(plan, factories, None, options)
 }
 
 /// The steps of a run, in order; `engine` is `None` for native operators
-/// (no plugin swaps, no versions from the swap log).
+/// (no plugin swaps, no versions from the swap log). `restarts`: the
+/// restarts before this attempt. A failure says whether the job had
+/// started (a refusal before anything ran is never restarted) and the
+/// first checkpoint id the attempt used.
 fn run_inner(
     plan: &Plan,
     factories: &[Arc<dyn OperatorFactory>],
     engine: Option<WeirEngine>,
-    mut options: RunOptions,
-) -> Result<JobReport> {
+    options: &mut RunOptions,
+    restarts: u64,
+) -> std::result::Result<JobReport, restart::Failed> {
+    let refused = |error| restart::Failed {
+        error,
+        started: false,
+        first_id: None,
+    };
     let clock = (Instant::now(), process_cpu_time());
-    let mut job = prepare::prepare(plan, factories, engine, &options)?;
-    let partitions = prepare::settle_output(&mut job)?;
-    let (router, running) = start::start(&mut job, partitions, &mut options, clock.0)?;
+    let mut job = prepare::prepare(plan, factories, engine, options).map_err(refused)?;
+    job.shared.metrics.set_restarts(restarts);
+    let first_id = job.next_id;
+    let failed = |error| restart::Failed {
+        error,
+        started: true,
+        first_id,
+    };
+    let partitions = prepare::settle_output(&mut job).map_err(failed)?;
+    let (router, running) = start::start(&mut job, partitions, options, clock.0).map_err(failed)?;
     let source_result = run_source(job.source.as_mut(), router);
-    finish::finish(job, running, source_result, clock)
+    finish::finish(job, running, source_result, clock).map_err(failed)
 }
 
 /// Run the source on this thread until its input ends, it is stopped or it

@@ -29,6 +29,8 @@ pub struct Metrics {
     /// The source's own progress (files and hybrid sources): phase, files
     /// and bytes of the total, event time, the switch.
     source: OnceLock<Arc<SourceProgress>>,
+    /// Restarts of the job in this process so far (its restart strategy).
+    restarts: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -107,6 +109,14 @@ impl Metrics {
     /// The source's progress now (`None`: its source has none).
     pub fn source_figures(&self) -> Option<SourceFigures> {
         self.source.get().map(|p| p.figures())
+    }
+    /// Set the restarts of the job in this process so far.
+    pub fn set_restarts(&self, n: u64) {
+        self.restarts.store(n, Ordering::Relaxed);
+    }
+    /// Restarts of the job in this process so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
     /// Read all counters.
     pub fn snapshot(&self) -> Snapshot {

@@ -476,12 +476,11 @@ impl Router {
         let now = Instant::now();
         if let Some((p, sent)) = &self.swap_watch {
             // The checkpoint that ends a probation comes once its batches
-            // are sent; a periodic one due meanwhile waits, at most one
-            // more interval (slow input).
-            let overdue = b.interval.is_some_and(|i| now >= b.next_periodic + i);
+            // are sent; a periodic one due meanwhile waits (for input, up
+            // to the probation's deadline, which rolls the swap back).
             if p.has_failed() {
                 // Rolled back already: the next barrier comes on schedule.
-            } else if *sent >= p.order.probation_batches || overdue {
+            } else if p.end_due(*sent) {
                 if let Some(i) = b.interval {
                     b.next_periodic = now + i;
                 }

@@ -29,18 +29,26 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A job that follows its input folder, whose input arrives in pieces.
-struct Fed {
-    job: Job,
+pub(crate) struct Fed {
+    /// The job.
+    pub(crate) job: Job,
     /// The output of one uninterrupted run over the whole input.
-    expected: Vec<String>,
-    pieces: Vec<Vec<String>>,
+    pub(crate) expected: Vec<String>,
+    /// The input, in pieces.
+    pub(crate) pieces: Vec<Vec<String>>,
     /// Pieces written so far.
-    next: usize,
+    pub(crate) next: usize,
 }
 
 impl Fed {
     /// `events` events in `pieces` files; only the first is there yet.
-    fn new(name: &str, events: u64, parallelism: usize, extra: &str, pieces: usize) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        events: u64,
+        parallelism: usize,
+        extra: &str,
+        pieces: usize,
+    ) -> Self {
         let job = Job::new(name, events, artifacts::STATE_MACHINE, parallelism, extra);
         let expected = job.reference();
         let events_dir = job.root.join("events");
@@ -68,7 +76,7 @@ impl Fed {
 
     /// Write the next piece (hidden, then renamed: a file the source lists
     /// is complete).
-    fn feed(&mut self) {
+    pub(crate) fn feed(&mut self) {
         let events = self.job.root.join("events");
         let name = format!("events-{:06}.csv", self.next);
         let hidden = events.join(format!(".{name}"));
@@ -77,7 +85,7 @@ impl Fed {
         self.next += 1;
     }
 
-    fn lines_fed(&self) -> u64 {
+    pub(crate) fn lines_fed(&self) -> u64 {
         self.pieces[..self.next]
             .iter()
             .map(|p| p.len() as u64)
@@ -85,7 +93,7 @@ impl Fed {
     }
 }
 
-fn endpoint(job: &Job) -> Endpoint {
+pub(crate) fn endpoint(job: &Job) -> Endpoint {
     weir::runtime::control::find_in(&job.root.join("run"), &job.name).unwrap()
 }
 
@@ -130,7 +138,7 @@ pub(crate) fn swap(job: &Job, plugin: &Path, batches: u32) -> Output {
     swap_command(job, plugin, batches).output().unwrap()
 }
 
-fn swap_command(job: &Job, plugin: &Path, batches: u32) -> std::process::Command {
+pub(crate) fn swap_command(job: &Job, plugin: &Path, batches: u32) -> std::process::Command {
     let mut c = job.weir();
     c.args(["plugin", "swap"])
         .arg(job.file())
@@ -380,7 +388,7 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
         24_000 * (kills as u64 + 2),
         2,
         "[checkpoints]\ninterval_ms = 50\n",
-        kills + 2,
+        2 * kills + 2,
     );
     let original = PathBuf::from(artifacts::STATE_MACHINE);
     let versions = [
@@ -426,6 +434,17 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Input during the probation: a swap is promoted only on evidence.
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(3)
+            && !status(&fed.job)["swaps"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["outcome"] == "probation" && r["ended_ms"].is_null())
+            })
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fed.feed();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;

@@ -110,6 +110,12 @@ pub(super) fn encode(served: &Served) -> Result<String, std::fmt::Error> {
     );
     total(
         &mut r,
+        "weir_restarts",
+        "Restarts of the job in this process by its restart strategy",
+        job.metrics.restarts(),
+    );
+    total(
+        &mut r,
         "weir_checkpoints_completed",
         "Checkpoints and savepoints completed",
         c.completed,

@@ -26,7 +26,7 @@ use super::{exposition, page, status};
 use crate::checkpoint::check_savepoint_name;
 use crate::checkpoint::manifest::{self, Kind};
 use crate::runtime::Trigger;
-use crate::runtime::swap::DEFAULT_PROBATION_BATCHES;
+use crate::runtime::swap::{DEFAULT_PROBATION_BATCHES, DEFAULT_PROBATION_TIMEOUT, ProbationAsk};
 
 /// Query values, decoded.
 type Params = Query<HashMap<String, String>>;
@@ -142,7 +142,8 @@ async fn rollback_route(State(served): State<Arc<Served>>, Query(q): Params) -> 
     blocking(move || swap(&served, &q, true)).await
 }
 
-/// `POST /swap?operator=NAME&plugin=PATH[&probation_batches=N]`: swap an
+/// `POST /swap?operator=NAME&plugin=PATH[&probation_batches=N]
+/// [&probation_timeout_ms=MS]`: swap an
 /// operator's plugin (answers once the new version runs on probation, or
 /// with why it was refused: nothing changed then);
 /// `POST /rollback?operator=NAME`: swap back to the version before the
@@ -166,13 +167,19 @@ fn swap(served: &Served, q: &HashMap<String, String>, rollback: bool) -> Respons
         Some(Ok(n)) => n,
         Some(Err(_)) => return error(400, "probation_batches must be a number"),
     };
+    let timeout = match q.get("probation_timeout_ms").map(|v| v.parse::<u64>()) {
+        None => DEFAULT_PROBATION_TIMEOUT,
+        Some(Ok(ms)) => Duration::from_millis(ms),
+        Some(Err(_)) => return error(400, "probation_timeout_ms must be a number"),
+    };
+    let ask = ProbationAsk { batches, timeout };
     let result = if rollback {
-        swaps.rollback(operator, batches)
+        swaps.rollback(operator, ask)
     } else {
         let Some(plugin) = q.get("plugin") else {
             return error(400, "name the new component: ?plugin=PATH");
         };
-        swaps.swap(operator, std::path::Path::new(plugin), batches)
+        swaps.swap(operator, std::path::Path::new(plugin), ask)
     };
     match result {
         Ok(record) => json_answer(200, serde_json::to_value(record).unwrap_or_default()),

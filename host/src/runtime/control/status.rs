@@ -210,6 +210,7 @@ pub(super) fn status(served: &Served) -> Value {
         "dead_letters_by_stage": STAGES.iter().zip(by_stage).map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "checkpoints_completed": c.completed,
         "checkpoints_failed": c.failed,
+        "restarts": job.metrics.restarts(),
         "consumer_lag": job.metrics.lag(),
         "consumer_lag_ms": job.metrics.lag_age_ms(),
         "topic": job.metrics.topic(),

@@ -92,17 +92,40 @@ impl SwapLog {
 
     /// On a restart: a swap the previous run left without an outcome was
     /// promoted if the restored checkpoint runs its version (`running`:
-    /// operator name and digest), else it ended with that run.
+    /// operator name and digest), else it ended with that run. A
+    /// scheduled rollback (of a stopped job) is taken when this run starts
+    /// on its version.
     pub fn settle_open(&self, running: &[(String, String)]) {
         let open: Vec<SwapRecord> = self
             .records()
             .into_iter()
-            .filter(|r| matches!(r.outcome, Outcome::Requested | Outcome::Probation))
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Requested | Outcome::Probation | Outcome::Scheduled
+                )
+            })
             .collect();
         for r in open {
             let promoted = running
                 .iter()
                 .any(|(name, digest)| *name == r.operator && *digest == r.to_digest);
+            if r.outcome == Outcome::Scheduled {
+                self.update(r.seq, |r| {
+                    if promoted {
+                        r.outcome = Outcome::Promoted;
+                    } else {
+                        r.outcome = Outcome::RolledBack;
+                        r.cause = Some(format!(
+                            "{}; not taken: the run started on another version (the job file \
+                             names one the job never ran)",
+                            r.cause.as_deref().unwrap_or("scheduled rollback")
+                        ));
+                    }
+                    r.ended_ms = Some(now_ms());
+                });
+                continue;
+            }
             self.update(r.seq, |r| {
                 if promoted {
                     r.outcome = Outcome::Promoted;
@@ -117,16 +140,7 @@ impl SwapLog {
     }
 
     fn persist(&self, r: &SwapRecord) {
-        let key = format!("{}{:06}.json", history_prefix(&self.job), r.seq);
-        let bytes = match serde_json::to_vec_pretty(r) {
-            Ok(b) => b,
-            Err(e) => {
-                // Never an empty record over a good one.
-                tracing::warn!(swap = r.seq, "cannot encode the swap record: {e}");
-                return;
-            }
-        };
-        if let Err(e) = self.store.put(&key, Bytes::from(bytes)) {
+        if let Err(e) = write_record(&self.store, &self.job, r) {
             tracing::warn!(swap = r.seq, "cannot write the swap record: {e}");
         }
     }
@@ -136,6 +150,15 @@ impl SwapLog {
             *c = current;
         }
     }
+}
+
+/// Write swap record `r` of `job` to `store` (over its earlier version).
+pub(super) fn write_record(store: &StateStore, job: &str, r: &SwapRecord) -> Result<()> {
+    let key = format!("{}{:06}.json", history_prefix(job), r.seq);
+    // Never an empty record over a good one: encode first.
+    let bytes = serde_json::to_vec_pretty(r)
+        .map_err(|e| crate::Error::Internal(format!("encoding swap record {}: {e}", r.seq)))?;
+    store.put(&key, Bytes::from(bytes))
 }
 
 /// The swap records of `job` in `store`, oldest first.

@@ -18,6 +18,10 @@
 //!   so no record is lost or written twice. The workers meet at each
 //!   barrier of the swap ([`Probation::round`]) so that all of them decide
 //!   the same.
+//! - A rollback with no version running ([`schedule_rollback`]: `weir
+//!   plugin rollback` of a stopped job, or a restart strategy after a newly
+//!   promoted version failed) is a scheduled record; the next run starts
+//!   on the previous version from the newest checkpoint.
 //! - [`SwapLog`] keeps every swap's record (times, digests, pause, outcome)
 //!   in memory for `GET /status` and in the store (`jobs/<job>/swaps/`)
 //!   for `weir plugin history`; the components swapped in are stored by
@@ -30,19 +34,25 @@
 //! [`restart`](versions_for_restart) (which version a restart runs).
 
 mod log;
+mod offline;
 mod preflight;
 mod probation;
 mod record;
 mod restart;
 
 pub use log::{Current, SwapLog, component_key, history_prefix, read_history};
-pub use preflight::{MAX_PROBATION_BATCHES, Refused, Swapper};
+pub use offline::{promoted_since, schedule_rollback};
+pub use preflight::{MAX_PROBATION_BATCHES, MAX_PROBATION_TIMEOUT, ProbationAsk, Refused, Swapper};
 pub use probation::{Probation, SwapOrder};
 pub use record::{Outcome, Pause, SwapRecord};
 pub use restart::versions_for_restart;
 
 /// Default number of batches a new version runs on probation.
 pub const DEFAULT_PROBATION_BATCHES: u64 = 16;
+
+/// Default deadline of a probation: the new version must have run its
+/// batches within ten minutes of the swap, or it is rolled back.
+pub const DEFAULT_PROBATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +97,7 @@ mod tests {
                 factory: Arc::new(Unused),
                 digest: "b".into(),
                 probation_batches: 1,
+                probation_timeout: Duration::from_secs(60),
             },
             log.clone(),
             (workers, gone.clone()),

@@ -58,6 +58,20 @@ pub struct Swapper {
 /// with it).
 pub const MAX_PROBATION_BATCHES: u64 = 100_000;
 
+/// Longest deadline a probation may ask for: a day (periodic checkpoints
+/// wait while a probation waits for its batches).
+pub const MAX_PROBATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// What a swap asks of the new version's probation.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbationAsk {
+    /// Batches it must run before it can be promoted.
+    pub batches: u64,
+    /// How long to wait for them (the input may be idle) before the swap
+    /// is rolled back instead.
+    pub timeout: Duration,
+}
+
 /// Largest component a swap reads: 256 MiB (the Python SDK's components
 /// are about 18 MiB, JavaScript's 12 MiB).
 pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
@@ -191,10 +205,10 @@ impl Swapper {
         &self,
         operator: &str,
         path: &std::path::Path,
-        probation_batches: u64,
+        ask: ProbationAsk,
     ) -> std::result::Result<SwapRecord, Refused> {
         let bytes = read_component(path)?;
-        self.swap_bytes(operator, bytes, probation_batches, "swap")
+        self.swap_bytes(operator, bytes, ask, "swap")
     }
 
     /// Swap `operator` back to the version it ran before its last promoted
@@ -202,7 +216,7 @@ impl Swapper {
     pub fn rollback(
         &self,
         operator: &str,
-        probation_batches: u64,
+        ask: ProbationAsk,
     ) -> std::result::Result<SwapRecord, Refused> {
         let i = self.operator_index(operator)?;
         let current = self.log.current()[i].digest.clone();
@@ -237,7 +251,7 @@ impl Swapper {
                     ),
                 )
             })?;
-        self.swap_bytes(operator, bytes.to_vec(), probation_batches, "rollback")
+        self.swap_bytes(operator, bytes.to_vec(), ask, "rollback")
     }
 
     fn operator_index(&self, operator: &str) -> std::result::Result<usize, Refused> {
@@ -257,14 +271,23 @@ impl Swapper {
         &self,
         operator: &str,
         bytes: Vec<u8>,
-        probation_batches: u64,
+        ask: ProbationAsk,
         kind: &str,
     ) -> std::result::Result<SwapRecord, Refused> {
         let i = self.operator_index(operator)?;
-        if probation_batches > MAX_PROBATION_BATCHES {
+        if ask.batches > MAX_PROBATION_BATCHES {
             return Err(refused(
                 400,
                 format!("probation_batches is at most {MAX_PROBATION_BATCHES}"),
+            ));
+        }
+        if ask.timeout > MAX_PROBATION_TIMEOUT || ask.timeout.is_zero() {
+            return Err(refused(
+                400,
+                format!(
+                    "the probation timeout is between 1 ms and {} s",
+                    MAX_PROBATION_TIMEOUT.as_secs()
+                ),
             ));
         }
         let mut active = lock_or_recover(&self.active);
@@ -283,12 +306,9 @@ impl Swapper {
         let digest = sha256_hex(&bytes);
         self.keep_components(i, &current.digest, &digest, bytes)?;
         let seq = self.log.next_seq();
-        self.log.add(SwapRecord::requested(
-            seq,
-            operator,
-            (&current.digest, &digest),
-            kind,
-        ));
+        let mut record = SwapRecord::requested(seq, operator, (&current.digest, &digest), kind);
+        record.probation_batches = ask.batches;
+        self.log.add(record);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let probation = Arc::new(Probation::new(
             SwapOrder {
@@ -296,7 +316,8 @@ impl Swapper {
                 operator: i,
                 factory,
                 digest,
-                probation_batches,
+                probation_batches: ask.batches,
+                probation_timeout: ask.timeout,
             },
             self.log.clone(),
             (self.workers, self.gone.clone()),

@@ -1,11 +1,13 @@
 //! Probation: what the workers share from a swap's barrier until the new
 //! version has passed (or failed): the rendezvous at each barrier of the
-//! swap, so every worker decides the same, the pause, and the promotion
-//! once the checkpoint after the probation completes.
+//! swap, so every worker decides the same, the pause, the evidence (the
+//! batches and records the new version ran, and the deadline by which it
+//! must have run its batches), and the promotion once the checkpoint after
+//! the probation completes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -28,6 +30,9 @@ pub struct SwapOrder {
     pub digest: String,
     /// Batches the new version must run before the probation can end.
     pub probation_batches: u64,
+    /// How long the probation may wait for those batches (input may be
+    /// idle) before the swap is rolled back.
+    pub probation_timeout: Duration,
 }
 
 /// Rendezvous of the workers at the barriers of a swap.
@@ -35,6 +40,7 @@ pub struct SwapOrder {
 struct Meet {
     /// The barrier being met at.
     id: u64,
+    /// Workers arrived at it so far.
     arrived: usize,
     /// Decided barriers: (id, passed).
     decided: Vec<(u64, bool)>,
@@ -62,6 +68,12 @@ pub struct Probation {
     promote_at: AtomicU64,
     /// The outcome is final (promoted or rolled back).
     ended: AtomicBool,
+    /// When the swap barrier was injected (the probation's clock).
+    started: Mutex<Option<Instant>>,
+    /// Batches the new version ran, over every partition.
+    checked_batches: AtomicU64,
+    /// Records in them.
+    checked_records: AtomicU64,
 }
 
 impl std::fmt::Debug for Probation {
@@ -95,7 +107,60 @@ impl Probation {
             reply: Mutex::new(Some(reply)),
             promote_at: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            started: Mutex::new(None),
+            checked_batches: AtomicU64::new(0),
+            checked_records: AtomicU64::new(0),
         }
+    }
+
+    /// A batch of `records` records ran through the new version.
+    pub fn checked(&self, records: usize) {
+        self.checked_batches.fetch_add(1, Ordering::AcqRel);
+        self.checked_records
+            .fetch_add(records as u64, Ordering::AcqRel);
+    }
+
+    /// Batches and records the new version ran so far.
+    pub fn evidence(&self) -> (u64, u64) {
+        (
+            self.checked_batches.load(Ordering::Acquire),
+            self.checked_records.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether the barrier that ends the probation is due, with `sent`
+    /// batches sent to the new version since the swap barrier: once they
+    /// reach the probation's batches. Past the probation's deadline with
+    /// fewer, the swap is rolled back (not promoted): an idle input is no
+    /// evidence.
+    pub fn end_due(&self, sent: u64) -> bool {
+        let batches = self.order.probation_batches;
+        if sent >= batches {
+            return true;
+        }
+        let started = *lock_or_recover(&self.started);
+        if started.is_some_and(|t| t.elapsed() >= self.order.probation_timeout) {
+            self.fail(&format!(
+                "the probation's deadline ({} s) passed after {sent} of its {batches} batches                  (the input was idle): not promoted without that evidence",
+                self.order.probation_timeout.as_secs_f64()
+            ));
+        }
+        false
+    }
+
+    /// At the barrier that ends the probation (every worker arrived, so
+    /// the figures are final): why the new version may not be promoted
+    /// though it failed nowhere, if it ran fewer batches than asked (a
+    /// savepoint, a stop or the end of the input came first).
+    pub fn short_of_evidence(&self) -> Option<String> {
+        let (batches, _) = self.evidence();
+        let asked = self.order.probation_batches;
+        (batches < asked).then(|| {
+            format!(
+                "the probation ended (a savepoint, a stop or the end of the input) after \
+                 {batches} of its {asked} batches: not promoted without that evidence"
+            )
+        })
     }
 
     /// Whether the new version failed somewhere.
@@ -124,6 +189,7 @@ impl Probation {
 
     /// The swap barrier `id` was injected.
     pub fn injected(&self, id: u64) {
+        *lock_or_recover(&self.started) = Some(Instant::now());
         self.log.update(self.order.seq, |r| r.checkpoint = Some(id));
     }
 
@@ -224,7 +290,10 @@ impl Probation {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
+        let (batches, records) = self.evidence();
         self.log.update(self.order.seq, |r| {
+            r.checked_batches = batches;
+            r.checked_records = records;
             r.outcome = outcome;
             r.cause = cause;
             r.promoted_at = promoted_at;

@@ -17,8 +17,13 @@ pub enum Outcome {
     Probation,
     /// Passed probation, and the checkpoint after it completed.
     Promoted,
-    /// The new version failed; every partition runs the old one again.
+    /// The new version failed, or its probation ran out of time or input
+    /// before it had run its batches; every partition runs the old one
+    /// again.
     RolledBack,
+    /// A rollback of a stopped job (or one a restart strategy decided):
+    /// the next run starts on `to_digest` from the newest checkpoint.
+    Scheduled,
 }
 
 /// The pause of a swap, the longest over the partitions.
@@ -83,6 +88,15 @@ pub struct SwapRecord {
     pub promoted_at: Option<u64>,
     /// When it was promoted or rolled back (ms since the epoch).
     pub ended_ms: Option<i64>,
+    /// Batches the new version had to run before it could be promoted.
+    #[serde(default)]
+    pub probation_batches: u64,
+    /// Batches the new version ran on probation (over every partition).
+    #[serde(default)]
+    pub checked_batches: u64,
+    /// Records in them.
+    #[serde(default)]
+    pub checked_records: u64,
 }
 
 impl SwapRecord {
@@ -102,6 +116,9 @@ impl SwapRecord {
             pause: None,
             promoted_at: None,
             ended_ms: None,
+            probation_batches: 0,
+            checked_batches: 0,
+            checked_records: 0,
         }
     }
 }

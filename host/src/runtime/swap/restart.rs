@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::log::{component_key, read_history};
+use super::offline::scheduled_target;
 use super::record::Outcome;
 use crate::checkpoint::store::StateStore;
 use crate::digest::short;
@@ -14,7 +15,9 @@ use crate::{Error, Result};
 /// The factories `operators` of a job that restarts from a checkpoint
 /// naming `digests`: an operator whose checkpoint names a version a swap
 /// brought in (kept in the store) runs that version again, unless the job
-/// file names a version the job never ran (an upgrade at restart).
+/// file names a version the job never ran (an upgrade at restart); a
+/// scheduled rollback from the version the checkpoint names runs the one
+/// before it instead.
 pub fn versions_for_restart(
     loader: &dyn PluginLoader,
     store: &StateStore,
@@ -28,9 +31,6 @@ pub fn versions_for_restart(
         let (Some(named), Some(configured)) = (digests.get(i), factories[i].digest()) else {
             continue;
         };
-        if named == configured {
-            continue;
-        }
         // Versions this job ran: the ones swaps started from, and the ones
         // they brought in, unless rolled back (a checkpoint never holds
         // those; a job file naming one asks for it on purpose).
@@ -41,25 +41,42 @@ pub fn versions_for_restart(
                         || (r.to_digest == d && r.outcome != Outcome::RolledBack))
             })
         };
-        if !ran(configured) || !ran(named) {
+        // A job file naming a version the job never ran asks for it (an
+        // upgrade at restart); otherwise a scheduled rollback decides, then
+        // the checkpoint.
+        let upgrade = named != configured && !ran(configured);
+        let scheduled = scheduled_target(&history, &spec.name, named).filter(|_| !upgrade);
+        let target = match &scheduled {
+            Some(t) => t,
+            None if named == configured || upgrade || !ran(named) => continue,
+            None => named,
+        };
+        if target == configured {
             continue;
         }
-        let Some(bytes) = store.get(&component_key(job, named))? else {
+        let Some(bytes) = store.get(&component_key(job, target))? else {
             return Err(Error::Savepoint {
                 location: format!("{}/{}", store.url(), component_key(job, named)),
                 detail: format!(
-                    "the checkpoint names plugin {} for operator `{}` (swapped in), but the \
-                     store no longer holds that component",
-                    short(named),
-                    spec.name
+                    "the run starts operator `{}` on plugin {} (swapped in, or rolled back \
+                     to), but the store no longer holds that component",
+                    spec.name,
+                    short(target),
                 ),
             });
         };
-
-        tracing::info!(
-            operator = %spec.name, digest = %short(named),
-            "resuming on the plugin version the checkpoint names (swapped in earlier)"
-        );
+        if scheduled.is_some() {
+            tracing::info!(
+                operator = %spec.name, from = %short(named), to = %short(target),
+                "rolling back: starting on the version before the last promoted swap (a \
+                 scheduled rollback), from the newest checkpoint's state"
+            );
+        } else {
+            tracing::info!(
+                operator = %spec.name, digest = %short(named),
+                "resuming on the plugin version the checkpoint names (swapped in earlier)"
+            );
+        }
         factories[i] = loader.factory(&spec.name, &bytes, &spec.config)?;
     }
     Ok(())

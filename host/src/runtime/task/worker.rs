@@ -128,6 +128,8 @@ impl Worker {
                     if self.snapshots_open() {
                         self.stats.batches_during_snapshots += 1;
                     }
+                    #[cfg(feature = "failpoints")]
+                    task_fails(&self.partitions, self.threads, partition)?;
                     if self.swap.is_none() {
                         let p = locate(&mut self.partitions, self.threads, partition)?;
                         p.process(&batch, watermark, &self.shared, &mut self.stats)?;
@@ -219,6 +221,12 @@ impl Worker {
     ) -> Result<()> {
         let p = locate(&mut self.partitions, self.threads, partition)?;
         let done = p.run(&input, &self.shared, &mut self.stats);
+        if let (Ok(()), Kept::Batch(batch, _), Some(swap)) = (&done, &input, &self.swap)
+            && p.probation.is_some()
+        {
+            // Evidence: a batch the new version ran without failing.
+            swap.checked(batch.data.len());
+        }
         if let Some(Kept::Batch(batch, _)) = p.keep(input) {
             let _ = recycle.send(batch);
         }
@@ -282,7 +290,13 @@ impl Worker {
         let Some(swap) = self.swap.take() else {
             return Ok(());
         };
-        let passed = swap.round(id);
+        let mut passed = swap.round(id);
+        if passed && let Some(why) = swap.short_of_evidence() {
+            // Every worker arrived: the figures are final, and each one
+            // decides the same.
+            swap.fail(&why);
+            passed = false;
+        }
         if passed {
             for p in &mut self.partitions {
                 p.release(&self.shared, &mut self.stats)?;
@@ -355,6 +369,10 @@ impl Worker {
                 Decision::Abort(id) => p.sink.abort(id)?,
             }
         }
+        #[cfg(feature = "failpoints")]
+        if let Decision::Commit(_) = d {
+            COMMITS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         if let (Decision::Commit(id), Some(swap)) = (d, &self.promoting) {
             swap.committed(id);
             if swap.is_over() {
@@ -392,4 +410,42 @@ fn locate(partitions: &mut [Partition], threads: usize, p: usize) -> Result<&mut
         .get_mut(p / threads)
         .filter(|x| x.id == p)
         .ok_or_else(|| Error::Internal(format!("partition {p} is not on this thread")))
+}
+
+/// Commit decisions the process's workers received (failpoint
+/// `task-fails-after-commits`).
+#[cfg(feature = "failpoints")]
+static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Failpoint `task-fails-after-commits:N`: the first batch a worker
+/// receives once `N` more checkpoints committed since the last time it
+/// fired fails as a trap of the partition's first operator would (a
+/// transient failure after progress: a restart goes on from there).
+#[cfg(feature = "failpoints")]
+fn task_fails(partitions: &[Partition], threads: usize, p: usize) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static FIRED_AT: AtomicU64 = AtomicU64::new(0);
+    let Some(n) = crate::failpoint::armed_at("task-fails-after-commits").filter(|&n| n > 0) else {
+        return Ok(());
+    };
+    let commits = COMMITS.load(Ordering::Acquire);
+    let fired = FIRED_AT.load(Ordering::Acquire);
+    if commits < fired + n
+        || FIRED_AT
+            .compare_exchange(fired, commits, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return Ok(());
+    }
+    let plugin = partitions
+        .get(p / threads)
+        .and_then(|x| x.operators.first())
+        .map(|o| o.name().to_string())
+        .unwrap_or_default();
+    Err(Error::Plugin {
+        plugin,
+        task: p,
+        call: "process (failpoint task-fails-after-commits)".into(),
+        detail: "a failure on purpose".into(),
+    })
 }

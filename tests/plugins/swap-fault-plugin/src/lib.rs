@@ -1,7 +1,9 @@
 //! Test plugin for hot swaps: the state machine, reading its state as is,
 //! that fails on its first record in the way its configuration's `fault`
 //! names: `trap` (a panic), `hog` (allocates without bound) or `spin`
-//! (loops forever). Without `fault` it is the state machine.
+//! (loops forever); or, with `boom`, only on a record whose value holds
+//! `boom` (a version that passes its probation and fails later). Without
+//! `fault` it is the state machine.
 
 #[allow(dead_code)] // the shared logic has more than this plugin uses
 #[path = "../../../../plugins/state-machine/src/logic.rs"]
@@ -43,6 +45,9 @@ impl Operator for Faulty {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "boom" if record.value.windows(4).any(|w| w == b"boom") => {
+                panic!("boom: this version traps on purpose")
             }
             _ => logic::step(record, state, ctx, logic::write_alert),
         }

@@ -410,15 +410,28 @@ fn a_savepoint_after_the_switch_starts_a_plain_kafka_job() {
     );
 }
 
-/// Run the job once to its refusal or failure; what it said.
-pub(crate) fn run_refused(job: &Hybrid) -> String {
+/// Run the job once to its end: whether it succeeded, and what it said.
+pub(crate) fn run_once(job: &Hybrid) -> (bool, String) {
     let out = job
         .weir()
         .args(["run", job.file().to_str().unwrap()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "the run went through: {said}");
+    (out.status.success(), said)
+}
+
+/// Run the job once to its end, which it must reach; what it said.
+pub(crate) fn run_through(job: &Hybrid) -> String {
+    let (ok, said) = run_once(job);
+    assert!(ok, "the run failed: {said}");
+    said
+}
+
+/// Run the job once to its refusal or failure; what it said.
+pub(crate) fn run_refused(job: &Hybrid) -> String {
+    let (ok, said) = run_once(job);
+    assert!(!ok, "the run went through: {said}");
     said
 }
 

@@ -19,7 +19,9 @@ use weir_tests::kafka::{
 };
 use weir_tests::{assert_same_output, csv_lines, reference_alerts, state_machine_variant};
 
-use crate::hybrid::{Hybrid, run_with_live_records, stop, wait_for_output};
+use crate::hybrid::{
+    Hybrid, run_refused, run_through, run_with_live_records, stop, wait_for_output,
+};
 
 /// Put the job's history through its input topic first, in transactions of
 /// 2,000 records (their commit markers take offsets inside the archive's
@@ -66,12 +68,34 @@ fn a_connect_named_archive_hands_off_per_partition_with_nothing_read_twice_or_sk
     assert!(said.contains("switching to Kafka"), "{said}");
 }
 
-/// The job's file with `[source]` replaced by `source` (everything else,
-/// from the operators on, kept).
-fn with_source(job: &Hybrid, head: &str, source: &str) -> String {
+/// Rewrite the job's file with `[source]` replaced by `source` and the
+/// top-level settings `head` (everything from the operators on kept).
+fn set_source(job: &Hybrid, head: &str, source: &str) {
     let text = std::fs::read_to_string(job.file()).unwrap();
     let rest = &text[text.find("[[operators]]").unwrap()..];
-    format!("name = \"{}\"\n{head}\n{source}\n{rest}", job.name)
+    let text = format!("name = \"{}\"\n{head}\n{source}\n{rest}", job.name);
+    std::fs::write(job.file(), text).unwrap();
+}
+
+/// The job as a files job over its `history/` with `partitions`.
+fn as_files_job(job: &Hybrid, partitions: usize) {
+    set_source(
+        job,
+        &format!("parallelism = 2\npartitions = {partitions}"),
+        "[source]\ntype = \"files\"\npath = \"history\"\nformat = \"csv\"\n\
+         key_column = 0\ntimestamp_column = 2",
+    );
+}
+
+/// The job as a bounded Kafka job on its input topic.
+fn as_kafka_job(job: &Hybrid) {
+    let kafka = format!(
+        "[source]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{}-in\"\nformat = \"csv\"\n\
+         key_column = 0\ntimestamp_column = 2\nuntil = \"latest\"",
+        weir_tests::kafka::brokers(),
+        job.name
+    );
+    set_source(job, "parallelism = 2", &kafka);
 }
 
 #[test]
@@ -79,44 +103,14 @@ fn a_files_job_savepoint_starts_a_kafka_job_where_the_files_end() {
     let job = Hybrid::new("files-to-kafka", 60_000, 2);
     history_through_kafka_into_an_archive(&job);
     // The history as a files job (its partitions the topic's), to its end.
-    std::fs::write(
-        job.file(),
-        with_source(
-            &job,
-            "parallelism = 2\npartitions = 4",
-            "[source]\ntype = \"files\"\npath = \"history\"\nformat = \"csv\"\n\
-             key_column = 0\ntimestamp_column = 2",
-        ),
-    )
-    .unwrap();
-    let out = job
-        .weir()
-        .args(["run", job.file().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    as_files_job(&job, 4);
+    run_through(&job);
     // The same job, now reading the topic: a plain run resumes from the
     // files job's final checkpoint, with its state, at the offsets right
     // after the archive.
     job.produce_live();
-    let kafka = format!(
-        "[source]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{}-in\"\nformat = \"csv\"\n\
-         key_column = 0\ntimestamp_column = 2\nuntil = \"latest\"",
-        weir_tests::kafka::brokers(),
-        job.name
-    );
-    std::fs::write(job.file(), with_source(&job, "parallelism = 2", &kafka)).unwrap();
-    let out = job
-        .weir()
-        .args(["run", job.file().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
+    as_kafka_job(&job);
+    let said = run_through(&job);
     assert!(said.contains("where its files end"), "{said}");
     assert_same_output(
         &read_values(&job.out()),
@@ -127,31 +121,10 @@ fn a_files_job_savepoint_starts_a_kafka_job_where_the_files_end() {
     // A files job with other partitions than the topic is refused, saying
     // what to do.
     let other = Hybrid::new("files-to-kafka-8", 60_000, 1);
-    std::fs::write(
-        other.file(),
-        with_source(
-            &other,
-            "parallelism = 2\npartitions = 8",
-            "[source]\ntype = \"files\"\npath = \"history\"\nformat = \"csv\"\n\
-             key_column = 0\ntimestamp_column = 2",
-        ),
-    )
-    .unwrap();
-    let out = other
-        .weir()
-        .args(["run", other.file().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let kafka = kafka.replace("files-to-kafka-in", "files-to-kafka-8-in");
-    std::fs::write(other.file(), with_source(&other, "parallelism = 2", &kafka)).unwrap();
-    let out = other
-        .weir()
-        .args(["run", other.file().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    as_files_job(&other, 8);
+    run_through(&other);
+    as_kafka_job(&other);
+    let said = run_refused(&other);
     assert!(said.contains("with 8 partitions"), "{said}");
     assert!(said.contains("`partitions = 4`"), "{said}");
 }

@@ -117,11 +117,20 @@ fn a_probation_past_its_deadline_is_rolled_back_and_a_promotion_says_what_it_che
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Input only once the new version is on probation (its barrier
+    // placed): input fed before that would be read partly by the old
+    // version, and fewer than 4 batches might reach the new one.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&fed.job)["swaps"].as_array().map_or(0, Vec::len) < 2 {
+    let on_probation = |s: &serde_json::Value| {
+        s["swaps"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["seq"] == 2 && r["outcome"] == "probation")
+        })
+    };
+    while !on_probation(&status(&fed.job)) {
         assert!(
             Instant::now() < deadline,
-            "the second swap was not asked for"
+            "the second swap did not reach its probation"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -190,13 +190,8 @@ fn describe_position(m: &manifest::Manifest) -> String {
             None => "start".into(),
         },
         ("kafka", _) => {
-            let offsets: Vec<String> = m
-                .partitions
-                .iter()
-                .map(|e| format!("{}:{}", e.partition, e.source["offset"]))
-                .collect();
             let topic = p.position["topic"].as_str().unwrap_or("?");
-            format!("kafka {topic} {}", offsets.join(" "))
+            format!("kafka {topic} {}", m.partition_offsets())
         }
         _ => format!("{}: {}", p.connector, p.position),
     }

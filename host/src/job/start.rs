@@ -169,13 +169,8 @@ fn describe_position(m: &Manifest) -> String {
             Err(_) => "a file position".into(),
         },
         "kafka" => {
-            let offsets: Vec<String> = m
-                .partitions
-                .iter()
-                .map(|e| format!("{}:{}", e.partition, e.source["offset"]))
-                .collect();
             let topic = p.position["topic"].as_str().unwrap_or("?");
-            format!("kafka topic {topic} offsets {}", offsets.join(" "))
+            format!("kafka topic {topic} offsets {}", m.partition_offsets())
         }
         other => format!("its {other} position"),
     }

@@ -153,6 +153,17 @@ impl Manifest {
             .map(|o| o.state.size + o.timers.size)
             .sum()
     }
+
+    /// Each partition's source offset (Kafka's next offset) as
+    /// `partition:offset`, separated by spaces.
+    pub fn partition_offsets(&self) -> String {
+        let offsets: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|e| format!("{}:{}", e.partition, e.source["offset"]))
+            .collect();
+        offsets.join(" ")
+    }
 }
 
 /// Folder (key prefix) of a job's checkpoint or savepoint.

@@ -84,6 +84,11 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Another process owns this partition of a group job now: this run's
+    /// writes are refused.
+    #[error("fenced: {0}")]
+    Fenced(String),
+
     /// A bug: a broken invariant inside Weir.
     #[error("internal error: {0}")]
     Internal(String),

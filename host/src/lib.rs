@@ -104,6 +104,7 @@ mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod generate;
+pub mod group;
 pub mod job;
 mod kafka;
 pub mod partition;

@@ -4,6 +4,7 @@
 //! before a job starts from it), and the names of savepoints. The runtime
 //! asks for them (its triggers) and its coordinator writes them.
 
+pub(crate) mod claim;
 pub(crate) mod lease;
 pub mod manifest;
 pub(crate) mod restore;

@@ -31,6 +31,9 @@ pub(super) fn run_job(
         }
         plan.parallelism = p;
     }
+    if crate::group::is_group(&plan) {
+        return run_group(&plan, from_savepoint, fresh);
+    }
     // One run per job on this host, held until the process ends: taken
     // before anything else is opened.
     let _lock = control::lock_job(&plan.name)?;
@@ -126,6 +129,28 @@ pub(super) fn stop_job(
 }
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// `weir run` of a group job: this process joins the consumer group and
+/// runs the partitions it is assigned until it is stopped.
+fn run_group(plan: &crate::config::Plan, from: Option<String>, fresh: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from.is_none() && !fresh,
+        "job `{}` is a group job (assignment = \"group\"): each partition resumes from its own \
+         newest checkpoint; --from-savepoint and --fresh are not taken",
+        plan.name
+    );
+    let report = crate::group::run(plan, stop_on_signals())
+        .with_context(|| format!("group job `{}` failed", plan.name))?;
+    let (read, out) = report.runs.iter().fold((0, 0), |(r, o), (_, j)| {
+        (r + j.totals.records_read, o + j.totals.emitted)
+    });
+    eprintln!(
+        "group job `{}` stopped: {} partition runs here, {read} records in, {out} out",
+        plan.name,
+        report.runs.len()
+    );
+    Ok(())
+}
 
 /// Signals received so far (SIGINT or SIGTERM).
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::plugins::{self, RestartFrom};
 use super::{RunOptions, restore_point};
+use crate::checkpoint::claim::{Claim, Fence, first_id};
 use crate::checkpoint::lease::Lease;
 use crate::checkpoint::restore::Restored;
 use crate::checkpoint::store::StateStore;
@@ -42,6 +43,11 @@ pub(super) struct Prepared {
     pub next_id: Option<u64>,
     /// This run's lease on the job (checkpoints on): one run per job.
     pub _lease: Option<Lease>,
+    /// A group job's partition: this owner's generation.
+    pub _claim: Option<Claim>,
+    /// Checked before each manifest (group jobs): refuses once another
+    /// owner holds the partition.
+    pub fence: Option<Fence>,
     /// The control endpoint's listener, bound before anything is touched.
     pub control: Option<Bound>,
     /// The engine, for plugin swaps (`None`: native operators, no swaps).
@@ -114,10 +120,30 @@ fn prepare_inner(
         Some(s) => !s.list(&format!("jobs/{}/", plan.name))?.is_empty(),
         None => false,
     };
-    let lease = store
-        .as_ref()
-        .map(|s| Lease::acquire_or_stop(s, &plan.name, options.stop.clone()))
-        .transpose()?;
+    let spill = store.clone().map(|s| Arc::new(s) as Arc<dyn sink::Spill>);
+    let sinks = sink::open(&plan.sink, &plan.name, spill)?;
+    // A group job's partition: the consumer group decides the owner; the
+    // new owner takes the next generation and fences the output of the
+    // earlier one before it reads any state. Any other run: one per job.
+    let (lease, claim) = match (&store, group_partition(plan)) {
+        (Some(s), Some(_)) => {
+            let claim = Claim::take(s, &plan.name, options.stop.clone())?;
+            sinks.fence(1)?;
+            (None, Some(claim))
+        }
+        (Some(s), None) => (
+            Some(Lease::acquire_or_stop(s, &plan.name, options.stop.clone())?),
+            None,
+        ),
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "assignment = \"group\" needs [checkpoints]: a partition's state moves to its \
+                 next owner through the state store"
+                    .into(),
+            ));
+        }
+        (None, None) => (None, None),
+    };
     let fork_of = options.fork_of.as_deref();
     let start = restore_point::Start {
         selector: options.from_savepoint.as_deref(),
@@ -139,15 +165,14 @@ fn prepare_inner(
     let next_id = store
         .as_ref()
         .map(|s| restore_point::next_checkpoint_id(s, plan, restored.as_ref()))
-        .transpose()?;
+        .transpose()?
+        .map(|id| claim.as_ref().map_or(id, |c| id.max(first_id(c.generation))));
     let source = source::open(
         &plan.source,
         options.stop.clone(),
         restored.as_ref().map(restore_point::source_position),
     )?;
     let plan = with_source_partitions(plan, source.partitions())?;
-    let spill = store.clone().map(|s| Arc::new(s) as Arc<dyn sink::Spill>);
-    let sinks = sink::open(&plan.sink, &plan.name, spill)?;
     sinks.validate()?;
     let shared = Shared {
         dead_letters: Arc::new(DeadLetters::open(
@@ -189,6 +214,8 @@ fn prepare_inner(
         chains,
         next_id,
         _lease: lease,
+        fence: claim.as_ref().map(Claim::fence),
+        _claim: claim,
         control,
         engine,
         factories,
@@ -214,6 +241,14 @@ pub(super) fn settle_output(job: &mut Prepared) -> Result<Vec<Partition>> {
             Ok(chain.with_sink(job.sinks.create(p, restored, &job.shared.dead_letters)?))
         })
         .collect()
+}
+
+/// The Kafka partition a group job's run owns, if this is one.
+fn group_partition(plan: &Plan) -> Option<usize> {
+    match &plan.source {
+        crate::config::SourceSpec::Kafka(k) if k.group.is_some() => k.only,
+        _ => None,
+    }
 }
 
 /// The plan with the partitions the source imposes (Kafka: the topic's);

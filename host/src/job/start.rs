@@ -68,7 +68,7 @@ pub(super) fn start(
         .map(|_| crossbeam_channel::unbounded::<Decision>())
         .unzip();
     let (coord_tx, coordinator) =
-        start_coordinator(plan, job.store.as_ref(), decision_txs, &stats)?;
+        start_coordinator(plan, (job.store.as_ref(), job.fence.clone()), decision_txs, &stats)?;
     let chunk_bytes = plan
         .checkpoint
         .as_ref()
@@ -243,7 +243,7 @@ type CoordinatorThread = (Option<Sender<CoordMsg>>, Option<JoinHandle<()>>);
 /// The coordinator thread, when checkpointing.
 fn start_coordinator(
     plan: &Plan,
-    store: Option<&StateStore>,
+    (store, fence): (Option<&StateStore>, Option<crate::checkpoint::claim::Fence>),
     decisions: Vec<Sender<Decision>>,
     stats: &Arc<Mutex<CheckpointStats>>,
 ) -> Result<CoordinatorThread> {
@@ -258,7 +258,8 @@ fn start_coordinator(
         c.retain,
         decisions,
         stats.clone(),
-    );
+    )
+    .with_fence(fence);
     let handle = std::thread::Builder::new()
         .name("weir-checkpoints".into())
         .spawn(move || coord.run(rx))

@@ -30,6 +30,12 @@ pub enum Trigger {
         /// Gets the manifest when the savepoint is complete.
         reply: Option<Reply>,
     },
+    /// Take a checkpoint now; with `stop`, end the job right after it
+    /// (a group job's partition handed to another process).
+    Checkpoint {
+        /// Stop the job once the barrier is injected.
+        stop: bool,
+    },
     /// Swap an operator's plugin at a barrier (pre-flight passed).
     Swap {
         /// The swap, shared with the workers.

@@ -157,6 +157,9 @@ pub struct Coordinator {
     /// One per worker: where decisions go.
     decisions: Vec<Sender<Decision>>,
     stats: Arc<Mutex<CheckpointStats>>,
+    /// Checked before each manifest: refuses once another owner holds the
+    /// partition (group jobs).
+    fence: Option<crate::checkpoint::claim::Fence>,
 }
 
 impl Coordinator {
@@ -179,7 +182,14 @@ impl Coordinator {
             in_flight: BTreeMap::new(),
             decisions,
             stats,
+            fence: None,
         }
+    }
+
+    /// Check `fence` before each manifest is written.
+    pub fn with_fence(mut self, fence: Option<crate::checkpoint::claim::Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Serve until every sender hangs up; checkpoints that can no longer
@@ -416,6 +426,9 @@ impl Coordinator {
         manifest: &Manifest,
     ) -> Result<()> {
         self.store.put_all(blobs)?;
+        if let Some(fence) = &self.fence {
+            fence()?;
+        }
         let json = serde_json::to_vec_pretty(manifest)
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
         if !self.store.put_new(manifest_key, Bytes::from(json))? {

@@ -462,6 +462,9 @@ impl Router {
                     }
                 }
             }
+            Ok(Trigger::Checkpoint { stop }) => {
+                return Some(BarrierRequest { stop, ..BarrierRequest::checkpoint() });
+            }
             Ok(Trigger::Swap { probation }) => {
                 return Some(BarrierRequest {
                     kind: Kind::Savepoint,

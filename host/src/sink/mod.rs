@@ -112,6 +112,12 @@ pub trait Sink: Send {
 pub trait SinkFactory: Send + Sync {
     /// Check what can be checked without touching output.
     fn validate(&self) -> Result<()>;
+    /// Fence earlier writers of the output of partitions `0..partitions`
+    /// before any state is read (a group job's new owner of a partition):
+    /// whatever they commit after this fails. Default: nothing to fence.
+    fn fence(&self, _partitions: usize) -> Result<()> {
+        Ok(())
+    }
     /// Bring the output to a restored checkpoint (`restored`: each
     /// partition's sink state in it) or, for a fresh run (`None`), clear it.
     /// Called once, after every operator accepted its state and before

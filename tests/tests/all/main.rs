@@ -9,6 +9,7 @@ mod faults;
 mod files;
 mod follow;
 mod fork;
+mod group;
 mod hardening;
 mod hybrid;
 mod hybrid_archive;

@@ -187,6 +187,19 @@ impl KafkaSinkFactory {
 }
 
 impl SinkFactory for KafkaSinkFactory {
+    fn fence(&self, partitions: usize) -> Result<()> {
+        if !self.exactly_once {
+            return Ok(());
+        }
+        for p in 0..partitions {
+            // `init_transactions` under the partition's id fences the
+            // producer of an earlier owner; recovery then uses this one.
+            let producer = self.producer(p)?;
+            crate::lock(&self.producers, "kafka producers")?.insert(p, producer);
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         let probe: BaseConsumer<Context> = client_config(
             &self.spec.brokers,

@@ -57,6 +57,17 @@ pub struct KafkaSourceConfig {
     /// Default `fail`.
     #[serde(default = "default_fail")]
     pub on_offset_out_of_range: String,
+    /// `manual` (default): this process reads every partition of the topic.
+    /// `group`: several processes with the same job file and `group_id`
+    /// share the partitions through the consumer group; each partition's
+    /// state moves with it through the state store.
+    #[serde(default)]
+    pub assignment: Option<String>,
+    /// Group mode's rebalance protocol: `classic` (default: the classic
+    /// group protocol with the cooperative-sticky assignor, any broker) or
+    /// `consumer` (KIP-848, brokers from Kafka 4.0).
+    #[serde(default)]
+    pub group_protocol: Option<String>,
     /// librdkafka properties for every client the source makes (the
     /// consumer, the lag reader): security (`security.protocol`, `sasl.*`,
     /// `ssl.*`) and tuning. The keys Weir owns (`group.id`: use
@@ -138,6 +149,36 @@ pub struct KafkaSourceSpec {
     pub out_of_range: OutOfRange,
     /// librdkafka consumer properties, passed through.
     pub properties: Vec<(String, String)>,
+    /// Group mode (`assignment = "group"`): the rebalance protocol.
+    pub group: Option<GroupProtocol>,
+    /// A group member's run of one partition: read only this Kafka
+    /// partition, as the run's partition 0, and commit no offsets (the
+    /// group member does).
+    pub only: Option<usize>,
+}
+
+/// The consumer group protocol of group mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol with the cooperative-sticky assignor.
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`): the broker assigns.
+    Consumer,
+}
+
+impl KafkaSourceSpec {
+    /// The Kafka partition id of the run's partition `local`.
+    pub(crate) fn kafka_id(&self, local: usize) -> i32 {
+        self.only.unwrap_or(local) as i32
+    }
+
+    /// The run's partition of Kafka partition `id`, if it reads it.
+    pub(crate) fn local(&self, id: i32) -> Option<usize> {
+        match self.only {
+            Some(p) => (p as i32 == id).then_some(0),
+            None => usize::try_from(id).ok(),
+        }
+    }
 }
 
 impl KafkaSourceSpec {
@@ -200,6 +241,39 @@ impl KafkaSourceConfig {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let group = match (self.assignment.as_deref(), self.group_protocol.as_deref()) {
+            (None | Some("manual"), None) => None,
+            (None | Some("manual"), Some(_)) => {
+                return Err(Error::Config(
+                    "group_protocol applies to assignment = \"group\" only".into(),
+                ));
+            }
+            (Some("group"), protocol) => {
+                if self.group_id.is_none() {
+                    return Err(Error::Config(
+                        "assignment = \"group\" needs `group_id`: the processes that share the \
+                         topic's partitions name the same group"
+                            .into(),
+                    ));
+                }
+                Some(match protocol.unwrap_or("classic") {
+                    "classic" => GroupProtocol::Classic,
+                    "consumer" => GroupProtocol::Consumer,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "group_protocol `{other}`: use classic (cooperative-sticky) or \
+                             consumer (KIP-848)"
+                        )));
+                    }
+                })
+            }
+            (Some(other), _) => {
+                return Err(Error::Config(format!(
+                    "assignment `{other}`: use manual (this process reads every partition) or \
+                     group (processes share them through the consumer group)"
+                )));
+            }
+        };
         let spec = KafkaSourceSpec {
             brokers: self.brokers.clone(),
             topic: self.topic.clone(),
@@ -220,6 +294,8 @@ impl KafkaSourceConfig {
                 .iter()
                 .map(|(a, b)| (a.clone(), b.clone()))
                 .collect(),
+            group,
+            only: None,
         };
         Ok(ResolvedSource {
             spec: SourceSpec::Kafka(spec),

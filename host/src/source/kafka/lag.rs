@@ -37,6 +37,7 @@ impl LogEnds {
         let ends = Arc::new(Mutex::new(vec![-1; partitions]));
         let done = Arc::new(AtomicBool::new(false));
         let topic = spec.topic.clone();
+        let ids: Vec<i32> = (0..partitions).map(|p| spec.kafka_id(p)).collect();
         let thread = std::thread::Builder::new()
             .name("weir-kafka-lag".into())
             .spawn({
@@ -45,7 +46,7 @@ impl LogEnds {
                     while !done.load(Ordering::Relaxed) {
                         for p in 0..partitions {
                             let hi = client
-                                .fetch_watermarks(&topic, p as i32, Duration::from_secs(2))
+                                .fetch_watermarks(&topic, ids[p], Duration::from_secs(2))
                                 .map_or(-1, |(_, hi)| hi);
                             crate::lock_or_recover(&ends)[p] = hi;
                         }

@@ -59,7 +59,7 @@ const OUTAGE_GAP: Duration = Duration::from_secs(30);
 /// committing its offsets to the group (it ends either way).
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
-pub use config::{KafkaSourceConfig, KafkaSourceSpec, OutOfRange, Start, Until};
+pub use config::{GroupProtocol, KafkaSourceConfig, KafkaSourceSpec, OutOfRange, Start, Until};
 use lag::LogEnds;
 use offsets::{end_offsets, position, restored_offsets, start_offsets};
 
@@ -153,11 +153,21 @@ impl KafkaSource {
                 "creating a consumer for {}",
                 spec.brokers
             )))?;
-        let n = partition_count(consumer.client(), &spec.brokers, &spec.topic)?;
+        let in_topic = partition_count(consumer.client(), &spec.brokers, &spec.topic)?;
+        let n = match spec.only {
+            Some(p) if p >= in_topic => {
+                return Err(Error::Config(format!(
+                    "topic `{}` has {in_topic} partitions, not partition {p}",
+                    spec.topic
+                )));
+            }
+            Some(_) => 1,
+            None => in_topic,
+        };
         let mut ranges = Vec::with_capacity(n);
         for p in 0..n {
             let (lo, hi) = consumer
-                .fetch_watermarks(&spec.topic, p as i32, REQUEST_TIMEOUT)
+                .fetch_watermarks(&spec.topic, spec.kafka_id(p), REQUEST_TIMEOUT)
                 .map_err(external(format!(
                     "reading the offsets of {}/{p}",
                     spec.topic
@@ -171,7 +181,7 @@ impl KafkaSource {
         let end = end_offsets(&spec, &consumer, &ranges)?;
         let mut tpl = TopicPartitionList::new();
         for (p, &o) in next.iter().enumerate() {
-            tpl.add_partition_offset(&spec.topic, p as i32, Offset::Offset(o))
+            tpl.add_partition_offset(&spec.topic, spec.kafka_id(p), Offset::Offset(o))
                 .map_err(external("assigning partitions"))?;
         }
         consumer.assign(&tpl).map_err(external(format!(
@@ -210,7 +220,10 @@ impl KafkaSource {
         if let Ok(pos) = self.consumer.position() {
             for e in pos.elements() {
                 if let Offset::Offset(o) = e.offset()
-                    && let Some(n) = self.next.get_mut(e.partition() as usize)
+                    && let Some(n) = self
+                        .spec
+                        .local(e.partition())
+                        .and_then(|p| self.next.get_mut(p))
                     && o > *n
                 {
                     *n = o;
@@ -280,6 +293,12 @@ impl KafkaSource {
 
     /// Commit the offsets of the newest completed checkpoint to the group.
     fn commit_completed(&mut self, out: &mut dyn Output, mode: CommitMode) {
+        if self.spec.only.is_some() {
+            // A group member's run: the member commits, not this consumer
+            // (outside the group's generation, the broker refuses it).
+            self.to_commit.clear();
+            return;
+        }
         let Some(done) = out.committed_checkpoint() else {
             return;
         };
@@ -322,7 +341,7 @@ impl Decode<'_> {
         out: &mut dyn Output,
     ) -> Result<ControlFlow<()>> {
         let origin = Origin {
-            unit: partition as u32,
+            unit: self.spec.kafka_id(partition) as u32,
             offset: offset as u64,
         };
         let parsed = match self.parser.parse(value) {
@@ -392,7 +411,9 @@ impl Source for KafkaSource {
             match polled {
                 Some(Ok(m)) => {
                     outage = None;
-                    let p = m.partition() as usize;
+                    let Some(p) = self.spec.local(m.partition()) else {
+                        continue;
+                    };
                     let offset = m.offset();
                     if p >= self.next.len() || offset < self.next[p] {
                         continue;

@@ -38,11 +38,11 @@ pub(in crate::source) fn start_offsets(
     let mut next: Vec<i64> = match &spec.start {
         Start::Earliest => ranges.iter().map(|r| r.0).collect(),
         Start::Latest => ranges.iter().map(|r| r.1).collect(),
-        Start::Timestamp(t) => offsets_at_time(consumer, &spec.topic, *t, ranges)?,
+        Start::Timestamp(t) => offsets_at_time(consumer, spec, *t, ranges)?,
         Start::Committed => {
             let mut tpl = TopicPartitionList::new();
             for p in 0..n {
-                tpl.add_partition(&spec.topic, p as i32);
+                tpl.add_partition(&spec.topic, spec.kafka_id(p));
             }
             let committed = consumer
                 .committed_offsets(tpl, REQUEST_TIMEOUT)
@@ -53,7 +53,7 @@ pub(in crate::source) fn start_offsets(
             (0..n)
                 .map(|p| {
                     match committed
-                        .find_partition(&spec.topic, p as i32)
+                        .find_partition(&spec.topic, spec.kafka_id(p))
                         .map(|e| e.offset())
                     {
                         Some(Offset::Offset(o)) => o.clamp(ranges[p].0, ranges[p].1),
@@ -63,16 +63,21 @@ pub(in crate::source) fn start_offsets(
                 .collect()
         }
     };
-    for &(p, o) in &spec.start_offsets {
+    for &(id, o) in &spec.start_offsets {
+        let p = match spec.only {
+            Some(only) if only != id => continue,
+            Some(_) => 0,
+            None => id,
+        };
         let Some((lo, hi)) = ranges.get(p).copied() else {
             return Err(Error::Config(format!(
-                "start_offsets names partition {p}; topic `{}` has {n} partitions",
+                "start_offsets names partition {id}; topic `{}` has {n} partitions",
                 spec.topic
             )));
         };
         if o < lo || o > hi {
             return Err(Error::Config(format!(
-                "start offset {o} of partition {p} is outside its log [{lo}, {hi})"
+                "start offset {o} of partition {id} is outside its log [{lo}, {hi})"
             )));
         }
         next[p] = o;
@@ -142,7 +147,7 @@ pub(super) fn end_offsets(
     Ok(match &spec.until {
         None => None,
         Some(Until::Latest) => Some(ranges.iter().map(|r| r.1).collect()),
-        Some(Until::Timestamp(t)) => Some(offsets_at_time(consumer, &spec.topic, *t, ranges)?),
+        Some(Until::Timestamp(t)) => Some(offsets_at_time(consumer, spec, *t, ranges)?),
     })
 }
 
@@ -150,13 +155,14 @@ pub(super) fn end_offsets(
 /// partition's log where no record is that late.
 fn offsets_at_time(
     consumer: &BaseConsumer<Context>,
-    topic: &str,
+    spec: &KafkaSourceSpec,
     time: i64,
     ranges: &[(i64, i64)],
 ) -> Result<Vec<i64>> {
+    let topic = spec.topic.as_str();
     let mut tpl = TopicPartitionList::new();
     for p in 0..ranges.len() {
-        tpl.add_partition_offset(topic, p as i32, Offset::Offset(time))
+        tpl.add_partition_offset(topic, spec.kafka_id(p), Offset::Offset(time))
             .map_err(external("offsets for a time"))?;
     }
     let found = consumer
@@ -168,7 +174,7 @@ fn offsets_at_time(
         .iter()
         .enumerate()
         .map(
-            |(p, r)| match found.find_partition(topic, p as i32).map(|e| e.offset()) {
+            |(p, r)| match found.find_partition(topic, spec.kafka_id(p)).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => o,
                 _ => r.1,
             },

@@ -1,0 +1,290 @@
+//! Group mode (`assignment = "group"`): several `weir run` processes share a
+//! 12-partition topic through the consumer group, with state in the S3 test
+//! server and exactly-once output, against the real broker. The output
+//! must equal the independent DFA over the input, through kill -9 of a
+//! process, a process added mid-run, and a process paused past its session
+//! timeout then resumed (fenced: its late writes change nothing).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::generate::{GenerateConfig, generate};
+use weir_tests::kafka::{brokers, create_topic, produce_csv_dir, read_records, read_values};
+use weir_tests::{artifacts, assert_same_output, reference_alerts};
+
+/// Session timeout of the test's group members (the broker's minimum).
+const SESSION_MS: u64 = 6_000;
+
+/// A group job in a folder: `in/<part>/` holds the input files, produced
+/// to `<name>-in` part by part; the state store is a fresh S3 prefix.
+struct Group {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    name: String,
+    parts: Vec<PathBuf>,
+}
+
+impl Group {
+    /// `events` state-machine events in `parts` parts, plus one malformed
+    /// line per file (dead letters).
+    fn new(name: &str, events: u64, parts: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        generate(
+            &root.join("all"),
+            &GenerateConfig {
+                seed: 11,
+                events,
+                max_address: 20_000,
+                error_prob: 0.01,
+                file_size: 128 << 10,
+                ..GenerateConfig::default()
+            },
+        )
+        .unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("all"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= parts * 2, "{} files", files.len());
+        let per = files.len().div_ceil(parts);
+        let mut dirs = Vec::new();
+        for (i, chunk) in files.chunks(per).enumerate() {
+            let to = root.join("in").join(format!("{i}"));
+            std::fs::create_dir_all(&to).unwrap();
+            for (j, f) in chunk.iter().enumerate() {
+                let mut text = std::fs::read_to_string(f).unwrap();
+                // Keys differ, so they land in several partitions.
+                text.push_str(&format!("not-a-record-{i}-{j}\n"));
+                std::fs::write(to.join(f.file_name().unwrap()), text).unwrap();
+            }
+            dirs.push(to);
+        }
+        create_topic(&format!("{name}-in"), 12);
+        create_topic(&format!("{name}-out"), 4);
+        create_topic(&format!("{name}-dlq"), 1);
+        let store = crate::files::s3_prefix(name);
+        std::fs::write(
+            root.join(format!("{name}.toml")),
+            format!(
+                r#"
+name = "{name}"
+[source]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{name}-in"
+group_id = "{name}-group"
+assignment = "group"
+format = "csv"
+key_column = 0
+timestamp_column = 2
+properties = {{ "session.timeout.ms" = "{SESSION_MS}", "heartbeat.interval.ms" = "500" }}
+[[operators]]
+name = "state-machine"
+plugin = "{plugin}"
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{name}-out"
+[dead_letter]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{name}-dlq"
+[state]
+url = "{store}"
+[checkpoints]
+interval_ms = 200
+"#,
+                brokers = brokers(),
+                plugin = artifacts::STATE_MACHINE,
+            ),
+        )
+        .unwrap();
+        Self {
+            _dir: dir,
+            root,
+            name: name.into(),
+            parts: dirs,
+        }
+    }
+
+    fn out(&self) -> String {
+        format!("{}-out", self.name)
+    }
+
+    fn expected(&self) -> Vec<String> {
+        reference_alerts(&self.root.join("all"))
+    }
+
+    fn produce(&self, part: usize) -> u64 {
+        produce_csv_dir(&self.parts[part], &format!("{}-in", self.name))
+    }
+
+    /// A `weir run` process of the job, its log in `log-<i>.txt`.
+    fn spawn(&self, i: usize) -> Child {
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_weir-it"))
+            .env("WEIR_RUN_DIR", self.root.join(format!("run-{i}")))
+            .env("WEIR_LOG", "info")
+            .current_dir(&self.root)
+            .args(["run", &format!("{}.toml", self.name)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.root.join(format!("log-{i}.txt"))
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Wait until the output holds `n` alerts, every process still up.
+    fn wait_for(&self, children: &mut [(usize, Child)], n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let have = read_values(&self.out()).len();
+            if have >= n {
+                return;
+            }
+            for (i, c) in children.iter_mut() {
+                if let Some(status) = c.try_wait().unwrap() {
+                    panic!("process {i} ended with {status}: {}", self.log(*i));
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{have} of {n} alerts within {limit:?}; logs:\n{}",
+                children
+                    .iter()
+                    .map(|(i, _)| tail(&self.log(*i)))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// SIGTERM every process and wait: each drains to final checkpoints.
+    fn stop_all(&self, children: Vec<(usize, Child)>) {
+        for (_, c) in &children {
+            signal("-TERM", c);
+        }
+        for (i, mut c) in children {
+            let status = c.wait().unwrap();
+            assert!(status.success(), "process {i}: {status}: {}", tail(&self.log(i)));
+        }
+    }
+}
+
+fn signal(sig: &str, child: &Child) {
+    Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The partitions a process's log says it was assigned.
+fn assigned(log: &str) -> BTreeSet<u32> {
+    log.lines()
+        .filter(|l| l.contains("partition assigned"))
+        .filter_map(|l| {
+            let at = l.find("partition=")? + "partition=".len();
+            l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Dead letters of `topic`: every malformed line, each with its origin
+/// (at least once: a partition replayed after a kill may write one again).
+fn check_dead_letters(topic: &str, expected: usize) -> BTreeSet<String> {
+    let letters = read_records(topic);
+    let origins: BTreeSet<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            let h = |k: &str| l.headers.get(k).cloned().unwrap_or_default();
+            (h("weir.source.partition"), h("weir.source.offset"))
+        })
+        .collect();
+    assert_eq!(origins.len(), expected, "one origin per malformed line");
+    let mut jobs = BTreeSet::new();
+    for l in &letters {
+        assert!(l.value.starts_with(b"not-a-record"), "{:?}", l.value);
+        for h in ["weir.source.topic", "weir.source.partition", "weir.source.offset", "weir.reason"] {
+            assert!(l.headers.contains_key(h), "{h} in {:?}", l.headers);
+        }
+        jobs.insert(l.headers["weir.job"].clone());
+    }
+    jobs
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
+    let job = Group::new("group-three", 120_000, 2);
+    let expected = job.expected();
+    let mut children: Vec<(usize, Child)> = (0..3).map(|i| (i, job.spawn(i))).collect();
+    job.produce(0);
+    std::thread::sleep(Duration::from_secs(1));
+    job.produce(1);
+    job.wait_for(&mut children, expected.len(), Duration::from_secs(120));
+    job.stop_all(children);
+    assert_same_output(&read_values(&job.out()), &expected, "three processes");
+    let owners: Vec<BTreeSet<u32>> = (0..3).map(|i| assigned(&job.log(i))).collect();
+    let all: BTreeSet<u32> = owners.iter().flatten().copied().collect();
+    assert_eq!(all, (0..12).collect(), "every partition was run: {owners:?}");
+    assert!(owners.iter().all(|o| !o.is_empty()), "each process ran some: {owners:?}");
+    let malformed = job.parts.iter().map(|p| files_in(p)).sum();
+    let jobs = check_dead_letters(&format!("{}-dlq", job.name), malformed);
+    assert!(jobs.len() >= 2, "dead letters from several partitions' runs: {jobs:?}");
+}
+
+#[test]
+fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
+    let job = Group::new("group-faults", 200_000, 4);
+    let expected = job.expected();
+    let mut children: Vec<(usize, Child)> = (0..3).map(|i| (i, job.spawn(i))).collect();
+    job.produce(0);
+    job.wait_for(&mut children, expected.len() / 10, Duration::from_secs(120));
+
+    // kill -9 one process mid-run: its partitions move to the others.
+    let (_, mut killed) = children.remove(0);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    job.produce(1);
+
+    // A fourth process joins mid-run: partitions move to it.
+    children.push((3, job.spawn(3)));
+    job.wait_for(&mut children, expected.len() / 2, Duration::from_secs(120));
+
+    // Pause a process past its session timeout: its partitions move; when
+    // it resumes it is fenced, and its late writes change nothing.
+    let paused = children.iter().position(|(i, _)| *i == 1).unwrap();
+    signal("-STOP", &children[paused].1);
+    job.produce(2);
+    std::thread::sleep(Duration::from_millis(SESSION_MS * 2));
+    signal("-CONT", &children[paused].1);
+    job.produce(3);
+    job.wait_for(&mut children, expected.len(), Duration::from_secs(180));
+    // Let the resumed process settle (it rejoins the group), then stop.
+    std::thread::sleep(Duration::from_secs(3));
+    job.stop_all(children);
+    assert_same_output(&read_values(&job.out()), &expected, "kill, join and pause");
+    assert!(!assigned(&job.log(3)).is_empty(), "the new process ran partitions");
+    let malformed = job.parts.iter().map(|p| files_in(p)).sum();
+    check_dead_letters(&format!("{}-dlq", job.name), malformed);
+}

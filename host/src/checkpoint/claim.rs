@@ -132,7 +132,14 @@ impl Claim {
     }
 }
 
-fn check(store: &StateStore, prefix: &str, g: u64, done: &AtomicBool, stop: &AtomicBool, run: &str) {
+fn check(
+    store: &StateStore,
+    prefix: &str,
+    g: u64,
+    done: &AtomicBool,
+    stop: &AtomicBool,
+    run: &str,
+) {
     let mut last = std::time::Instant::now();
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -177,7 +184,10 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        let (s1, s2) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (s1, s2) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let a = Claim::take(&store, "j.p0", s1.clone()).unwrap();
         assert!(a.fence()().is_ok());
         let b = Claim::take(&store, "j.p0", s2).unwrap();
@@ -190,6 +200,9 @@ mod tests {
         let c = Claim::take(&store, "j.p0", Arc::default()).unwrap();
         assert_eq!(c.generation, 3, "a released generation is never reused");
         std::thread::sleep(CHECK_EVERY + Duration::from_millis(300));
-        assert!(s1.load(Ordering::Relaxed), "the superseded owner is told to stop");
+        assert!(
+            s1.load(Ordering::Relaxed),
+            "the superseded owner is told to stop"
+        );
     }
 }

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod files;
 mod fork;
+mod group;
 mod new;
 mod plugin;
 mod produce;

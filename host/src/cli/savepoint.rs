@@ -25,6 +25,9 @@ pub(super) fn savepoint(command: SavepointCommand) -> anyhow::Result<()> {
 /// `savepoint trigger`: ask the running job, wait until it is complete.
 fn savepoint_trigger(job: &Path, name: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
+    if crate::group::is_group(&plan) {
+        return super::group::savepoint_trigger(&plan, name);
+    }
     let endpoint = control::find(&plan.name)?;
     let path = match name {
         Some(n) => format!("/savepoint?{}", control::query(&[("name", &n)])),
@@ -50,6 +53,9 @@ fn error_of(body: &str) -> String {
 /// `savepoint list`: one line per checkpoint and savepoint, oldest first.
 fn savepoint_list(job: &Path) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
+    if crate::group::is_group(&plan) {
+        return super::group::savepoint_list(&plan);
+    }
     let store = open_store(&plan)?;
     println!(
         "{:<12} {:<28} {:<26} {:<26} {:>12}  position",

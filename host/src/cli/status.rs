@@ -14,6 +14,9 @@ use crate::runtime::control;
 /// `weir status`.
 pub(super) fn status(job: &Path, as_json: bool, addr_file: bool) -> anyhow::Result<()> {
     let plan = load_plan(job)?;
+    if crate::group::is_group(&plan) && !addr_file {
+        return super::group::status(&plan, as_json);
+    }
     if addr_file {
         // Where the running job's address and token are (the run folder
         // depends on WEIR_RUN_DIR, XDG_RUNTIME_DIR and the user).

@@ -36,6 +36,8 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 
+use crate::checkpoint::manifest::{self, Kind};
+use crate::checkpoint::store::StateStore;
 use crate::config::{Plan, SinkSpec, SourceSpec};
 use crate::job::{JobReport, RunOptions};
 use crate::kafka::{Client, client_config, external};
@@ -45,8 +47,13 @@ use crate::source::kafka::{GroupProtocol, KafkaSourceSpec};
 use crate::{Error, Result};
 
 /// How long a revoked partition's run may take for its final checkpoint
-/// before it is stopped without one.
-const RELEASE_WAIT: Duration = Duration::from_secs(60);
+/// before it is stopped without one (its next owner then recomputes what
+/// followed its last checkpoint: still exactly once, only slower).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+/// A partition's run starts once it has been assigned this long: members
+/// that join one after another move partitions a few times in a row, and
+/// a run not started yet is handed on at no cost.
+const START_DELAY: Duration = Duration::from_millis(1500);
 
 /// What a group-mode process did.
 #[derive(Debug, Default)]
@@ -76,12 +83,36 @@ struct Owned {
 struct Members {
     plan: Plan,
     owned: BTreeMap<usize, Owned>,
+    /// Assigned, not started yet: since when.
+    pending: BTreeMap<usize, Instant>,
     /// A partition's run failed: the process ends with it.
     failed: Option<Error>,
     report: GroupReport,
 }
 
 impl Members {
+    /// Partition `p` was assigned here: its run starts after
+    /// [`START_DELAY`].
+    fn assigned(&mut self, p: usize) {
+        if !self.owned.contains_key(&p) {
+            self.pending.entry(p).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Start the runs assigned for [`START_DELAY`].
+    fn start_due(&mut self) {
+        let due: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= START_DELAY)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.pending.remove(&p);
+            self.start(p);
+        }
+    }
+
     /// Start the run of partition `p`.
     fn start(&mut self, p: usize) {
         if self.owned.contains_key(&p) {
@@ -115,37 +146,47 @@ impl Members {
                 );
             }
             Err(e) => {
-                self.failed
-                    .get_or_insert(Error::Internal(format!("spawning partition {p}'s run: {e}")));
+                self.failed.get_or_insert(Error::Internal(format!(
+                    "spawning partition {p}'s run: {e}"
+                )));
             }
         }
     }
 
-    /// Stop partition `p`'s run: after a final checkpoint, unless `lost`.
-    fn release(&mut self, p: usize, lost: bool) {
-        let Some(o) = self.owned.remove(&p) else {
-            return;
-        };
+    /// Stop the runs of partitions `ps`, all at once: each after a final
+    /// checkpoint, unless `lost`.
+    fn release(&mut self, ps: &[usize], lost: bool) {
         let started = Instant::now();
-        if lost {
-            o.stop.store(true, Ordering::Relaxed);
-        } else if o.triggers.send(Trigger::Checkpoint { stop: true }).is_err() {
-            o.stop.store(true, Ordering::Relaxed);
-        }
-        while !o.thread.is_finished() {
-            if started.elapsed() > RELEASE_WAIT {
+        let mut leaving = Vec::new();
+        for &p in ps {
+            if self.pending.remove(&p).is_some() {
+                continue;
+            }
+            let Some(o) = self.owned.remove(&p) else {
+                continue;
+            };
+            if lost || o.triggers.send(Trigger::Checkpoint { stop: true }).is_err() {
                 o.stop.store(true, Ordering::Relaxed);
+            }
+            leaving.push((p, o));
+        }
+        while leaving.iter().any(|(_, o)| !o.thread.is_finished()) {
+            if started.elapsed() > RELEASE_WAIT {
+                for (_, o) in &leaving {
+                    o.stop.store(true, Ordering::Relaxed);
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let result = o.thread.join();
-        tracing::info!(
-            partition = p,
-            lost,
-            ms = started.elapsed().as_millis() as u64,
-            "group: partition released"
-        );
-        self.ended(p, result, true);
+        for (p, o) in leaving {
+            tracing::info!(
+                partition = p,
+                lost,
+                ms = started.elapsed().as_millis() as u64,
+                "group: partition released"
+            );
+            self.ended(p, o.thread.join(), true);
+        }
     }
 
     /// Record how partition `p`'s run ended; `asked`: this process stopped
@@ -203,13 +244,99 @@ fn partition_plan(plan: &Plan, p: usize) -> Plan {
     }
     sub.partitions = 1;
     sub.parallelism = 1;
-    sub.control = None;
+    // Its own endpoint on a free port, found as `<job>.p<partition>` in the
+    // run folder (`weir status` of a group job lists them).
+    if let Some(a) = &mut sub.control {
+        a.set_port(0);
+    }
     if let Some(DeadLetterSpec::File(path)) = &mut sub.dead_letter {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".p{p}"));
         path.set_file_name(name);
     }
     sub
+}
+
+/// Savepoint requests older than this are not taken by partitions that
+/// move to a new owner later.
+const REQUEST_MAX_AGE_MS: i64 = 3_600_000;
+
+fn requests_prefix(job: &str) -> String {
+    format!("jobs/{job}/group/savepoint-requests/")
+}
+
+/// Ask every owner of group job `job` for savepoint `name` (of each
+/// partition it runs, now or later).
+pub fn request_savepoint(store: &StateStore, job: &str, name: &str) -> Result<()> {
+    let body = serde_json::json!({ "requested_ms": crate::clock::now_ms() }).to_string();
+    store.put(&format!("{}{name}", requests_prefix(job)), body.into())
+}
+
+/// Whether partition `p` of group job `job` holds savepoint `name`.
+pub fn savepoint_done(store: &StateStore, job: &str, p: usize, name: &str) -> Result<bool> {
+    let folder = manifest::folder(&partition_run_name(job, p), Kind::Savepoint, name);
+    Ok(store.get(&format!("{folder}/manifest.json"))?.is_some())
+}
+
+/// The partition count of a group job's topic.
+pub fn topic_partitions(k: &KafkaSourceSpec) -> Result<usize> {
+    let probe: BaseConsumer<crate::kafka::Context> =
+        client_config(&k.brokers, &k.properties, Client::Probe { committed: true })
+            .create_with_context(crate::kafka::Context::default())
+            .map_err(external(format!("connecting to {}", k.brokers)))?;
+    crate::kafka::partition_count(probe.client(), &k.brokers, &k.topic)
+}
+
+/// Savepoint requests this process has seen, and which of its partition
+/// runs took them.
+#[derive(Default)]
+struct Requests {
+    /// Request name -> when it was made (ms).
+    seen: BTreeMap<String, i64>,
+    /// (partition, request) already asked of the partition's run.
+    asked: std::collections::BTreeSet<(usize, String)>,
+}
+
+impl Requests {
+    /// Read the requests in the store; ask each partition run that does
+    /// not hold a recent one yet.
+    fn poll(&mut self, store: &StateStore, job: &str, m: &Members) -> Result<()> {
+        let prefix = requests_prefix(job);
+        for (key, _) in store.list(&prefix)? {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !self.seen.contains_key(name) {
+                let at = store
+                    .get(&key)?
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["requested_ms"].as_i64())
+                    .unwrap_or(0);
+                self.seen.insert(name.to_string(), at);
+            }
+        }
+        let now = crate::clock::now_ms();
+        for (name, at) in &self.seen {
+            if now.saturating_sub(*at) > REQUEST_MAX_AGE_MS {
+                continue;
+            }
+            for (p, o) in &m.owned {
+                if self.asked.contains(&(*p, name.clone())) {
+                    continue;
+                }
+                if !savepoint_done(store, job, *p, name)? {
+                    tracing::info!(partition = p, savepoint = %name, "group: savepoint requested");
+                    let _ = o.triggers.send(Trigger::Savepoint {
+                        name: Some(name.clone()),
+                        stop: false,
+                        reply: None,
+                    });
+                }
+                self.asked.insert((*p, name.clone()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What group mode does not take, with why.
@@ -251,10 +378,12 @@ impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let lost = consumer.assignment_lost();
-            let mut m = crate::lock_or_recover(&self.members);
-            for e in tpl.elements() {
-                m.release(e.partition() as usize, lost);
-            }
+            let ps: Vec<usize> = tpl
+                .elements()
+                .iter()
+                .map(|e| e.partition() as usize)
+                .collect();
+            crate::lock_or_recover(&self.members).release(&ps, lost);
         }
     }
 
@@ -267,7 +396,7 @@ impl ConsumerContext for MemberContext {
                 }
                 let mut m = crate::lock_or_recover(&self.members);
                 for e in tpl.elements() {
-                    m.start(e.partition() as usize);
+                    m.assigned(e.partition() as usize);
                 }
             }
             Rebalance::Error(e) => tracing::warn!("group: rebalance error: {e}"),
@@ -288,6 +417,7 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
     let members = Arc::new(Mutex::new(Members {
         plan: plan.clone(),
         owned: BTreeMap::new(),
+        pending: BTreeMap::new(),
         failed: None,
         report: GroupReport::default(),
     }));
@@ -300,15 +430,26 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         Some(GroupProtocol::Consumer) => config.set("group.protocol", "consumer"),
         _ => config.set("partition.assignment.strategy", "cooperative-sticky"),
     };
+    // The member reads nothing (it pauses what it gets): no offsets to
+    // look for, so no errors about missing ones.
+    config.set("auto.offset.reset", "latest");
     let consumer: BaseConsumer<MemberContext> = config
         .create_with_context(MemberContext {
             members: members.clone(),
         })
-        .map_err(external(format!("creating the group member for {}", k.brokers)))?;
-    consumer
-        .subscribe(&[&k.topic])
-        .map_err(external(format!("joining group {} on {}", k.group_id, k.topic)))?;
+        .map_err(external(format!(
+            "creating the group member for {}",
+            k.brokers
+        )))?;
+    consumer.subscribe(&[&k.topic]).map_err(external(format!(
+        "joining group {} on {}",
+        k.group_id, k.topic
+    )))?;
     tracing::info!(group = %k.group_id, topic = %k.topic, protocol = ?k.group, "group: joined");
+    let store = crate::job::open_store(plan)?
+        .ok_or_else(|| Error::Internal("a group job without a state store".into()))?;
+    let mut requests = Requests::default();
+    let mut last_poll = Instant::now();
     let failed = loop {
         if stop.load(Ordering::Relaxed) {
             break None;
@@ -318,19 +459,25 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
             Some(Ok(_)) | None => {}
         }
         let mut m = crate::lock_or_recover(&members);
+        m.start_due();
         m.reap();
         if let Some(e) = m.failed.take() {
             break Some(e);
+        }
+        if last_poll.elapsed() >= Duration::from_secs(1) {
+            last_poll = Instant::now();
+            if let Err(e) = requests.poll(&store, &plan.name, &m) {
+                tracing::warn!("group: reading savepoint requests: {e}");
+            }
         }
     };
     // Final checkpoints first, then leave the group (the revocation that
     // follows finds nothing left to stop).
     {
         let mut m = crate::lock_or_recover(&members);
+        m.pending.clear();
         let owned: Vec<usize> = m.owned.keys().copied().collect();
-        for p in owned {
-            m.release(p, failed.is_some());
-        }
+        m.release(&owned, failed.is_some());
     }
     consumer.unsubscribe();
     drop(consumer);

@@ -166,7 +166,11 @@ fn prepare_inner(
         .as_ref()
         .map(|s| restore_point::next_checkpoint_id(s, plan, restored.as_ref()))
         .transpose()?
-        .map(|id| claim.as_ref().map_or(id, |c| id.max(first_id(c.generation))));
+        .map(|id| {
+            claim
+                .as_ref()
+                .map_or(id, |c| id.max(first_id(c.generation)))
+        });
     let source = source::open(
         &plan.source,
         options.stop.clone(),
@@ -200,7 +204,7 @@ fn prepare_inner(
     shared.metrics.set_source_progress(source.progress());
     let control = plan
         .control
-        .map(|a| ControlServer::bind(a, &plan.name))
+        .map(|a| ControlServer::bind(a, &plan.name, group_partition(&plan).is_some()))
         .transpose()?;
     check_instances(&plan)?;
     let chains = build_chains(&plan, &factories, restored.as_ref())?;

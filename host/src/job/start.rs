@@ -67,8 +67,12 @@ pub(super) fn start(
     let (decision_txs, decision_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| crossbeam_channel::unbounded::<Decision>())
         .unzip();
-    let (coord_tx, coordinator) =
-        start_coordinator(plan, (job.store.as_ref(), job.fence.clone()), decision_txs, &stats)?;
+    let (coord_tx, coordinator) = start_coordinator(
+        plan,
+        (job.store.as_ref(), job.fence.clone()),
+        decision_txs,
+        &stats,
+    )?;
     let chunk_bytes = plan
         .checkpoint
         .as_ref()

@@ -463,7 +463,10 @@ impl Router {
                 }
             }
             Ok(Trigger::Checkpoint { stop }) => {
-                return Some(BarrierRequest { stop, ..BarrierRequest::checkpoint() });
+                return Some(BarrierRequest {
+                    stop,
+                    ..BarrierRequest::checkpoint()
+                });
             }
             Ok(Trigger::Swap { probation }) => {
                 return Some(BarrierRequest {

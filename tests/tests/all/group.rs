@@ -67,6 +67,9 @@ impl Group {
         create_topic(&format!("{name}-out"), 4);
         create_topic(&format!("{name}-dlq"), 1);
         let store = crate::files::s3_prefix(name);
+        // A group of this run only (a failed earlier run's members are gone
+        // only once their session times out).
+        let group = format!("{name}-{}", store.rsplit('/').next().unwrap());
         std::fs::write(
             root.join(format!("{name}.toml")),
             format!(
@@ -76,7 +79,7 @@ name = "{name}"
 type = "kafka"
 brokers = "{brokers}"
 topic = "{name}-in"
-group_id = "{name}-group"
+group_id = "{group}"
 assignment = "group"
 format = "csv"
 key_column = 0
@@ -119,6 +122,19 @@ interval_ms = 200
         reference_alerts(&self.root.join("all"))
     }
 
+    /// How many alerts the DFA raises over parts `0..parts`.
+    fn expected_upto(&self, parts: usize) -> usize {
+        let dir = self.root.join(format!("upto-{parts}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for part in &self.parts[..parts] {
+            for f in std::fs::read_dir(part).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        reference_alerts(&dir).len()
+    }
+
     fn produce(&self, part: usize) -> u64 {
         produce_csv_dir(&self.parts[part], &format!("{}-in", self.name))
     }
@@ -127,7 +143,7 @@ interval_ms = 200
     fn spawn(&self, i: usize) -> Child {
         let log = std::fs::File::create(self.log_path(i)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_weir-it"))
-            .env("WEIR_RUN_DIR", self.root.join(format!("run-{i}")))
+            .env("WEIR_RUN_DIR", self.root.join("run"))
             .env("WEIR_LOG", "info")
             .current_dir(&self.root)
             .args(["run", &format!("{}.toml", self.name)])
@@ -137,8 +153,29 @@ interval_ms = 200
             .unwrap()
     }
 
+    /// Logs outlive the test's folder, to read after a failure.
+    /// `weir ARGS... <job file>` beside the processes; its stdout.
+    fn weir(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir-it"))
+            .env("WEIR_RUN_DIR", self.root.join("run"))
+            .current_dir(&self.root)
+            .args(args)
+            .arg(format!("{}.toml", self.name))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "weir {args:?}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
     fn log_path(&self, i: usize) -> PathBuf {
-        self.root.join(format!("log-{i}.txt"))
+        let dir = std::env::temp_dir().join(format!("weir-{}-logs", self.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(format!("log-{i}.txt"))
     }
 
     fn log(&self, i: usize) -> String {
@@ -172,13 +209,44 @@ interval_ms = 200
     }
 
     /// SIGTERM every process and wait: each drains to final checkpoints.
-    fn stop_all(&self, children: Vec<(usize, Child)>) {
+    fn stop_all(&self, mut children: Procs) {
+        let children = std::mem::take(&mut children.0);
         for (_, c) in &children {
             signal("-TERM", c);
         }
         for (i, mut c) in children {
             let status = c.wait().unwrap();
-            assert!(status.success(), "process {i}: {status}: {}", tail(&self.log(i)));
+            assert!(
+                status.success(),
+                "process {i}: {status}: {}",
+                tail(&self.log(i))
+            );
+        }
+    }
+}
+
+/// The test's `weir` processes; any left when it ends (a failed
+/// assertion) are killed, so they do not linger in the group.
+struct Procs(Vec<(usize, Child)>);
+
+impl std::ops::Deref for Procs {
+    type Target = Vec<(usize, Child)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Procs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -201,9 +269,30 @@ fn assigned(log: &str) -> BTreeSet<u32> {
         .filter(|l| l.contains("partition assigned"))
         .filter_map(|l| {
             let at = l.find("partition=")? + "partition=".len();
-            l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect()
+}
+
+/// How many partition runs a process's log says it runs now (started
+/// less released).
+fn runs_now(log: &str) -> usize {
+    assignments(log).saturating_sub(
+        log.lines()
+            .filter(|l| l.contains("partition released"))
+            .count(),
+    )
+}
+
+/// How many partition runs a process's log says it started.
+fn assignments(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("partition assigned"))
+        .count()
 }
 
 /// Dead letters of `topic`: every malformed line, each with its origin
@@ -221,7 +310,12 @@ fn check_dead_letters(topic: &str, expected: usize) -> BTreeSet<String> {
     let mut jobs = BTreeSet::new();
     for l in &letters {
         assert!(l.value.starts_with(b"not-a-record"), "{:?}", l.value);
-        for h in ["weir.source.topic", "weir.source.partition", "weir.source.offset", "weir.reason"] {
+        for h in [
+            "weir.source.topic",
+            "weir.source.partition",
+            "weir.source.offset",
+            "weir.reason",
+        ] {
             assert!(l.headers.contains_key(h), "{h} in {:?}", l.headers);
         }
         jobs.insert(l.headers["weir.job"].clone());
@@ -237,54 +331,136 @@ fn files_in(dir: &Path) -> usize {
 fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
     let job = Group::new("group-three", 120_000, 2);
     let expected = job.expected();
-    let mut children: Vec<(usize, Child)> = (0..3).map(|i| (i, job.spawn(i))).collect();
+    let mut children = Procs((0..3).map(|i| (i, job.spawn(i))).collect());
     job.produce(0);
     std::thread::sleep(Duration::from_secs(1));
     job.produce(1);
-    job.wait_for(&mut children, expected.len(), Duration::from_secs(120));
+    job.wait_for(&mut children[..], expected.len(), Duration::from_secs(120));
+
+    // Status: every partition run of the machine, with its owner's pid.
+    let status: serde_json::Value = serde_json::from_str(&job.weir(&["status", "--json"])).unwrap();
+    let parts = status["partitions"].as_array().unwrap();
+    let listed: BTreeSet<u64> = parts
+        .iter()
+        .map(|p| p["partition"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, (0..12).collect(), "{status}");
+    let pids: BTreeSet<u64> = parts.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 3, "three owners: {status}");
+    assert!(
+        parts.iter().all(|p| p["consumer_lag"].as_i64().is_some()),
+        "{status}"
+    );
+    assert!(
+        job.weir(&["status"])
+            .contains("12 partitions run on this machine")
+    );
+    // A savepoint of the group job: each owner takes it for its partitions.
+    let said = job.weir(&["savepoint", "trigger", "--name", "caught-up"]);
+    assert!(said.contains("12 of 12 partitions"), "{said}");
+    let list = job.weir(&["savepoint", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("caught-up") && l.contains("12/12")),
+        "{list}"
+    );
+
     job.stop_all(children);
     assert_same_output(&read_values(&job.out()), &expected, "three processes");
     let owners: Vec<BTreeSet<u32>> = (0..3).map(|i| assigned(&job.log(i))).collect();
     let all: BTreeSet<u32> = owners.iter().flatten().copied().collect();
-    assert_eq!(all, (0..12).collect(), "every partition was run: {owners:?}");
-    assert!(owners.iter().all(|o| !o.is_empty()), "each process ran some: {owners:?}");
+    assert_eq!(
+        all,
+        (0..12).collect(),
+        "every partition was run: {owners:?}"
+    );
+    assert!(
+        owners.iter().all(|o| !o.is_empty()),
+        "each process ran some: {owners:?}"
+    );
     let malformed = job.parts.iter().map(|p| files_in(p)).sum();
     let jobs = check_dead_letters(&format!("{}-dlq", job.name), malformed);
-    assert!(jobs.len() >= 2, "dead letters from several partitions' runs: {jobs:?}");
+    assert!(
+        jobs.len() >= 2,
+        "dead letters from several partitions' runs: {jobs:?}"
+    );
 }
 
 #[test]
 fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     let job = Group::new("group-faults", 200_000, 4);
     let expected = job.expected();
-    let mut children: Vec<(usize, Child)> = (0..3).map(|i| (i, job.spawn(i))).collect();
+    let mut children = Procs((0..3).map(|i| (i, job.spawn(i))).collect());
     job.produce(0);
-    job.wait_for(&mut children, expected.len() / 10, Duration::from_secs(120));
+    job.wait_for(
+        &mut children[..],
+        job.expected_upto(1),
+        Duration::from_secs(120),
+    );
 
-    // kill -9 one process mid-run: its partitions move to the others.
-    let (_, mut killed) = children.remove(0);
+    // kill -9 one process mid-run, the one running most partitions: they
+    // move to the others.
+    let victim = (0..children.len())
+        .max_by_key(|&c| runs_now(&job.log(children[c].0)))
+        .unwrap();
+    let (gone, mut killed) = children.remove(victim);
+    let lost = runs_now(&job.log(gone));
+    let runs_before: usize = children
+        .iter()
+        .map(|(i, _)| assignments(&job.log(*i)))
+        .sum();
+    let at = Instant::now();
     killed.kill().unwrap();
     killed.wait().unwrap();
     job.produce(1);
+    // How long until the others run its partitions (the figure, not a
+    // limit): the session timeout, the rebalance, then each restore.
+    while children
+        .iter()
+        .map(|(i, _)| assignments(&job.log(*i)))
+        .sum::<usize>()
+        < runs_before + lost
+    {
+        assert!(
+            at.elapsed() < Duration::from_secs(90),
+            "the partitions never moved"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "failover: {} partitions of the killed process assigned elsewhere {} ms after \
+         kill -9 (session timeout {SESSION_MS} ms)",
+        lost,
+        at.elapsed().as_millis()
+    );
 
     // A fourth process joins mid-run: partitions move to it.
     children.push((3, job.spawn(3)));
-    job.wait_for(&mut children, expected.len() / 2, Duration::from_secs(120));
+    job.wait_for(
+        &mut children[..],
+        job.expected_upto(2),
+        Duration::from_secs(120),
+    );
 
     // Pause a process past its session timeout: its partitions move; when
     // it resumes it is fenced, and its late writes change nothing.
-    let paused = children.iter().position(|(i, _)| *i == 1).unwrap();
+    let paused = (0..children.len())
+        .max_by_key(|&c| runs_now(&job.log(children[c].0)))
+        .unwrap();
     signal("-STOP", &children[paused].1);
     job.produce(2);
     std::thread::sleep(Duration::from_millis(SESSION_MS * 2));
     signal("-CONT", &children[paused].1);
     job.produce(3);
-    job.wait_for(&mut children, expected.len(), Duration::from_secs(180));
+    job.wait_for(&mut children[..], expected.len(), Duration::from_secs(180));
     // Let the resumed process settle (it rejoins the group), then stop.
     std::thread::sleep(Duration::from_secs(3));
     job.stop_all(children);
     assert_same_output(&read_values(&job.out()), &expected, "kill, join and pause");
-    assert!(!assigned(&job.log(3)).is_empty(), "the new process ran partitions");
+    assert!(
+        !assigned(&job.log(3)).is_empty(),
+        "the new process ran partitions"
+    );
     let malformed = job.parts.iter().map(|p| files_in(p)).sum();
     check_dead_letters(&format!("{}-dlq", job.name), malformed);
 }

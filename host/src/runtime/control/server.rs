@@ -121,10 +121,13 @@ impl ControlServer {
     /// A job whose endpoint is still served by a live process is refused
     /// (a second run of it, also without checkpoints and so without a
     /// lease): its address file is not replaced.
-    pub fn bind(listen: SocketAddr, job: &str) -> Result<Bound> {
+    /// `replace`: a group job's partition run, whose owner the consumer
+    /// group decides: an earlier owner's address file is replaced.
+    pub fn bind(listen: SocketAddr, job: &str, replace: bool) -> Result<Bound> {
         let dir = run_dir();
         prepare_run_dir(&dir)?;
-        if let Ok(ep) = find_in(&dir, job)
+        if !replace
+            && let Ok(ep) = find_in(&dir, job)
             && ep.pid != std::process::id()
             && crate::checkpoint::lease::process_start(ep.pid).is_some()
         {
@@ -151,7 +154,7 @@ impl ControlServer {
 
     /// Bind `listen` and serve `job` (see [`ControlServer::serve`]).
     pub fn start(listen: SocketAddr, job: JobHandle) -> Result<Self> {
-        Self::serve(Self::bind(listen, &job.job)?, job)
+        Self::serve(Self::bind(listen, &job.job, false)?, job)
     }
 
     /// Serve `job` on `bound`; write its address and a new token to

@@ -173,11 +173,14 @@ fn offsets_at_time(
     Ok(ranges
         .iter()
         .enumerate()
-        .map(
-            |(p, r)| match found.find_partition(topic, spec.kafka_id(p)).map(|e| e.offset()) {
+        .map(|(p, r)| {
+            match found
+                .find_partition(topic, spec.kafka_id(p))
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) => o,
                 _ => r.1,
-            },
-        )
+            }
+        })
         .collect())
 }

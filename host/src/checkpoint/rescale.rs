@@ -48,13 +48,15 @@ fn route(key: &[u8], partitions: usize) -> usize {
 }
 
 /// `r` (a restore point of a file job) onto `partitions` partitions.
-/// `keyed`: the job's source gives records a key (else they are spread
-/// round-robin, and state cannot be split by key). `sinks` moves the
-/// sink's state. Refused with a message naming the reason and what to do.
+/// `keyed`: `None` when the job does not read files (its partitions are
+/// a topic's), else whether its source gives records a key (else they are
+/// spread round-robin, and state cannot be split by key). `sinks` moves
+/// the sink's state. Refused with a message naming the reason and what to
+/// do.
 pub(crate) fn rescale(
     r: Restored,
     partitions: usize,
-    keyed: bool,
+    keyed: Option<bool>,
     sinks: &dyn SinkFactory,
 ) -> Result<Restored> {
     let from = r.partitions.len();
@@ -64,13 +66,14 @@ pub(crate) fn rescale(
         ))
     };
     let connector = r.manifest.source.connector.as_str();
-    if connector != "files" {
+    let Some(keyed) = keyed.filter(|_| connector == "files") else {
         return Err(refuse(format!(
-            "it was taken from a `{connector}` source, whose partitions are the topic's and \
-             cannot change (a restore moves them between threads only): restore it into a \
-             topic with {from} partitions, with any parallelism"
+            "it was taken from a `{connector}` source, and a job that reads a Kafka topic (or \
+             a hybrid job) has the topic's partitions, which cannot change (a restore moves \
+             them between threads only): restore it into a topic with {from} partitions, \
+             with any parallelism"
         )));
-    }
+    };
     if from == 0 || partitions == 0 {
         return Err(refuse("no partitions to move".into()));
     }
@@ -431,6 +434,68 @@ mod tests {
         newer.digest = "e".into();
         let err = split_operator(&[&good[0], &newer], 4, true).unwrap_err();
         assert!(err.contains("another plugin version"), "{err}");
+    }
+
+    fn restored(connector: &str, old: Vec<RestoredOperator>, watermarks: &[i64]) -> Restored {
+        use super::super::manifest::{Kind, Manifest, SourcePosition};
+        Restored {
+            location: "here".into(),
+            manifest: Manifest {
+                format: 2,
+                job: "job".into(),
+                kind: Kind::Savepoint,
+                id: 3,
+                name: "sp".into(),
+                wall_time_ms: 0,
+                watermark: 0,
+                max_event_time: 0,
+                host_version: String::new(),
+                wit_version: String::new(),
+                parallelism: old.len(),
+                source: SourcePosition {
+                    connector: connector.into(),
+                    position: serde_json::Value::Null,
+                },
+                partitions: Vec::new(),
+            },
+            partitions: old
+                .into_iter()
+                .zip(watermarks)
+                .map(|(op, &watermark)| RestoredPartition {
+                    watermark,
+                    source: serde_json::Value::Null,
+                    sink: None,
+                    operators: vec![op],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_restore_point_gets_the_smallest_watermark_and_topics_are_refused() {
+        let stdout = crate::sink::open(&crate::sink::SinkSpec::Stdout, "job", None).unwrap();
+        let old = ops_of(&keys_by_partition(100, 2), b"");
+        let r = restored("files", old.clone(), &[50, 20]);
+        let new = rescale(r, 3, Some(true), stdout.as_ref()).unwrap();
+        assert_eq!(new.partitions.len(), 3);
+        assert!(new.partitions.iter().all(|p| p.watermark == 20));
+        let keys: usize = new
+            .partitions
+            .iter()
+            .map(|p| entries(&p.operators[0].state).len())
+            .sum();
+        assert_eq!(keys, 100);
+        for (connector, keyed) in [("kafka", Some(true)), ("files", None)] {
+            let r = restored(connector, old.clone(), &[0, 0]);
+            let err = rescale(r, 3, keyed, stdout.as_ref())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("it holds 2 partitions and this job has 3")
+                    && err.contains("topic's partitions"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

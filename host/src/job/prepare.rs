@@ -254,8 +254,8 @@ fn rescaled(
         return Ok(Some(r));
     }
     let keyed = match &plan.source {
-        SourceSpec::Files(f) => f.key != KeySpec::None && !f.partition_from_name,
-        _ => true,
+        SourceSpec::Files(f) if !f.partition_from_name => Some(f.key != KeySpec::None),
+        _ => None,
     };
     let r = rescale::rescale(r, plan.partitions, keyed, sinks)?;
     tracing::info!(

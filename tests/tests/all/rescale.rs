@@ -16,16 +16,10 @@ use crate::savepoints::Job;
 /// Event-time savepoints every 100 s of event time (1 event per ms).
 const SCHEDULE: &str = "[checkpoints]\ninterval_ms = 0\nsavepoint_every_event_time_ms = 100000\n";
 
-/// A state-machine job at `parallelism`, run over its whole input once,
+/// A job running `plugin` at `parallelism`, run over its whole input once,
 /// and its first event-time savepoint (taken in the middle of the input).
-fn job_with_mid_savepoint(name: &str, parallelism: usize) -> (Job, Found) {
-    let job = Job::new(
-        name,
-        300_000,
-        artifacts::STATE_MACHINE,
-        parallelism,
-        SCHEDULE,
-    );
+fn job_with_mid_savepoint(name: &str, plugin: &str, parallelism: usize) -> (Job, Found) {
+    let job = Job::new(name, 300_000, plugin, parallelism, SCHEDULE);
     job.run_ok(&["run", job.file().to_str().unwrap()]);
     let mut all = manifest::list(&job.store(), &job.name).unwrap();
     all.retain(|f| f.manifest.kind == Kind::Savepoint);
@@ -59,7 +53,7 @@ fn restore(job: &Job, name: &str) -> String {
 
 #[test]
 fn a_savepoint_of_4_partitions_restores_at_2_and_8_with_the_dfas_output() {
-    let (job, sp) = job_with_mid_savepoint("rescale", 4);
+    let (job, sp) = job_with_mid_savepoint("rescale", artifacts::STATE_MACHINE, 4);
     let expected = reference_alerts(&job.root.join("events"));
     assert!(expected.len() > 1000);
     assert_same_output(&job.output(), &expected, "output of the first run");
@@ -95,6 +89,33 @@ fn a_savepoint_of_4_partitions_restores_at_2_and_8_with_the_dfas_output() {
     );
 }
 
+#[test]
+fn pending_timers_move_with_their_keys() {
+    let (job, sp) = job_with_mid_savepoint("rescale-timers", artifacts::SESSION, 4);
+    let timers: u64 = sp
+        .manifest
+        .partitions
+        .iter()
+        .flat_map(|p| &p.operators)
+        .map(|o| o.timer_count)
+        .sum();
+    assert!(timers > 0, "timers were pending at the savepoint");
+    // Sessions are per key and decided on event time: the output of any
+    // partitioning is the uninterrupted run's.
+    let expected = job.output();
+    assert!(!expected.is_empty());
+    for threads in [2, 8] {
+        set_threads(&job, threads, None);
+        let said = restore(&job, &sp.manifest.name);
+        assert!(said.contains("rescaled from 4 to"), "{said}");
+        assert_same_output(
+            &job.output(),
+            &expected,
+            &format!("sessions after restoring at {threads} partitions"),
+        );
+    }
+}
+
 /// Every file under `dir` with its bytes, sorted by path.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -116,7 +137,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn state_the_host_cannot_read_by_key_is_refused_before_anything_changes() {
-    let (job, sp) = job_with_mid_savepoint("rescale-refused", 2);
+    let (job, sp) = job_with_mid_savepoint("rescale-refused", artifacts::STATE_MACHINE, 2);
     // Partition 1's state becomes an opaque snapshot (not an envelope), as
     // a plugin that writes its own format leaves it; the manifest is made
     // to match, so only the split can refuse it.

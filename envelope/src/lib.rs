@@ -145,6 +145,8 @@ pub struct Envelope<'a> {
     pub operator: &'a [u8],
     /// Number of entries.
     pub count: u64,
+    /// Everything before the entry count (magic to operator bytes).
+    header: &'a [u8],
     entries: &'a [u8],
 }
 
@@ -175,6 +177,7 @@ impl<'a> Envelope<'a> {
         }
         let op_len = r.u32()? as usize;
         let operator = r.take(op_len)?;
+        let header = &blob[..r.at];
         let count = r.u64()?;
         Ok(Self {
             state_version,
@@ -182,8 +185,18 @@ impl<'a> Envelope<'a> {
             migrates_from,
             operator,
             count,
+            header,
             entries: &blob[r.at..],
         })
+    }
+
+    /// The bytes before the entry count, as written: magic, format, state
+    /// version, shape and operator bytes. Two blobs with the same header
+    /// hold state of the same operator, version and operator-wide state, so
+    /// their entries may be put into one envelope behind that header (the
+    /// host does when it rescales a savepoint).
+    pub fn header(&self) -> &'a [u8] {
+        self.header
     }
 
     /// The entries in stored order; an item is an error if the blob is cut.
@@ -275,6 +288,13 @@ mod tests {
             entries,
             vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b"22"[..])]
         );
+        // The header, then the count and the entries, rebuild the blob.
+        let mut again = env.header().to_vec();
+        again.extend_from_slice(&2u64.to_le_bytes());
+        for (k, v) in entries {
+            write_entry_with(&mut again, k, |b| b.extend_from_slice(v));
+        }
+        assert_eq!(again, blob);
     }
 
     #[test]

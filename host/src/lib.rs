@@ -41,7 +41,8 @@
 //!   `sink::SinkFactory`/`Sink`, `plugin::Operator`/`OperatorFactory`/
 //!   `PluginLoader`); a source gets an opaque [`source::Barrier`] token.
 //! - [`checkpoint`]: the state store, manifests (`manifest/`: format 2,
-//!   format 1 read, timers), restore, leases, savepoint names.
+//!   format 1 read, timers), restore, rescale (a file job's restore point
+//!   split by key onto another number of partitions), leases, savepoint names.
 //! - Connectors, one folder each, owning their job-file table and its
 //!   resolution (`config.rs` in the folder): [`source`] (`source/file/`,
 //!   `source/kafka/`; `source/resolve.rs` holds what sources share) and

@@ -1,12 +1,15 @@
 //! State on the object store: the [`store`] (a thin wrapper over
 //! `object_store`), [`manifest`]s (the commit point of a checkpoint or
-//! savepoint, format 2, format 1 read) and [`restore`] (find and verify one
-//! before a job starts from it), and the names of savepoints. The runtime
-//! asks for them (its triggers) and its coordinator writes them.
+//! savepoint, format 2, format 1 read), [`restore`] (find and verify one
+//! before a job starts from it), `rescale` (split a file job's restore
+//! point by key onto another number of partitions), and the names of
+//! savepoints. The runtime asks for them (its triggers) and its
+//! coordinator writes them.
 
 pub(crate) mod claim;
 pub(crate) mod lease;
 pub mod manifest;
+pub(crate) mod rescale;
 pub(crate) mod restore;
 pub mod store;
 

@@ -89,7 +89,9 @@ enum Command {
     Run {
         /// The job file (TOML).
         job: PathBuf,
-        /// Override the job's parallelism.
+        /// Override the job's parallelism (the partitions follow it unless
+        /// the job file sets them; a files job's savepoint of another
+        /// partition count is rescaled, split by key).
         #[arg(long)]
         parallelism: Option<usize>,
         /// Start from a savepoint or checkpoint: its name, `latest`,

@@ -73,9 +73,9 @@ pub struct JobFile {
     pub parallelism: usize,
     /// Partitions: the unit of state. Records are routed to them by key
     /// (Kafka's default partitioner); each has its own operator instances,
-    /// state, timers and sink output. A savepoint restores only into the
-    /// same number of partitions, with any parallelism. Default: the
-    /// parallelism.
+    /// state, timers and sink output. A savepoint restores into the same
+    /// number of partitions with any parallelism; a file job's also into
+    /// another number (its state split by key). Default: the parallelism.
     pub partitions: Option<usize>,
     /// Where records come from.
     pub source: SourceConfig,

@@ -10,9 +10,10 @@ use super::plugins::{self, RestartFrom};
 use super::{RunOptions, restore_point};
 use crate::checkpoint::claim::{Claim, Fence, first_id};
 use crate::checkpoint::lease::Lease;
+use crate::checkpoint::rescale;
 use crate::checkpoint::restore::Restored;
 use crate::checkpoint::store::StateStore;
-use crate::config::Plan;
+use crate::config::{KeySpec, Plan, SourceSpec};
 use crate::plugin::{OperatorFactory, WeirEngine};
 use crate::runtime::control::{Bound, ControlServer};
 use crate::runtime::figures::ChainFigures;
@@ -178,6 +179,7 @@ fn prepare_inner(
     )?;
     let plan = with_source_partitions(plan, source.partitions())?;
     sinks.validate()?;
+    let restored = rescaled(&plan, restored, sinks.as_ref())?;
     let shared = Shared {
         dead_letters: Arc::new(DeadLetters::open(
             plan.dead_letter.as_ref(),
@@ -197,9 +199,9 @@ fn prepare_inner(
         plan.parallelism.min(plan.partitions),
     ));
     match &plan.source {
-        crate::config::SourceSpec::Kafka(k) => shared.metrics.set_topic(&k.topic),
-        crate::config::SourceSpec::Hybrid(h) => shared.metrics.set_topic(&h.kafka.topic),
-        crate::config::SourceSpec::Files(_) => {}
+        SourceSpec::Kafka(k) => shared.metrics.set_topic(&k.topic),
+        SourceSpec::Hybrid(h) => shared.metrics.set_topic(&h.kafka.topic),
+        SourceSpec::Files(_) => {}
     }
     shared.metrics.set_source_progress(source.progress());
     let control = plan
@@ -273,6 +275,34 @@ fn with_source_partitions(plan: &Plan, source: Option<usize>) -> Result<Plan> {
         None => {}
     }
     Ok(plan)
+}
+
+/// The restore point on the plan's partitions: a file job's restore
+/// point with another number of partitions is split by key (refused where
+/// it cannot be, naming why), before anything is touched.
+fn rescaled(
+    plan: &Plan,
+    restored: Option<Restored>,
+    sinks: &dyn SinkFactory,
+) -> Result<Option<Restored>> {
+    let Some(r) = restored else {
+        return Ok(None);
+    };
+    let from = r.partitions.len();
+    if from == plan.partitions {
+        return Ok(Some(r));
+    }
+    let keyed = match &plan.source {
+        SourceSpec::Files(f) if !f.partition_from_name => Some(f.key != KeySpec::None),
+        _ => None,
+    };
+    let r = rescale::rescale(r, plan.partitions, keyed, sinks)?;
+    tracing::info!(
+        "the restore was rescaled from {from} to {} partitions: each key's state and timers \
+         went to the partition that routes the key now",
+        plan.partitions
+    );
+    Ok(Some(r))
 }
 
 /// Instantiate (and restore) every partition's operators before reading

@@ -120,9 +120,11 @@ pub(super) fn in_job_store(selector: &str) -> bool {
     !selector.contains("://")
 }
 
-/// Load `selector` for `plan` and check it fits: same partitions, same
-/// operator chain. The parallelism may differ: partitions move between
-/// threads.
+/// Load `selector` for `plan` and check it fits: the same operator chain.
+/// The parallelism may differ (partitions move between threads), and so
+/// may the number of partitions: the run then rescales it when it is
+/// prepared (a file job's, split by key) or refuses it, once the source
+/// and sink are known.
 pub fn load_for_plan(store: &StateStore, plan: &Plan, selector: &str) -> Result<Restored> {
     load_checked(store, plan, &plan.name, selector)
 }
@@ -139,13 +141,6 @@ fn load_checked(store: &StateStore, plan: &Plan, job: &str, selector: &str) -> R
             "its manifest lists no partitions (a checkpoint always holds at least one): it is \
              damaged; restore another savepoint, or start over with `--fresh`",
         ));
-    }
-    if plan.partitions != 0 && theirs != plan.partitions {
-        return Err(r.error(format!(
-            "it holds {theirs} partitions; this job has {} (set `partitions = {theirs}` in the job \
-             file, or `--parallelism {theirs}` when the partitions default to the parallelism)",
-            plan.partitions
-        )));
     }
     let theirs: Vec<&str> = r
         .manifest

@@ -135,6 +135,25 @@ pub trait SinkFactory: Send + Sync {
         restored: Option<&RestoredSink>,
         dead_letters: &Arc<DeadLetters>,
     ) -> Result<Box<dyn Sink>>;
+    /// A restore point's sink states (one per partition it holds) for a
+    /// job with `partitions` partitions: a rescaled restore. Pure: nothing
+    /// is touched. `Err` says why this sink's state cannot move to other
+    /// partitions and what to do. The default takes a restore point
+    /// without sink state and refuses any other.
+    fn rescale(
+        &self,
+        states: &[Option<RestoredSink>],
+        partitions: usize,
+    ) -> std::result::Result<Vec<Option<RestoredSink>>, String> {
+        if states.iter().all(Option::is_none) {
+            return Ok(vec![None; partitions]);
+        }
+        Err(format!(
+            "its sink keeps state per partition that it cannot move to other partitions: \
+             restore it with its {} partitions",
+            states.len()
+        ))
+    }
 }
 
 /// The sink factory for `spec` of job `job`; `checkpoints` says whether

@@ -24,6 +24,7 @@ mod operate;
 mod partitions;
 mod probation;
 mod progress;
+mod rescale;
 mod restart;
 mod savepoints;
 mod snapshots;

@@ -1,7 +1,8 @@
 //! Partitions as the unit of state: a savepoint restores into another
 //! parallelism when the partition count is the same (partitions move
-//! between threads), and savepoints written by manifest format 1 (before
-//! partitions) still restore.
+//! between threads), a file job's into another partition count too (its
+//! state split by key, see `rescale.rs`), and savepoints written by
+//! manifest format 1 (before partitions) still restore.
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use weir_tests::{artifacts, assert_same_output};
 
 use crate::savepoints::{Job, savepoint_then_kill};
 
-fn set_threads(job: &Job, parallelism: usize, partitions: Option<usize>) {
+pub fn set_threads(job: &Job, parallelism: usize, partitions: Option<usize>) {
     let text = std::fs::read_to_string(job.file()).unwrap();
     let mut lines: Vec<String> = text
         .lines()
@@ -36,7 +37,7 @@ fn restore_mid(job: &Job) -> String {
     ])
 }
 
-fn partitions_written(out: &Path) -> Vec<usize> {
+pub fn partitions_written(out: &Path) -> Vec<usize> {
     let mut p: Vec<usize> = std::fs::read_dir(out)
         .unwrap()
         .filter_map(|e| {
@@ -83,28 +84,20 @@ fn a_savepoint_restores_into_another_parallelism_with_the_same_partitions() {
 }
 
 #[test]
-fn another_partition_count_is_refused_with_what_to_do() {
-    let job = Job::new("parts-refused", 3_000_000, artifacts::STATE_MACHINE, 2, "");
+fn another_partition_count_rescales_a_file_jobs_savepoint() {
+    let job = Job::new("parts-rescaled", 3_000_000, artifacts::STATE_MACHINE, 2, "");
+    let expected = job.reference();
     savepoint_then_kill(&job);
-    let out_before = job.output();
+    // Three threads, the partitions following: the two partitions' state
+    // is split by key onto three.
     set_threads(&job, 3, None);
-    let out = job
-        .weir()
-        .args([
-            "run",
-            job.file().to_str().unwrap(),
-            "--from-savepoint",
-            "mid",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("it holds 2 partitions; this job has 3") && err.contains("partitions = 2"),
-        "{err}"
+    restore_mid(&job);
+    assert_same_output(
+        &job.output(),
+        &expected,
+        "output after restoring 2 partitions at 3",
     );
-    assert_same_output(&job.output(), &out_before, "output after a refused restore");
+    assert_eq!(partitions_written(&job.root.join("out")), vec![0, 1, 2]);
 }
 
 /// Rewrite a format-2 savepoint the way the format-1 writer laid it out:

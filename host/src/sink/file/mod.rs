@@ -23,6 +23,7 @@
 
 mod config;
 mod record;
+mod rescale;
 mod settle;
 mod writer;
 
@@ -234,6 +235,38 @@ impl SinkFactory for FileSinkFactory {
             restored,
             self.exactly_once,
         )?))
+    }
+
+    /// Old partitions' part files are covered by new partition
+    /// `p % partitions` (see `rescale.rs`).
+    fn rescale(
+        &self,
+        states: &[Option<RestoredSink>],
+        partitions: usize,
+    ) -> std::result::Result<Vec<Option<RestoredSink>>, String> {
+        let Some(checkpoint) = states.iter().flatten().map(|s| s.checkpoint).next() else {
+            return Ok(vec![None; partitions]);
+        };
+        let parsed = states
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|s| FileSinkState::parse(&s.state))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        rescale::rescale(&parsed, partitions)?
+            .into_iter()
+            .map(|s| {
+                let state = serde_json::to_value(s).map_err(|e| e.to_string())?;
+                Ok(Some(RestoredSink {
+                    checkpoint,
+                    state,
+                    blob: None,
+                }))
+            })
+            .collect()
     }
 }
 

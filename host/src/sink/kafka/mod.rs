@@ -253,6 +253,26 @@ impl SinkFactory for KafkaSinkFactory {
             delivery_timeout: self.delivery_timeout(),
         }))
     }
+
+    /// Exactly once, every partition's epochs, progress marker and
+    /// transactional id are its own: moved to other partitions, epochs
+    /// could be produced twice or not at all.
+    fn rescale(
+        &self,
+        states: &[Option<RestoredSink>],
+        partitions: usize,
+    ) -> std::result::Result<Vec<Option<RestoredSink>>, String> {
+        if states.iter().all(Option::is_none) {
+            return Ok(vec![None; partitions]);
+        }
+        Err(format!(
+            "its Kafka sink writes exactly once per partition (each partition's output epochs, \
+             progress marker and transactional id are its own, and epochs may still be pending \
+             for its {n} partitions), so its partitions cannot change: restore it with \
+             `partitions = {n}` (any parallelism)",
+            n = states.len()
+        ))
+    }
 }
 
 /// One partition's producer.

@@ -110,9 +110,12 @@ pub(super) fn restored_offsets(
     }
     if r.partitions.len() != ranges.len() {
         return Err(refuse(format!(
-            "it holds {} partitions; the topic has {} now",
-            r.partitions.len(),
-            ranges.len()
+            "it holds {n} partitions; the topic has {} now: a Kafka job's partitions are the \
+             topic's, so its state cannot move to other partitions (only a files job's \
+             savepoint is rescaled): restore it reading a topic with {n} partitions (any \
+             parallelism), or start over with `--fresh`",
+            ranges.len(),
+            n = r.partitions.len()
         )));
     }
     r.partitions

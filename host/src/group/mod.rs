@@ -454,9 +454,8 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         if stop.load(Ordering::Relaxed) {
             break None;
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Err(e)) => tracing::warn!("group: {e}"),
-            Some(Ok(_)) | None => {}
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            tracing::warn!("group: {e}");
         }
         let mut m = crate::lock_or_recover(&members);
         m.start_due();

@@ -464,3 +464,37 @@ fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     let malformed = job.parts.iter().map(|p| files_in(p)).sum();
     check_dead_letters(&format!("{}-dlq", job.name), malformed);
 }
+
+#[test]
+fn the_kip_848_consumer_protocol_shares_the_partitions_too() {
+    let job = Group::new("group-kip848", 60_000, 1);
+    let file = job.root.join(format!("{}.toml", job.name));
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The broker runs the group: no client-side session settings.
+    let text = text
+        .lines()
+        .filter(|l| !l.starts_with("properties"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen(
+            "assignment = \"group\"",
+            "assignment = \"group\"\ngroup_protocol = \"consumer\"",
+            1,
+        );
+    std::fs::write(&file, text).unwrap();
+    let expected = job.expected();
+    let mut children = Procs((0..2).map(|i| (i, job.spawn(i))).collect());
+    job.produce(0);
+    job.wait_for(&mut children[..], expected.len(), Duration::from_secs(120));
+    job.stop_all(children);
+    assert_same_output(&read_values(&job.out()), &expected, "KIP-848 group");
+    for i in 0..2 {
+        assert!(
+            job.log(i).contains("protocol=Some(Consumer)"),
+            "{}",
+            job.log(i)
+        );
+    }
+    let all: BTreeSet<u32> = (0..2).flat_map(|i| assigned(&job.log(i))).collect();
+    assert_eq!(all, (0..12).collect());
+}

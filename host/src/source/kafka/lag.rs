@@ -44,9 +44,9 @@ impl LogEnds {
                 let (ends, done) = (ends.clone(), done.clone());
                 move || {
                     while !done.load(Ordering::Relaxed) {
-                        for p in 0..partitions {
+                        for (p, &id) in ids.iter().enumerate() {
                             let hi = client
-                                .fetch_watermarks(&topic, ids[p], Duration::from_secs(2))
+                                .fetch_watermarks(&topic, id, Duration::from_secs(2))
                                 .map_or(-1, |(_, hi)| hi);
                             crate::lock_or_recover(&ends)[p] = hi;
                         }

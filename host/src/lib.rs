@@ -133,6 +133,7 @@ mod layout {
     const ORDER: &[&str] = &[
         "cli",
         "demo",
+        "group",
         "job",
         "config",
         "runtime",

@@ -498,3 +498,50 @@ fn the_kip_848_consumer_protocol_shares_the_partitions_too() {
     let all: BTreeSet<u32> = (0..2).flat_map(|i| assigned(&job.log(i))).collect();
     assert_eq!(all, (0..12).collect());
 }
+
+#[test]
+fn a_group_job_missing_what_it_needs_is_refused_saying_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |source_extra: &str, sink: &str| {
+        format!(
+            r#"
+name = "group-refused"
+[source]
+type = "kafka"
+brokers = "{b}"
+topic = "group-refused-in"
+assignment = "group"
+{source_extra}
+[[operators]]
+name = "state-machine"
+plugin = "{plugin}"
+{sink}
+"#,
+            b = brokers(),
+            plugin = artifacts::STATE_MACHINE,
+        )
+    };
+    let refused = |text: String| {
+        let file = dir.path().join("job.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_weir-it"))
+            .env("WEIR_RUN_DIR", dir.path().join("run"))
+            .current_dir(dir.path())
+            .args(["run", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let kafka_sink = format!("[sink]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"out\"", brokers());
+    let said = refused(job("", &kafka_sink));
+    assert!(said.contains("needs `group_id`"), "{said}");
+    let said = refused(job(
+        "group_id = \"g\"",
+        "[sink]\ntype = \"file\"\npath = \"out\"",
+    ));
+    assert!(said.contains("the sink must be a Kafka topic"), "{said}");
+    let said = refused(job("group_id = \"g\"\ngroup_protocol = \"eager\"", &kafka_sink));
+    assert!(said.contains("group_protocol `eager`"), "{said}");
+    assert!(!dir.path().join("out").exists(), "nothing was written");
+}

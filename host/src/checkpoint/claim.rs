@@ -169,6 +169,40 @@ impl Drop for Claim {
     }
 }
 
+/// Refuse to mix group runs and plain runs of job `job` on one store: the
+/// state of one is not the other's (`<job>.p<partition>` versus `<job>`),
+/// so the other would start over from the source's start and write its
+/// output again. `group`: the run about to start is a group job's.
+pub fn refuse_mixed(store: &StateStore, job: &str, group: bool) -> Result<()> {
+    let (found, other) = if group {
+        let plain = super::manifest::list(store, job)?;
+        (!plain.is_empty(), format!("jobs/{job}/"))
+    } else {
+        let p0 = store.list(&format!("jobs/{job}.p0/generations/"))?;
+        (!p0.is_empty(), format!("jobs/{job}.p<partition>/"))
+    };
+    if !found {
+        return Ok(());
+    }
+    let (this, that) = if group {
+        (
+            "a group job (assignment = \"group\")",
+            "a run without group mode",
+        )
+    } else {
+        (
+            "a run without group mode",
+            "a group job (assignment = \"group\")",
+        )
+    };
+    Err(Error::Config(format!(
+        "job `{job}` is started as {this}, but its state store holds checkpoints of {that} \
+         ({}{other}); it would not continue them and would write its output again. Give the \
+         job another name, or delete those checkpoints if that is what you want",
+        store.url().trim_end_matches('/').to_string() + "/"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +238,16 @@ mod tests {
             s1.load(Ordering::Relaxed),
             "the superseded owner is told to stop"
         );
+        // A plain run of `j` now would not continue `j.p0`'s state.
+        let refused = refuse_mixed(&store, "j", false).unwrap_err().to_string();
+        assert!(
+            refused.contains("holds checkpoints of a group job"),
+            "{refused}"
+        );
+        assert!(
+            refuse_mixed(&store, "j", true).is_ok(),
+            "no plain run's checkpoints"
+        );
+        assert!(refuse_mixed(&store, "other", false).is_ok());
     }
 }

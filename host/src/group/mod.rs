@@ -414,6 +414,9 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         return Err(Error::Internal("group mode without a Kafka source".into()));
     };
     check(plan, k)?;
+    let store = crate::job::open_store(plan)?
+        .ok_or_else(|| Error::Internal("a group job without a state store".into()))?;
+    crate::checkpoint::claim::refuse_mixed(&store, &plan.name, true)?;
     let members = Arc::new(Mutex::new(Members {
         plan: plan.clone(),
         owned: BTreeMap::new(),
@@ -446,8 +449,6 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         k.group_id, k.topic
     )))?;
     tracing::info!(group = %k.group_id, topic = %k.topic, protocol = ?k.group, "group: joined");
-    let store = crate::job::open_store(plan)?
-        .ok_or_else(|| Error::Internal("a group job without a state store".into()))?;
     let mut requests = Requests::default();
     let mut last_poll = Instant::now();
     let failed = loop {

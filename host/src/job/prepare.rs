@@ -129,13 +129,17 @@ fn prepare_inner(
     let (lease, claim) = match (&store, group_partition(plan)) {
         (Some(s), Some(_)) => {
             let claim = Claim::take(s, &plan.name, options.stop.clone())?;
+            // Fenced first, before any state is read.
             sinks.fence(1)?;
             (None, Some(claim))
         }
-        (Some(s), None) => (
-            Some(Lease::acquire_or_stop(s, &plan.name, options.stop.clone())?),
-            None,
-        ),
+        (Some(s), None) => {
+            crate::checkpoint::claim::refuse_mixed(s, &plan.name, false)?;
+            (
+                Some(Lease::acquire_or_stop(s, &plan.name, options.stop.clone())?),
+                None,
+            )
+        }
         (None, Some(_)) => {
             return Err(Error::Config(
                 "assignment = \"group\" needs [checkpoints]: a partition's state moves to its \

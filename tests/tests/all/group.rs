@@ -278,6 +278,33 @@ fn assigned(log: &str) -> BTreeSet<u32> {
         .collect()
 }
 
+/// The partitions a process's log says it ran last (started, not
+/// released before the final stop).
+fn owned_at_end(log: &str) -> BTreeSet<u32> {
+    let number = |l: &str| {
+        let at = l.find("partition=")? + "partition=".len();
+        l[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<u32>()
+            .ok()
+    };
+    let mut owned = BTreeSet::new();
+    for l in log.lines() {
+        if l.contains("stopping: draining") {
+            break;
+        }
+        if l.contains("partition assigned") {
+            owned.extend(number(l));
+        } else if l.contains("partition released")
+            && let Some(p) = number(l)
+        {
+            owned.remove(&p);
+        }
+    }
+    owned
+}
+
 /// How many partition runs a process's log says it runs now (started
 /// less released).
 fn runs_now(log: &str) -> usize {
@@ -332,6 +359,15 @@ fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
     let job = Group::new("group-three", 120_000, 2);
     let expected = job.expected();
     let mut children = Procs((0..3).map(|i| (i, job.spawn(i))).collect());
+    // Once the group has settled (each process runs some of the 12
+    // partitions), ownership stays put: the dead letters' writers are known.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..3).map(|i| runs_now(&job.log(i))).sum::<usize>() != 12
+        || (0..3).any(|i| runs_now(&job.log(i)) == 0)
+    {
+        assert!(Instant::now() < deadline, "the group did not settle");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     job.produce(0);
     std::thread::sleep(Duration::from_secs(1));
     job.produce(1);
@@ -367,7 +403,24 @@ fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
 
     job.stop_all(children);
     assert_same_output(&read_values(&job.out()), &expected, "three processes");
-    let owners: Vec<BTreeSet<u32>> = (0..3).map(|i| assigned(&job.log(i))).collect();
+    // The same job without group mode would not continue the partitions'
+    // state: refused before anything is written.
+    let file = job.root.join(format!("{}.toml", job.name));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("assignment = \"group\"\n", "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-it"))
+        .current_dir(&job.root)
+        .env("WEIR_RUN_DIR", job.root.join("run"))
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("checkpoints of a group job"),
+        "{said}"
+    );
+    assert_same_output(&read_values(&job.out()), &expected, "after the refused run");
+    let owners: Vec<BTreeSet<u32>> = (0..3).map(|i| owned_at_end(&job.log(i))).collect();
     let all: BTreeSet<u32> = owners.iter().flatten().copied().collect();
     assert_eq!(
         all,
@@ -380,9 +433,16 @@ fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
     );
     let malformed = job.parts.iter().map(|p| files_in(p)).sum();
     let jobs = check_dead_letters(&format!("{}-dlq", job.name), malformed);
+    // `weir.job` names the partition run (`<job>.p<partition>`): map each
+    // to the process that ran it.
+    let writers: BTreeSet<usize> = jobs
+        .iter()
+        .filter_map(|j| j.rsplit(".p").next()?.parse::<u32>().ok())
+        .filter_map(|p| owners.iter().position(|o| o.contains(&p)))
+        .collect();
     assert!(
-        jobs.len() >= 2,
-        "dead letters from several partitions' runs: {jobs:?}"
+        writers.len() >= 2,
+        "dead letters from several processes in one topic: {jobs:?} {owners:?}"
     );
 }
 
@@ -447,6 +507,7 @@ fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     let paused = (0..children.len())
         .max_by_key(|&c| runs_now(&job.log(children[c].0)))
         .unwrap();
+    let paused_id = children[paused].0;
     signal("-STOP", &children[paused].1);
     job.produce(2);
     std::thread::sleep(Duration::from_millis(SESSION_MS * 2));
@@ -460,6 +521,14 @@ fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     assert!(
         !assigned(&job.log(3)).is_empty(),
         "the new process ran partitions"
+    );
+    // The resumed process found its partitions gone: its group member
+    // lost them, or its partition runs saw a newer owner generation.
+    let said = job.log(paused_id);
+    assert!(
+        said.contains("lost=true") || said.contains("another process took this partition"),
+        "the paused process was not fenced: {}",
+        tail(&said)
     );
     let malformed = job.parts.iter().map(|p| files_in(p)).sum();
     check_dead_letters(&format!("{}-dlq", job.name), malformed);
@@ -533,7 +602,10 @@ plugin = "{plugin}"
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let kafka_sink = format!("[sink]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"out\"", brokers());
+    let kafka_sink = format!(
+        "[sink]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"out\"",
+        brokers()
+    );
     let said = refused(job("", &kafka_sink));
     assert!(said.contains("needs `group_id`"), "{said}");
     let said = refused(job(
@@ -541,7 +613,10 @@ plugin = "{plugin}"
         "[sink]\ntype = \"file\"\npath = \"out\"",
     ));
     assert!(said.contains("the sink must be a Kafka topic"), "{said}");
-    let said = refused(job("group_id = \"g\"\ngroup_protocol = \"eager\"", &kafka_sink));
+    let said = refused(job(
+        "group_id = \"g\"\ngroup_protocol = \"eager\"",
+        &kafka_sink,
+    ));
     assert!(said.contains("group_protocol `eager`"), "{said}");
     assert!(!dir.path().join("out").exists(), "nothing was written");
 }

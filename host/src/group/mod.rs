@@ -85,6 +85,8 @@ struct Members {
     owned: BTreeMap<usize, Owned>,
     /// Assigned, not started yet: since when.
     pending: BTreeMap<usize, Instant>,
+    /// Released runs still stopping.
+    leaving: Vec<(usize, Owned)>,
     /// A partition's run failed: the process ends with it.
     failed: Option<Error>,
     report: GroupReport,
@@ -154,10 +156,14 @@ impl Members {
     }
 
     /// Stop the runs of partitions `ps`, all at once: each after a final
-    /// checkpoint, unless `lost`.
+    /// checkpoint, unless `lost`. Called from the rebalance callback, so it
+    /// waits at most [`RELEASE_WAIT`] (not at all for lost partitions,
+    /// which another process owns already): a run still going then is
+    /// told to stop and finishes on its own (`leaving`). Whatever it
+    /// writes after the new owner started is fenced.
     fn release(&mut self, ps: &[usize], lost: bool) {
         let started = Instant::now();
-        let mut leaving = Vec::new();
+        let mut going = Vec::new();
         for &p in ps {
             if self.pending.remove(&p).is_some() {
                 continue;
@@ -168,24 +174,31 @@ impl Members {
             if lost || o.triggers.send(Trigger::Checkpoint { stop: true }).is_err() {
                 o.stop.store(true, Ordering::Relaxed);
             }
-            leaving.push((p, o));
+            going.push((p, o));
         }
-        while leaving.iter().any(|(_, o)| !o.thread.is_finished()) {
-            if started.elapsed() > RELEASE_WAIT {
-                for (_, o) in &leaving {
-                    o.stop.store(true, Ordering::Relaxed);
-                }
-            }
+        let wait = if lost { Duration::ZERO } else { RELEASE_WAIT };
+        while started.elapsed() < wait && going.iter().any(|(_, o)| !o.thread.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        for (p, o) in leaving {
+        for (p, o) in going {
+            let done = o.thread.is_finished();
             tracing::info!(
                 partition = p,
                 lost,
                 ms = started.elapsed().as_millis() as u64,
-                "group: partition released"
+                "group: partition released{}",
+                if done {
+                    ""
+                } else {
+                    " (its run is still stopping)"
+                }
             );
-            self.ended(p, o.thread.join(), true);
+            if done {
+                self.ended(p, o.thread.join(), true);
+            } else {
+                o.stop.store(true, Ordering::Relaxed);
+                self.leaving.push((p, o));
+            }
         }
     }
 
@@ -218,8 +231,16 @@ impl Members {
         }
     }
 
-    /// Join runs that ended by themselves.
+    /// Join runs that ended by themselves, and released runs that
+    /// finished stopping.
     fn reap(&mut self) {
+        let (done, going): (Vec<_>, Vec<_>) = std::mem::take(&mut self.leaving)
+            .into_iter()
+            .partition(|(_, o)| o.thread.is_finished());
+        self.leaving = going;
+        for (p, o) in done {
+            self.ended(p, o.thread.join(), true);
+        }
         let done: Vec<usize> = self
             .owned
             .iter()
@@ -421,6 +442,7 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         plan: plan.clone(),
         owned: BTreeMap::new(),
         pending: BTreeMap::new(),
+        leaving: Vec::new(),
         failed: None,
         report: GroupReport::default(),
     }));
@@ -436,6 +458,19 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
     // The member reads nothing (it pauses what it gets): no offsets to
     // look for, so no errors about missing ones.
     config.set("auto.offset.reset", "latest");
+    // A rebalance waits this long at most for a member that does not
+    // rejoin (the classic protocol's rebalance timeout). The member polls
+    // every 100 ms, and a revocation takes at most RELEASE_WAIT and a
+    // drain, so a minute (not librdkafka's 5) bounds the stall a stuck
+    // member causes; the job file may set it.
+    if k.group == Some(GroupProtocol::Classic)
+        && !k
+            .properties
+            .iter()
+            .any(|(key, _)| key == "max.poll.interval.ms")
+    {
+        config.set("max.poll.interval.ms", "60000");
+    }
     let consumer: BaseConsumer<MemberContext> = config
         .create_with_context(MemberContext {
             members: members.clone(),
@@ -478,6 +513,13 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         m.pending.clear();
         let owned: Vec<usize> = m.owned.keys().copied().collect();
         m.release(&owned, failed.is_some());
+        // Runs still stopping: given a while more, then the process ends
+        // (what they did not finish, their next owners recompute).
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while !m.leaving.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            m.reap();
+        }
     }
     consumer.unsubscribe();
     drop(consumer);

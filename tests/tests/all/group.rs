@@ -513,7 +513,7 @@ fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     std::thread::sleep(Duration::from_millis(SESSION_MS * 2));
     signal("-CONT", &children[paused].1);
     job.produce(3);
-    job.wait_for(&mut children[..], expected.len(), Duration::from_secs(180));
+    job.wait_for(&mut children[..], expected.len(), Duration::from_secs(300));
     // Let the resumed process settle (it rejoins the group), then stop.
     std::thread::sleep(Duration::from_secs(3));
     job.stop_all(children);

@@ -3,7 +3,8 @@
 //! server and exactly-once output, against the real broker. The output
 //! must equal the independent DFA over the input, through kill -9 of a
 //! process, a process added mid-run, and a process paused past its session
-//! timeout then resumed (fenced: its late writes change nothing).
+//! timeout then resumed (fenced: its late writes change nothing; that
+//! test is ignored here and run by `scripts/soak.sh`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -99,7 +100,7 @@ topic = "{name}-dlq"
 [state]
 url = "{store}"
 [checkpoints]
-interval_ms = 200
+interval_ms = 1000
 "#,
                 brokers = brokers(),
                 plugin = artifacts::STATE_MACHINE,
@@ -447,6 +448,7 @@ fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
 }
 
 #[test]
+#[ignore = "four processes through kills, joins and a pause (3-5 min, heavy on 2 cores): run by scripts/soak.sh"]
 fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
     let job = Group::new("group-faults", 200_000, 4);
     let expected = job.expected();

@@ -18,10 +18,11 @@ cargo test --release -p weir-tests --test all kafka_kill_9 -- --nocapture
 # produced exactly once across a crash with memory bounded by its budget.
 cargo test --release -p weir-tests --test all kafka_soak::kills_broker_restarts -- --nocapture
 cargo test --release -p weir-tests --test all kafka_soak::a_2_gib_epoch -- --ignored --nocapture
-# Group mode: three processes on a 12-partition topic with state in S3,
-# then kill -9 of one, a fourth joining and one paused past its session
+# Group mode: three processes on a 12-partition topic with state in S3
+# (status, a group savepoint, dead letters), the KIP-848 protocol, then
+# kill -9 of one process, a fourth joining and one paused past its session
 # timeout; the output must stay exactly the DFA's.
 eval "$(scripts/s3-server.sh start)"
-cargo test --release -p weir-tests --test all group::kill_9_a_new_process -- --ignored --nocapture
+cargo test --release -p weir-tests --test all group:: -- --ignored --nocapture --test-threads 1
 # About 700k live keys in the JavaScript plugin, checkpointed (slow).
 cargo test --release -p weir-tests --test all a_javascript_plugin_with_700k_keys -- --ignored --nocapture

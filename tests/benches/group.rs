@@ -11,7 +11,7 @@
 //! Needs the test broker: `eval "$(scripts/kafka.sh start)"` (and for S3
 //! `eval "$(scripts/s3-server.sh start)"`), then
 //! `cargo bench -p weir-tests --bench group` (`WEIR_BENCH_EVENTS`, default
-//! 1 000 000; without `--bench` a small smoke run with two processes).
+//! 1 000 000; without `--bench` a small smoke run with one process).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -128,7 +128,7 @@ fn main() {
     let events: u64 = if benchmarking {
         weir_tests::env_or("WEIR_BENCH_EVENTS", 1_000_000)
     } else {
-        20_000
+        10_000
     };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
@@ -154,7 +154,7 @@ fn main() {
         "group bench: {events} events, {expected} alerts, {PARTITIONS} partitions, state in {}",
         bench.store
     );
-    let counts: &[usize] = if benchmarking { &[1, 2, 3] } else { &[2] };
+    let counts: &[usize] = if benchmarking { &[1, 2, 3] } else { &[1] };
     println!(
         "{:>9} {:>10} {:>12} {:>22}",
         "processes", "seconds", "events/s", "all partitions running"

@@ -3,8 +3,9 @@
 //! server and exactly-once output, against the real broker. The output
 //! must equal the independent DFA over the input, through kill -9 of a
 //! process, a process added mid-run, and a process paused past its session
-//! timeout then resumed (fenced: its late writes change nothing; that
-//! test is ignored here and run by `scripts/soak.sh`).
+//! timeout then resumed (fenced: its late writes change nothing). The
+//! tests that run processes are ignored in the suite (beside the other
+//! tests they overload the broker on 2 cores) and run by `scripts/soak.sh`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -356,6 +357,7 @@ fn files_in(dir: &Path) -> usize {
 }
 
 #[test]
+#[ignore = "three processes with twelve partition runs each beside the other tests overload the broker on 2 cores: run by scripts/soak.sh"]
 fn three_processes_share_twelve_partitions_with_exactly_the_dfas_output() {
     let job = Group::new("group-three", 120_000, 2);
     let expected = job.expected();
@@ -537,6 +539,7 @@ fn kill_9_a_new_process_and_a_paused_one_still_give_exactly_the_dfas_output() {
 }
 
 #[test]
+#[ignore = "two group processes beside the other tests overload the broker on 2 cores: run by scripts/soak.sh"]
 fn the_kip_848_consumer_protocol_shares_the_partitions_too() {
     let job = Group::new("group-kip848", 60_000, 1);
     let file = job.root.join(format!("{}.toml", job.name));

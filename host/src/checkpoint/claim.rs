@@ -72,9 +72,7 @@ impl Claim {
         let mut g = newest(store, &prefix)? + 1;
         let body = Bytes::from(format!(
             "{{\"host\":\"{}\",\"pid\":{}}}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap_or_default()
-                .trim(),
+            super::lease::host_name(),
             std::process::id()
         ));
         let mut tries = 0;

@@ -247,7 +247,7 @@ fn encode(owner: &Owner) -> Result<Bytes> {
         .map_err(|e| Error::Internal(format!("encoding the lease: {e}")))
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

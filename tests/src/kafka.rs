@@ -379,8 +379,28 @@ impl PrivateBroker {
 }
 
 impl Drop for PrivateBroker {
+    /// Stop the broker and remove its data; when the test failed, its
+    /// logs are kept in `<data>-logs` first (the broker's view of a fault).
     fn drop(&mut self) {
         let _ = self.command("stop").output();
+        if std::thread::panicking() {
+            let keep = self.data.with_file_name(format!(
+                "{}-logs",
+                self.data.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let _ = std::fs::create_dir_all(&keep);
+            for entry in std::fs::read_dir(&self.data)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with("kafka.log") {
+                    let _ = std::fs::copy(entry.path(), keep.join(name));
+                }
+            }
+            eprintln!("the broker's logs are kept in {}", keep.display());
+        }
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }

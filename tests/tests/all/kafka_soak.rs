@@ -73,9 +73,13 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(10);
-        let log = job.root.join("run.log");
+        // Each run's log, kept after the test for a failure's diagnosis.
+        let logs = std::env::temp_dir().join("weir-eo-soak-logs");
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).unwrap();
         let (mut restarts, mut failed) = (0, 0);
         for run in 0..runs {
+            let log = logs.join(format!("run-{run}.log"));
             let mut child = start(&job, "checkpoint-fails-every:3", &log);
             // A run needs 2-3 s to start (restore, each partition's producer
             // fencing the killed run's, markers); the first is killed before
@@ -135,7 +139,22 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         let checkpoints = manifest::list(&job.store(), &job.name).unwrap();
         assert!(!checkpoints.is_empty(), "the runs completed checkpoints");
         println!("{} checkpoints kept", checkpoints.len());
-        job.run_ok(&["run", job.file().to_str().unwrap()]);
+        let final_log = logs.join("final.log");
+        let status = job
+            .weir()
+            .args(["run", job.file().to_str().unwrap()])
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&final_log).unwrap())
+            .status()
+            .unwrap();
+        let err = std::fs::read_to_string(&final_log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "the final run failed (logs of every run in {}): {}",
+            logs.display(),
+            err.lines().last().unwrap_or("")
+        );
         assert_same_output(
             &read_values(&out),
             &expected,

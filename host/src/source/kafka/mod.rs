@@ -19,11 +19,14 @@
 //!
 //! The folder: the job-file table and its resolution (`config.rs`), start,
 //! restored and end offsets (`offsets.rs`), the consumer lag (`lag.rs`),
-//! and here the source itself.
+//! reading a batch of messages at a time (`batch.rs`), and here the source
+//! itself.
 
+mod batch;
 mod config;
 mod lag;
 pub(super) mod offsets;
+mod read;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -32,13 +35,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value, json};
 
-use super::format::{KeySpec, LineParser};
+use super::format::LineParser;
 use super::{Completion, Output, Restored, Source};
-use crate::batch::{NO_TIMESTAMP, Origin, Origins};
+use crate::batch::{Origin, Origins};
 use crate::kafka::{Client, Context, REQUEST_TIMEOUT, client_config, external, partition_count};
 use crate::{Error, Result};
 
@@ -59,6 +61,7 @@ const OUTAGE_GAP: Duration = Duration::from_secs(30);
 /// committing its offsets to the group (it ends either way).
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(60);
 
+use batch::BatchQueue;
 pub use config::{GroupProtocol, KafkaSourceConfig, KafkaSourceSpec, OutOfRange, Start, Until};
 use lag::LogEnds;
 use offsets::{end_offsets, position, restored_offsets, start_offsets};
@@ -82,6 +85,9 @@ impl Origins for KafkaOrigins {
 pub struct KafkaSource {
     /// The resolved source.
     spec: KafkaSourceSpec,
+    /// The queue every assigned partition is forwarded to, read a batch at
+    /// a time (`None`: a message per `poll`). Dropped before the consumer.
+    batches: Option<BatchQueue>,
     /// One consumer, assigned every partition.
     consumer: BaseConsumer<Context>,
     /// Finds key and event time in record values.
@@ -179,6 +185,16 @@ impl KafkaSource {
             None => start_offsets(&spec, &consumer, &ranges)?,
         };
         let end = end_offsets(&spec, &consumer, &ranges)?;
+        // Forwarded before `assign`: no message reaches the consumer's
+        // queue first.
+        let batches = match batch::batched() {
+            true => Some(BatchQueue::forward(
+                &consumer,
+                &spec.topic,
+                (0..n).map(|p| spec.kafka_id(p)),
+            )?),
+            false => None,
+        };
         let mut tpl = TopicPartitionList::new();
         for (p, &o) in next.iter().enumerate() {
             tpl.add_partition_offset(&spec.topic, spec.kafka_id(p), Offset::Offset(o))
@@ -197,6 +213,7 @@ impl KafkaSource {
                 topic: spec.topic.clone(),
             }),
             spec,
+            batches,
             consumer,
             parser,
             stop,
@@ -317,63 +334,6 @@ impl KafkaSource {
     }
 }
 
-/// The parts of the source a record needs while the consumer lends it.
-struct Decode<'a> {
-    /// The resolved source.
-    spec: &'a KafkaSourceSpec,
-    /// Finds key and event time in record values.
-    parser: &'a LineParser,
-    /// Next offset to read, per partition.
-    next: &'a [i64],
-    /// Offsets at barriers not yet committed to the group.
-    to_commit: &'a mut Vec<(u64, Vec<i64>)>,
-}
-
-impl Decode<'_> {
-    /// Decode one record and route it to its partition.
-    fn handle(
-        &mut self,
-        partition: usize,
-        offset: i64,
-        key: Option<&[u8]>,
-        value: &[u8],
-        kafka_time: Option<i64>,
-        out: &mut dyn Output,
-    ) -> Result<ControlFlow<()>> {
-        let origin = Origin {
-            unit: self.spec.kafka_id(partition) as u32,
-            offset: offset as u64,
-        };
-        let parsed = match self.parser.parse(value) {
-            Ok(p) => p,
-            Err(reason) => {
-                out.malformed(origin, &reason, value)?;
-                return Ok(ControlFlow::Continue(()));
-            }
-        };
-        let timestamp = match self.spec.timestamp {
-            KeySpec::None => kafka_time.unwrap_or(NO_TIMESTAMP),
-            _ => parsed.timestamp,
-        };
-        if let Some(req) = out.event_time_barrier(timestamp) {
-            // The barrier goes before this record: its offset is next.
-            let mut at: Vec<i64> = self.next.to_vec();
-            at[partition] = offset;
-            if let Some(id) = out.next_barrier_id() {
-                self.to_commit.push((id, at.clone()));
-            }
-            if out.barrier(req, position(&self.spec.topic, &at)).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        let key: &[u8] = match (&self.spec.key, &parsed.key) {
-            (KeySpec::None, _) => key.unwrap_or_default(),
-            (_, Some(k)) => k,
-            (_, None) => &[],
-        };
-        Ok(out.record_in(partition, key, value, timestamp, origin))
-    }
-}
 impl Source for KafkaSource {
     fn connector(&self) -> &'static str {
         CONNECTOR
@@ -393,55 +353,29 @@ impl Source for KafkaSource {
         let mut last_lag = Instant::now() - LAG_EVERY;
         // Since when, and last seen: transient errors reading the topic.
         let mut outage: Option<(Instant, Instant)> = None;
-        // After a record, the next poll does not wait: records already
-        // fetched come back to back, and the clock (a cost per record
-        // comparable to the poll itself) is read only when the fetched
-        // records run out, after an error, or every CHECK_EVERY records.
-        // The checks below then run at least as often as before: whenever
-        // the consumer has nothing more at hand, or after a burst.
+        // After a batch, the next read does not wait: records already
+        // fetched come back to back, and the clock is read only when the
+        // fetched records run out, after an error, or every CHECK_EVERY
+        // records. The checks below then run whenever the consumer has
+        // nothing more at hand, or after a burst.
         let mut wait = POLL;
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Completion::Stopped);
             }
-            let polled = self.consumer.poll(wait);
-            let idle = polled.is_none() && wait == POLL;
-            let record = matches!(polled, Some(Ok(_)));
+            let read = self.read(wait, out)?;
+            if read.stopped {
+                return Ok(Completion::Stopped);
+            }
+            let idle = read.messages == 0 && wait == POLL;
+            let record = read.messages > 0 && read.error.is_none();
             wait = if record { Duration::ZERO } else { POLL };
-            match polled {
-                Some(Ok(m)) => {
-                    outage = None;
-                    let Some(p) = self.spec.local(m.partition()) else {
-                        continue;
-                    };
-                    let offset = m.offset();
-                    if p >= self.next.len() || offset < self.next[p] {
-                        continue;
-                    }
-                    if self.end.as_ref().is_some_and(|e| offset >= e[p]) {
-                        continue;
-                    }
-                    out.read_bytes(m.payload_len() as u64);
-                    let time = m.timestamp().to_millis();
-                    let (key, value) = (m.key(), m.payload().unwrap_or_default());
-                    let mut d = Decode {
-                        spec: &self.spec,
-                        parser: &self.parser,
-                        next: &self.next,
-                        to_commit: &mut self.to_commit,
-                    };
-                    let flow = d.handle(p, offset, key, value, time, out)?;
-                    self.next[p] = offset + 1;
-                    if let Some(t) = time {
-                        self.last_time[p] = t;
-                    }
-                    if flow.is_break() {
-                        return Ok(Completion::Stopped);
-                    }
-                    since_check += 1;
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) if is_transient(&e) => {
+            since_check += read.messages as u32;
+            if record {
+                outage = None;
+            }
+            match read.error {
+                Some(e) if is_transient(&e) => {
                     // librdkafka reconnects by itself: ride out a broker
                     // that restarts, up to BROKER_OUTAGE.
                     // Errors long apart are separate outages.
@@ -467,7 +401,7 @@ impl Source for KafkaSource {
                         )));
                     }
                 }
-                Some(Err(e)) => {
+                Some(e) => {
                     return Err(Error::External(format!(
                         "kafka: reading topic {}: {e}",
                         self.spec.topic

@@ -339,6 +339,19 @@ impl PrivateBroker {
         self.script("restart");
     }
 
+    /// What a Kafka command-line tool prints when run against this broker
+    /// (`scripts/kafka.sh run CLASS ARGS`, stdout and stderr): the broker's
+    /// view for a failure's diagnosis.
+    pub fn tool(&self, class: &str, args: &[&str]) -> String {
+        match self.command("run").arg(class).args(args).output() {
+            Ok(o) => {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            }
+            Err(e) => format!("running {class}: {e}"),
+        }
+    }
+
     /// Freeze the broker process (SIGSTOP) for `d`, then let it go on
     /// (SIGCONT): an outage in which connections stay open and nothing
     /// answers.

@@ -149,12 +149,36 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
             .status()
             .unwrap();
         let err = std::fs::read_to_string(&final_log).unwrap_or_default();
-        assert!(
-            status.success(),
-            "the final run failed (logs of every run in {}): {}",
-            logs.display(),
-            err.lines().last().unwrap_or("")
-        );
+        if !status.success() {
+            // The broker's view of the transactions on the progress topic.
+            let tx = "org.apache.kafka.tools.TransactionsCommand";
+            let server = ["--bootstrap-server", broker.brokers.as_str()];
+            let progress = format!("{out}.weir-progress");
+            let producers = broker.tool(
+                tx,
+                &[
+                    &server[..],
+                    &[
+                        "describe-producers",
+                        "--topic",
+                        &progress,
+                        "--partition",
+                        "0",
+                    ],
+                ]
+                .concat(),
+            );
+            let hanging = broker.tool(
+                tx,
+                &[&server[..], &["find-hanging", "--broker-id", "1"]].concat(),
+            );
+            panic!(
+                "the final run failed (logs of every run in {}): {}\n\
+                 producers of {progress}:\n{producers}\nhanging transactions:\n{hanging}",
+                logs.display(),
+                err.lines().last().unwrap_or("")
+            );
+        }
         assert_same_output(
             &read_values(&out),
             &expected,

@@ -120,6 +120,12 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # Abort timed-out transactions within ~1 s of their timeout (default: checked every 10 s).
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
+# The broker and its controller are one process: when the machine stalls (2 busy cores,
+# a test's SIGSTOP of up to 45 s) the controller would fence its own broker on resume
+# (default 9 s), a churn a cluster of several nodes does not have (there, another broker
+# takes over). Then the metadata lists no broker for a moment, and librdkafka 2.12 drops
+# the only broker it knows; a producer was seen delivering nothing for minutes after it.
+broker.session.timeout.ms=60000
 num.network.threads=2
 num.io.threads=4
 EOF

@@ -29,8 +29,6 @@ pub(super) struct Reading<'a> {
     last_time: &'a mut [i64],
     /// Offsets at barriers not yet committed to the group.
     to_commit: &'a mut Vec<(u64, Vec<i64>)>,
-    /// Records handed on.
-    records: u32,
 }
 
 impl Reading<'_> {
@@ -53,7 +51,6 @@ impl Reading<'_> {
         if let Some(t) = m.time {
             self.last_time[partition] = t;
         }
-        self.records += 1;
         Ok(flow)
     }
 
@@ -142,7 +139,6 @@ impl KafkaSource {
             end: end.as_deref(),
             last_time,
             to_commit,
-            records: 0,
         };
         let mut read = Read {
             messages: 0,

@@ -178,6 +178,15 @@ pub enum Client<'a> {
         /// The consumer group (lag tools).
         group: &'a str,
     },
+    /// A group job's member: the source's settings, but it reads nothing
+    /// (it pauses what it is given), so no start offset is looked for.
+    Member {
+        /// The consumer group the job's processes share.
+        group: &'a str,
+        /// The KIP-848 protocol (`group.protocol = consumer`); otherwise
+        /// the classic one with cooperative-sticky assignment.
+        kip848: bool,
+    },
     /// Metadata and offsets only (the sink's validation probe, the
     /// source's lag thread), as `read_committed` sees them or not.
     Probe {
@@ -211,10 +220,19 @@ pub fn client_config(
 ) -> ClientConfig {
     let mut c = ClientConfig::new();
     match client {
-        Client::Source { .. } => {
+        Client::Source { .. } | Client::Member { .. } => {
             c.set("fetch.max.bytes", "104857600")
                 .set("max.partition.fetch.bytes", "10485760")
                 .set("queued.max.messages.kbytes", "131072");
+            if let Client::Member { kip848: false, .. } = client {
+                // A rebalance waits this long at most for a member that
+                // does not rejoin (the classic protocol's rebalance
+                // timeout). The member polls every 100 ms, and a revocation
+                // takes at most the group's release wait and a drain, so a
+                // minute (not librdkafka's 5) bounds the stall a stuck
+                // member causes.
+                c.set("max.poll.interval.ms", "60000");
+            }
         }
         Client::Producer { transactional_id } => {
             c.set("linger.ms", "5");
@@ -229,13 +247,22 @@ pub fn client_config(
     }
     c.set("bootstrap.servers", brokers);
     match client {
-        Client::Source { group } => {
+        Client::Source { group } | Client::Member { group, .. } => {
             c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "false")
                 .set("auto.offset.reset", "error");
+            if let Client::Member { kip848, .. } = client {
+                // Nothing is read: no offsets to look for, so no errors
+                // about missing ones.
+                c.set("auto.offset.reset", "latest");
+                match kip848 {
+                    true => c.set("group.protocol", "consumer"),
+                    false => c.set("partition.assignment.strategy", "cooperative-sticky"),
+                };
+            }
         }
         Client::Probe { committed } => {
             c.set(
@@ -314,5 +341,40 @@ pub fn partition_count<C: ClientContext>(
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Client, client_config};
+
+    fn member(kip848: bool, properties: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let properties: Vec<(String, String)> = properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        client_config(
+            "127.0.0.1:9092",
+            &properties,
+            Client::Member { group: "g", kip848 },
+        )
+    }
+
+    #[test]
+    fn a_group_member_bounds_its_rebalance_wait_unless_the_job_sets_it() {
+        let classic = member(false, &[]);
+        assert_eq!(classic.get("max.poll.interval.ms"), Some("60000"));
+        assert_eq!(
+            classic.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(classic.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(classic.get("group.id"), Some("g"));
+        let set = member(false, &[("max.poll.interval.ms", "90000")]);
+        assert_eq!(set.get("max.poll.interval.ms"), Some("90000"));
+        let kip848 = member(true, &[]);
+        assert_eq!(kip848.get("group.protocol"), Some("consumer"));
+        assert_eq!(kip848.get("max.poll.interval.ms"), None);
+        assert_eq!(kip848.get("partition.assignment.strategy"), None);
     }
 }

@@ -446,31 +446,14 @@ pub fn run(plan: &Plan, stop: Arc<AtomicBool>) -> Result<GroupReport> {
         failed: None,
         report: GroupReport::default(),
     }));
-    let mut config = client_config(
+    let config = client_config(
         &k.brokers,
         &k.properties,
-        Client::Source { group: &k.group_id },
+        Client::Member {
+            group: &k.group_id,
+            kip848: k.group == Some(GroupProtocol::Consumer),
+        },
     );
-    match k.group {
-        Some(GroupProtocol::Consumer) => config.set("group.protocol", "consumer"),
-        _ => config.set("partition.assignment.strategy", "cooperative-sticky"),
-    };
-    // The member reads nothing (it pauses what it gets): no offsets to
-    // look for, so no errors about missing ones.
-    config.set("auto.offset.reset", "latest");
-    // A rebalance waits this long at most for a member that does not
-    // rejoin (the classic protocol's rebalance timeout). The member polls
-    // every 100 ms, and a revocation takes at most RELEASE_WAIT and a
-    // drain, so a minute (not librdkafka's 5) bounds the stall a stuck
-    // member causes; the job file may set it.
-    if k.group == Some(GroupProtocol::Classic)
-        && !k
-            .properties
-            .iter()
-            .any(|(key, _)| key == "max.poll.interval.ms")
-    {
-        config.set("max.poll.interval.ms", "60000");
-    }
     let consumer: BaseConsumer<MemberContext> = config
         .create_with_context(MemberContext {
             members: members.clone(),

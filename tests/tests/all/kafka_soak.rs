@@ -32,13 +32,15 @@ impl Lcg {
 
 /// A plain `weir run JOB` (no flags: it resumes from the newest complete
 /// checkpoint, or starts from the configured start when there is none, as
-/// a supervisor's restart loop runs it), with `failpoint` armed; output to
-/// the void, stderr to `log`.
-fn start(job: &Job, failpoint: &str, log: &std::path::Path) -> Child {
+/// a supervisor's restart loop runs it), with `failpoint` armed if any;
+/// output to the void, stderr to `log`.
+fn start(job: &Job, failpoint: Option<&str>, log: &std::path::Path) -> Child {
     let mut c = job.weir();
     c.args(["run", job.file().to_str().unwrap()]);
-    c.env("WEIR_FAILPOINT", failpoint)
-        .stdout(Stdio::null())
+    if let Some(f) = failpoint {
+        c.env("WEIR_FAILPOINT", f);
+    }
+    c.stdout(Stdio::null())
         .env("WEIR_LOG", "info")
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -80,7 +82,7 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         let (mut restarts, mut failed) = (0, 0);
         for run in 0..runs {
             let log = logs.join(format!("run-{run}.log"));
-            let mut child = start(&job, "checkpoint-fails-every:3", &log);
+            let mut child = start(&job, Some("checkpoint-fails-every:3"), &log);
             // A run needs 2-3 s to start (restore, each partition's producer
             // fencing the killed run's, markers); the first is killed before
             // its first checkpoint.
@@ -140,38 +142,35 @@ fn kills_broker_restarts_and_failing_checkpoints_leave_the_output_exactly_once()
         assert!(!checkpoints.is_empty(), "the runs completed checkpoints");
         println!("{} checkpoints kept", checkpoints.len());
         let final_log = logs.join("final.log");
-        let status = job
-            .weir()
-            .args(["run", job.file().to_str().unwrap()])
-            .env("WEIR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&final_log).unwrap())
-            .status()
-            .unwrap();
-        let err = std::fs::read_to_string(&final_log).unwrap_or_default();
+        let status = start(&job, None, &final_log).wait().unwrap();
         if !status.success() {
             // The broker's view of the transactions on the progress topic.
             let tx = "org.apache.kafka.tools.TransactionsCommand";
-            let server = ["--bootstrap-server", broker.brokers.as_str()];
+            let server = broker.brokers.as_str();
             let progress = format!("{out}.weir-progress");
             let producers = broker.tool(
                 tx,
                 &[
-                    &server[..],
-                    &[
-                        "describe-producers",
-                        "--topic",
-                        &progress,
-                        "--partition",
-                        "0",
-                    ],
-                ]
-                .concat(),
+                    "--bootstrap-server",
+                    server,
+                    "describe-producers",
+                    "--topic",
+                    &progress,
+                    "--partition",
+                    "0",
+                ],
             );
             let hanging = broker.tool(
                 tx,
-                &[&server[..], &["find-hanging", "--broker-id", "1"]].concat(),
+                &[
+                    "--bootstrap-server",
+                    server,
+                    "find-hanging",
+                    "--broker-id",
+                    "1",
+                ],
             );
+            let err = std::fs::read_to_string(&final_log).unwrap_or_default();
             panic!(
                 "the final run failed (logs of every run in {}): {}\n\
                  producers of {progress}:\n{producers}\nhanging transactions:\n{hanging}",

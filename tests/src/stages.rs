@@ -77,8 +77,9 @@ pub fn files_of(dir: &Path) -> Vec<PathBuf> {
 /// Write `events` state-machine events over `addresses` addresses picked
 /// uniformly at random (the hard case for a state map: nearly every
 /// address holds state, and consecutive events hit unrelated keys). Each
-/// address follows the state machine (`address,event,timestamp` lines, as
-/// the generator writes them); about one event in 1000 is invalid.
+/// address follows the state machine; about one event in 1000 is invalid.
+/// Lines are `address,event`, without timestamps: the input the issues'
+/// figures are measured on (see [`write_generated_events`]).
 pub fn write_uniform_events(dir: &Path, events: u64, addresses: u32, seed: u64) {
     use std::io::Write;
     std::fs::create_dir_all(dir).expect("events folder");
@@ -93,7 +94,7 @@ pub fn write_uniform_events(dir: &Path, events: u64, addresses: u32, seed: u64) 
         rng ^= rng << 17;
         rng
     };
-    for i in 0..events {
+    for _ in 0..events {
         let r = next();
         let address = (((r >> 32) * u64::from(addresses)) >> 32) as u32;
         let s = &mut states[address as usize];
@@ -111,15 +112,43 @@ pub fn write_uniform_events(dir: &Path, events: u64, addresses: u32, seed: u64) 
             }
         };
         *s = after;
-        writeln!(
-            w,
-            "{address},{},{}",
-            event as char,
-            1_700_000_000_000 + i as i64
-        )
-        .expect("write events");
+        writeln!(w, "{address},{}", event as char).expect("write events");
     }
     w.flush().expect("flush events");
+}
+
+/// Write the events of the state-machine generator (`config`) as
+/// `address,event` lines, without the timestamp column `weir generate`
+/// adds, into files of about `config.file_size` bytes: the input of the
+/// plain program the issues' figures come from (Flink's generator,
+/// `address,event` lines). Returns the number of events.
+pub fn write_generated_events(dir: &Path, config: &weir::generate::GenerateConfig) -> u64 {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).expect("events folder");
+    let create = |n: usize| {
+        let file =
+            std::fs::File::create(dir.join(format!("events-{n:06}.csv"))).expect("events file");
+        std::io::BufWriter::with_capacity(1 << 20, file)
+    };
+    let (mut file, mut w, mut bytes, mut events) = (0, create(0), 0u64, 0u64);
+    let mut line = Vec::with_capacity(16);
+    weir::generate::each_event(config, |address, letter, _| {
+        if bytes >= config.file_size {
+            w.flush()?;
+            file += 1;
+            w = create(file);
+            bytes = 0;
+        }
+        line.clear();
+        writeln!(line, "{address},{}", letter as char)?;
+        w.write_all(&line)?;
+        bytes += line.len() as u64;
+        events += 1;
+        Ok(())
+    })
+    .expect("generating events");
+    w.flush().expect("flush events");
+    events
 }
 
 /// The plain program's stages, each including the ones before it.

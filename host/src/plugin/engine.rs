@@ -132,6 +132,11 @@ impl WeirEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed);
+        // `WEIR_WASM_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf
+        // report` names the plugins' compiled functions (README, "Profiles").
+        if std::env::var("WEIR_WASM_PROFILE").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&config).map_err(|e| Error::Internal(format!("wasmtime engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);

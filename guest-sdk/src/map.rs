@@ -227,9 +227,6 @@ pub struct StateMap<S> {
     frozen: Option<Frozen>,
     /// The first value that failed to encode into a snapshot.
     encode_error: Option<String>,
-    /// Bytes read by [`StateMap::prefetch`], summed so the reads stay.
-    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-    touched: u8,
 }
 
 /// Append `value` to `buf` the way snapshots store values (postcard).
@@ -272,7 +269,6 @@ impl<S: Serialize> StateMap<S> {
             long_free: Vec::new(),
             frozen: None,
             encode_error: None,
-            touched: 0,
         }
     }
 
@@ -365,26 +361,31 @@ impl<S: Serialize> StateMap<S> {
     /// and all of them are in flight at once (hashing between them would
     /// fill the core's reorder window while the first miss is pending).
     /// On x86-64 this is a prefetch instruction; Wasm has none, so there it
-    /// is a plain load whose result nothing waits for.
+    /// is a plain load whose result nothing waits for. A bucket is not
+    /// aligned to a cache line (17 bytes for a one-byte value), so both its
+    /// first and its last byte are touched: a bucket across two lines
+    /// would otherwise miss again, alone, in the lookup.
     #[inline(always)]
     pub fn prefetch(&mut self, hs: &[KeyHash]) {
-        #[cfg(target_arch = "x86_64")]
+        let last = std::mem::size_of::<Bucket<S>>() - 1;
         for h in hs {
-            let p = &self.buckets[self.home(h.hash)] as *const Bucket<S>;
+            let p = (&self.buckets[self.home(h.hash)] as *const Bucket<S>).cast::<u8>();
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: a prefetch never faults and reads nothing visible.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.cast::<i8>(),
-                );
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<{ _MM_HINT_T0 }>(p.cast::<i8>());
+                _mm_prefetch::<{ _MM_HINT_T0 }>(p.add(last).cast::<i8>());
             }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let mut sum = 0u8;
-            for h in hs {
-                sum = sum.wrapping_add(self.buckets[self.home(h.hash)].key.0[15]);
+            #[cfg(not(target_arch = "x86_64"))]
+            // SAFETY: both bytes are inside the bucket; a volatile read of
+            // a `MaybeUninit` byte is defined whatever the byte holds, and
+            // is never removed (the load is the point).
+            unsafe {
+                let p = p.cast::<std::mem::MaybeUninit<u8>>();
+                std::ptr::read_volatile(p);
+                std::ptr::read_volatile(p.add(last));
             }
-            self.touched = self.touched.wrapping_add(sum);
         }
     }
 

@@ -48,6 +48,10 @@ mod tests {
         assert!(parse_event(b"4294967296,a").is_err());
         assert_eq!(parse_event(b"4294967295,a"), Ok((u32::MAX, b'a')));
         assert!(parse_event(b",a").is_err());
+        assert!(parse_event(b"12,ab").unwrap_err().contains("unknown event"));
+        assert!(parse_event(b"12a,b").unwrap_err().contains("not a u32"));
+        assert!(parse_event(b"12345678901,a").is_err());
+        assert_eq!(parse_event(b"0012,a,"), Ok((12, b'a')));
     }
 
     #[test]

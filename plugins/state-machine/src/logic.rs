@@ -53,7 +53,33 @@ impl State {
 pub struct StateMachine;
 
 /// Split `address,event[,...]` into the parsed address and event letter.
+#[inline]
 pub fn parse_event(line: &[u8]) -> Result<(u32, u8), String> {
+    // The common line in one pass: up to 10 digits, a comma, a letter, then
+    // the end or a comma. Anything else takes the general path, which
+    // also words the error.
+    let mut address = 0u64;
+    let mut i = 0;
+    while i < line.len().min(11) {
+        let d = line[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        address = address * 10 + u64::from(d);
+        i += 1;
+    }
+    if (1..=10).contains(&i)
+        && address <= u64::from(u32::MAX)
+        && line.get(i) == Some(&b',')
+        && let [e @ b'a'..=b'g'] | [e @ b'a'..=b'g', b',', ..] = &line[i + 1..]
+    {
+        return Ok((address as u32, *e));
+    }
+    parse_event_slow(line)
+}
+
+#[cold]
+fn parse_event_slow(line: &[u8]) -> Result<(u32, u8), String> {
     let comma = line.iter().position(|&b| b == b',').ok_or_else(|| {
         format!(
             "expected `address,event`, got {:?}",

@@ -374,9 +374,10 @@ fn stage_table(
 }
 
 /// One row per plugin language: events per CPU-second on the job (one
-/// task), component size, cold start from the compiled-component cache
-/// (engine, load, instantiate, init) and peak linear memory of an instance
-/// that processed the same events.
+/// task) over 10k addresses and over 1M (the generator's, with 1M machines:
+/// the keyed state far larger than the caches), component size, cold start
+/// from the compiled-component cache (engine, load, instantiate, init) and
+/// peak linear memory of an instance that processed the 10k-address events.
 fn languages(events: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let events_dir = dir.path().join("events");
@@ -390,11 +391,27 @@ fn languages(events: u64) {
         },
     )
     .expect("generating events");
+    let wide_dir = dir.path().join("wide");
+    stages::write_generated_events(
+        &wide_dir,
+        &GenerateConfig {
+            seed: 5,
+            events,
+            max_address: 1_000_000,
+            max_machines: 1_000_000,
+            ..GenerateConfig::default()
+        },
+    );
     println!();
-    println!("plugin languages, {events} events, 10k addresses, one task");
+    println!("plugin languages, {events} events, one task");
     println!(
-        "{:<10} {:>14} {:>12} {:>16} {:>14}",
-        "language", "events/CPU-s", "size KiB", "cold start ms", "memory MiB"
+        "{:<10} {:>18} {:>18} {:>10} {:>14} {:>11}",
+        "language",
+        "ev/CPU-s 10k keys",
+        "ev/CPU-s 1M addr",
+        "size KiB",
+        "cold start ms",
+        "memory MiB"
     );
     for (label, plugin) in [
         ("rust", artifacts::STATE_MACHINE),
@@ -445,10 +462,25 @@ fn languages(events: u64) {
         }
         let factories = load_operators(&engine, &plan).unwrap();
         let report = run_with(&plan, &factories, RunOptions::default()).expect("bench run");
+        let mut wide_plan = weir::demo::state_machine_plan(
+            &wide_dir,
+            &dir.path().join("wide-out"),
+            1,
+            PluginSource::Path(plugin.into()),
+        );
+        if let weir::config::SourceSpec::Files(files) = &mut wide_plan.source {
+            files.timestamp = KeySpec::None;
+        }
+        let wide = run_with(&wide_plan, &factories, RunOptions::default()).expect("bench run");
+        assert_eq!(
+            wide.totals.records_read, events,
+            "{label}: every event of the 1M-address input read"
+        );
         println!(
-            "{:<10} {:>14.0} {:>12} {:>16.2} {:>14.1}",
+            "{:<10} {:>18.0} {:>18.0} {:>10} {:>14.2} {:>11.1}",
             label,
             report.records_per_cpu_sec(),
+            wide.records_per_cpu_sec(),
             std::fs::metadata(plugin).unwrap().len() / 1024,
             cold.as_secs_f64() * 1000.0,
             instance.memory_peak() as f64 / (1 << 20) as f64

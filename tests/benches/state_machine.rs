@@ -35,9 +35,6 @@ use weir_tests::native::NativeFactory;
 use weir_tests::stages::{self, PlainStage, Timed};
 use weir_tests::{artifacts, env_or};
 
-/// Records per batch in the batch-level runs (the router's default).
-const BATCH: usize = 1024;
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // special either: run a small smoke version unless benchmarking.
@@ -222,6 +219,8 @@ fn stage_table(
     jobs: (Timed, Timed, Timed),
 ) {
     let (plain, wasm_noop_job, native_noop_job) = jobs;
+    // Records per batch in the batch-level runs: the router's default.
+    let batch = weir::config::BatchSettings::default().max_records;
     let mut t: Vec<Option<Timed>> = vec![None; 12];
     let load = |path: &str| {
         let loaded = engine
@@ -239,34 +238,34 @@ fn stage_table(
             &|| stages::host_source(plan, 1),
             &|| stages::host_source(plan, 4),
             &|| {
-                stages::for_each_batch(files, BATCH, |b| {
+                stages::for_each_batch(files, batch, |b| {
                     std::hint::black_box(b.len());
                 })
             },
-            &|| stages::for_each_batch(files, BATCH, stages::parse_batch),
+            &|| stages::for_each_batch(files, batch, stages::parse_batch),
             &|| {
                 let mut m = Default::default();
-                stages::for_each_batch(files, BATCH, |b| {
+                stages::for_each_batch(files, batch, |b| {
                     stages::plain_map_batch(b, &mut m);
                 })
             },
             &|| {
                 let mut rt = Runtime::<stages::ParseOnly>::new();
-                stages::for_each_batch(files, BATCH, |b| stages::sdk_batch(&mut rt, b))
+                stages::for_each_batch(files, batch, |b| stages::sdk_batch(&mut rt, b))
             },
             &|| {
                 let mut rt = Runtime::<state_machine::StateMachine>::new();
-                stages::for_each_batch(files, BATCH, |b| stages::sdk_batch(&mut rt, b))
+                stages::for_each_batch(files, batch, |b| stages::sdk_batch(&mut rt, b))
             },
             &|| {
                 let mut i = load(artifacts::NOOP);
-                stages::for_each_batch(files, BATCH, |b: &Batch| {
+                stages::for_each_batch(files, batch, |b: &Batch| {
                     std::hint::black_box(i.process(b, 0).expect("process"));
                 })
             },
             &|| {
                 let mut i = load(artifacts::STATE_MACHINE);
-                stages::for_each_batch(files, BATCH, |b: &Batch| {
+                stages::for_each_batch(files, batch, |b: &Batch| {
                     std::hint::black_box(i.process(b, 0).expect("process"));
                 })
             },
@@ -334,7 +333,7 @@ fn stage_table(
     line(
         "guest: batches built in process",
         build,
-        "split + pack 1024-record batches (subtracted below)",
+        "split + pack batches of the default size (subtracted below)",
     );
     line(
         "guest: parse (native)",

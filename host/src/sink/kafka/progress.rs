@@ -189,7 +189,12 @@ impl KafkaSinkFactory {
                     return Err(Error::External(format!(
                         "kafka: an open transaction on {topic} (last stable offset {stable}, \
                          end {end}) did not end within the transaction timeout; another run of \
-                         this job may be producing: stop it and retry"
+                         this job may be producing: stop it and retry. If none is, the broker \
+                         holds a transaction it will not end: `kafka-transactions.sh \
+                         describe-producers --topic {topic} --partition 0` lists each open one \
+                         by its start offset (the first is {stable}); abort each with \
+                         `kafka-transactions.sh abort --topic {topic} --partition 0 \
+                         --start-offset N`, then retry"
                     )));
                 }
                 Ok(_) => std::thread::sleep(Duration::from_millis(200)),

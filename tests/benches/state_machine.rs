@@ -77,6 +77,27 @@ fn main() {
     }
 }
 
+/// The demo's state-machine job over `address,event` lines: the key is
+/// column 0, and there is no event time (the demo job reads it from
+/// column 2).
+fn untimed_plan(
+    events_dir: &Path,
+    out: &Path,
+    parallelism: usize,
+    plugin: &str,
+) -> weir::config::Plan {
+    let mut plan = weir::demo::state_machine_plan(
+        events_dir,
+        out,
+        parallelism,
+        PluginSource::Path(plugin.into()),
+    );
+    if let weir::config::SourceSpec::Files(files) = &mut plan.source {
+        files.timestamp = KeySpec::None;
+    }
+    plan
+}
+
 /// The best run of a job (least CPU per event).
 fn best_job(runs: &mut Vec<JobReport>, report: JobReport) {
     runs.push(report);
@@ -101,20 +122,7 @@ fn keep_best(best: &mut Option<Timed>, t: Timed) {
 fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
     let files = stages::files_of(events_dir);
     let engine = WeirEngine::new(Default::default()).expect("engine");
-    // `address,event` lines: the key is column 0, and there is no event
-    // time (the demo job reads it from column 2).
-    let plan_for = |plugin: &str| {
-        let mut plan = weir::demo::state_machine_plan(
-            events_dir,
-            out,
-            parallelism,
-            PluginSource::Path(plugin.into()),
-        );
-        if let weir::config::SourceSpec::Files(files) = &mut plan.source {
-            files.timestamp = KeySpec::None;
-        }
-        plan
-    };
+    let plan_for = |plugin: &str| untimed_plan(events_dir, out, parallelism, plugin);
     let plan = plan_for(artifacts::STATE_MACHINE);
     let wasm = load_operators(&engine, &plan).expect("loading plugin");
     let native: Vec<Arc<dyn OperatorFactory>> = vec![Arc::new(NativeFactory::<
@@ -461,15 +469,7 @@ fn languages(events: u64) {
         }
         let factories = load_operators(&engine, &plan).unwrap();
         let report = run_with(&plan, &factories, RunOptions::default()).expect("bench run");
-        let mut wide_plan = weir::demo::state_machine_plan(
-            &wide_dir,
-            &dir.path().join("wide-out"),
-            1,
-            PluginSource::Path(plugin.into()),
-        );
-        if let weir::config::SourceSpec::Files(files) = &mut wide_plan.source {
-            files.timestamp = KeySpec::None;
-        }
+        let wide_plan = untimed_plan(&wide_dir, &dir.path().join("wide-out"), 1, plugin);
         let wide = run_with(&wide_plan, &factories, RunOptions::default()).expect("bench run");
         assert_eq!(
             wide.totals.records_read, events,

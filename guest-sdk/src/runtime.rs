@@ -82,29 +82,33 @@ impl<'a> BatchView<'a> {
     /// Iterate the records; an item is an error if offsets are out of range.
     pub fn records(&self) -> impl Iterator<Item = Result<Record<'a>, String>> + 'a {
         let this = *self;
-        let mut key_start = 0usize;
-        let mut value_start = 0usize;
-        (0..self.key_ends.len()).map(move |i| {
-            let ke = this.key_ends[i] as usize;
-            let ve = this.value_ends[i] as usize;
-            let key = this.keys.get(key_start..ke);
-            let value = this.values.get(value_start..ve);
-            key_start = ke;
-            value_start = ve;
-            match (key, value) {
-                (Some(key), Some(value)) => {
-                    let ts = this.timestamps[i];
-                    Ok(Record {
-                        key,
-                        value,
-                        timestamp: (ts != NO_TIMESTAMP).then_some(ts),
-                    })
-                }
-                _ => Err(format!(
-                    "malformed batch: record {i} has offsets out of range"
-                )),
+        (0..self.key_ends.len()).map(move |i| this.record(i))
+    }
+
+    /// Record `i` (below [`BatchView::checked_len`]); an error if its
+    /// offsets are out of range.
+    #[inline(always)]
+    pub fn record(&self, i: usize) -> Result<Record<'a>, String> {
+        let ends = |e: &[u32]| {
+            let start = if i == 0 { 0 } else { e[i - 1] as usize };
+            start..e[i] as usize
+        };
+        match (
+            self.keys.get(ends(self.key_ends)),
+            self.values.get(ends(self.value_ends)),
+        ) {
+            (Some(key), Some(value)) => {
+                let ts = self.timestamps[i];
+                Ok(Record {
+                    key,
+                    value,
+                    timestamp: (ts != NO_TIMESTAMP).then_some(ts),
+                })
             }
-        })
+            _ => Err(format!(
+                "malformed batch: record {i} has offsets out of range"
+            )),
+        }
     }
 }
 
@@ -259,30 +263,25 @@ impl<O: Operator> Runtime<O> {
     /// key is hashed once.
     pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
         let n = batch.checked_len().map_err(Error::Other)?;
-        let mut records = batch.records();
-        let none = Record {
-            key: &[],
-            value: &[],
-            timestamp: None,
-        };
-        let mut group = [none; GROUP];
+        // Only the hashes wait in an array between the passes: each pass
+        // takes its records from the batch's offsets again. (A group of
+        // records kept in an array was copied through memory in halves,
+        // and reading a record back whole stalled on every one.)
         let mut hashes = [KeyHash::NONE; GROUP];
         let mut start = 0;
         while start < n {
             let len = GROUP.min(n - start);
-            for (rec, h) in group[..len].iter_mut().zip(&mut hashes[..len]) {
-                *rec = records
-                    .next()
-                    .expect("checked length")
-                    .map_err(Error::Other)?;
+            for (j, h) in hashes[..len].iter_mut().enumerate() {
+                let rec = batch.record(start + j).map_err(Error::Other)?;
                 *h = StateMap::<O::State>::hash(rec.key);
             }
             self.state.prefetch(&hashes[..len]);
-            for (j, (rec, h)) in group[..len].iter().zip(&hashes[..len]).enumerate() {
+            for (j, h) in hashes[..len].iter().enumerate() {
+                let rec = batch.record(start + j).map_err(Error::Other)?;
                 let (op, out) = (&mut self.op, &mut self.out);
                 let result = self.state.update_hashed(rec.key, h, |slot| {
                     let mut ctx = Ctx::new(out, rec.key, watermark);
-                    op.on_event(rec, &mut KeyState::new(slot), &mut ctx)
+                    op.on_event(&rec, &mut KeyState::new(slot), &mut ctx)
                 });
                 if let Err(reason) = result {
                     self.out.rejected.push(((start + j) as u32, reason));

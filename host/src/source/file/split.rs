@@ -119,6 +119,10 @@ pub(crate) struct Splitter {
     csv: bool,
     /// The CSV quote state at `scanned`.
     state: Csv,
+    /// During one [`Splitter::split`]: where the last search for a quote
+    /// began in `buf`, and the first quote at or after it (`filled` if
+    /// none), so a chunk without quotes is searched once, not line by line.
+    next_quote: Option<(usize, usize)>,
     /// The over-long record being skipped, if any.
     skipping: Option<Skipping>,
     /// A quote opened on an earlier line of the record closed followed by
@@ -145,6 +149,7 @@ impl Splitter {
             newlines: 0,
             csv,
             state: Csv::FieldStart,
+            next_quote: None,
             skipping: None,
             bad_close: false,
             at_start: offset == 0,
@@ -219,9 +224,18 @@ impl Splitter {
     /// Run the CSV quote state over `buf[from..to]` (no line end inside).
     fn fold(&mut self, from: usize, to: usize) {
         let seg = &self.buf[from..to];
-        if matches!(self.state, Csv::FieldStart | Csv::Unquoted)
-            && memchr::memchr(b'"', seg).is_none()
-        {
+        if matches!(self.state, Csv::FieldStart | Csv::Unquoted) && {
+            let quote = match self.next_quote {
+                Some((at, q)) if at <= from && from <= q => q,
+                _ => {
+                    let rest = &self.buf[from..self.filled];
+                    let q = memchr::memchr(b'"', rest).map_or(self.filled, |i| from + i);
+                    self.next_quote = Some((from, q));
+                    q
+                }
+            };
+            to <= quote
+        } {
             // Without quotes only its last byte matters.
             match seg.last() {
                 Some(b',') => self.state = Csv::FieldStart,
@@ -268,6 +282,7 @@ impl Splitter {
     ) -> Result<bool, FillError<E>> {
         let mut scan = (start + self.scanned).min(self.filled);
         let mut stopped = false;
+        self.next_quote = None;
         loop {
             while let Some(nl) =
                 memchr::memchr(b'\n', &self.buf[scan..self.filled]).map(|i| scan + i)

@@ -331,7 +331,9 @@ impl FileSource {
                     return Ok(false);
                 }
                 self.progress.saw_time(p.timestamp);
-                if let Some(req) = out.event_time_barrier(p.timestamp) {
+                if p.timestamp != NO_TIMESTAMP
+                    && let Some(req) = out.event_time_barrier(p.timestamp)
+                {
                     let at = self.checkpoint_position(offset, line_no - 1);
                     if out.barrier(req, at).is_break() {
                         return Ok(false);

@@ -22,6 +22,7 @@ impl Operator for StateMachine {
     type State = State;
     const STATE_SHAPE: &'static str = SHAPE;
 
+    #[inline]
     fn on_event(
         &mut self,
         record: &Record<'_>,

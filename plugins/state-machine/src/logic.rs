@@ -120,6 +120,7 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
 /// Run one event through the machine: a valid event moves the key's
 /// state (the terminal state clears it); an invalid one leaves it and emits
 /// the alert `alert(out, address, state, event)` writes.
+#[inline]
 pub fn step(
     record: &Record<'_>,
     state: &mut KeyState<'_, State>,
@@ -138,7 +139,10 @@ pub fn step(
     Ok(())
 }
 
-/// The alert: `{"address":N,"state":"W","event":"a"}`.
+/// The alert: `{"address":N,"state":"W","event":"a"}`. Rare and kept out
+/// of line, so the per-record path stays small enough to inline.
+#[cold]
+#[inline(never)]
 pub fn write_alert(out: &mut Vec<u8>, address: u32, state: State, event: u8) {
     out.extend_from_slice(b"{\"address\":");
     out.extend_from_slice(address.to_string().as_bytes());

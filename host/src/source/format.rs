@@ -2,7 +2,7 @@
 //! the key and the event time in a `csv`, `jsonl`, `lines` or `raw` record. The record value is always the whole
 //! line; only the key is copied out, and only when CSV quoting forces it.
 
-mod words;
+pub(crate) mod words;
 
 use std::borrow::Cow;
 

@@ -4,7 +4,7 @@
 /// The high bit of each byte of `w` that is zero, and no other bit (exact:
 /// no borrow runs from one byte into the next).
 #[inline(always)]
-pub(super) fn zero_bytes(w: u64) -> u64 {
+pub(crate) fn zero_bytes(w: u64) -> u64 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     !(((w & LOW7) + LOW7) | w | LOW7)
 }

@@ -19,6 +19,7 @@ pub(crate) mod index;
 mod listing;
 mod position;
 mod progress;
+mod scan;
 mod split;
 
 use std::cell::Cell;

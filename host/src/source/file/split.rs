@@ -12,6 +12,8 @@
 
 use std::io::Read;
 
+use super::scan;
+
 /// Read size; a longer record grows the buffer up to [`MAX_LINE`].
 pub(crate) const CHUNK: usize = 1 << 20;
 /// Longest record accepted; longer ones go to the dead-letter output, cut.
@@ -291,7 +293,8 @@ impl Splitter {
         let mut stopped = false;
         self.next_quote = None;
         loop {
-            while let Some(nl) = find_newline(&self.buf[scan..self.filled]).map(|i| scan + i) {
+            while let Some(nl) = scan::find_newline(&self.buf[scan..self.filled]).map(|i| scan + i)
+            {
                 if let Some(s) = self.skipping.take() {
                     // The end of an over-long record.
                     let piece = Piece::TooLong {
@@ -435,24 +438,6 @@ impl Splitter {
     }
 }
 
-/// The first `\n` in `hay`. Lines are mostly short: the first 64 bytes are
-/// searched a word at a time inline, which costs less than a call to
-/// `memchr` and its set-up; a longer line goes on with `memchr`.
-#[inline(always)]
-fn find_newline(hay: &[u8]) -> Option<usize> {
-    const NEWLINES: u64 = 0x0A0A_0A0A_0A0A_0A0A;
-    let mut at = 0;
-    for word in hay.chunks_exact(8).take(8) {
-        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let found = crate::source::format::words::zero_bytes(w ^ NEWLINES);
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    memchr::memchr(b'\n', &hay[at..]).map(|i| at + i)
-}
-
 /// What one [`Splitter::fill`] did.
 #[derive(Debug)]
 pub(crate) struct Fill {
@@ -493,27 +478,6 @@ fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_newline_is_found_wherever_it_is() {
-        for len in 0..150 {
-            for at in 0..=len {
-                let mut hay = vec![b'x'; len];
-                // Bytes that differ from a newline by one bit or by a borrow.
-                for (i, b) in hay.iter_mut().enumerate() {
-                    *b = [b'x', 0x0B, 0x8A, 0x09, 0x00, 0xFF][i % 6];
-                }
-                if at < len {
-                    hay[at] = b'\n';
-                    if at + 1 < len {
-                        hay[at + 1] = b'\n';
-                    }
-                }
-                let want = (at < len).then_some(at);
-                assert_eq!(find_newline(&hay), want, "newline at {at} of {len}");
-            }
-        }
-    }
 
     /// Every piece of `input` as (line, offset, text), read in `chunk`-byte
     /// reads.

@@ -386,14 +386,40 @@ static int weir_cmp_slots(const void *a, const void *b) {
     return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
 }
 
+/* A live slot to sort, with its key's first 8 bytes as a big-endian number
+ * (zero-padded): comparing those numbers orders keys as their bytes do, so
+ * the sort reads a slot's key only when two keys share their first 8 bytes. */
+typedef struct {
+    uint64_t prefix;
+    weir_slot *slot;
+} weir_sort_item;
+
+static int weir_cmp_items(const void *a, const void *b) {
+    const weir_sort_item *x = a, *y = b;
+    if (x->prefix != y->prefix) return x->prefix < y->prefix ? -1 : 1;
+    return weir_cmp_slots(&x->slot, &y->slot);
+}
+
 bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_weir_plugin_state_error_t *err) {
     (void)err;
-    weir_slot **live = malloc((weir_live ? weir_live : 1) * sizeof(weir_slot *));
-    if (!live) abort();
+    weir_sort_item *items = malloc((weir_live ? weir_live : 1) * sizeof(weir_sort_item));
+    if (!items) abort();
     size_t n = 0;
-    for (size_t i = 0; i < weir_cap; i++)
-        if (weir_slots[i].hash) live[n++] = &weir_slots[i];
-    qsort(live, n, sizeof(weir_slot *), weir_cmp_slots);
+    for (size_t i = 0; i < weir_cap; i++) {
+        if (!weir_slots[i].hash) continue;
+        const uint8_t *k = (const uint8_t *)weir_slot_key(&weir_slots[i]);
+        size_t len = weir_slots[i].key_len;
+        uint64_t prefix = 0;
+        for (size_t j = 0; j < 8; j++) prefix = prefix << 8 | (j < len ? k[j] : 0);
+        items[n].prefix = prefix;
+        items[n].slot = &weir_slots[i];
+        n++;
+    }
+    qsort(items, n, sizeof(weir_sort_item), weir_cmp_items);
+    weir_slot **live = malloc((n ? n : 1) * sizeof(weir_slot *));
+    if (!live) abort();
+    for (size_t i = 0; i < n; i++) live[i] = items[i].slot;
+    free(items);
     weir_bytes out = {0};
     weir_bytes_push(&out, "WEIR", 4);
     uint8_t format = 2;

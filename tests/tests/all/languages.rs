@@ -240,3 +240,50 @@ fn every_sdk_refuses_trailing_bytes_in_a_value_and_state_of_another_shape() {
         );
     }
 }
+
+/// A blocking snapshot lists its keys in byte order (equal state, equal
+/// bytes; `wit/STATE.md`). The C SDK sorts by each key's first 8 bytes and
+/// reads the whole key only on a tie: keys that share those bytes, that are
+/// prefixes of one another or that run past them must still come in order.
+#[test]
+fn the_c_plugins_snapshot_lists_its_keys_in_byte_order() {
+    let keys = [
+        "0000000013",
+        "12345678",
+        "1",
+        "0000000012",
+        "123456781",
+        "00000000",
+        "10",
+        "4294967295",
+        "123456780",
+        "0",
+        "1234567",
+        "000000001",
+        "12345679",
+        "00",
+    ];
+    let engine = weir::plugin::WeirEngine::new(Default::default()).unwrap();
+    let loaded = engine
+        .load_file(
+            "state-machine-c",
+            std::path::Path::new(artifacts::STATE_MACHINE_C),
+        )
+        .unwrap();
+    let mut instance = weir::plugin::PluginInstance::new(&engine, &loaded, 0).unwrap();
+    instance.init(&[]).unwrap();
+    let mut batch = weir::batch::Batch::new();
+    for key in keys {
+        batch.push(key.as_bytes(), format!("{key},a").as_bytes(), i64::MIN);
+    }
+    instance.process(&batch, i64::MIN).unwrap();
+    let blob = instance.snapshot().unwrap();
+    let env = weir_guest::envelope::Envelope::parse(&blob).expect("a state envelope");
+    let written: Vec<Vec<u8>> = env
+        .entries()
+        .map(|e| e.expect("an entry").0.to_vec())
+        .collect();
+    let mut sorted: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    sorted.sort();
+    assert_eq!(written, sorted);
+}

@@ -416,10 +416,6 @@ bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_
         n++;
     }
     qsort(items, n, sizeof(weir_sort_item), weir_cmp_items);
-    weir_slot **live = malloc((n ? n : 1) * sizeof(weir_slot *));
-    if (!live) abort();
-    for (size_t i = 0; i < n; i++) live[i] = items[i].slot;
-    free(items);
     weir_bytes out = {0};
     weir_bytes_push(&out, "WEIR", 4);
     uint8_t format = 2;
@@ -431,12 +427,13 @@ bool exports_weir_plugin_state_snapshot(operator_plugin_list_u8_t *ret, exports_
     weir_bytes_u32(&out, 0); /* no operator-wide bytes */
     weir_bytes_u64(&out, n);
     for (size_t i = 0; i < n; i++) {
-        weir_bytes_u32(&out, (uint32_t)live[i]->key_len);
-        weir_bytes_push(&out, weir_slot_key(live[i]), live[i]->key_len);
-        weir_bytes_u32(&out, (uint32_t)live[i]->val_len);
-        weir_bytes_push(&out, weir_slot_val(live[i]), live[i]->val_len);
+        const weir_slot *s = items[i].slot;
+        weir_bytes_u32(&out, (uint32_t)s->key_len);
+        weir_bytes_push(&out, weir_slot_key(s), s->key_len);
+        weir_bytes_u32(&out, (uint32_t)s->val_len);
+        weir_bytes_push(&out, weir_slot_val(s), s->val_len);
     }
-    free(live);
+    free(items);
     ret->ptr = out.ptr;
     ret->len = out.len;
     return true;

@@ -274,9 +274,13 @@ fn the_c_plugins_snapshot_lists_its_keys_in_byte_order() {
     instance.init(&[]).unwrap();
     let mut batch = weir::batch::Batch::new();
     for key in keys {
-        batch.push(key.as_bytes(), format!("{key},a").as_bytes(), i64::MIN);
+        batch.push(
+            key.as_bytes(),
+            format!("{key},a").as_bytes(),
+            weir::batch::NO_TIMESTAMP,
+        );
     }
-    instance.process(&batch, i64::MIN).unwrap();
+    instance.process(&batch, weir::batch::NO_TIMESTAMP).unwrap();
     let blob = instance.snapshot().unwrap();
     let env = weir_guest::envelope::Envelope::parse(&blob).expect("a state envelope");
     let written: Vec<Vec<u8>> = env

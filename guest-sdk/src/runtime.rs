@@ -8,7 +8,7 @@ use crate::map::{KeyHash, StateMap};
 
 /// Records whose state buckets are fetched together, ahead of their
 /// updates (see [`Runtime::process`]).
-const GROUP: usize = 16;
+const GROUP: usize = 32;
 use crate::{Config, Ctx, KeyState, NO_TIMESTAMP, Operator, Record};
 
 /// Records in packed form (the shape of WIT `batch`), owned.

@@ -261,6 +261,11 @@ impl<O: Operator> Runtime<O> {
     /// their cache misses overlap (a touch interleaved with the records'
     /// work would stall the core at each miss, as the lookup does); each
     /// key is hashed once.
+    ///
+    /// While no key holds state (a stateless operator, or a keyed one
+    /// before its first value), every lookup would find nothing: records
+    /// then run without hashing or looking up their keys, until one leaves
+    /// a value.
     pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
         let n = batch.checked_len().map_err(Error::Other)?;
         // Only the hashes wait in an array between the passes: each pass
@@ -270,6 +275,10 @@ impl<O: Operator> Runtime<O> {
         let mut hashes = [KeyHash::NONE; GROUP];
         let mut start = 0;
         while start < n {
+            if self.state.is_empty() {
+                start = self.run_while_stateless(batch, start, n, watermark)?;
+                continue;
+            }
             let len = GROUP.min(n - start);
             for (j, h) in hashes[..len].iter_mut().enumerate() {
                 let rec = batch.record(start + j).map_err(Error::Other)?;
@@ -290,6 +299,34 @@ impl<O: Operator> Runtime<O> {
             start += len;
         }
         Ok(self.out.take())
+    }
+
+    /// Run records `start..n` while the map is empty: each sees no state
+    /// (as a lookup would have found); the first that leaves a value puts
+    /// it in the map and ends the run. Returns the next record to run.
+    fn run_while_stateless(
+        &mut self,
+        batch: BatchView<'_>,
+        start: usize,
+        n: usize,
+        watermark: i64,
+    ) -> Result<usize, Error> {
+        for i in start..n {
+            let rec = batch.record(i).map_err(Error::Other)?;
+            let mut slot = None;
+            let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
+            let result = self
+                .op
+                .on_event(&rec, &mut KeyState::new(&mut slot), &mut ctx);
+            if let Err(reason) = result {
+                self.out.rejected.push((i as u32, reason));
+            }
+            if let Some(value) = slot {
+                self.state.insert(rec.key, value);
+                return Ok(i + 1);
+            }
+        }
+        Ok(n)
     }
 
     /// Run `on_timer` for every fired timer, in the order given.
@@ -639,6 +676,83 @@ mod tests {
         fn migrate_shape(_: &str, _: u32, _: &[u8]) -> Result<Option<()>, String> {
             Ok(None)
         }
+    }
+
+    /// Counts per key to 3, then clears the key; a value `x` is refused.
+    #[derive(Default, Serialize, Deserialize)]
+    struct CountToThree;
+    impl Operator for CountToThree {
+        type State = u64;
+        fn on_event(
+            &mut self,
+            record: &Record<'_>,
+            state: &mut KeyState<'_, u64>,
+            _: &mut Ctx<'_>,
+        ) -> Result<(), String> {
+            if record.value == b"x" {
+                return Err("x".into());
+            }
+            match state.get().copied().unwrap_or(0) + 1 {
+                3 => state.clear(),
+                n => state.set(n),
+            }
+            Ok(())
+        }
+    }
+
+    fn packed(records: &[(&str, &str)]) -> Packed {
+        let mut p = Packed::default();
+        for (k, v) in records {
+            p.keys.extend_from_slice(k.as_bytes());
+            p.key_ends.push(p.keys.len() as u32);
+            p.values.extend_from_slice(v.as_bytes());
+            p.value_ends.push(p.values.len() as u32);
+            p.timestamps.push(NO_TIMESTAMP);
+        }
+        p
+    }
+
+    #[test]
+    fn records_see_the_state_left_by_earlier_records_as_the_map_empties_and_fills() {
+        // The map starts empty (records run without lookups), fills at the
+        // first value, empties when `a` reaches 3 and fills again; each
+        // record must see what the records before it left, and a refused
+        // record keeps its index.
+        let mut rt = Runtime::<CountToThree>::new();
+        let input = [
+            ("a", "x"),
+            ("a", ""),
+            ("a", ""),
+            ("a", ""),
+            ("a", "x"),
+            ("b", ""),
+            ("a", ""),
+            ("b", ""),
+            ("b", ""),
+        ];
+        let batch = packed(&input);
+        let mut rejected = Vec::new();
+        // One record per call too: the map is then empty at a call's start.
+        for split in [input.len(), 1] {
+            rt = Runtime::<CountToThree>::new();
+            rejected.clear();
+            for (at, chunk) in input.chunks(split).enumerate() {
+                let out = rt.process(packed(chunk).view(), 0).unwrap();
+                rejected.extend(
+                    out.rejected
+                        .into_iter()
+                        .map(|(i, _)| i as usize + at * split),
+                );
+            }
+            assert_eq!(rejected, vec![0, 4], "split {split}");
+            assert_eq!(rt.state.get(b"a"), Some(&1), "split {split}");
+            assert_eq!(rt.state.get(b"b"), None, "split {split}");
+            assert_eq!(rt.key_count(), 1, "split {split}");
+        }
+        let out = Runtime::<CountToThree>::new()
+            .process(batch.view(), 0)
+            .unwrap();
+        assert_eq!(out.rejected.len(), 2);
     }
 
     fn counted() -> Vec<u8> {

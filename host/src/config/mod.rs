@@ -443,7 +443,7 @@ mod tests {
         );
         assert!(matches!(plan.sink, SinkSpec::Files(ref s) if s.dir == Path::new("/jobs/out")));
         assert_eq!(plan.engine.call_timeout, Duration::from_secs(10));
-        assert_eq!(plan.batch.max_records, 4096);
+        assert_eq!(plan.batch.max_records, 8192);
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Most records in one batch. Default 4096.
+    /// Most records in one batch. Default 8192.
     #[serde(default = "default_max_records")]
     pub max_records: usize,
     /// Most key and value bytes in one batch. Default 1 MiB.

@@ -41,10 +41,10 @@ pub struct BatchSettings {
 }
 
 impl Default for BatchSettings {
-    /// 4096 records, 1 MiB, 50 ms (the job file's `[batch]` defaults).
+    /// 8192 records, 1 MiB, 50 ms (the job file's `[batch]` defaults).
     fn default() -> Self {
         Self {
-            max_records: 4096,
+            max_records: 8192,
             max_bytes: 1 << 20,
             linger: Duration::from_millis(50),
         }

@@ -182,6 +182,20 @@ fn a_js_exception_sends_the_record_to_dead_letters() {
     );
 }
 
+#[test]
+fn a_c_rejection_sends_the_record_to_dead_letters() {
+    // `1,a,1` takes the C plugin's one-word parse; the refused lines take
+    // its general path, which words the reason.
+    let reasons = dead_letter_reasons(artifacts::STATE_MACHINE_C);
+    assert_eq!(
+        reasons,
+        vec![
+            "address is not a u32",
+            "unknown event (expected a letter a-g)"
+        ]
+    );
+}
+
 /// A state-machine state blob (envelope format 2, shape `shape`) with one
 /// key whose value is `value`.
 fn state_blob(shape: &str, value: &[u8]) -> Vec<u8> {

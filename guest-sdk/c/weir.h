@@ -107,12 +107,42 @@ static const uint8_t *weir_slot_val(const weir_slot *s) {
     return s->val_len <= WEIR_VAL_INLINE ? s->val.in : s->val.ptr;
 }
 
-/* FNV-1a, then a multiply so the high bits (which pick the slot) depend on
- * every byte; never 0. */
+/* Up to 7 bytes as a little-endian number, zero-padded, in at most three
+ * loads (overlapping loads OR the same bytes twice). */
+static inline uint64_t weir_load_short(const uint8_t *p, size_t n) {
+    if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + n - 4, 4);
+        return (uint64_t)lo | (uint64_t)hi << ((n - 4) * 8);
+    }
+    if (n > 0) return (uint64_t)p[0] | (uint64_t)p[n / 2] << (8 * (n / 2)) | (uint64_t)p[n - 1] << (8 * (n - 1));
+    return 0;
+}
+
+/* A key of up to 16 bytes is hashed from two words, without a loop
+ * (compiled to Wasm, a byte loop costs several times its bytes); a longer
+ * one with FNV-1a. The last multiply makes the high bits, which pick the
+ * slot, depend on every byte and on the length. Never 0. */
 static uint64_t weir_hash(const uint8_t *k, size_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) { h ^= k[i]; h *= 1099511628211ULL; }
-    h = (h ^ (h >> 29)) * 0xFF51AFD7ED558CCDULL;
+    uint64_t a, b;
+    if (n <= 16) {
+        if (n >= 8) {
+            memcpy(&a, k, 8);
+            if (n == 16) memcpy(&b, k + 8, 8);
+            else b = weir_load_short(k + 8, n - 8);
+        } else {
+            a = weir_load_short(k, n);
+            b = 0;
+        }
+    } else {
+        a = 1469598103934665603ULL;
+        for (size_t i = 0; i < n; i++) { a ^= k[i]; a *= 1099511628211ULL; }
+        b = 0;
+    }
+    uint64_t h = (a ^ 0x243F6A8885A308D3ULL ^ (uint64_t)n * 0x9E3779B97F4A7C15ULL) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ (h >> 29) ^ b) * 0xFF51AFD7ED558CCDULL;
+    h = (h ^ (h >> 32)) * 0xC4CEB9FE1A85EC53ULL;
     return h | 1;
 }
 

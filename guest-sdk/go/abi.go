@@ -27,17 +27,18 @@ var (
 // Arguments are allocated from an arena the SDK reserves inside export
 // calls, because cabi_realloc runs outside them: there the Go runtime may
 // not call an import, and growing the heap can (it reads the clock). The
-// arena starts at 2 MiB and 64 KiB (a default batch of 1 MiB of keys and
-// values, twice, with offsets) and is grown after a call to twice the
-// largest set of arguments seen; arguments that do not fit are allocated
-// from the heap (safe in a fresh instance, such as a restore's).
+// arena starts at 2 MiB and 128 KiB (a default batch of 1 MiB of keys and
+// values, twice, with the offsets and times of 8192 records) and is grown
+// after a call to twice the largest set of arguments seen; arguments that
+// do not fit are allocated from the heap (safe in a fresh instance, such as
+// a restore's).
 var (
 	argArena []uint64
 	argUsed  int
 	argNeed  int
 )
 
-func init() { argArena = make([]uint64, (2<<20+64<<10)/8) }
+func init() { argArena = make([]uint64, (2<<20+128<<10)/8) }
 
 func alloc(size, align uint32) uint32 {
 	if size == 0 {

@@ -678,7 +678,8 @@ mod tests {
         }
     }
 
-    /// Counts per key to 3, then clears the key; a value `x` is refused.
+    /// Counts per key to 3, then clears the key; a value `x` is refused, a
+    /// value `-` leaves the state alone.
     #[derive(Default, Serialize, Deserialize)]
     struct CountToThree;
     impl Operator for CountToThree {
@@ -689,8 +690,10 @@ mod tests {
             state: &mut KeyState<'_, u64>,
             _: &mut Ctx<'_>,
         ) -> Result<(), String> {
-            if record.value == b"x" {
-                return Err("x".into());
+            match record.value {
+                b"x" => return Err("x".into()),
+                b"-" => return Ok(()),
+                _ => {}
             }
             match state.get().copied().unwrap_or(0) + 1 {
                 3 => state.clear(),
@@ -715,21 +718,19 @@ mod tests {
     #[test]
     fn records_see_the_state_left_by_earlier_records_as_the_map_empties_and_fills() {
         // The map starts empty (records run without lookups), fills at the
-        // first value, empties when `a` reaches 3 and fills again; each
-        // record must see what the records before it left, and a refused
-        // record keeps its index.
-        let input = [
-            ("a", "x"),
-            ("a", ""),
-            ("a", ""),
-            ("a", ""),
-            ("a", "x"),
-            ("b", ""),
-            ("a", ""),
-            ("b", ""),
-            ("b", ""),
-        ];
-        // One record per call too: the map is then empty at a call's start.
+        // first value, empties when `a` reaches 3 (inside a group of
+        // GROUP records), stays empty to the next group, which starts
+        // without lookups again, and fills again. Each record must see what
+        // the records before it left, and a refused record keeps its index
+        // in the batch.
+        let mut input = vec![("a", "x"), ("a", ""), ("a", ""), ("a", "")];
+        // Records 4.. keep the map empty to the end of the group that
+        // started at record 2.
+        input.extend(std::iter::repeat_n(("p", "-"), GROUP + 2 - input.len()));
+        let again = input.len();
+        input.extend([("a", "x"), ("a", ""), ("b", ""), ("b", "x"), ("a", "")]);
+        // One call, and one record per call (the map is then empty at a
+        // call's start).
         for split in [input.len(), 1] {
             let mut rt = Runtime::<CountToThree>::new();
             let mut rejected = Vec::new();
@@ -741,10 +742,10 @@ mod tests {
                         .map(|(i, _)| i as usize + at * split),
                 );
             }
-            assert_eq!(rejected, vec![0, 4], "split {split}");
-            assert_eq!(rt.state.get(b"a"), Some(&1), "split {split}");
-            assert_eq!(rt.state.get(b"b"), None, "split {split}");
-            assert_eq!(rt.key_count(), 1, "split {split}");
+            assert_eq!(rejected, vec![0, again, again + 3], "split {split}");
+            assert_eq!(rt.state.get(b"a"), Some(&2), "split {split}");
+            assert_eq!(rt.state.get(b"b"), Some(&1), "split {split}");
+            assert_eq!(rt.key_count(), 2, "split {split}");
         }
     }
 

@@ -232,11 +232,27 @@ mod tests {
                 lines.push(format!("{a}{t}").into_bytes());
             }
         }
-        // Every byte in every position of lines of 4 to 9 bytes.
-        for len in 4..=9 {
-            for pos in 0..len {
+        // Every byte in every position of lines of 3 to 10 bytes that the
+        // word parse takes as they are (each change of one byte gives a
+        // line it takes, refuses, or leaves to the general path).
+        let bases: [&[u8]; 11] = [
+            b"1,a",
+            b"12,a",
+            b"1,b,",
+            b"123,c",
+            b"1,d,7",
+            b"1234,e",
+            b"12,f,9",
+            b"12345,g",
+            b"123456,a",
+            b"1234567,b",
+            b"1234567,c,",
+        ];
+        for base in bases {
+            assert!(base.len() < 4 || parse_short(base).is_some(), "{base:?}");
+            for pos in 0..base.len() {
                 for b in 0..=255u8 {
-                    let mut line = b"1234567,c,"[..len].to_vec();
+                    let mut line = base.to_vec();
                     line[pos] = b;
                     lines.push(line);
                 }

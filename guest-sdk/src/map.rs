@@ -2,14 +2,17 @@
 //! in a Wasm guest, with copy-on-write snapshots.
 //!
 //! # Layout
-//! An open-addressing table with linear probing and backward-shift deletion
-//! (no tombstones, so a table with a high churn of keys stays short-probed).
-//! A bucket is the key in 16 bytes and the value, side by side: a lookup of
-//! a short key reads one or two neighbouring buckets and compares them as
-//! two 64-bit words, with no pointer to chase and no byte-wise compare.
-//! Keys up to 15 bytes are stored inline (the 16th byte is the length); a
-//! longer key lives in a side list and its bucket holds its index and a hash
-//! of its bytes.
+//! Two open-addressing tables with linear probing and backward-shift
+//! deletion (no tombstones, so a table with a high churn of keys stays
+//! short-probed). A bucket is the key and the value side by side: a lookup
+//! reads one or two neighbouring buckets and compares whole words, with no
+//! pointer to chase and no byte-wise compare. Keys up to 7 bytes (numbered
+//! ids, the usual case) go to a table whose bucket key is one 8-byte word
+//! (the bytes, then the length): 9 bytes a bucket for a one-byte value, so
+//! more of the table stays in cache. Longer keys go to a table whose bucket
+//! key is 16 bytes: keys up to 15 bytes inline (the 16th byte is the
+//! length); a longer key lives in a side list and its bucket holds its index
+//! and a hash of its bytes.
 //!
 //! # Snapshots without a pause
 //! [`StateMap::freeze`] marks the current contents as the snapshot in
@@ -25,35 +28,47 @@
 
 use serde::Serialize;
 
-/// Keys up to this long are stored inline.
-const INLINE: usize = 15;
+/// Keys up to this long go to the short table.
+const SHORT: usize = 7;
 /// The 16th byte of a key stored in the side list.
 const LONG: u8 = 0xFF;
 /// The table grows when more than 3/4 of its buckets are used.
 const LOAD_NUM: usize = 3;
 const LOAD_DEN: usize = 4;
 
-/// A key as stored in a bucket.
+/// A key as stored in a bucket of a table of `W`-byte keys (8 or 16).
 ///
-/// Inline: the bytes, zero-padded, and the length in byte 15. Long: the
-/// index in the side list (bytes 0..4), a hash of the bytes (4..12) and
-/// [`LONG`] in byte 15.
+/// Inline (up to `W - 1` bytes): the bytes, zero-padded, and the length in
+/// the last byte. Long (16-byte table only): the index in the side list
+/// (bytes 0..4), a hash of the bytes (4..12) and [`LONG`] in byte 15.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Repr([u8; 16]);
+struct Repr<const W: usize>([u8; W]);
 
-impl Repr {
+impl<const W: usize> Repr<W> {
+    #[inline(always)]
+    fn from_words(a: u64, b: u64) -> Self {
+        let mut r = [0u8; W];
+        r[..8].copy_from_slice(&a.to_le_bytes());
+        if W == 16 {
+            r[8..].copy_from_slice(&b.to_le_bytes());
+        }
+        Repr(r)
+    }
+
     #[inline(always)]
     fn words(&self) -> (u64, u64) {
-        let (a, b) = self.0.split_at(8);
-        (
-            u64::from_le_bytes(a.try_into().expect("8 bytes")),
-            u64::from_le_bytes(b.try_into().expect("8 bytes")),
-        )
+        let a = u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"));
+        let b = if W == 16 {
+            u64::from_le_bytes(self.0[8..].try_into().expect("8 bytes"))
+        } else {
+            0
+        };
+        (a, b)
     }
 
     #[inline(always)]
     fn is_long(&self) -> bool {
-        self.0[15] == LONG
+        self.0[W - 1] == LONG
     }
 
     #[inline(always)]
@@ -105,54 +120,56 @@ fn bytes_hash(key: &[u8]) -> u64 {
     })
 }
 
-/// A key being looked up.
-struct Query<'k> {
+/// A key being looked up in a table of `W`-byte keys.
+struct Query<'k, const W: usize> {
     key: &'k [u8],
     /// Inline: the exact bucket key. Long: index 0 (compared apart).
-    repr: Repr,
+    repr: Repr<W>,
     hash: u64,
 }
 
-impl<'k> Query<'k> {
-    #[inline(always)]
+impl<'k, const W: usize> Query<'k, W> {
+    #[cfg(test)]
     fn new(key: &'k [u8]) -> Self {
-        Self::with(key, Self::key_hash(key))
+        Self::with(key, key_hash(key))
     }
 
     #[inline(always)]
     fn with(key: &'k [u8], h: KeyHash) -> Self {
         Self {
             key,
-            repr: h.repr,
+            repr: Repr::from_words(h.a, h.b),
             hash: h.hash,
         }
     }
+}
 
-    #[inline(always)]
-    fn key_hash(key: &[u8]) -> KeyHash {
-        let mut b = [0u8; 16];
-        if key.len() <= INLINE {
-            // Word loads instead of a variable-length copy: in Wasm a copy
-            // of a few bytes is a call (`memory.copy` or `memcpy`).
-            let (a, rest) = if key.len() >= 8 {
-                let (head, rest) = key.split_at(8);
-                (u64::from_le_bytes(head.try_into().expect("8 bytes")), rest)
-            } else {
-                (0, key)
-            };
-            let tail = partial_le(rest);
-            let (a, c) = if key.len() >= 8 { (a, tail) } else { (tail, 0) };
-            b[..8].copy_from_slice(&a.to_le_bytes());
-            b[8..].copy_from_slice(&(c | (key.len() as u64) << 56).to_le_bytes());
-        } else {
-            b[4..12].copy_from_slice(&bytes_hash(key).to_le_bytes());
-            b[15] = LONG;
-        }
-        let repr = Repr(b);
-        KeyHash {
-            hash: repr.hash(),
-            repr,
-        }
+/// A key's bucket words and hash: for a key of up to [`SHORT`] bytes the
+/// short table's one word (`b` is 0), for a longer one the wide table's two
+/// (`b` is never 0: it holds the length or [`LONG`] in its top byte).
+#[inline(always)]
+fn key_hash(key: &[u8]) -> KeyHash {
+    let n = key.len();
+    // Word loads instead of a variable-length copy: in Wasm a copy of a few
+    // bytes is a call (`memory.copy` or `memcpy`).
+    let (a, b) = if n <= SHORT {
+        (partial_le(key) | (n as u64) << 56, 0)
+    } else if n <= 15 {
+        let (head, rest) = key.split_at(8);
+        (
+            u64::from_le_bytes(head.try_into().expect("8 bytes")),
+            partial_le(rest) | (n as u64) << 56,
+        )
+    } else {
+        // Bytes 4..12 the hash of the bytes, byte 15 LONG (the index, in
+        // bytes 0..4, is set when the key is stored).
+        let h = bytes_hash(key);
+        ((h & 0xFFFF_FFFF) << 32, h >> 32 | u64::from(LONG) << 56)
+    };
+    KeyHash {
+        a,
+        b,
+        hash: mix(a, b),
     }
 }
 
@@ -161,20 +178,28 @@ impl<'k> Query<'k> {
 /// ahead of the record and fetches its bucket early.
 #[derive(Clone, Copy)]
 pub struct KeyHash {
-    repr: Repr,
+    a: u64,
+    b: u64,
     hash: u64,
 }
 
 impl KeyHash {
     /// A placeholder (the hash of no key in particular).
     pub const NONE: KeyHash = KeyHash {
-        repr: Repr([0; 16]),
+        a: 0,
+        b: 0,
         hash: 0,
     };
+
+    /// Whether the key goes to the short table.
+    #[inline(always)]
+    fn is_short(&self) -> bool {
+        self.b == 0
+    }
 }
 
-struct Bucket<S> {
-    key: Repr,
+struct Bucket<S, const W: usize> {
+    key: Repr<W>,
     /// `None`: the bucket is empty.
     value: Option<S>,
 }
@@ -216,13 +241,13 @@ impl Frozen {
     }
 }
 
-/// The keyed state map of an operator.
-pub struct StateMap<S> {
-    buckets: Vec<Bucket<S>>,
+/// One table of the map: its keys are `W` bytes in a bucket (8 or 16).
+struct Table<S, const W: usize> {
+    buckets: Vec<Bucket<S, W>>,
     /// `64 - log2(buckets.len())`: the hash's top bits pick the home bucket.
     shift: u32,
     len: usize,
-    /// Keys longer than [`INLINE`], by index; `None` for a free index.
+    /// Keys longer than `W - 1` bytes, by index; `None` for a free index.
     long: Vec<Option<Box<[u8]>>>,
     long_free: Vec<u32>,
     frozen: Option<Frozen>,
@@ -243,12 +268,6 @@ pub(crate) fn encode_postcard<S: Serialize>(value: &S, buf: &mut Vec<u8>) -> Res
         .map_err(|e| e.to_string())
 }
 
-impl<S: Serialize> Default for StateMap<S> {
-    fn default() -> Self {
-        Self::with_capacity(0)
-    }
-}
-
 /// Append one snapshot entry (envelope encoding) for `key` and `value`;
 /// an error if the value does not encode.
 fn write_entry<S: Serialize>(out: &mut Vec<u8>, key: &[u8], value: &S) -> Result<(), String> {
@@ -257,10 +276,9 @@ fn write_entry<S: Serialize>(out: &mut Vec<u8>, key: &[u8], value: &S) -> Result
     result
 }
 
-impl<S: Serialize> StateMap<S> {
-    /// An empty map with room for `n` keys before it grows; values are
-    /// encoded into snapshots with postcard.
-    pub fn with_capacity(n: usize) -> Self {
+impl<S: Serialize, const W: usize> Table<S, W> {
+    /// An empty table with room for `n` keys before it grows.
+    fn with_capacity(n: usize) -> Self {
         let size = (n * LOAD_DEN / LOAD_NUM + 1).next_power_of_two().max(16);
         Self {
             buckets: empty_table(size),
@@ -273,16 +291,6 @@ impl<S: Serialize> StateMap<S> {
         }
     }
 
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the map holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     #[inline(always)]
     fn mask(&self) -> usize {
         self.buckets.len() - 1
@@ -293,16 +301,16 @@ impl<S: Serialize> StateMap<S> {
         (hash >> self.shift) as usize
     }
 
-    fn key_bytes<'a>(long: &'a [Option<Box<[u8]>>], repr: &'a Repr) -> &'a [u8] {
+    fn key_bytes<'a>(long: &'a [Option<Box<[u8]>>], repr: &'a Repr<W>) -> &'a [u8] {
         if repr.is_long() {
             long[repr.long_index()].as_deref().unwrap_or_default()
         } else {
-            &repr.0[..repr.0[15] as usize]
+            &repr.0[..repr.0[W - 1] as usize]
         }
     }
 
     #[inline(always)]
-    fn probe(&self, q: &Query<'_>) -> Probe {
+    fn probe(&self, q: &Query<'_, W>) -> Probe {
         let mask = self.mask();
         let mut i = self.home(q.hash);
         if !q.repr.is_long() {
@@ -324,7 +332,7 @@ impl<S: Serialize> StateMap<S> {
                 return Probe::Vacant(i);
             }
             if b.key.is_long()
-                && b.key.0[4..12] == q.repr.0[4..12]
+                && b.key.0[4..W - 4] == q.repr.0[4..W - 4]
                 && Self::key_bytes(&self.long, &b.key) == q.key
             {
                 return Probe::Found(i);
@@ -333,66 +341,44 @@ impl<S: Serialize> StateMap<S> {
         }
     }
 
-    /// The value of `key`, if any.
-    pub fn get(&self, key: &[u8]) -> Option<&S> {
-        match self.probe(&Query::new(key)) {
+    /// The value of `key`, hashed as `h`, if any.
+    fn get(&self, key: &[u8], h: KeyHash) -> Option<&S> {
+        match self.probe(&Query::with(key, h)) {
             Probe::Found(i) => self.buckets[i].value.as_ref(),
             Probe::Vacant(_) => None,
         }
     }
 
-    /// Run `f` on `key`'s value (`None` if the key has none): a value left
-    /// in the slot is kept, `None` removes the key.
-    #[inline]
-    pub fn update<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Option<S>) -> R) -> R {
-        self.update_hashed(key, &Self::hash(key), f)
-    }
-
-    /// Hash `key` for [`StateMap::prefetch`] and [`StateMap::update_hashed`].
+    /// Start loading the bucket where the lookup of a key hashed as `hash`
+    /// begins (see [`StateMap::prefetch`]). A bucket is not aligned to a
+    /// cache line (9 or 17 bytes for a one-byte value), so both its first
+    /// and its last byte are touched: a bucket across two lines would
+    /// otherwise miss again, alone, in the lookup.
     #[inline(always)]
-    pub fn hash(key: &[u8]) -> KeyHash {
-        Query::key_hash(key)
-    }
-
-    /// Start loading the buckets where the lookups of the keys hashed as
-    /// `hs` begin. A lookup is a cache miss when the table is large; the
-    /// runtime touches the buckets of a group of records before it updates
-    /// them, so the misses overlap instead of following one another. The
-    /// keys are hashed before this call, so the touches come back to back
-    /// and all of them are in flight at once (hashing between them would
-    /// fill the core's reorder window while the first miss is pending).
-    /// On x86-64 this is a prefetch instruction; Wasm has none, so there it
-    /// is a plain load whose result nothing waits for. A bucket is not
-    /// aligned to a cache line (17 bytes for a one-byte value), so both its
-    /// first and its last byte are touched: a bucket across two lines
-    /// would otherwise miss again, alone, in the lookup.
-    #[inline(always)]
-    pub fn prefetch(&mut self, hs: &[KeyHash]) {
-        let last = std::mem::size_of::<Bucket<S>>() - 1;
-        for h in hs {
-            let p = (&self.buckets[self.home(h.hash)] as *const Bucket<S>).cast::<u8>();
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults and reads nothing visible.
-            unsafe {
-                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-                _mm_prefetch::<{ _MM_HINT_T0 }>(p.cast::<i8>());
-                _mm_prefetch::<{ _MM_HINT_T0 }>(p.add(last).cast::<i8>());
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            // SAFETY: both bytes are inside the bucket; a volatile read of
-            // a `MaybeUninit` byte is defined whatever the byte holds, and
-            // is never removed (the load is the point).
-            unsafe {
-                let p = p.cast::<std::mem::MaybeUninit<u8>>();
-                std::ptr::read_volatile(p);
-                std::ptr::read_volatile(p.add(last));
-            }
+    fn touch(&self, hash: u64) {
+        let last = std::mem::size_of::<Bucket<S, W>>() - 1;
+        let p = (&self.buckets[self.home(hash)] as *const Bucket<S, W>).cast::<u8>();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and reads nothing visible.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<{ _MM_HINT_T0 }>(p.cast::<i8>());
+            _mm_prefetch::<{ _MM_HINT_T0 }>(p.add(last).cast::<i8>());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: both bytes are inside the bucket; a volatile read of a
+        // `MaybeUninit` byte is defined whatever the byte holds, and is
+        // never removed (the load is the point).
+        unsafe {
+            let p = p.cast::<std::mem::MaybeUninit<u8>>();
+            std::ptr::read_volatile(p);
+            std::ptr::read_volatile(p.add(last));
         }
     }
 
-    /// [`StateMap::update`] for `key`, hashed as `h` by [`StateMap::hash`].
+    /// [`StateMap::update_hashed`] in this table.
     #[inline(always)]
-    pub fn update_hashed<R>(
+    fn update_hashed<R>(
         &mut self,
         key: &[u8],
         h: &KeyHash,
@@ -426,17 +412,7 @@ impl<S: Serialize> StateMap<S> {
         r
     }
 
-    /// Set `key`'s value.
-    pub fn insert(&mut self, key: &[u8], value: S) {
-        self.update(key, |slot| *slot = Some(value));
-    }
-
-    /// Remove `key`, returning its value.
-    pub fn remove(&mut self, key: &[u8]) -> Option<S> {
-        self.update(key, |slot| slot.take())
-    }
-
-    fn insert_vacant(&mut self, q: &Query<'_>, mut i: usize, value: S) {
+    fn insert_vacant(&mut self, q: &Query<'_, W>, mut i: usize, value: S) {
         if (self.len + 1) * LOAD_DEN > self.buckets.len() * LOAD_NUM {
             self.grow();
             i = match self.probe(q) {
@@ -557,7 +533,7 @@ impl<S: Serialize> StateMap<S> {
     }
 
     /// Every entry, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &S)> {
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &S)> {
         self.buckets.iter().filter_map(|b| {
             b.value
                 .as_ref()
@@ -567,7 +543,7 @@ impl<S: Serialize> StateMap<S> {
 
     /// Freeze the current contents as a snapshot (constant time; a
     /// snapshot still open is dropped). Returns the number of entries.
-    pub fn freeze(&mut self) -> u64 {
+    fn freeze(&mut self) -> u64 {
         self.thaw();
         self.frozen = Some(Frozen {
             cursor: 0,
@@ -581,12 +557,12 @@ impl<S: Serialize> StateMap<S> {
     }
 
     /// Whether a snapshot is open.
-    pub fn is_frozen(&self) -> bool {
+    fn is_frozen(&self) -> bool {
         self.frozen.is_some()
     }
 
     /// Drop the open snapshot, if any.
-    pub fn thaw(&mut self) {
+    fn thaw(&mut self) {
         if self.frozen.take().is_some() {
             self.encode_error = None;
         }
@@ -596,7 +572,7 @@ impl<S: Serialize> StateMap<S> {
     /// least `max_bytes` or the snapshot is complete. Returns whether it is
     /// complete (the snapshot is then closed); an error if a value did not
     /// encode or the entry count does not add up.
-    pub fn next_chunk(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, String> {
+    fn next_chunk(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, String> {
         let Some(f) = self.frozen.as_mut() else {
             return Err("no snapshot is open".into());
         };
@@ -645,10 +621,167 @@ impl<S: Serialize> StateMap<S> {
     }
 }
 
-fn empty_table<S>(size: usize) -> Vec<Bucket<S>> {
+/// The keyed state map of an operator: keys up to [`SHORT`] bytes in the
+/// short table, longer ones in the wide table.
+pub struct StateMap<S> {
+    short: Table<S, 8>,
+    wide: Table<S, 16>,
+}
+
+impl<S: Serialize> Default for StateMap<S> {
+    fn default() -> Self {
+        Self::with_capacities(0, 0)
+    }
+}
+
+impl<S: Serialize> StateMap<S> {
+    /// An empty map with room for `short` keys of up to 7 bytes and `wide`
+    /// longer ones before it grows; values are encoded into snapshots with
+    /// postcard.
+    pub fn with_capacities(short: usize, wide: usize) -> Self {
+        Self {
+            short: Table::with_capacity(short),
+            wide: Table::with_capacity(wide),
+        }
+    }
+
+    /// Whether `key` goes to the short table.
+    #[inline(always)]
+    pub fn is_short(key: &[u8]) -> bool {
+        key.len() <= SHORT
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.short.len + self.wide.len
+    }
+
+    /// Whether the map holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<&S> {
+        let h = key_hash(key);
+        if h.is_short() {
+            self.short.get(key, h)
+        } else {
+            self.wide.get(key, h)
+        }
+    }
+
+    /// Run `f` on `key`'s value (`None` if the key has none): a value left
+    /// in the slot is kept, `None` removes the key.
+    #[inline]
+    pub fn update<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Option<S>) -> R) -> R {
+        self.update_hashed(key, &Self::hash(key), f)
+    }
+
+    /// Hash `key` for [`StateMap::prefetch`] and [`StateMap::update_hashed`].
+    #[inline(always)]
+    pub fn hash(key: &[u8]) -> KeyHash {
+        key_hash(key)
+    }
+
+    /// Start loading the buckets where the lookups of the keys hashed as
+    /// `hs` begin. A lookup is a cache miss when the table is large; the
+    /// runtime touches the buckets of a group of records before it updates
+    /// them, so the misses overlap instead of following one another. The
+    /// keys are hashed before this call, so the touches come back to back
+    /// and all of them are in flight at once (hashing between them would
+    /// fill the core's reorder window while the first miss is pending).
+    /// On x86-64 this is a prefetch instruction; Wasm has none, so there it
+    /// is a plain load whose result nothing waits for.
+    #[inline(always)]
+    pub fn prefetch(&mut self, hs: &[KeyHash]) {
+        for h in hs {
+            if h.is_short() {
+                self.short.touch(h.hash);
+            } else {
+                self.wide.touch(h.hash);
+            }
+        }
+    }
+
+    /// [`StateMap::update`] for `key`, hashed as `h` by [`StateMap::hash`].
+    #[inline(always)]
+    pub fn update_hashed<R>(
+        &mut self,
+        key: &[u8],
+        h: &KeyHash,
+        f: impl FnOnce(&mut Option<S>) -> R,
+    ) -> R {
+        if h.is_short() {
+            self.short.update_hashed(key, h, f)
+        } else {
+            self.wide.update_hashed(key, h, f)
+        }
+    }
+
+    /// Set `key`'s value.
+    pub fn insert(&mut self, key: &[u8], value: S) {
+        self.update(key, |slot| *slot = Some(value));
+    }
+
+    /// Remove `key`, returning its value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<S> {
+        self.update(key, |slot| slot.take())
+    }
+
+    /// Every entry: the short table's, then the wide table's, each in
+    /// table order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &S)> {
+        self.short.iter().chain(self.wide.iter())
+    }
+
+    /// Freeze the current contents as a snapshot (constant time; a
+    /// snapshot still open is dropped). Returns the number of entries.
+    pub fn freeze(&mut self) -> u64 {
+        self.short.freeze() + self.wide.freeze()
+    }
+
+    /// Whether a snapshot is open.
+    pub fn is_frozen(&self) -> bool {
+        self.short.is_frozen() || self.wide.is_frozen()
+    }
+
+    /// Drop the open snapshot, if any.
+    pub fn thaw(&mut self) {
+        self.short.thaw();
+        self.wide.thaw();
+    }
+
+    /// Append frozen entries (envelope encoding) to `out` until it holds at
+    /// least `max_bytes` or the snapshot is complete: the short table's
+    /// entries, then the wide table's. Returns whether it is complete (the
+    /// snapshot is then closed); an error if a value did not encode or an
+    /// entry count does not add up.
+    pub fn next_chunk(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> Result<bool, String> {
+        if !self.is_frozen() {
+            return Err("no snapshot is open".into());
+        }
+        if self.short.is_frozen() {
+            match self.short.next_chunk(out, max_bytes) {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    self.wide.thaw();
+                    return Err(e);
+                }
+            }
+            if out.len() >= max_bytes || !self.wide.is_frozen() {
+                return Ok(!self.wide.is_frozen());
+            }
+        }
+        self.wide.next_chunk(out, max_bytes)
+    }
+}
+
+fn empty_table<S, const W: usize>(size: usize) -> Vec<Bucket<S, W>> {
     let mut v = Vec::with_capacity(size);
     v.resize_with(size, || Bucket {
-        key: Repr([0; 16]),
+        key: Repr([0; W]),
         value: None,
     });
     v
@@ -710,30 +843,51 @@ mod tests {
     }
 
     /// Keys that differ in one byte, anywhere, land in different buckets:
-    /// no clusters for numbered keys.
+    /// no clusters for numbered keys, in either table.
     #[test]
     fn numbered_keys_spread_over_the_table() {
-        let mut map = StateMap::<u64>::with_capacity(100_000);
-        let shift = map.shift;
-        let mut homes = std::collections::HashSet::new();
-        for i in 0..100_000u64 {
-            let key = format!("{}", 1_000_000 + i * 7);
-            homes.insert(Query::new(key.as_bytes()).hash >> shift);
-            map.insert(key.as_bytes(), i);
+        for base in [1_000_000u64, 1_000_000_000] {
+            let mut map = StateMap::<u64>::with_capacities(100_000, 100_000);
+            let shift = if base < 10_000_000 {
+                map.short.shift
+            } else {
+                map.wide.shift
+            };
+            let mut homes = std::collections::HashSet::new();
+            for i in 0..100_000u64 {
+                let key = format!("{}", base + i * 7);
+                homes.insert(key_hash(key.as_bytes()).hash >> shift);
+                map.insert(key.as_bytes(), i);
+            }
+            // 100k keys into 256k buckets: about 82k distinct homes if
+            // spread at random.
+            assert!(homes.len() > 75_000, "{} distinct homes", homes.len());
+            assert_eq!(
+                (map.short.len, map.wide.len),
+                if base < 10_000_000 {
+                    (100_000, 0)
+                } else {
+                    (0, 100_000)
+                }
+            );
         }
-        // 100k keys into 256k buckets: about 82k distinct homes if spread
-        // at random.
-        assert!(homes.len() > 75_000, "{} distinct homes", homes.len());
     }
 
     #[test]
     fn inline_keys_are_their_bytes_zero_padded_with_the_length_last() {
-        for len in 0..=INLINE {
+        for len in 0..=SHORT {
+            let key: Vec<u8> = (1..=len as u8).collect();
+            let mut want = [0u8; 8];
+            want[..len].copy_from_slice(&key);
+            want[7] = len as u8;
+            assert_eq!(Query::<8>::new(&key).repr.0, want, "length {len}");
+        }
+        for len in SHORT + 1..=15 {
             let key: Vec<u8> = (1..=len as u8).collect();
             let mut want = [0u8; 16];
             want[..len].copy_from_slice(&key);
             want[15] = len as u8;
-            assert_eq!(Query::new(&key).repr.0, want, "length {len}");
+            assert_eq!(Query::<16>::new(&key).repr.0, want, "length {len}");
         }
     }
 

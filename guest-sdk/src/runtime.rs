@@ -419,9 +419,18 @@ impl<O: Operator> Runtime<O> {
         } else {
             O::migrate_operator(from_version, env.operator).map_err(Error::State)?
         };
-        // Each entry takes at least 8 bytes: a count beyond that is a lie.
-        let mut state =
-            StateMap::with_capacity(usize::try_from(env.count).unwrap_or(0).min(blob.len() / 8));
+        // Size each table for its keys, counted in a first pass (cheaper
+        // than growing); the envelope's count is checked as entries are
+        // read.
+        let (mut short, mut wide) = (0, 0);
+        for (key, _) in env.entries().flatten() {
+            if StateMap::<O::State>::is_short(key) {
+                short += 1;
+            } else {
+                wide += 1;
+            }
+        }
+        let mut state = StateMap::with_capacities(short, wide);
         for entry in env.entries() {
             let (key, value) = entry.map_err(Error::State)?;
             let value = match foreign {

@@ -30,6 +30,8 @@ use serde::Serialize;
 
 /// Keys up to this long go to the short table.
 const SHORT: usize = 7;
+/// Keys up to this long are stored inline in the wide table.
+const INLINE: usize = 15;
 /// The 16th byte of a key stored in the side list.
 const LONG: u8 = 0xFF;
 /// The table grows when more than 3/4 of its buckets are used.
@@ -154,7 +156,7 @@ fn key_hash(key: &[u8]) -> KeyHash {
     // bytes is a call (`memory.copy` or `memcpy`).
     let (a, b) = if n <= SHORT {
         (partial_le(key) | (n as u64) << 56, 0)
-    } else if n <= 15 {
+    } else if n <= INLINE {
         let (head, rest) = key.split_at(8);
         (
             u64::from_le_bytes(head.try_into().expect("8 bytes")),
@@ -882,7 +884,7 @@ mod tests {
             want[7] = len as u8;
             assert_eq!(Query::<8>::new(&key).repr.0, want, "length {len}");
         }
-        for len in SHORT + 1..=15 {
+        for len in SHORT + 1..=INLINE {
             let key: Vec<u8> = (1..=len as u8).collect();
             let mut want = [0u8; 16];
             want[..len].copy_from_slice(&key);

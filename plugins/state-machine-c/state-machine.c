@@ -65,10 +65,7 @@ static inline int parse_short(const uint8_t *v, size_t len, uint64_t *address, i
     if (len >= 8) {
         memcpy(&w, v, 8);
     } else if (len >= 4) {
-        uint32_t lo, hi;
-        memcpy(&lo, v, 4);
-        memcpy(&hi, v + len - 4, 4);
-        w = (uint64_t)lo | (uint64_t)hi << ((len - 4) * 8);
+        w = weir_load_short(v, len);
     } else {
         return 0;
     }

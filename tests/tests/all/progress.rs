@@ -237,6 +237,10 @@ interval_ms = 200
     );
 
     // The same figures in the log lines (standard error is a pipe here).
+    // A line comes every 200 ms, and the lag can have become known only
+    // just now (once it was known 1.6 s after the switch, and the job was
+    // stopped before the next line): give the reporter a few lines' time.
+    std::thread::sleep(Duration::from_secs(1));
     let log = stop(child);
     for l in log
         .lines()

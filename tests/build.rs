@@ -33,6 +33,7 @@ fn main() {
         &[
             "plugins",
             "tests/plugins",
+            "tests/plugins-c",
             "envelope",
             "guest-sdk/c",
             "guest-sdk/python",
@@ -77,6 +78,16 @@ fn main() {
             &workspace,
             "plugins/state-machine-c/state-machine.c",
             "state-machine-c",
+            &out,
+        ),
+    ));
+    built.push((
+        "`state-ops-c` (C test plugin: a record's state calls)".into(),
+        "STATE_OPS_C",
+        weir_build_support::build_c_plugin(
+            &workspace,
+            "tests/plugins-c/state-ops.c",
+            "state-ops-c",
             &out,
         ),
     ));

@@ -161,18 +161,51 @@ static uint64_t weir_key_hash(const uint8_t *key, size_t n) {
     return weir_hash(key, n);
 }
 
+/* Whether the n bytes at a and b are equal: keys up to 16 bytes by words
+ * (in Wasm, memcmp is a call and a byte loop), longer ones by memcmp. */
+static inline int weir_key_eq(const uint8_t *a, const uint8_t *b, size_t n) {
+    uint64_t x, y;
+    if (n > 16) return memcmp(a, b, n) == 0;
+    if (n < 8) return weir_load_short(a, n) == weir_load_short(b, n);
+    /* 8-16 bytes: the first 8 and the last 8 (overlapping below 16). */
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    if (x != y) return 0;
+    memcpy(&x, a + n - 8, 8);
+    memcpy(&y, b + n - 8, 8);
+    return x == y;
+}
+
+/* The last lookup of the record's key, so that a get followed by a put or
+ * a del of that key (a read-modify-write, the usual record) probes the
+ * table once. Only for the key of the record being processed (its bytes
+ * do not change during the record); dropped when the table changes shape
+ * (an insertion, a deletion, a rehash) and when the next record starts. */
+static const uint8_t *weir_memo_key; /* NULL: none */
+static size_t weir_memo_slot;
+static int weir_memo_found;
+
 /* The slot holding `key`, or the empty slot where it would go (*found 0). */
 static size_t weir_probe(const uint8_t *key, size_t n, uint64_t h, int *found) {
+    int current = weir_cur_key && key == weir_cur_key && n == weir_cur_len;
+    if (current && weir_memo_key == key) { *found = weir_memo_found; return weir_memo_slot; }
     size_t i = weir_home(h);
     for (;;) {
         const weir_slot *s = &weir_slots[i];
-        if (!s->hash) { *found = 0; return i; }
-        if (s->hash == h && s->key_len == n && memcmp(weir_slot_key(s), key, n) == 0) { *found = 1; return i; }
+        if (!s->hash) { *found = 0; break; }
+        if (s->hash == h && s->key_len == n && weir_key_eq(weir_slot_key(s), key, n)) { *found = 1; break; }
         i = (i + 1) & (weir_cap - 1);
     }
+    if (current) {
+        weir_memo_key = key;
+        weir_memo_slot = i;
+        weir_memo_found = *found;
+    }
+    return i;
 }
 
 static void weir_rehash(size_t cap) {
+    weir_memo_key = NULL;
     weir_slot *old = weir_slots;
     size_t old_cap = weir_cap;
     weir_slots = calloc(cap, sizeof(weir_slot));
@@ -213,6 +246,10 @@ static void weir_state_put(const uint8_t *key, size_t n, const uint8_t *val, siz
     int found;
     weir_slot *s = &weir_slots[weir_probe(key, n, h, &found)];
     if (!found) {
+        /* The key is now in this slot: the memo (if this is the record's
+         * key) says so; another key's insertion drops it. */
+        if (weir_memo_key && weir_memo_key == key) weir_memo_found = 1;
+        else weir_memo_key = NULL;
         s->hash = h;
         s->key_len = (uint32_t)n;
         if (n <= WEIR_KEY_INLINE) {
@@ -227,7 +264,11 @@ static void weir_state_put(const uint8_t *key, size_t n, const uint8_t *val, siz
     }
     if (s->val_len > WEIR_VAL_INLINE && val_len <= WEIR_VAL_INLINE) free(s->val.ptr);
     if (val_len <= WEIR_VAL_INLINE) {
-        memcpy(s->val.in, val, val_len);
+        /* One 8-byte store (a copy of a variable length is a call in Wasm). */
+        uint64_t w;
+        if (val_len == 8) memcpy(&w, val, 8);
+        else w = weir_load_short(val, val_len);
+        memcpy(s->val.in, &w, 8);
     } else {
         uint8_t *p = realloc(s->val_len > WEIR_VAL_INLINE ? s->val.ptr : NULL, val_len);
         if (!p) abort();
@@ -243,6 +284,7 @@ static void weir_state_del(const uint8_t *key, size_t n) {
     int found;
     size_t hole = weir_probe(key, n, weir_key_hash(key, n), &found);
     if (!found) return;
+    weir_memo_key = NULL;
     weir_slot_free(&weir_slots[hole]);
     weir_slots[hole].hash = 0;
     weir_live--;
@@ -266,6 +308,7 @@ static void weir_state_clear_all(void) {
         if (weir_slots[i].hash) weir_slot_free(&weir_slots[i]);
     free(weir_slots);
     weir_slots = NULL;
+    weir_memo_key = NULL;
     weir_cap = weir_live = 0;
 }
 
@@ -348,7 +391,7 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
      * table overlap instead of following one another (Wasm has no
      * prefetch: a touch is a load nothing waits for), then the records run
      * in order, each key's hash reused by its state calls. */
-    enum { GROUP = 16 };
+    enum { GROUP = 32 };
     uint64_t hashes[GROUP];
     uint32_t starts[GROUP][2];
     weir_ctx ctx = {0};
@@ -365,13 +408,17 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
             starts[j][0] = ks;
             starts[j][1] = vs;
             hashes[j] = weir_hash(input->keys.ptr + ks, ke - ks);
-            if (weir_cap) {
+            ks = ke;
+            vs = ve;
+        }
+        /* The touches back to back, after the hashing: hashing between them
+         * would fill the core's reorder window while a miss is pending. */
+        if (weir_cap) {
+            for (size_t j = 0; j < len; j++) {
                 const volatile uint8_t *slot = (const volatile uint8_t *)&weir_slots[weir_home(hashes[j])];
                 (void)slot[0];
                 (void)slot[sizeof(weir_slot) - 1];
             }
-            ks = ke;
-            vs = ve;
         }
         for (size_t j = 0; j < len; j++) {
             size_t i = g + j;
@@ -379,6 +426,7 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
             weir_cur_key = input->keys.ptr + k0;
             weir_cur_len = input->key_ends.ptr[i] - k0;
             weir_cur_hash = hashes[j];
+            weir_memo_key = NULL;
             ctx.index = (uint32_t)i;
             weir_on_event(&ctx, weir_cur_key, weir_cur_len, input->values.ptr + v0,
                           input->value_ends.ptr[i] - v0, input->timestamps.ptr[i]);
@@ -386,6 +434,7 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
     }
     weir_cur_key = NULL;
     weir_cur_len = 0;
+    weir_memo_key = NULL;
     exports_weir_plugin_operator_batch_free(input);
     weir_outcome(&ctx, ret);
     return true;

@@ -305,3 +305,89 @@ fn the_c_plugins_snapshot_lists_its_keys_in_byte_order() {
     sorted.sort();
     assert_eq!(written, sorted);
 }
+
+/// The C SDK's map when one record makes several calls on its key (it
+/// remembers the record's last lookup, so a get then a put probes once):
+/// every get sees the puts and deletions before it, in the same record and
+/// across records, with other keys inserted and deleted in between, for
+/// keys of 1 to 40 bytes (inline and not, sharing their first 8 bytes) and
+/// values inline and not. A model map says what each get must see.
+#[test]
+fn the_c_sdks_map_answers_several_calls_in_one_record() {
+    let keys = [
+        "k",
+        "ab",
+        "abcdefg",
+        "abcdefgh",
+        "abcdefgh1",
+        "abcdefgh12345678",
+        "abcdefgh12345679",
+        "abcdefgh123456789",
+        "z123456789012345678901234567890123456789",
+    ];
+    let ops = [
+        "gpg",
+        "pg",
+        "gdg",
+        "pdg",
+        "pdpg",
+        "popg",
+        "pgog",
+        "gopqg",
+        "pqdg",
+        "opdgpg",
+        "ppppppppppg",
+        "dg",
+        "g",
+        "pgdgpgdg",
+        "oqoqpg",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    let mut lines = String::new();
+    let mut model: std::collections::HashMap<String, String> = Default::default();
+    let mut expected = Vec::new();
+    let mut t = 0;
+    for round in 0..3 {
+        for (i, key) in keys.iter().enumerate() {
+            let op = ops[(i * 7 + round * 5) % ops.len()];
+            t += 1;
+            lines.push_str(&format!("{key},{op},{t}\n"));
+            let other = format!("{key}~");
+            for (j, c) in op.char_indices() {
+                match c {
+                    'p' => {
+                        model.insert(key.to_string(), op[..=j].to_string());
+                    }
+                    'd' => {
+                        model.remove(*key);
+                    }
+                    'o' => {
+                        model.insert(other.clone(), "other".into());
+                    }
+                    'q' => {
+                        model.remove(&other);
+                    }
+                    'g' => expected.push(format!(
+                        "{key}={}",
+                        model.get(*key).map_or("-", String::as_str)
+                    )),
+                    _ => unreachable!(),
+                }
+            }
+        }
+    }
+    std::fs::write(events.join("a.csv"), lines).unwrap();
+    let out = dir.path().join("out");
+    let report = run(
+        &state_machine_plan(&events, &out, 1, artifacts::STATE_OPS_C),
+        RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.totals.records_read, t);
+    // `read_output` sorts the lines; each get's line names its key and the
+    // ops that wrote the value it saw.
+    expected.sort();
+    assert_eq!(read_output(&out), expected);
+}

@@ -156,8 +156,14 @@ static const uint8_t *weir_cur_key;
 static size_t weir_cur_len;
 static uint64_t weir_cur_hash;
 
+/* Whether `key` is the record's key: its address and its length (a prefix
+ * of it at the same address is another key). */
+static int weir_is_cur(const uint8_t *key, size_t n) {
+    return weir_cur_key && key == weir_cur_key && n == weir_cur_len;
+}
+
 static uint64_t weir_key_hash(const uint8_t *key, size_t n) {
-    if (key == weir_cur_key && n == weir_cur_len) return weir_cur_hash;
+    if (weir_is_cur(key, n)) return weir_cur_hash;
     return weir_hash(key, n);
 }
 
@@ -181,14 +187,14 @@ static inline int weir_key_eq(const uint8_t *a, const uint8_t *b, size_t n) {
  * table once. Only for the key of the record being processed (its bytes
  * do not change during the record); dropped when the table changes shape
  * (an insertion, a deletion, a rehash) and when the next record starts. */
-static const uint8_t *weir_memo_key; /* NULL: none */
+static int weir_memo_valid;
 static size_t weir_memo_slot;
 static int weir_memo_found;
 
 /* The slot holding `key`, or the empty slot where it would go (*found 0). */
 static size_t weir_probe(const uint8_t *key, size_t n, uint64_t h, int *found) {
-    int current = weir_cur_key && key == weir_cur_key && n == weir_cur_len;
-    if (current && weir_memo_key == key) { *found = weir_memo_found; return weir_memo_slot; }
+    int current = weir_is_cur(key, n);
+    if (current && weir_memo_valid) { *found = weir_memo_found; return weir_memo_slot; }
     size_t i = weir_home(h);
     for (;;) {
         const weir_slot *s = &weir_slots[i];
@@ -197,7 +203,7 @@ static size_t weir_probe(const uint8_t *key, size_t n, uint64_t h, int *found) {
         i = (i + 1) & (weir_cap - 1);
     }
     if (current) {
-        weir_memo_key = key;
+        weir_memo_valid = 1;
         weir_memo_slot = i;
         weir_memo_found = *found;
     }
@@ -205,7 +211,7 @@ static size_t weir_probe(const uint8_t *key, size_t n, uint64_t h, int *found) {
 }
 
 static void weir_rehash(size_t cap) {
-    weir_memo_key = NULL;
+    weir_memo_valid = 0;
     weir_slot *old = weir_slots;
     size_t old_cap = weir_cap;
     weir_slots = calloc(cap, sizeof(weir_slot));
@@ -248,8 +254,8 @@ static void weir_state_put(const uint8_t *key, size_t n, const uint8_t *val, siz
     if (!found) {
         /* The key is now in this slot: the memo (if this is the record's
          * key) says so; another key's insertion drops it. */
-        if (weir_memo_key && weir_memo_key == key) weir_memo_found = 1;
-        else weir_memo_key = NULL;
+        if (weir_is_cur(key, n)) weir_memo_found = 1;
+        else weir_memo_valid = 0;
         s->hash = h;
         s->key_len = (uint32_t)n;
         if (n <= WEIR_KEY_INLINE) {
@@ -284,7 +290,7 @@ static void weir_state_del(const uint8_t *key, size_t n) {
     int found;
     size_t hole = weir_probe(key, n, weir_key_hash(key, n), &found);
     if (!found) return;
-    weir_memo_key = NULL;
+    weir_memo_valid = 0;
     weir_slot_free(&weir_slots[hole]);
     weir_slots[hole].hash = 0;
     weir_live--;
@@ -308,7 +314,7 @@ static void weir_state_clear_all(void) {
         if (weir_slots[i].hash) weir_slot_free(&weir_slots[i]);
     free(weir_slots);
     weir_slots = NULL;
-    weir_memo_key = NULL;
+    weir_memo_valid = 0;
     weir_cap = weir_live = 0;
 }
 
@@ -426,7 +432,7 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
             weir_cur_key = input->keys.ptr + k0;
             weir_cur_len = input->key_ends.ptr[i] - k0;
             weir_cur_hash = hashes[j];
-            weir_memo_key = NULL;
+            weir_memo_valid = 0;
             ctx.index = (uint32_t)i;
             weir_on_event(&ctx, weir_cur_key, weir_cur_len, input->values.ptr + v0,
                           input->value_ends.ptr[i] - v0, input->timestamps.ptr[i]);
@@ -434,7 +440,7 @@ bool exports_weir_plugin_operator_process(exports_weir_plugin_operator_batch_t *
     }
     weir_cur_key = NULL;
     weir_cur_len = 0;
-    weir_memo_key = NULL;
+    weir_memo_valid = 0;
     exports_weir_plugin_operator_batch_free(input);
     weir_outcome(&ctx, ret);
     return true;

@@ -7,6 +7,8 @@
  *   d  del(key)
  *   o  put(key + "~", "other"), an insertion of another key
  *   q  del(key + "~")
+ *   s  put(the key without its last byte, "short"), an insertion of a key
+ *      at the record key's own address
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +33,10 @@ int weir_on_event(weir_ctx *ctx, const uint8_t *key, size_t key_len, const uint8
         case 'd': weir_state_del(key, key_len); break;
         case 'o': weir_state_put(other, key_len + 1, (const uint8_t *)"other", 5); break;
         case 'q': weir_state_del(other, key_len + 1); break;
+        case 's':
+            if (key_len == 0) { weir_reject(ctx, "no shorter key"); return 1; }
+            weir_state_put(key, key_len - 1, (const uint8_t *)"short", 5);
+            break;
         case 'g': {
             uint8_t out[200];
             size_t n = 0, len = 0;

@@ -309,7 +309,8 @@ fn the_c_plugins_snapshot_lists_its_keys_in_byte_order() {
 /// The C SDK's map when one record makes several calls on its key (it
 /// remembers the record's last lookup, so a get then a put probes once):
 /// every get sees the puts and deletions before it, in the same record and
-/// across records, with other keys inserted and deleted in between, for
+/// across records, with other keys inserted and deleted in between (one of
+/// them the record key's own prefix, passed at the same address), for
 /// keys of 1 to 40 bytes (inline and not, sharing their first 8 bytes) and
 /// values inline and not. A model map says what each get must see.
 #[test]
@@ -341,6 +342,8 @@ fn the_c_sdks_map_answers_several_calls_in_one_record() {
         "g",
         "pgdgpgdg",
         "oqoqpg",
+        "gsg",
+        "gpsdg",
     ];
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events");
@@ -348,33 +351,42 @@ fn the_c_sdks_map_answers_several_calls_in_one_record() {
     let mut lines = String::new();
     let mut model: std::collections::HashMap<String, String> = Default::default();
     let mut expected = Vec::new();
+    // Three rounds over the keys, then, on keys whose prefix is no other
+    // key's, a deletion, a get, the prefix's insertion and a get.
+    let records = (0..3)
+        .flat_map(|round| {
+            keys.iter()
+                .enumerate()
+                .map(move |(i, key)| (*key, ops[(i * 7 + round * 5) % ops.len()]))
+        })
+        .chain([("ab", "dgsg"), ("abcdefg", "dgsg"), (keys[8], "dgsg")]);
     let mut t = 0;
-    for round in 0..3 {
-        for (i, key) in keys.iter().enumerate() {
-            let op = ops[(i * 7 + round * 5) % ops.len()];
-            t += 1;
-            lines.push_str(&format!("{key},{op},{t}\n"));
-            let other = format!("{key}~");
-            for (j, c) in op.char_indices() {
-                match c {
-                    'p' => {
-                        model.insert(key.to_string(), op[..=j].to_string());
-                    }
-                    'd' => {
-                        model.remove(*key);
-                    }
-                    'o' => {
-                        model.insert(other.clone(), "other".into());
-                    }
-                    'q' => {
-                        model.remove(&other);
-                    }
-                    'g' => expected.push(format!(
-                        "{key}={}",
-                        model.get(*key).map_or("-", String::as_str)
-                    )),
-                    _ => unreachable!(),
+    for (key, op) in records {
+        t += 1;
+        lines.push_str(&format!("{key},{op},{t}\n"));
+        let other = format!("{key}~");
+        for (j, c) in op.char_indices() {
+            match c {
+                'p' => {
+                    model.insert(key.to_string(), op[..=j].to_string());
                 }
+                'd' => {
+                    model.remove(key);
+                }
+                'o' => {
+                    model.insert(other.clone(), "other".into());
+                }
+                'q' => {
+                    model.remove(&other);
+                }
+                's' => {
+                    model.insert(key[..key.len() - 1].to_string(), "short".into());
+                }
+                'g' => expected.push(format!(
+                    "{key}={}",
+                    model.get(key).map_or("-", String::as_str)
+                )),
+                _ => unreachable!(),
             }
         }
     }

@@ -65,12 +65,20 @@ impl LineParser {
 
     /// Parse a line (without its line terminator). The error is the reason
     /// the line goes to the dead-letter output.
+    #[inline(always)]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Parsed<'a>, String> {
         if self.format == Format::Csv
             && let Some(parsed) = self.csv_ascii_unquoted(line)
         {
             return parsed;
         }
+        self.parse_general(line)
+    }
+
+    /// [`LineParser::parse`] past the CSV fast path, out of line so the
+    /// fast path inlines into the caller's record loop.
+    #[inline(never)]
+    fn parse_general<'a>(&self, line: &'a [u8]) -> Result<Parsed<'a>, String> {
         if self.format == Format::Raw {
             return Ok(Parsed {
                 key: None,
@@ -95,7 +103,7 @@ impl LineParser {
 
     /// The common case in one pass: an ASCII line without quotes. `None`
     /// when the line needs the general path (quotes or non-ASCII bytes).
-    #[inline]
+    #[inline(always)]
     fn csv_ascii_unquoted<'a>(&self, line: &'a [u8]) -> Option<Result<Parsed<'a>, String>> {
         let key_col = match self.key {
             KeySpec::Column(c) => c,

@@ -1,26 +1,165 @@
 //! Byte searches over the read buffer, tuned for short records.
 
-/// The first `\n` in `hay`. Lines are mostly short: the first 64 bytes are
-/// searched a word at a time inline, which costs less than a call to
-/// `memchr` and its set-up; a longer line goes on with `memchr`.
-#[inline(always)]
-pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
-    const NEWLINES: u64 = 0x0A0A_0A0A_0A0A_0A0A;
-    let mut at = 0;
-    for word in hay.chunks_exact(8).take(8) {
-        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let found = crate::source::format::words::zero_bytes(w ^ NEWLINES);
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
+/// The newlines of one buffer, found 64 bytes at a time as a bit mask and
+/// handed out by their bits: a run of short lines costs a mask per 64 bytes
+/// and a bit scan per line, without a branch on where in a word each line
+/// ends (which short lines of varying length mispredict).
+pub(crate) struct Newlines {
+    /// Start of the block whose mask is kept (a multiple of 64), or
+    /// `usize::MAX`.
+    block: usize,
+    /// Bit `i` set: `hay[block + i]` is a newline.
+    mask: u64,
+}
+
+impl Newlines {
+    /// A cursor over a buffer not yet looked at.
+    pub(crate) fn new() -> Self {
+        Self {
+            block: usize::MAX,
+            mask: 0,
         }
-        at += 8;
     }
-    memchr::memchr(b'\n', &hay[at..]).map(|i| at + i)
+
+    /// The first `\n` in `hay[from..]`, as an index into `hay`. Every call
+    /// on one cursor must pass the same `hay`.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, hay: &[u8], from: usize) -> Option<usize> {
+        let mut block = from & !63;
+        if block >= hay.len() {
+            return None;
+        }
+        if block != self.block {
+            self.block = block;
+            self.mask = mask64(hay, block);
+        }
+        let mut m = self.mask & (!0u64 << (from & 63));
+        loop {
+            if m != 0 {
+                return Some(block + m.trailing_zeros() as usize);
+            }
+            block += 64;
+            if block >= hay.len() {
+                return None;
+            }
+            self.block = block;
+            self.mask = mask64(hay, block);
+            m = self.mask;
+        }
+    }
+}
+
+/// Bit `i` set for each newline at `hay[at + i]`, `i < 64` (bytes past the
+/// end count as none).
+#[inline(always)]
+fn mask64(hay: &[u8], at: usize) -> u64 {
+    match hay.get(at..at + 64) {
+        Some(block) => mask_block(block.try_into().expect("64 bytes")),
+        None => {
+            let mut tail = [0u8; 64];
+            let rest = &hay[at..];
+            tail[..rest.len()].copy_from_slice(rest);
+            mask_block(&tail)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn mask_block(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of x86_64; each load reads 16 bytes at `o`,
+    // `o + 16 <= 64`, inside `block`.
+    let bits = |o: usize| unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().add(o).cast::<__m128i>());
+        let eq = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8));
+        u64::from(_mm_movemask_epi8(eq) as u16)
+    };
+    bits(0) | bits(16) << 16 | bits(32) << 32 | bits(48) << 48
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn mask_block(block: &[u8; 64]) -> u64 {
+    mask_block_words(block)
+}
+
+/// [`mask_block`] a word at a time, for any machine.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn mask_block_words(block: &[u8; 64]) -> u64 {
+    const NEWLINES: u64 = 0x0A0A_0A0A_0A0A_0A0A;
+    let mut mask = 0u64;
+    for (i, word) in block.chunks_exact(8).enumerate() {
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let found = crate::source::format::words::zero_bytes(w ^ NEWLINES) >> 7;
+        // One bit per byte (bits 0, 8, .., 56) gathered into the top byte.
+        let byte = found.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask |= byte << (8 * i);
+    }
+    mask
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cursor_finds_every_newline_in_order() {
+        let mut hay = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly short lines, some empty, some over 64 bytes.
+            let len = match x >> 60 {
+                0 => 0,
+                1 => 70 + (x >> 20) as usize % 200,
+                _ => (x >> 32) as usize % 20,
+            };
+            hay.extend((0..len).map(|i| [b'x', 0x0B, 0x8A, 0x09, 0x00, 0xFF][i % 6]));
+            hay.push(b'\n');
+        }
+        for cut in [hay.len(), hay.len() - 1, hay.len() - 37] {
+            let hay = &hay[..cut];
+            let want: Vec<usize> = (0..hay.len()).filter(|&i| hay[i] == b'\n').collect();
+            let mut got = Vec::new();
+            let mut cursor = Newlines::new();
+            let mut from = 0;
+            while let Some(nl) = cursor.next(hay, from) {
+                got.push(nl);
+                from = nl + 1;
+            }
+            assert_eq!(got, want);
+            // Any starting point, on a fresh cursor and on a used one.
+            for from in (0..hay.len()).step_by(7) {
+                let want = want.iter().copied().find(|&i| i >= from);
+                assert_eq!(Newlines::new().next(hay, from), want);
+                assert_eq!(cursor.next(hay, from), want);
+            }
+        }
+    }
+
+    #[test]
+    fn block_masks_agree_across_ways() {
+        let mut block = [0u8; 64];
+        for seed in 0..500u64 {
+            for (i, b) in block.iter_mut().enumerate() {
+                let r = (seed * 131 + i as u64 * 7919) % 11;
+                *b = [
+                    b'\n', b'x', 0x0B, 0x8A, 0x09, 0x00, 0xFF, b'\n', 0x8A, 0x0A, b',',
+                ][r as usize];
+            }
+            let want = (0..64)
+                .filter(|&i| block[i] == b'\n')
+                .fold(0u64, |m, i| m | 1 << i);
+            assert_eq!(mask_block(&block), want);
+            assert_eq!(mask_block_words(&block), want);
+        }
+    }
 
     #[test]
     fn the_first_newline_is_found_wherever_it_is() {
@@ -38,7 +177,11 @@ mod tests {
                     }
                 }
                 let want = (at < len).then_some(at);
-                assert_eq!(find_newline(&hay), want, "newline at {at} of {len}");
+                assert_eq!(
+                    Newlines::new().next(&hay, 0),
+                    want,
+                    "newline at {at} of {len}"
+                );
             }
         }
     }

@@ -292,9 +292,9 @@ impl Splitter {
         let mut scan = (start + self.scanned).min(self.filled);
         let mut stopped = false;
         self.next_quote = None;
+        let mut newlines = scan::Newlines::new();
         loop {
-            while let Some(nl) = scan::find_newline(&self.buf[scan..self.filled]).map(|i| scan + i)
-            {
+            while let Some(nl) = newlines.next(&self.buf[..self.filled], scan) {
                 if let Some(s) = self.skipping.take() {
                     // The end of an over-long record.
                     let piece = Piece::TooLong {

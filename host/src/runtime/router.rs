@@ -24,9 +24,10 @@ use crate::checkpoint::manifest::{Kind, checkpoint_name};
 use crate::checkpoint::{check_savepoint_name, event_time_savepoint_name, savepoint_name};
 use crate::partition::partition_for_key;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
-use crate::source::{Completion, Output, Position};
+use crate::source::{Completion, Output, Position, RecordSpan};
 
 mod partition_time;
+mod route;
 use partition_time::PartitionTime;
 
 /// Resolved batching settings.
@@ -308,27 +309,11 @@ impl Output for Router {
         timestamp: i64,
         origin: Origin,
     ) -> ControlFlow<()> {
-        let n = self.partitions();
-        let idle_timeout = self.idle_timeout;
-        let t = self.partition_time.get_or_insert_with(|| PartitionTime {
-            max: vec![i64::MIN; n],
-            seen: vec![Instant::now(); n],
-            fresh: vec![false; n],
-            idle_timeout,
-        });
-        t.fresh[partition] = true;
-        if timestamp != NO_TIMESTAMP && timestamp > t.max[partition] {
-            t.max[partition] = timestamp;
-            self.max_timestamp = self.max_timestamp.max(timestamp);
-        }
-        let batch = &mut self.pending[partition];
-        batch.push(key, value, timestamp, origin);
-        if batch.data.len() >= self.settings.max_records
-            || batch.data.byte_size() >= self.settings.max_bytes
-        {
-            return self.send(partition);
-        }
-        ControlFlow::Continue(())
+        self.route_in(partition, key, value, timestamp, origin)
+    }
+
+    fn records(&mut self, text: &[u8], spans: &[RecordSpan], unit: u32) -> ControlFlow<()> {
+        self.route_spans(text, spans, unit)
     }
 
     fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()> {

@@ -55,6 +55,36 @@ pub struct Position {
     pub partitions: Vec<(usize, Value)>,
 }
 
+/// A record inside a text handed to [`Output::records`]: byte ranges of its
+/// key and its value (the whole line), and the place its origin names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// Start of the key.
+    pub key_start: u32,
+    /// End of the key.
+    pub key_end: u32,
+    /// Start of the value.
+    pub start: u32,
+    /// End of the value.
+    pub end: u32,
+    /// The origin's offset (files: the line number).
+    pub line: u64,
+}
+
+impl RecordSpan {
+    /// The key's bytes in `text`.
+    #[inline(always)]
+    pub fn key<'a>(&self, text: &'a [u8]) -> &'a [u8] {
+        &text[self.key_start as usize..self.key_end as usize]
+    }
+
+    /// The value's bytes in `text`.
+    #[inline(always)]
+    pub fn value<'a>(&self, text: &'a [u8]) -> &'a [u8] {
+        &text[self.start as usize..self.end as usize]
+    }
+}
+
 /// Where a source writes: the runtime's router, as a connector sees it.
 /// `Break` means the job is stopping (a savepoint with stop was taken, or
 /// the tasks hung up): the source returns [`Completion::Stopped`].
@@ -78,6 +108,23 @@ pub trait Output {
         timestamp: i64,
         origin: Origin,
     ) -> ControlFlow<()>;
+    /// Route records cut from one `text`, in order, each keyed, without an
+    /// event time, from `unit` (its origin's offset is the span's `line`):
+    /// the same as a [`Output::record`] for each, in one call.
+    fn records(&mut self, text: &[u8], spans: &[RecordSpan], unit: u32) -> ControlFlow<()> {
+        for s in spans {
+            self.record(
+                Some(s.key(text)),
+                s.value(text),
+                crate::batch::NO_TIMESTAMP,
+                Origin {
+                    unit,
+                    offset: s.line,
+                },
+            )?;
+        }
+        ControlFlow::Continue(())
+    }
     /// Send input that could not be parsed to the dead-letter output.
     fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()>;
     /// Between chunks of input: send batches older than the linger time.

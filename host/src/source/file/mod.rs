@@ -19,6 +19,7 @@ pub(crate) mod index;
 mod listing;
 mod position;
 mod progress;
+mod run;
 mod scan;
 mod split;
 
@@ -98,6 +99,9 @@ pub struct FileSource {
     progress: Arc<SourceProgress>,
     /// The largest event time handed on ([`NO_TIMESTAMP`]: none yet).
     max_time: Cell<i64>,
+    /// Lines may come in runs where they mean the same (off in tests that
+    /// compare the two ways).
+    runs: bool,
 }
 
 impl FileSource {
@@ -141,6 +145,7 @@ impl FileSource {
             start,
             until_at: Cell::new(None),
             progress,
+            runs: true,
         })
     }
 
@@ -166,14 +171,26 @@ impl FileSource {
         } else {
             None
         };
-        let mut split = Splitter::new(from.0, from.1, csv, !self.spec.follow);
+        let column = self.run_column(route);
+        let mut split =
+            Splitter::new(from.0, from.1, csv, !self.spec.follow).runs(column.is_some());
         loop {
             if self.stop.load(Ordering::Relaxed) || out.is_stopping() {
                 return Ok(Some(Completion::Stopped));
             }
             let fill = {
                 let this = &*self;
-                let mut emit = |piece: Piece<'_>| this.handle((unit, route), piece, out);
+                let mut emit = |piece: Piece<'_>| match (piece, column) {
+                    (
+                        Piece::Run {
+                            bytes,
+                            line,
+                            offset,
+                        },
+                        Some(c),
+                    ) => this.handle_run((unit, c), (bytes, line, offset), out),
+                    (piece, _) => this.handle((unit, route), piece, out),
+                };
                 split.fill(&mut *reader, &mut emit)
             };
             let fill = match fill {
@@ -298,6 +315,11 @@ impl FileSource {
         out: &mut dyn Output,
     ) -> Result<bool> {
         let (line, line_no, offset) = match piece {
+            Piece::Run { .. } => {
+                return Err(crate::Error::Internal(
+                    "a run of lines where records were due".into(),
+                ));
+            }
             Piece::TooLong { line, len, head } => {
                 let reason = format!(
                     "line {line} is {len} bytes long, over the limit of {} MiB; the dead letter \

@@ -1,18 +1,28 @@
 //! Byte searches over the read buffer, tuned for short records.
 
-/// The newlines of one buffer, found 64 bytes at a time as a bit mask and
-/// handed out by their bits: a run of short lines costs a mask per 64 bytes
-/// and a bit scan per line, without a branch on where in a word each line
-/// ends (which short lines of varying length mispredict).
-pub(crate) struct Newlines {
+/// What a [`Cursor`] finds: `b'\n'`, `b','`, or [`NON_ASCII`].
+pub(crate) type Newlines = Cursor<b'\n'>;
+/// A cursor over commas.
+pub(crate) type Commas = Cursor<b','>;
+/// The cursor's byte that stands for any byte of 0x80 or above (a byte
+/// outside ASCII), as `Cursor<NON_ASCII>`.
+pub(crate) const NON_ASCII: u8 = 0x80;
+/// A cursor over bytes outside ASCII.
+pub(crate) type NonAscii = Cursor<NON_ASCII>;
+
+/// The places of one byte (`B`) in one buffer, found 64 bytes at a time as a
+/// bit mask and handed out by their bits: a run of short lines costs a mask
+/// per 64 bytes and a bit scan per line, without a branch on where in a
+/// word each line ends (which short lines of varying length mispredict).
+pub(crate) struct Cursor<const B: u8> {
     /// Start of the block whose mask is kept (a multiple of 64), or
     /// `usize::MAX`.
     block: usize,
-    /// Bit `i` set: `hay[block + i]` is a newline.
+    /// Bit `i` set: `hay[block + i]` is one of the bytes looked for.
     mask: u64,
 }
 
-impl Newlines {
+impl<const B: u8> Cursor<B> {
     /// A cursor over a buffer not yet looked at.
     pub(crate) fn new() -> Self {
         Self {
@@ -21,52 +31,60 @@ impl Newlines {
         }
     }
 
-    /// The first `\n` in `hay[from..]`, as an index into `hay`. Every call
-    /// on one cursor must pass the same `hay`.
+    /// The first byte looked for in `hay[from..]`, as an index into `hay`.
+    /// Every call on one cursor must pass the same `hay`.
     #[inline(always)]
     pub(crate) fn next(&mut self, hay: &[u8], from: usize) -> Option<usize> {
-        let mut block = from & !63;
-        if block >= hay.len() {
+        self.next_before(hay, from, hay.len())
+    }
+
+    /// The first byte looked for in `hay[from..limit]` (`limit <=
+    /// hay.len()`): the search stops at `limit`.
+    #[inline(always)]
+    pub(crate) fn next_before(&mut self, hay: &[u8], from: usize, limit: usize) -> Option<usize> {
+        if from >= limit {
             return None;
         }
+        let mut block = from & !63;
         if block != self.block {
             self.block = block;
-            self.mask = mask64(hay, block);
+            self.mask = mask64::<B>(hay, block);
         }
         let mut m = self.mask & (!0u64 << (from & 63));
         loop {
             if m != 0 {
-                return Some(block + m.trailing_zeros() as usize);
+                let at = block + m.trailing_zeros() as usize;
+                return (at < limit).then_some(at);
             }
             block += 64;
-            if block >= hay.len() {
+            if block >= limit {
                 return None;
             }
             self.block = block;
-            self.mask = mask64(hay, block);
+            self.mask = mask64::<B>(hay, block);
             m = self.mask;
         }
     }
 }
 
-/// Bit `i` set for each newline at `hay[at + i]`, `i < 64` (bytes past the
-/// end count as none).
+/// Bit `i` set for each byte looked for at `hay[at + i]`, `i < 64` (bytes
+/// past the end count as none).
 #[inline(always)]
-fn mask64(hay: &[u8], at: usize) -> u64 {
+fn mask64<const B: u8>(hay: &[u8], at: usize) -> u64 {
     match hay.get(at..at + 64) {
-        Some(block) => mask_block(block.try_into().expect("64 bytes")),
+        Some(block) => mask_block::<B>(block.try_into().expect("64 bytes")),
         None => {
             let mut tail = [0u8; 64];
             let rest = &hay[at..];
             tail[..rest.len()].copy_from_slice(rest);
-            mask_block(&tail)
+            mask_block::<B>(&tail)
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn mask_block(block: &[u8; 64]) -> u64 {
+fn mask_block<const B: u8>(block: &[u8; 64]) -> u64 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
@@ -74,27 +92,35 @@ fn mask_block(block: &[u8; 64]) -> u64 {
     // `o + 16 <= 64`, inside `block`.
     let bits = |o: usize| unsafe {
         let v = _mm_loadu_si128(block.as_ptr().add(o).cast::<__m128i>());
-        let eq = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8));
-        u64::from(_mm_movemask_epi8(eq) as u16)
+        let m = if B == NON_ASCII {
+            // The high bit of each byte.
+            _mm_movemask_epi8(v)
+        } else {
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(B as i8)))
+        };
+        u64::from(m as u16)
     };
     bits(0) | bits(16) << 16 | bits(32) << 32 | bits(48) << 48
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn mask_block(block: &[u8; 64]) -> u64 {
-    mask_block_words(block)
+fn mask_block<const B: u8>(block: &[u8; 64]) -> u64 {
+    mask_block_words::<B>(block)
 }
 
 /// [`mask_block`] a word at a time, for any machine.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
-fn mask_block_words(block: &[u8; 64]) -> u64 {
-    const NEWLINES: u64 = 0x0A0A_0A0A_0A0A_0A0A;
+fn mask_block_words<const B: u8>(block: &[u8; 64]) -> u64 {
     let mut mask = 0u64;
     for (i, word) in block.chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let found = crate::source::format::words::zero_bytes(w ^ NEWLINES) >> 7;
+        let found = if B == NON_ASCII {
+            w & 0x8080_8080_8080_8080
+        } else {
+            crate::source::format::words::zero_bytes(w ^ (u64::from(B) * 0x0101_0101_0101_0101))
+        } >> 7;
         // One bit per byte (bits 0, 8, .., 56) gathered into the top byte.
         let byte = found.wrapping_mul(0x0102_0408_1020_4080) >> 56;
         mask |= byte << (8 * i);
@@ -139,6 +165,16 @@ mod tests {
                 let want = want.iter().copied().find(|&i| i >= from);
                 assert_eq!(Newlines::new().next(hay, from), want);
                 assert_eq!(cursor.next(hay, from), want);
+                // And stopping at a limit, before or past the match.
+                for limit in [from, from + 1, from + 9, from + 64, from + 200] {
+                    let limit = limit.min(hay.len());
+                    let want = want.filter(|&i| i < limit);
+                    assert_eq!(
+                        cursor.next_before(hay, from, limit),
+                        want,
+                        "{from}..{limit}"
+                    );
+                }
             }
         }
     }
@@ -153,11 +189,20 @@ mod tests {
                     b'\n', b'x', 0x0B, 0x8A, 0x09, 0x00, 0xFF, b'\n', 0x8A, 0x0A, b',',
                 ][r as usize];
             }
-            let want = (0..64)
-                .filter(|&i| block[i] == b'\n')
-                .fold(0u64, |m, i| m | 1 << i);
-            assert_eq!(mask_block(&block), want);
-            assert_eq!(mask_block_words(&block), want);
+            let bits = |f: &dyn Fn(u8) -> bool| {
+                (0..64)
+                    .filter(|&i| f(block[i]))
+                    .fold(0u64, |m, i| m | 1 << i)
+            };
+            let want = bits(&|b| b == b'\n');
+            assert_eq!(mask_block::<b'\n'>(&block), want);
+            assert_eq!(mask_block_words::<b'\n'>(&block), want);
+            let want = bits(&|b| b == b',');
+            assert_eq!(mask_block::<b','>(&block), want);
+            assert_eq!(mask_block_words::<b','>(&block), want);
+            let want = bits(&|b| b >= 0x80);
+            assert_eq!(mask_block::<NON_ASCII>(&block), want);
+            assert_eq!(mask_block_words::<NON_ASCII>(&block), want);
         }
     }
 

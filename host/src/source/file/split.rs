@@ -37,6 +37,16 @@ pub(crate) enum Piece<'a> {
         /// Byte offset of its first byte in the file.
         offset: u64,
     },
+    /// Whole CSV lines without a quote, in a run (with [`Splitter::runs`]):
+    /// each line is one record, as if handed on one by one.
+    Run {
+        /// The lines, each with its line end (the last one's included).
+        bytes: &'a [u8],
+        /// The first line's number (1-based).
+        line: u64,
+        /// Byte offset of `bytes[0]` in the file.
+        offset: u64,
+    },
     /// A record longer than [`MAX_LINE`], skipped to its end.
     TooLong {
         /// Its first line's number.
@@ -136,6 +146,8 @@ pub(crate) struct Splitter {
     /// the file (`false` while following a folder: its writer may not have
     /// finished the line, so it waits for its line end).
     last_unended: bool,
+    /// Hand on runs of whole unquoted CSV lines as one [`Piece::Run`].
+    runs: bool,
 }
 
 impl Splitter {
@@ -156,7 +168,33 @@ impl Splitter {
             bad_close: false,
             at_start: offset == 0,
             last_unended,
+            runs: false,
         }
+    }
+
+    /// Hand on the lines between quotes in runs ([`Piece::Run`]) instead of
+    /// one by one (CSV only: the runs are what a quote cannot change).
+    pub(crate) fn runs(mut self, on: bool) -> Self {
+        self.runs = on && self.csv;
+        self
+    }
+
+    /// At a record's start in `buf[start..]`: the whole lines before the
+    /// next quote, `(end of the last one's line end, lines)`, if any.
+    fn run_at(&mut self, start: usize) -> Option<(usize, u64)> {
+        let quote = match self.next_quote {
+            Some((at, q)) if at <= start && start <= q => q,
+            _ => {
+                let rest = &self.buf[start..self.filled];
+                let q = memchr::memchr(b'"', rest).map_or(self.filled, |i| start + i);
+                self.next_quote = Some((start, q));
+                q
+            }
+        };
+        let run = &self.buf[start..quote];
+        let last = memchr::memrchr(b'\n', run)?;
+        let lines = run[..=last].iter().filter(|&&b| b == b'\n').count();
+        Some((start + last + 1, lines as u64))
     }
 
     /// The record boundary after everything handed on: (byte offset, lines
@@ -294,7 +332,31 @@ impl Splitter {
         self.next_quote = None;
         let mut newlines = scan::Newlines::new();
         loop {
-            while let Some(nl) = newlines.next(&self.buf[..self.filled], scan) {
+            loop {
+                if self.runs
+                    && scan == start
+                    && self.skipping.is_none()
+                    && self.newlines == 0
+                    && self.state == Csv::FieldStart
+                    && let Some((end, lines)) = self.run_at(start)
+                {
+                    let piece = Piece::Run {
+                        bytes: &self.buf[start..end],
+                        line: self.lines + 1,
+                        offset: self.base + start as u64,
+                    };
+                    let go_on = emit(piece).map_err(FillError::Emit)?;
+                    self.lines += lines;
+                    start = end;
+                    scan = start;
+                    if !go_on {
+                        stopped = true;
+                        break;
+                    }
+                }
+                let Some(nl) = newlines.next(&self.buf[..self.filled], scan) else {
+                    break;
+                };
                 if let Some(s) = self.skipping.take() {
                     // The end of an over-long record.
                     let piece = Piece::TooLong {
@@ -476,123 +538,4 @@ fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every piece of `input` as (line, offset, text), read in `chunk`-byte
-    /// reads.
-    fn pieces(input: &[u8], csv: bool, chunk: usize) -> Vec<(u64, u64, String)> {
-        struct Slow<'a>(&'a [u8], usize);
-        impl Read for Slow<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = self.0.len().min(self.1).min(buf.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
-        let mut s = Splitter::new(0, 0, csv, true);
-        let mut r = Slow(input, chunk);
-        let mut out = Vec::new();
-        loop {
-            let f = s
-                .fill(&mut r, &mut |p| -> Result<bool, ()> {
-                    match p {
-                        Piece::Record {
-                            bytes,
-                            line,
-                            offset,
-                        } => out.push((line, offset, String::from_utf8_lossy(bytes).into())),
-                        Piece::TooLong { line, len, .. } => {
-                            out.push((line, 0, format!("too long: {len}")))
-                        }
-                    }
-                    Ok(true)
-                })
-                .unwrap();
-            if f.read == 0 {
-                return out;
-            }
-        }
-    }
-
-    #[test]
-    fn crlf_bom_and_a_missing_last_newline() {
-        for chunk in [1, 2, 3, 7, 1000] {
-            let got = pieces(b"\xEF\xBB\xBFa,1\r\n\r\nb,2\r\nc,3", true, chunk);
-            assert_eq!(
-                got,
-                vec![
-                    (1, 3, "a,1".to_string()),
-                    (2, 8, String::new()),
-                    (3, 10, "b,2".into()),
-                    (4, 15, "c,3".into()),
-                ],
-                "chunk {chunk}"
-            );
-        }
-    }
-
-    #[test]
-    fn quoted_newlines_stay_in_their_record_and_lines_count_on() {
-        let input = b"1,\"two\nlines\",x\r\n2,\"a \"\"q\"\",\r\nb\",y\n3,plain,z\n";
-        for chunk in [1, 4, 1000] {
-            let got = pieces(input, true, chunk);
-            assert_eq!(
-                got,
-                vec![
-                    (1, 0, "1,\"two\nlines\",x".to_string()),
-                    (3, 17, "2,\"a \"\"q\"\",\r\nb\",y".into()),
-                    (5, 35, "3,plain,z".into()),
-                ],
-                "chunk {chunk}"
-            );
-        }
-        // An unterminated quote costs its own line only.
-        for chunk in [1, 1000] {
-            let got = pieces(b"1,\"a\n2,b\n3,\"c\nd\"\n4,e", true, chunk);
-            assert_eq!(
-                got,
-                vec![
-                    (1, 0, "1,\"a".to_string()),
-                    (2, 5, "2,b".into()),
-                    (3, 9, "3,\"c\nd\"".into()),
-                    (5, 17, "4,e".into()),
-                ],
-                "chunk {chunk}"
-            );
-        }
-        // Not CSV: every newline ends a record.
-        assert_eq!(pieces(b"\"a\nb\"\n", false, 100).len(), 2);
-        // A quote inside an unquoted field does not open a quoted field.
-        assert_eq!(pieces(b"4\"2,x\n5,y\n", true, 100).len(), 2);
-    }
-
-    #[test]
-    fn utf16_is_recognised() {
-        let mut s = Splitter::new(0, 0, true, true);
-        let f = s
-            .fill(&mut &b"\xFF\xFEa\x00"[..], &mut |_| -> Result<bool, ()> {
-                panic!("nothing is a record")
-            })
-            .unwrap();
-        assert_eq!(f.encoding, Some(Encoding::Utf16 { little: true }));
-    }
-
-    #[test]
-    fn an_over_long_record_is_one_piece_and_later_lines_keep_their_numbers() {
-        let mut input = b"a\n".to_vec();
-        input.extend(std::iter::repeat_n(b'x', MAX_LINE * 2 + 5));
-        input.extend(b"\r\nb\nc");
-        let got = pieces(&input, false, CHUNK);
-        assert_eq!(
-            got,
-            vec![
-                (1, 0, "a".to_string()),
-                (2, 0, format!("too long: {}", MAX_LINE * 2 + 5)),
-                (3, (MAX_LINE * 2 + 9) as u64, "b".into()),
-                (4, (MAX_LINE * 2 + 11) as u64, "c".into()),
-            ]
-        );
-    }
-}
+mod tests;

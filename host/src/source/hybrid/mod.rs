@@ -489,6 +489,16 @@ impl Output for FilesPhase<'_> {
         self.out.record(key, value, timestamp, origin)
     }
 
+    fn records(
+        &mut self,
+        text: &[u8],
+        spans: &[crate::source::RecordSpan],
+        unit: u32,
+    ) -> ControlFlow<()> {
+        // Without event times: nothing to add to the largest one.
+        self.out.records(text, spans, unit)
+    }
+
     fn unit_done(&mut self) {
         self.out.unit_done();
         #[cfg(feature = "failpoints")]

@@ -1,0 +1,284 @@
+//! Runs of whole CSV lines without a quote ([`Piece::Run`]): keys found with
+//! bit masks of the run's commas and non-ASCII bytes, 64 bytes at a time,
+//! and the records handed to the output together
+//! ([`Output::records`]), not one call each.
+//!
+//! A run is taken only where it means the same as the records one by one:
+//! CSV keyed by a column, without event times, on a source that routes by
+//! key. A line a run cannot take (a byte outside ASCII, which the parser
+//! checks as UTF-8, or too few columns, a dead letter) goes the way of a
+//! single record, in its place.
+
+use super::scan::{Commas, Newlines, NonAscii};
+use super::split::Piece;
+use super::{FileSource, Format, KeySpec};
+use crate::Result;
+use crate::source::{Output, RecordSpan};
+
+/// Records handed to the output at a time: their spans stay in the cache.
+const SPANS: usize = 1024;
+
+impl FileSource {
+    /// The key column, when this file's lines may come in runs (with
+    /// `route`, the partition its name gives, they may not).
+    pub(super) fn run_column(&self, route: Option<usize>) -> Option<usize> {
+        match self.spec.key {
+            KeySpec::Column(c)
+                if self.runs
+                    && self.spec.format == Format::Csv
+                    && self.spec.timestamp == KeySpec::None
+                    && route.is_none() =>
+            {
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
+    /// Route a run of lines of file `unit` (the first is line `first`, at
+    /// byte `offset`), keyed by `column`; `Ok(false)` when the job must stop.
+    pub(super) fn handle_run(
+        &self,
+        (unit, column): (u32, usize),
+        (bytes, first, offset): (&[u8], u64, u64),
+        out: &mut dyn Output,
+    ) -> Result<bool> {
+        let mut spans = Vec::with_capacity(SPANS.min(bytes.len() / 4 + 1));
+        let mut keys = Keys {
+            commas: Commas::new(),
+            non_ascii: NonAscii::new(),
+        };
+        let mut newlines = Newlines::new();
+        let (mut start, mut line) = (0usize, first);
+        while let Some(nl) = newlines.next(bytes, start) {
+            let end = if nl > start && bytes[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            if end > start && !(self.spec.header && line == 1) {
+                match keys.key(bytes, start..end, column) {
+                    Some((key_start, key_end)) => spans.push(RecordSpan {
+                        key_start: key_start as u32,
+                        key_end: key_end as u32,
+                        start: start as u32,
+                        end: end as u32,
+                        line,
+                    }),
+                    None => {
+                        if out.records(bytes, &spans, unit).is_break() {
+                            return Ok(false);
+                        }
+                        spans.clear();
+                        let piece = Piece::Record {
+                            bytes: &bytes[start..end],
+                            line,
+                            offset: offset + start as u64,
+                        };
+                        if !self.handle((unit, None), piece, out)? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                if spans.len() == SPANS {
+                    if out.records(bytes, &spans, unit).is_break() {
+                        return Ok(false);
+                    }
+                    spans.clear();
+                }
+            }
+            start = nl + 1;
+            line += 1;
+        }
+        Ok(out.records(bytes, &spans, unit).is_continue())
+    }
+}
+
+/// The cursors a run's keys are found with.
+struct Keys {
+    commas: Commas,
+    non_ascii: NonAscii,
+}
+
+impl Keys {
+    /// The key of the line `bytes[line]` (no line end, no quote): column
+    /// `column`'s range, or `None` when the line is not all ASCII or has
+    /// fewer columns (the parser decides those).
+    #[inline(always)]
+    fn key(
+        &mut self,
+        bytes: &[u8],
+        line: std::ops::Range<usize>,
+        column: usize,
+    ) -> Option<(usize, usize)> {
+        if self
+            .non_ascii
+            .next_before(bytes, line.start, line.end)
+            .is_some()
+        {
+            return None;
+        }
+        let mut start = line.start;
+        for _ in 0..column {
+            start = self.commas.next_before(bytes, start, line.end)? + 1;
+        }
+        let end = self
+            .commas
+            .next_before(bytes, start, line.end)
+            .unwrap_or(line.end);
+        Some((start, end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::batch::Origin;
+    use crate::source::file::FileSourceSpec;
+    use crate::source::{Barrier, Position, Source};
+
+    /// What a source handed on, in order: records and dead letters.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl Output for Seen {
+        fn record(&mut self, k: Option<&[u8]>, v: &[u8], t: i64, o: Origin) -> ControlFlow<()> {
+            let k = k.map(String::from_utf8_lossy);
+            let v = String::from_utf8_lossy(v);
+            self.0
+                .push(format!("{}:{} {k:?} {v:?} {t}", o.unit, o.offset));
+            ControlFlow::Continue(())
+        }
+        fn record_in(
+            &mut self,
+            _: usize,
+            k: &[u8],
+            v: &[u8],
+            t: i64,
+            o: Origin,
+        ) -> ControlFlow<()> {
+            self.record(Some(k), v, t, o)
+        }
+        fn malformed(&mut self, o: Origin, reason: &str, raw: &[u8]) -> Result<()> {
+            let raw = String::from_utf8_lossy(raw);
+            self.0
+                .push(format!("{}:{} dead {reason} {raw:?}", o.unit, o.offset));
+            Ok(())
+        }
+        fn tick(&mut self) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn flush(&mut self) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn barrier_due(&mut self) -> Option<Barrier> {
+            None
+        }
+        fn event_time_barrier(&mut self, _: i64) -> Option<Barrier> {
+            None
+        }
+        fn barrier(&mut self, _: Barrier, _: Position) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn end_of_input(&mut self, _: Position) -> ControlFlow<()> {
+            ControlFlow::Continue(())
+        }
+        fn next_barrier_id(&self) -> Option<u64> {
+            None
+        }
+        fn committed_checkpoint(&self) -> Option<u64> {
+            None
+        }
+        fn is_stopping(&self) -> bool {
+            false
+        }
+        fn read_bytes(&mut self, _: u64) {}
+        fn unit_done(&mut self) {}
+        fn report_lag(&mut self, _: &[i64], _: &[i64]) {}
+    }
+
+    fn read(dir: &std::path::Path, column: usize, header: bool, runs: bool) -> Vec<String> {
+        let spec = FileSourceSpec {
+            dir: dir.into(),
+            url: None,
+            format: Format::Csv,
+            key: KeySpec::Column(column),
+            timestamp: KeySpec::None,
+            header,
+            follow: false,
+            poll_interval: Duration::from_millis(10),
+            until: None,
+            start_at: None,
+            partition_from_name: false,
+        };
+        let mut source = FileSource::open(spec, Arc::new(AtomicBool::new(false)), None).unwrap();
+        source.runs = runs;
+        let mut seen = Seen::default();
+        source.run(&mut seen).unwrap();
+        seen.0
+    }
+
+    /// Lines of every kind a run meets or leaves to the records' own path,
+    /// over more than one read chunk.
+    fn tricky_lines() -> Vec<u8> {
+        let kinds: [&[u8]; 14] = [
+            b"12345,a,x",
+            b"7,b",
+            b"",
+            b"\r",
+            b"99,c,y\r",
+            b"lonely",
+            b",,",
+            b"k\xC3\xA9,d",
+            b"bad\xFF,e",
+            b"\"q,1\",z",
+            b"\"open,\nstill open\",w",
+            b"a\rb,c",
+            b"x,\"y\"\"z\",w",
+            b"a-much-longer-line-that-spans-more-than-one-block-of-sixty-four-bytes,f,g",
+        ];
+        let mut out = Vec::new();
+        let mut x = 7u64;
+        while out.len() < 2_300_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly plain lines, so runs are long; the rest now and then.
+            let k = if x >> 61 == 0 {
+                (x >> 20) as usize % kinds.len()
+            } else {
+                (x >> 40) as usize % 3
+            };
+            out.extend_from_slice(kinds[k]);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"last,line,without,end");
+        out
+    }
+
+    #[test]
+    fn runs_hand_on_what_the_lines_one_by_one_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), tricky_lines()).unwrap();
+        std::fs::write(dir.path().join("b.csv"), b"h,1\n2,x\n\"3\",y\n4,z\n").unwrap();
+        for (column, header) in [(0, false), (1, false), (0, true), (2, true)] {
+            let one_by_one = read(dir.path(), column, header, false);
+            let runs = read(dir.path(), column, header, true);
+            assert!(one_by_one.len() > 200_000, "{}", one_by_one.len());
+            assert!(one_by_one.iter().any(|r| r.contains(" dead ")));
+            assert_eq!(
+                runs.len(),
+                one_by_one.len(),
+                "column {column}, header {header}"
+            );
+            for (i, (a, b)) in runs.iter().zip(&one_by_one).enumerate() {
+                assert_eq!(a, b, "record {i}, column {column}, header {header}");
+            }
+        }
+    }
+}

@@ -67,6 +67,17 @@ impl<const B: u8> Cursor<B> {
     }
 }
 
+/// How many of byte `B` `hay` holds, 64 bytes at a time.
+pub(crate) fn count<const B: u8>(hay: &[u8]) -> usize {
+    let mut blocks = hay.chunks_exact(64);
+    let mut n = 0;
+    for block in &mut blocks {
+        n += mask_block::<B>(block.try_into().expect("64 bytes")).count_ones() as usize;
+    }
+    let rest = blocks.remainder();
+    n + rest.iter().filter(|&&b| b == B).count()
+}
+
 /// Bit `i` set for each byte looked for at `hay[at + i]`, `i < 64` (bytes
 /// past the end count as none).
 #[inline(always)]
@@ -176,6 +187,27 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn counts_are_of_every_newline() {
+        let hay: Vec<u8> = (0..1000u32)
+            .map(|i| {
+                if i % 7 == 0 || i % 11 == 0 {
+                    b'\n'
+                } else {
+                    b'x'
+                }
+            })
+            .collect();
+        for len in [0, 1, 63, 64, 65, 128, 500, 1000] {
+            let hay = &hay[..len];
+            assert_eq!(
+                count::<b'\n'>(hay),
+                hay.iter().filter(|&&b| b == b'\n').count(),
+                "{len}"
+            );
         }
     }
 

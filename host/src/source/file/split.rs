@@ -193,7 +193,7 @@ impl Splitter {
         };
         let run = &self.buf[start..quote];
         let last = memchr::memrchr(b'\n', run)?;
-        let lines = run[..=last].iter().filter(|&&b| b == b'\n').count();
+        let lines = scan::count::<b'\n'>(&run[..=last]);
         Some((start + last + 1, lines as u64))
     }
 

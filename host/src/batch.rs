@@ -67,6 +67,7 @@ impl Batch {
     }
 
     /// Append a record.
+    #[inline(always)]
     pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: i64) {
         append(&mut self.keys, key);
         self.key_ends.push(self.keys.len() as u32);
@@ -200,6 +201,7 @@ fn append(v: &mut Vec<u8>, s: &[u8]) {
 
 impl SourceBatch {
     /// Append a record.
+    #[inline(always)]
     pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: i64, origin: Origin) {
         self.data.push(key, value, timestamp);
         self.origins.push(origin);

@@ -9,7 +9,7 @@
 //! checks as UTF-8, or too few columns, a dead letter) goes the way of a
 //! single record, in its place.
 
-use super::scan::{Commas, Newlines, NonAscii};
+use super::scan::{Commas, LineMasks, NonAscii};
 use super::split::Piece;
 use super::{FileSource, Format, KeySpec};
 use crate::Result;
@@ -48,16 +48,37 @@ impl FileSource {
             commas: Commas::new(),
             non_ascii: NonAscii::new(),
         };
-        let mut newlines = Newlines::new();
         let (mut start, mut line) = (0usize, first);
-        while let Some(nl) = newlines.next(bytes, start) {
+        let mut block = LineMasks::of(bytes, 0);
+        while start < bytes.len() {
+            // The line's end: a run ends with a newline, so there is one.
+            if start & !63 != block.at {
+                block = LineMasks::of(bytes, start & !63);
+            }
+            let mut m = block.newlines & (!0u64 << (start & 63));
+            while m == 0 {
+                block = LineMasks::of(bytes, block.at + 64);
+                m = block.newlines;
+            }
+            let nl = block.at + m.trailing_zeros() as usize;
             let end = if nl > start && bytes[nl - 1] == b'\r' {
                 nl - 1
             } else {
                 nl
             };
             if end > start && !(self.spec.header && line == 1) {
-                match keys.key(bytes, start..end, column) {
+                let key = if start >= block.at {
+                    // The line is inside this block: its bits say it all.
+                    let bits = (!0u64 << (start - block.at)) & ((1u64 << (nl - block.at)) - 1);
+                    if block.non_ascii & bits != 0 {
+                        None
+                    } else {
+                        key_in(block.commas & bits, block.at, start..end, column)
+                    }
+                } else {
+                    keys.key(bytes, start..end, column)
+                };
+                match key {
                     Some((key_start, key_end)) => spans.push(RecordSpan {
                         key_start: key_start as u32,
                         key_end: key_end as u32,
@@ -94,7 +115,32 @@ impl FileSource {
     }
 }
 
-/// The cursors a run's keys are found with.
+/// Column `column`'s range in the line `line` whose commas are the bits of
+/// `commas` (bit `i`: byte `at + i`); `None` if it has fewer columns.
+#[inline(always)]
+fn key_in(
+    mut commas: u64,
+    at: usize,
+    line: std::ops::Range<usize>,
+    column: usize,
+) -> Option<(usize, usize)> {
+    let mut start = line.start;
+    for _ in 0..column {
+        if commas == 0 {
+            return None;
+        }
+        start = at + commas.trailing_zeros() as usize + 1;
+        commas &= commas - 1;
+    }
+    let end = if commas != 0 {
+        at + commas.trailing_zeros() as usize
+    } else {
+        line.end
+    };
+    Some((start, end))
+}
+
+/// The cursors the keys of lines over two blocks or more are found with.
 struct Keys {
     commas: Commas,
     non_ascii: NonAscii,

@@ -67,6 +67,77 @@ impl<const B: u8> Cursor<B> {
     }
 }
 
+/// The masks of one 64-byte block of a run of CSV lines, from one pass over
+/// it: newlines, commas, bytes outside ASCII.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineMasks {
+    /// Start of the block in the buffer (a multiple of 64).
+    pub(crate) at: usize,
+    /// Newlines.
+    pub(crate) newlines: u64,
+    /// Commas.
+    pub(crate) commas: u64,
+    /// Bytes of 0x80 and above.
+    pub(crate) non_ascii: u64,
+}
+
+impl LineMasks {
+    /// The masks of `hay[at..at + 64]` (`at` a multiple of 64 inside `hay`;
+    /// bytes past the end count as none).
+    #[inline(always)]
+    pub(crate) fn of(hay: &[u8], at: usize) -> Self {
+        match hay.get(at..at + 64) {
+            Some(block) => Self::of_block(at, block.try_into().expect("64 bytes")),
+            None => {
+                let mut tail = [0u8; 64];
+                let rest = &hay[at..];
+                tail[..rest.len()].copy_from_slice(rest);
+                Self::of_block(at, &tail)
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn of_block(at: usize, block: &[u8; 64]) -> Self {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let (mut newlines, mut commas, mut non_ascii) = (0u64, 0u64, 0u64);
+        for (i, o) in [0usize, 16, 32, 48].into_iter().enumerate() {
+            // SAFETY: SSE2 is part of x86_64; the load reads 16 bytes at
+            // `o`, `o + 16 <= 64`, inside `block`.
+            let (n, c, h) = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().add(o).cast::<__m128i>());
+                let n = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)));
+                let c = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8)));
+                (n, c, _mm_movemask_epi8(v))
+            };
+            let shift = 16 * i;
+            newlines |= u64::from(n as u16) << shift;
+            commas |= u64::from(c as u16) << shift;
+            non_ascii |= u64::from(h as u16) << shift;
+        }
+        Self {
+            at,
+            newlines,
+            commas,
+            non_ascii,
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn of_block(at: usize, block: &[u8; 64]) -> Self {
+        Self {
+            at,
+            newlines: mask_block_words::<b'\n'>(block),
+            commas: mask_block_words::<b','>(block),
+            non_ascii: mask_block_words::<NON_ASCII>(block),
+        }
+    }
+}
+
 /// How many of byte `B` `hay` holds, 64 bytes at a time.
 pub(crate) fn count<const B: u8>(hay: &[u8]) -> usize {
     let mut blocks = hay.chunks_exact(64);
@@ -187,6 +258,20 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn line_masks_are_the_three_masks() {
+        let hay: Vec<u8> = (0..300u32)
+            .map(|i| [b'\n', b'x', b',', 0x8A, 0x2C, 0xFF, b'0', 0x0A][(i * i % 8) as usize])
+            .collect();
+        for at in (0..hay.len()).step_by(64) {
+            let m = LineMasks::of(&hay, at);
+            assert_eq!(m.at, at);
+            assert_eq!(m.newlines, mask64::<b'\n'>(&hay, at));
+            assert_eq!(m.commas, mask64::<b','>(&hay, at));
+            assert_eq!(m.non_ascii, mask64::<NON_ASCII>(&hay, at));
         }
     }
 

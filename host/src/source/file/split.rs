@@ -182,15 +182,7 @@ impl Splitter {
     /// At a record's start in `buf[start..]`: the whole lines before the
     /// next quote, `(end of the last one's line end, lines)`, if any.
     fn run_at(&mut self, start: usize) -> Option<(usize, u64)> {
-        let quote = match self.next_quote {
-            Some((at, q)) if at <= start && start <= q => q,
-            _ => {
-                let rest = &self.buf[start..self.filled];
-                let q = memchr::memchr(b'"', rest).map_or(self.filled, |i| start + i);
-                self.next_quote = Some((start, q));
-                q
-            }
-        };
+        let quote = self.quote_from(start);
         let run = &self.buf[start..quote];
         let last = memchr::memrchr(b'\n', run)?;
         let lines = scan::count::<b'\n'>(&run[..=last]);
@@ -261,24 +253,27 @@ impl Splitter {
         })
     }
 
+    /// The first quote at or after `from` in `buf[..filled]` (`filled` if
+    /// none), searched once per stretch without quotes ([`Splitter::next_quote`]).
+    #[inline(always)]
+    fn quote_from(&mut self, from: usize) -> usize {
+        match self.next_quote {
+            Some((at, q)) if at <= from && from <= q => q,
+            _ => {
+                let rest = &self.buf[from..self.filled];
+                let q = memchr::memchr(b'"', rest).map_or(self.filled, |i| from + i);
+                self.next_quote = Some((from, q));
+                q
+            }
+        }
+    }
+
     /// Run the CSV quote state over `buf[from..to]` (no line end inside).
     #[inline(always)]
     fn fold(&mut self, from: usize, to: usize) {
-        let seg = &self.buf[from..to];
-        if matches!(self.state, Csv::FieldStart | Csv::Unquoted) && {
-            let quote = match self.next_quote {
-                Some((at, q)) if at <= from && from <= q => q,
-                _ => {
-                    let rest = &self.buf[from..self.filled];
-                    let q = memchr::memchr(b'"', rest).map_or(self.filled, |i| from + i);
-                    self.next_quote = Some((from, q));
-                    q
-                }
-            };
-            to <= quote
-        } {
+        if matches!(self.state, Csv::FieldStart | Csv::Unquoted) && to <= self.quote_from(from) {
             // Without quotes only its last byte matters.
-            match seg.last() {
+            match self.buf[from..to].last() {
                 Some(b',') => self.state = Csv::FieldStart,
                 Some(_) => self.state = Csv::Unquoted,
                 None => {}

@@ -79,6 +79,55 @@ impl<'a> BatchView<'a> {
         Ok(n)
     }
 
+    /// Number of records, once every record's offsets are checked: an
+    /// error if the lists disagree or an offset is out of range. After it,
+    /// `record_unchecked` reads records without checks.
+    pub fn checked_records(&self) -> Result<usize, String> {
+        let n = self.checked_len()?;
+        // Ends that never decrease, the last inside its buffer: every
+        // record's range is then inside it.
+        let fits = |ends: &[u32], len: usize| {
+            ends.windows(2).fold(true, |ok, w| ok & (w[0] <= w[1]))
+                && ends.last().is_none_or(|&e| e as usize <= len)
+        };
+        if !fits(self.key_ends, self.keys.len()) || !fits(self.value_ends, self.values.len()) {
+            let bad = (0..n).find(|&i| self.record(i).is_err()).unwrap_or(0);
+            return Err(format!(
+                "malformed batch: record {bad} has offsets out of range"
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Record `i`, without checking its offsets.
+    ///
+    /// # Safety
+    /// [`BatchView::checked_records`] returned `Ok(n)` for this batch, and
+    /// `i < n`.
+    #[inline(always)]
+    pub(crate) unsafe fn record_unchecked(&self, i: usize) -> Record<'a> {
+        debug_assert!(self.record(i).is_ok());
+        let end = |e: &[u32]| e[i] as usize;
+        let start = |e: &[u32]| if i == 0 { 0 } else { e[i - 1] as usize };
+        // SAFETY: by the caller's promise, `checked_records` found the ends
+        // non-decreasing and the last inside its buffer, so `start <= end
+        // <= len` for every `i` below the count.
+        let (key, value) = unsafe {
+            (
+                self.keys
+                    .get_unchecked(start(self.key_ends)..end(self.key_ends)),
+                self.values
+                    .get_unchecked(start(self.value_ends)..end(self.value_ends)),
+            )
+        };
+        let ts = self.timestamps[i];
+        Record {
+            key,
+            value,
+            timestamp: (ts != NO_TIMESTAMP).then_some(ts),
+        }
+    }
+
     /// Iterate the records; an item is an error if offsets are out of range.
     pub fn records(&self) -> impl Iterator<Item = Result<Record<'a>, String>> + 'a {
         let this = *self;
@@ -267,7 +316,7 @@ impl<O: Operator> Runtime<O> {
     /// then run without hashing or looking up their keys, until one leaves
     /// a value.
     pub fn process(&mut self, batch: BatchView<'_>, watermark: i64) -> Result<Outcome, Error> {
-        let n = batch.checked_len().map_err(Error::Other)?;
+        let n = batch.checked_records().map_err(Error::Other)?;
         // Only the hashes wait in an array between the passes: each pass
         // takes its records from the batch's offsets again. (A group of
         // records kept in an array was copied through memory in halves,
@@ -281,12 +330,14 @@ impl<O: Operator> Runtime<O> {
             }
             let len = GROUP.min(n - start);
             for (j, h) in hashes[..len].iter_mut().enumerate() {
-                let rec = batch.record(start + j).map_err(Error::Other)?;
+                // SAFETY: `checked_records` passed and `start + j < n`.
+                let rec = unsafe { batch.record_unchecked(start + j) };
                 *h = StateMap::<O::State>::hash(rec.key);
             }
             self.state.prefetch(&hashes[..len]);
             for (j, h) in hashes[..len].iter().enumerate() {
-                let rec = batch.record(start + j).map_err(Error::Other)?;
+                // SAFETY: `checked_records` passed and `start + j < n`.
+                let rec = unsafe { batch.record_unchecked(start + j) };
                 let (op, out) = (&mut self.op, &mut self.out);
                 let result = self.state.update_hashed(rec.key, h, |slot| {
                     let mut ctx = Ctx::new(out, rec.key, watermark);
@@ -312,7 +363,8 @@ impl<O: Operator> Runtime<O> {
         watermark: i64,
     ) -> Result<usize, Error> {
         for i in start..n {
-            let rec = batch.record(i).map_err(Error::Other)?;
+            // SAFETY: `process` checked the batch, and `i < n`, its count.
+            let rec = unsafe { batch.record_unchecked(i) };
             let mut slot = None;
             let mut ctx = Ctx::new(&mut self.out, rec.key, watermark);
             let result = self
@@ -756,6 +808,37 @@ mod tests {
             assert_eq!(rt.state.get(b"b"), Some(&1), "split {split}");
             assert_eq!(rt.key_count(), 2, "split {split}");
         }
+    }
+
+    #[test]
+    fn a_batch_with_offsets_out_of_range_is_refused_before_any_record_runs() {
+        let good = packed(&[("a", "1"), ("bb", "22"), ("c", "3")]);
+        type Spoil = fn(&mut Packed);
+        let cases: [(&str, Spoil); 5] = [
+            ("a key past its buffer", |p| {
+                *p.key_ends.last_mut().unwrap() = 99
+            }),
+            ("a value past its buffer", |p| p.value_ends[2] = 99),
+            ("a key end before the one before it", |p| p.key_ends[1] = 0),
+            ("a value end before the one before it", |p| {
+                p.value_ends[2] = 2
+            }),
+            ("a first key past its buffer", |p| p.key_ends[0] = 99),
+        ];
+        for (what, spoil) in cases {
+            let mut batch = good.clone();
+            spoil(&mut batch);
+            let mut rt = Runtime::<Counter>::new();
+            let e = rt.process(batch.view(), 0).unwrap_err();
+            let Error::Other(e) = e else {
+                panic!("{what}: {e:?}")
+            };
+            assert!(e.contains("offsets out of range"), "{what}: {e}");
+            assert_eq!(rt.key_count(), 0, "{what}: no record ran");
+        }
+        let mut rt = Runtime::<Counter>::new();
+        rt.process(good.view(), 0).unwrap();
+        assert_eq!(rt.key_count(), 3);
     }
 
     fn counted() -> Vec<u8> {

@@ -9,7 +9,11 @@
 //! checks as UTF-8, or too few columns, a dead letter) goes the way of a
 //! single record, in its place.
 
-use super::scan::{Commas, LineMasks, NonAscii};
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::super::format::Parsed;
+use super::scan::LineMasks;
 use super::split::Piece;
 use super::{FileSource, Format, KeySpec};
 use crate::Result;
@@ -35,6 +39,23 @@ impl FileSource {
         }
     }
 
+    /// The key the parser finds in the line `bytes[line]` (one over two
+    /// blocks or more), as a range of `bytes`; `None` when the parser
+    /// refuses the line, which then goes the way of a single record.
+    fn parsed_key(&self, bytes: &[u8], line: Range<usize>) -> Option<(usize, usize)> {
+        match self.parser.parse(&bytes[line]) {
+            // Without quotes in a run, the key is a slice of the line.
+            Ok(Parsed {
+                key: Some(Cow::Borrowed(key)),
+                ..
+            }) => {
+                let start = key.as_ptr() as usize - bytes.as_ptr() as usize;
+                Some((start, start + key.len()))
+            }
+            _ => None,
+        }
+    }
+
     /// Route a run of lines of file `unit` (the first is line `first`, at
     /// byte `offset`), keyed by `column`; `Ok(false)` when the job must stop.
     pub(super) fn handle_run(
@@ -44,10 +65,6 @@ impl FileSource {
         out: &mut dyn Output,
     ) -> Result<bool> {
         let mut spans = Vec::with_capacity(SPANS.min(bytes.len() / 4 + 1));
-        let mut keys = Keys {
-            commas: Commas::new(),
-            non_ascii: NonAscii::new(),
-        };
         let (mut start, mut line) = (0usize, first);
         let mut block = LineMasks::of(bytes, 0);
         while start < bytes.len() {
@@ -76,7 +93,7 @@ impl FileSource {
                         key_in(block.commas & bits, block.at, start..end, column)
                     }
                 } else {
-                    keys.key(bytes, start..end, column)
+                    self.parsed_key(bytes, start..end)
                 };
                 match key {
                     Some((key_start, key_end)) => spans.push(RecordSpan {
@@ -118,12 +135,7 @@ impl FileSource {
 /// Column `column`'s range in the line `line` whose commas are the bits of
 /// `commas` (bit `i`: byte `at + i`); `None` if it has fewer columns.
 #[inline(always)]
-fn key_in(
-    mut commas: u64,
-    at: usize,
-    line: std::ops::Range<usize>,
-    column: usize,
-) -> Option<(usize, usize)> {
+fn key_in(mut commas: u64, at: usize, line: Range<usize>, column: usize) -> Option<(usize, usize)> {
     let mut start = line.start;
     for _ in 0..column {
         if commas == 0 {
@@ -138,42 +150,6 @@ fn key_in(
         line.end
     };
     Some((start, end))
-}
-
-/// The cursors the keys of lines over two blocks or more are found with.
-struct Keys {
-    commas: Commas,
-    non_ascii: NonAscii,
-}
-
-impl Keys {
-    /// The key of the line `bytes[line]` (no line end, no quote): column
-    /// `column`'s range, or `None` when the line is not all ASCII or has
-    /// fewer columns (the parser decides those).
-    #[inline(always)]
-    fn key(
-        &mut self,
-        bytes: &[u8],
-        line: std::ops::Range<usize>,
-        column: usize,
-    ) -> Option<(usize, usize)> {
-        if self
-            .non_ascii
-            .next_before(bytes, line.start, line.end)
-            .is_some()
-        {
-            return None;
-        }
-        let mut start = line.start;
-        for _ in 0..column {
-            start = self.commas.next_before(bytes, start, line.end)? + 1;
-        }
-        let end = self
-            .commas
-            .next_before(bytes, start, line.end)
-            .unwrap_or(line.end);
-        Some((start, end))
-    }
 }
 
 #[cfg(test)]

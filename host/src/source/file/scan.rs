@@ -1,14 +1,10 @@
 //! Byte searches over the read buffer, tuned for short records.
 
-/// What a [`Cursor`] finds: `b'\n'`, `b','`, or [`NON_ASCII`].
+/// A cursor over newlines.
 pub(crate) type Newlines = Cursor<b'\n'>;
-/// A cursor over commas.
-pub(crate) type Commas = Cursor<b','>;
-/// The cursor's byte that stands for any byte of 0x80 or above (a byte
-/// outside ASCII), as `Cursor<NON_ASCII>`.
+/// The byte a mask stands for any byte of 0x80 or above (a byte outside
+/// ASCII) with, as `mask_block::<NON_ASCII>`.
 pub(crate) const NON_ASCII: u8 = 0x80;
-/// A cursor over bytes outside ASCII.
-pub(crate) type NonAscii = Cursor<NON_ASCII>;
 
 /// The places of one byte (`B`) in one buffer, found 64 bytes at a time as a
 /// bit mask and handed out by their bits: a run of short lines costs a mask

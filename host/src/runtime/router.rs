@@ -22,7 +22,6 @@ use crate::Result;
 use crate::batch::{NO_TIMESTAMP, Origin, SourceBatch};
 use crate::checkpoint::manifest::{Kind, checkpoint_name};
 use crate::checkpoint::{check_savepoint_name, event_time_savepoint_name, savepoint_name};
-use crate::partition::partition_for_key;
 use crate::sink::dead_letter::{DeadLetter, DeadLetters, Stage};
 use crate::source::{Completion, Output, Position, RecordSpan};
 
@@ -277,12 +276,10 @@ impl Output for Router {
         timestamp: i64,
         origin: Origin,
     ) -> ControlFlow<()> {
-        let n = self.partitions();
         let partition = match key {
-            Some(k) if n > 1 => partition_for_key(k, n as u32) as usize,
-            Some(_) => 0,
+            Some(k) => self.key_partition(k),
             None => {
-                self.next_round_robin = (self.next_round_robin + 1) % n;
+                self.next_round_robin = (self.next_round_robin + 1) % self.partitions();
                 self.next_round_robin
             }
         };
@@ -290,14 +287,7 @@ impl Output for Router {
             self.max_timestamp = timestamp;
             self.watermark = timestamp.saturating_sub(self.watermark_delay);
         }
-        let batch = &mut self.pending[partition];
-        batch.push(key.unwrap_or_default(), value, timestamp, origin);
-        if batch.data.len() >= self.settings.max_records
-            || batch.data.byte_size() >= self.settings.max_bytes
-        {
-            return self.send(partition);
-        }
-        ControlFlow::Continue(())
+        self.push(partition, key.unwrap_or_default(), value, timestamp, origin)
     }
 
     #[inline]

@@ -37,14 +37,7 @@ impl Router {
             t.max[partition] = timestamp;
             self.max_timestamp = self.max_timestamp.max(timestamp);
         }
-        let batch = &mut self.pending[partition];
-        batch.push(key, value, timestamp, origin);
-        if batch.data.len() >= self.settings.max_records
-            || batch.data.byte_size() >= self.settings.max_bytes
-        {
-            return self.send(partition);
-        }
-        ControlFlow::Continue(())
+        self.push(partition, key, value, timestamp, origin)
     }
 
     /// Route each span of `text` as [`Output::record`](crate::source::Output::record)
@@ -55,29 +48,50 @@ impl Router {
         spans: &[RecordSpan],
         unit: u32,
     ) -> ControlFlow<()> {
-        let n = self.partitions();
         for s in spans {
             let key = s.key(text);
-            let partition = if n > 1 {
-                partition_for_key(key, n as u32) as usize
-            } else {
-                0
+            let origin = Origin {
+                unit,
+                offset: s.line,
             };
-            let batch = &mut self.pending[partition];
-            batch.push(
+            self.push(
+                self.key_partition(key),
                 key,
                 s.value(text),
                 NO_TIMESTAMP,
-                Origin {
-                    unit,
-                    offset: s.line,
-                },
-            );
-            if batch.data.len() >= self.settings.max_records
-                || batch.data.byte_size() >= self.settings.max_bytes
-            {
-                self.send(partition)?;
-            }
+                origin,
+            )?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The partition a keyed record goes to (the only one, or by the
+    /// key's hash).
+    #[inline(always)]
+    pub(super) fn key_partition(&self, key: &[u8]) -> usize {
+        match self.partitions() {
+            n if n > 1 => partition_for_key(key, n as u32) as usize,
+            _ => 0,
+        }
+    }
+
+    /// Append a record to `partition`'s batch, and send the batch once it
+    /// is full.
+    #[inline(always)]
+    pub(super) fn push(
+        &mut self,
+        partition: usize,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+        origin: Origin,
+    ) -> ControlFlow<()> {
+        let batch = &mut self.pending[partition];
+        batch.push(key, value, timestamp, origin);
+        if batch.data.len() >= self.settings.max_records
+            || batch.data.byte_size() >= self.settings.max_bytes
+        {
+            return self.send(partition);
         }
         ControlFlow::Continue(())
     }

@@ -296,6 +296,30 @@ fn crash_anywhere_and_restart_from_latest() {
         2,
         "[checkpoints]\ninterval_ms = 25\nretain = 2\n",
     );
+    crash_anywhere(&job);
+}
+
+/// The same through crashes with a source that reads its lines in runs
+/// (CSV keyed by a column, no event time column): checkpoints taken
+/// between runs resume at the right line.
+#[test]
+fn crash_anywhere_and_restart_from_latest_reading_lines_in_runs() {
+    let job = Job::new(
+        "crash-runs",
+        2_000_000,
+        artifacts::STATE_MACHINE,
+        2,
+        "[checkpoints]\ninterval_ms = 25\nretain = 2\n",
+    );
+    let text = std::fs::read_to_string(job.file()).unwrap();
+    assert!(text.contains("timestamp_column = 2\n"));
+    std::fs::write(job.file(), text.replacen("timestamp_column = 2\n", "", 1)).unwrap();
+    crash_anywhere(&job);
+}
+
+/// Kill `job` at random moments, restarting from its latest checkpoint
+/// each time, then let it finish: its output equals an uninterrupted run.
+fn crash_anywhere(job: &Job) {
     let expected = job.reference();
     let kills = std::env::var("WEIR_CRASH_RUNS")
         .ok()

@@ -167,6 +167,52 @@ pub struct SourceBatch {
     pub origins: Vec<Origin>,
 }
 
+/// Append, for each of `items`, the bytes of `text` in its `range` to
+/// `bytes` and their end in `bytes` to `ends`: one list filled in one loop,
+/// with its room reserved once. A slice of up to 16 bytes with 16 bytes of
+/// `text` from its start moves as one 16-byte word (the word's tail lands
+/// in reserved room, and the next slice or nothing covers it).
+#[inline(always)]
+pub(crate) fn append_ranges<T>(
+    bytes: &mut Vec<u8>,
+    ends: &mut Vec<u32>,
+    text: &[u8],
+    items: &[T],
+    range: impl Fn(&T) -> std::ops::Range<usize>,
+) {
+    let total: usize = items.iter().map(|t| range(t).len()).sum();
+    bytes.reserve(total + 16);
+    ends.reserve(items.len());
+    let (mut len, base) = (bytes.len(), ends.len());
+    // SAFETY: `bytes` has room for `total + 16` bytes past its length, and
+    // the slices written sum to `total`, so every write, a 16-byte word
+    // included, stays in `len..len + total + 16`; `ends` has room for
+    // `items.len()` more. Both lengths grow only over written elements.
+    unsafe {
+        let dst = bytes.as_mut_ptr();
+        let end_dst = ends.as_mut_ptr().add(base);
+        for (i, item) in items.iter().enumerate() {
+            let r = range(item);
+            let s = &text[r.clone()];
+            let n = s.len();
+            if n <= 16 && r.start + 16 <= text.len() {
+                let word = text
+                    .as_ptr()
+                    .add(r.start)
+                    .cast::<[u8; 16]>()
+                    .read_unaligned();
+                dst.add(len).cast::<[u8; 16]>().write_unaligned(word);
+            } else {
+                std::ptr::copy_nonoverlapping(s.as_ptr(), dst.add(len), n);
+            }
+            len += n;
+            end_dst.add(i).write(len as u32);
+        }
+        bytes.set_len(len);
+        ends.set_len(base + items.len());
+    }
+}
+
 /// `v.extend_from_slice(s)`, with a slice of up to 16 bytes (most keys
 /// and lines of a batch) moved as two overlapping words instead of by a
 /// call to `memcpy`, whose set-up costs more than such a copy.

@@ -321,7 +321,17 @@ impl<S: Serialize, const W: usize> Table<S, W> {
         let mut i = self.home(q.hash);
         if !q.repr.is_long() {
             let want = q.repr.words();
+            // The home bucket ahead of the loop: most lookups end there,
+            // and in Wasm each pass of a loop also checks the epoch.
+            let b = &self.buckets[i];
+            if b.value.is_none() {
+                return Probe::Vacant(i);
+            }
+            if b.key.words() == want {
+                return Probe::Found(i);
+            }
             loop {
+                i = (i + 1) & mask;
                 let b = &self.buckets[i];
                 if b.value.is_none() {
                     return Probe::Vacant(i);
@@ -329,7 +339,6 @@ impl<S: Serialize, const W: usize> Table<S, W> {
                 if b.key.words() == want {
                     return Probe::Found(i);
                 }
-                i = (i + 1) & mask;
             }
         }
         loop {
@@ -701,13 +710,21 @@ impl<S: Serialize> StateMap<S> {
     /// is a plain load whose result nothing waits for.
     #[inline(always)]
     pub fn prefetch(&mut self, hs: &[KeyHash]) {
-        for h in hs {
+        let mut touch = |h: &KeyHash| {
             if h.is_short() {
                 self.short.touch(h.hash);
             } else {
                 self.wide.touch(h.hash);
             }
+        };
+        let mut quads = hs.chunks_exact(4);
+        for q in &mut quads {
+            touch(&q[0]);
+            touch(&q[1]);
+            touch(&q[2]);
+            touch(&q[3]);
         }
+        quads.remainder().iter().for_each(touch);
     }
 
     /// [`StateMap::update`] for `key`, hashed as `h` by [`StateMap::hash`].

@@ -329,10 +329,21 @@ impl<O: Operator> Runtime<O> {
                 continue;
             }
             let len = GROUP.min(n - start);
-            for (j, h) in hashes[..len].iter_mut().enumerate() {
-                // SAFETY: `checked_records` passed and `start + j < n`.
-                let rec = unsafe { batch.record_unchecked(start + j) };
-                *h = StateMap::<O::State>::hash(rec.key);
+            // SAFETY: `checked_records` passed and `start + j < n`.
+            let hash = |j: usize| {
+                StateMap::<O::State>::hash(unsafe { batch.record_unchecked(start + j) }.key)
+            };
+            let mut j = 0;
+            while j + 4 <= len {
+                hashes[j] = hash(j);
+                hashes[j + 1] = hash(j + 1);
+                hashes[j + 2] = hash(j + 2);
+                hashes[j + 3] = hash(j + 3);
+                j += 4;
+            }
+            while j < len {
+                hashes[j] = hash(j);
+                j += 1;
             }
             self.state.prefetch(&hashes[..len]);
             for (j, h) in hashes[..len].iter().enumerate() {

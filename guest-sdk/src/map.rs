@@ -710,7 +710,7 @@ impl<S: Serialize> StateMap<S> {
     /// is a plain load whose result nothing waits for.
     #[inline(always)]
     pub fn prefetch(&mut self, hs: &[KeyHash]) {
-        let mut touch = |h: &KeyHash| {
+        let touch = |h: &KeyHash| {
             if h.is_short() {
                 self.short.touch(h.hash);
             } else {

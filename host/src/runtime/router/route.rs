@@ -229,15 +229,21 @@ mod tests {
 
     #[test]
     fn spans_in_bulk_make_the_batches_records_one_by_one_do() {
-        // Lines of 0 to 40 bytes, keys of up to 20; the last lines end
-        // within 16 bytes of the text's end (no 16-byte word to read).
+        // Lines of 0 to 40 bytes, keys of up to 20; then lines of 20 bytes
+        // keyed by the whole line (40 bytes a record: five fill a batch to
+        // exactly its 200 bytes). The last lines end within 16 bytes of the
+        // text's end (no 16-byte word to read).
         let mut text = Vec::new();
         let mut spans = Vec::new();
-        for i in 0..200u32 {
-            let len = (i * 7 % 41) as usize;
+        for i in 0..230u32 {
+            let len = if i < 200 { (i * 7 % 41) as usize } else { 20 };
             let start = text.len() as u32;
             text.extend((0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8));
-            let key_len = (i % 21).min(len as u32);
+            let key_len = if i < 200 {
+                (i % 21).min(len as u32)
+            } else {
+                20
+            };
             spans.push(RecordSpan {
                 key_start: start,
                 key_end: start + key_len,
@@ -260,8 +266,9 @@ mod tests {
         let full_by = |b: &Sent| (b.1.len() == 7, b.0.len() + b.2.len() >= 200);
         assert!(one_by_one.iter().any(|b| full_by(b) == (true, false)));
         assert!(one_by_one.iter().any(|b| full_by(b) == (false, true)));
+        assert!(one_by_one.iter().any(|b| b.0.len() + b.2.len() == 200));
         // Handed on in runs of several sizes, the one-record run included.
-        for run in [1, 2, 5, 7, 13, 200] {
+        for run in [1, 2, 5, 7, 13, 230] {
             let bulk = batches(|r| {
                 for chunk in spans.chunks(run) {
                     let _ = r.records(&text, chunk, 3);

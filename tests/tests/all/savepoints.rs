@@ -304,17 +304,30 @@ fn crash_anywhere_and_restart_from_latest() {
 /// between runs resume at the right line.
 #[test]
 fn crash_anywhere_and_restart_from_latest_reading_lines_in_runs() {
+    crash_anywhere(&runs_job("crash-runs", 2));
+}
+
+/// The same with one partition, whose batches take a run's records in
+/// bulk (up to where a batch is full) instead of one at a time.
+#[test]
+fn crash_anywhere_and_restart_from_latest_reading_lines_in_runs_into_one_partition() {
+    crash_anywhere(&runs_job("crash-runs-one", 1));
+}
+
+/// A state-machine job over 2M events without an event time column (its
+/// source reads lines in runs), checkpointing every 25 ms.
+fn runs_job(name: &str, parallelism: usize) -> Job {
     let job = Job::new(
-        "crash-runs",
+        name,
         2_000_000,
         artifacts::STATE_MACHINE,
-        2,
+        parallelism,
         "[checkpoints]\ninterval_ms = 25\nretain = 2\n",
     );
     let text = std::fs::read_to_string(job.file()).unwrap();
     assert!(text.contains("timestamp_column = 2\n"));
     std::fs::write(job.file(), text.replacen("timestamp_column = 2\n", "", 1)).unwrap();
-    crash_anywhere(&job);
+    job
 }
 
 /// Kill `job` at random moments, restarting from its latest checkpoint

@@ -168,33 +168,45 @@ pub struct SourceBatch {
 }
 
 /// Append, for each of `items`, the bytes of `text` in its `range` to
-/// `bytes` and their end in `bytes` to `ends`: one list filled in one loop,
-/// with its room reserved once. A slice of up to 16 bytes with 16 bytes of
-/// `text` from its start moves as one 16-byte word (the word's tail lands
-/// in reserved room, and the next slice or nothing covers it).
+/// `bytes` and their end in `bytes` to `ends`: one list filled in one loop.
+/// Room for `hint` bytes is reserved first (more is reserved, rarely, when
+/// a slice would not fit with 16 bytes to spare). A slice of up to 16
+/// bytes with 16 bytes of `text` from its start moves as one 16-byte word
+/// (the word's tail lands in spare room, and the next slice or nothing
+/// covers it).
 #[inline(always)]
 pub(crate) fn append_ranges<T>(
     bytes: &mut Vec<u8>,
     ends: &mut Vec<u32>,
     text: &[u8],
     items: &[T],
+    hint: usize,
     range: impl Fn(&T) -> std::ops::Range<usize>,
 ) {
-    let total: usize = items.iter().map(|t| range(t).len()).sum();
-    bytes.reserve(total + 16);
+    bytes.reserve(hint + 16);
     ends.reserve(items.len());
-    let (mut len, base) = (bytes.len(), ends.len());
-    // SAFETY: `bytes` has room for `total + 16` bytes past its length, and
-    // the slices written sum to `total`, so every write, a 16-byte word
-    // included, stays in `len..len + total + 16`; `ends` has room for
-    // `items.len()` more. Both lengths grow only over written elements.
+    let base = ends.len();
+    // The buffer's pointer, length and room in locals: the stores through
+    // the pointer could alias the `Vec`'s own fields as far as the
+    // compiler knows, which would reload them after every record.
+    let (mut dst, mut len, mut cap) = (bytes.as_mut_ptr(), bytes.len(), bytes.capacity());
+    // SAFETY: every write to `bytes` stays in `len..len + n + 16` (a slice
+    // of `n` bytes, or a 16-byte word for `n <= 16`), which the check
+    // before it keeps inside the capacity; `bytes`' length is set before
+    // it grows and after the loop, over written bytes only. `ends` has
+    // room for `items.len()` more, and its length grows over written
+    // elements only.
     unsafe {
-        let dst = bytes.as_mut_ptr();
         let end_dst = ends.as_mut_ptr().add(base);
         for (i, item) in items.iter().enumerate() {
             let r = range(item);
             let s = &text[r.clone()];
             let n = s.len();
+            if cap - len < n + 16 {
+                bytes.set_len(len);
+                bytes.reserve(n + 16);
+                (dst, cap) = (bytes.as_mut_ptr(), bytes.capacity());
+            }
             if n <= 16 && r.start + 16 <= text.len() {
                 let word = text
                     .as_ptr()
@@ -263,6 +275,30 @@ impl SourceBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_ranges_are_the_bytes_of_each_range_whatever_the_hint() {
+        // Overlapping ranges of 0 to 40 bytes, some within 16 bytes of the
+        // text's end; a hint of 0 makes the loop reserve as it goes.
+        let text: Vec<u8> = (0..100u8).collect();
+        let ranges: Vec<std::ops::Range<usize>> = (0..300)
+            .map(|i| {
+                let start = i * 13 % 97;
+                start..(start + i % 41).min(text.len())
+            })
+            .collect();
+        for hint in [0, 5, 10_000] {
+            let (mut bytes, mut ends) = (vec![7u8; 3], vec![3u32]);
+            append_ranges(&mut bytes, &mut ends, &text, &ranges, hint, |r| r.clone());
+            let (mut want, mut want_ends) = (vec![7u8; 3], vec![3u32]);
+            for r in &ranges {
+                want.extend_from_slice(&text[r.clone()]);
+                want_ends.push(want.len() as u32);
+            }
+            assert_eq!(bytes, want, "hint {hint}");
+            assert_eq!(ends, want_ends, "hint {hint}");
+        }
+    }
 
     #[test]
     fn pushed_bytes_are_the_bytes_of_every_length() {

@@ -89,11 +89,17 @@ impl Router {
                 max_bytes,
             );
             let (now, rest) = spans.split_at(take);
+            // The lines' stretch of `text`: a bound on their keys' bytes
+            // and on their own, as the source hands them on.
+            let hint = match (now.first(), now.last()) {
+                (Some(a), Some(b)) => b.end.saturating_sub(a.start) as usize,
+                _ => 0,
+            };
             let d = &mut batch.data;
-            append_ranges(&mut d.keys, &mut d.key_ends, text, now, |s| {
+            append_ranges(&mut d.keys, &mut d.key_ends, text, now, hint, |s| {
                 s.key_start as usize..s.key_end as usize
             });
-            append_ranges(&mut d.values, &mut d.value_ends, text, now, |s| {
+            append_ranges(&mut d.values, &mut d.value_ends, text, now, hint, |s| {
                 s.start as usize..s.end as usize
             });
             d.timestamps

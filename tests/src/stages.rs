@@ -19,7 +19,7 @@ use rustc_hash::FxBuildHasher;
 use weir::batch::{Batch, NO_TIMESTAMP, Origin, Outcome, Timer};
 use weir::config::Plan;
 use weir::plugin::{Operator, OperatorFactory};
-use weir::source::{Output, Position, RecordSpan};
+use weir::source::{Output, Position};
 use weir_guest::runtime::{BatchView, Runtime};
 
 /// Events and the CPU and wall time they took.
@@ -315,17 +315,6 @@ impl Output for CountingOutput {
     }
     fn record_in(&mut self, _: usize, k: &[u8], v: &[u8], t: i64, o: Origin) -> ControlFlow<()> {
         self.record(Some(k), v, t, o)
-    }
-    fn records(&mut self, text: &[u8], spans: &[RecordSpan], unit: u32) -> ControlFlow<()> {
-        // As the router takes a run: in one loop, not a call per record.
-        for s in spans {
-            let origin = Origin {
-                unit,
-                offset: s.line,
-            };
-            let _ = self.record(Some(s.key(text)), s.value(text), NO_TIMESTAMP, origin);
-        }
-        ControlFlow::Continue(())
     }
     fn malformed(&mut self, _: Origin, _: &str, _: &[u8]) -> weir::Result<()> {
         Ok(())

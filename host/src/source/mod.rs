@@ -83,6 +83,35 @@ impl RecordSpan {
     pub fn value<'a>(&self, text: &'a [u8]) -> &'a [u8] {
         &text[self.start as usize..self.end as usize]
     }
+
+    /// The record's origin in `unit`.
+    #[inline(always)]
+    pub fn origin(&self, unit: u32) -> Origin {
+        Origin {
+            unit,
+            offset: self.line,
+        }
+    }
+}
+
+/// [`Output::records`] as one [`Output::record`] per span: the trait's
+/// default, and the router's way when it has several partitions.
+#[inline(always)]
+pub fn record_each<O: Output + ?Sized>(
+    out: &mut O,
+    text: &[u8],
+    spans: &[RecordSpan],
+    unit: u32,
+) -> ControlFlow<()> {
+    for s in spans {
+        out.record(
+            Some(s.key(text)),
+            s.value(text),
+            crate::batch::NO_TIMESTAMP,
+            s.origin(unit),
+        )?;
+    }
+    ControlFlow::Continue(())
 }
 
 /// Where a source writes: the runtime's router, as a connector sees it.
@@ -112,18 +141,7 @@ pub trait Output {
     /// event time, from `unit` (its origin's offset is the span's `line`):
     /// the same as a [`Output::record`] for each, in one call.
     fn records(&mut self, text: &[u8], spans: &[RecordSpan], unit: u32) -> ControlFlow<()> {
-        for s in spans {
-            self.record(
-                Some(s.key(text)),
-                s.value(text),
-                crate::batch::NO_TIMESTAMP,
-                Origin {
-                    unit,
-                    offset: s.line,
-                },
-            )?;
-        }
-        ControlFlow::Continue(())
+        record_each(self, text, spans, unit)
     }
     /// Send input that could not be parsed to the dead-letter output.
     fn malformed(&mut self, origin: Origin, reason: &str, raw: &[u8]) -> Result<()>;

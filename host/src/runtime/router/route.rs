@@ -11,7 +11,7 @@ use super::Router;
 use super::partition_time::PartitionTime;
 use crate::batch::{NO_TIMESTAMP, Origin, append_ranges};
 use crate::partition::partition_for_key;
-use crate::source::RecordSpan;
+use crate::source::{RecordSpan, record_each};
 
 impl Router {
     /// [`Output::record_in`](crate::source::Output::record_in).
@@ -51,21 +51,7 @@ impl Router {
         if self.partitions() == 1 {
             return self.route_spans_to_one(text, spans, unit);
         }
-        for s in spans {
-            let key = s.key(text);
-            let origin = Origin {
-                unit,
-                offset: s.line,
-            };
-            self.push(
-                self.key_partition(key),
-                key,
-                s.value(text),
-                NO_TIMESTAMP,
-                origin,
-            )?;
-        }
-        ControlFlow::Continue(())
+        record_each(self, text, spans, unit)
     }
 
     /// [`Router::route_spans`] with one partition: the spans go to its
@@ -104,10 +90,7 @@ impl Router {
             });
             d.timestamps
                 .resize(d.timestamps.len() + now.len(), NO_TIMESTAMP);
-            batch.origins.extend(now.iter().map(|s| Origin {
-                unit,
-                offset: s.line,
-            }));
+            batch.origins.extend(now.iter().map(|s| s.origin(unit)));
             spans = rest;
             if full {
                 self.send(0)?;
@@ -261,11 +244,12 @@ mod tests {
         }
         let one_by_one = batches(|r| {
             for s in &spans {
-                let origin = Origin {
-                    unit: 3,
-                    offset: s.line,
-                };
-                let _ = r.record(Some(s.key(&text)), s.value(&text), NO_TIMESTAMP, origin);
+                let _ = r.record(
+                    Some(s.key(&text)),
+                    s.value(&text),
+                    NO_TIMESTAMP,
+                    s.origin(3),
+                );
             }
         });
         // Both limits close batches: some at 7 records, some at 200 bytes.

@@ -66,24 +66,27 @@ impl FileSource {
     ) -> Result<bool> {
         let mut spans = Vec::with_capacity(SPANS.min(bytes.len() / 4 + 1));
         let (mut start, mut line) = (0usize, first);
+        // The header is line 1 of its file; no line has number 0.
+        let header = if self.spec.header { 1 } else { 0 };
         let mut block = LineMasks::of(bytes, 0);
+        // The block's newlines not yet taken: each line takes the lowest,
+        // so the next line's end is one bit operation away, not a mask
+        // built again from the line's start.
+        let mut m = block.newlines;
         while start < bytes.len() {
             // The line's end: a run ends with a newline, so there is one.
-            if start & !63 != block.at {
-                block = LineMasks::of(bytes, start & !63);
-            }
-            let mut m = block.newlines & (!0u64 << (start & 63));
             while m == 0 {
                 block = LineMasks::of(bytes, block.at + 64);
                 m = block.newlines;
             }
             let nl = block.at + m.trailing_zeros() as usize;
+            m &= m - 1;
             let end = if nl > start && bytes[nl - 1] == b'\r' {
                 nl - 1
             } else {
                 nl
             };
-            if end > start && !(self.spec.header && line == 1) {
+            if end > start && line != header {
                 let key = if start >= block.at {
                     // The line is inside this block: its bits say it all.
                     let bits = (!0u64 << (start - block.at)) & ((1u64 << (nl - block.at)) - 1);

@@ -280,6 +280,15 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
             status = wait_for(&mut again, Duration::from_secs(240));
         }
         println!("finished after {restarts} restarts from latest");
+        // Shown when the test fails: what the run logged (warnings and
+        // up) and how many records each output partition shows a
+        // `read_committed` reader.
+        println!("the run's log:\n{}", status.1);
+        let mut per_partition = std::collections::BTreeMap::<i32, usize>::new();
+        for (p, _, _) in read_committed(&out) {
+            *per_partition.entry(p).or_default() += 1;
+        }
+        println!("committed records per output partition: {per_partition:?}");
         let dead = job.root.join("dead-letters.jsonl");
         assert!(
             !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),

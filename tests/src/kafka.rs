@@ -229,6 +229,30 @@ pub fn read_records(topic: &str) -> Vec<Record> {
     out
 }
 
+/// Each partition of `topic`: (its last stable offset, its high
+/// watermark). They differ while a transaction is open on the partition,
+/// and a `read_committed` reader sees nothing from the first open one on.
+pub fn stable_and_high_offsets(topic: &str) -> Vec<(i64, i64)> {
+    let ends = |isolation: &str| {
+        let consumer: BaseConsumer = config()
+            .set("group.id", "weir-tests-offsets")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        let md = consumer.fetch_metadata(Some(topic), T).unwrap();
+        let partitions = md.topics()[0].partitions().len() as i32;
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, T)
+                    .map_or(-1, |(_, hi)| hi)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (stable, high) = (ends("read_committed"), ends("read_uncommitted"));
+    stable.into_iter().zip(high).collect()
+}
+
 /// Hand every message of `topic` a `read_committed` consumer sees to `f`.
 fn read_messages(
     topic: &str,

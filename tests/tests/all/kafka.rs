@@ -15,7 +15,7 @@ use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
     PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir,
-    produce_in_transaction, read_committed, read_values, with_brokers,
+    produce_in_transaction, read_committed, read_values, stable_and_high_offsets, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
 
@@ -289,6 +289,10 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
             *per_partition.entry(p).or_default() += 1;
         }
         println!("committed records per output partition: {per_partition:?}");
+        println!(
+            "(last stable offset, high watermark) per output partition: {:?}",
+            stable_and_high_offsets(&out)
+        );
         let dead = job.root.join("dead-letters.jsonl");
         assert!(
             !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),

@@ -253,6 +253,28 @@ pub fn stable_and_high_offsets(topic: &str) -> Vec<(i64, i64)> {
     stable.into_iter().zip(high).collect()
 }
 
+/// Wait (up to `limit`) until no transaction is open on any partition of
+/// `topic`: each one's last stable offset has reached its high watermark.
+/// A transaction's commit returns once the coordinator has logged it; the
+/// markers that make its records readable reach the partitions after
+/// that, and after a broker restart that can take a moment. Whether it
+/// got there.
+pub fn wait_for_no_open_transaction(topic: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if stable_and_high_offsets(topic)
+            .iter()
+            .all(|&(stable, high)| stable >= 0 && stable == high)
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Hand every message of `topic` a `read_committed` consumer sees to `f`.
 fn read_messages(
     topic: &str,

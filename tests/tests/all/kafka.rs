@@ -15,7 +15,8 @@ use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
     PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir,
-    produce_in_transaction, read_committed, read_values, stable_and_high_offsets, with_brokers,
+    produce_in_transaction, read_committed, read_values, stable_and_high_offsets,
+    wait_for_no_open_transaction, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
 
@@ -280,6 +281,11 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
             status = wait_for(&mut again, Duration::from_secs(240));
         }
         println!("finished after {restarts} restarts from latest");
+        // The last commits' markers may reach the partitions a moment
+        // after the run ends (slower after a restart); until then a
+        // `read_committed` reader stops short of those records.
+        let settled = wait_for_no_open_transaction(&out, Duration::from_secs(60));
+        println!("no transaction open on the output within 60 s: {settled}");
         // Shown when the test fails: what the run logged (warnings and
         // up) and how many records each output partition shows a
         // `read_committed` reader.

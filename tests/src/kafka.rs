@@ -229,47 +229,33 @@ pub fn read_records(topic: &str) -> Vec<Record> {
     out
 }
 
-/// Each partition of `topic`: (its last stable offset, its high
-/// watermark). They differ while a transaction is open on the partition,
-/// and a `read_committed` reader sees nothing from the first open one on.
-pub fn stable_and_high_offsets(topic: &str) -> Vec<(i64, i64)> {
-    let ends = |isolation: &str| {
-        let consumer: BaseConsumer = config()
+/// Wait (up to `limit`) until no transaction is open on any partition of
+/// `topic`, and return each partition's (last stable offset, high
+/// watermark) as last seen: equal once no transaction is open there (a
+/// `read_committed` reader sees nothing from the first open one on). A
+/// transaction's commit returns once the coordinator has logged it; the
+/// markers that make its records readable reach the partitions after
+/// that, and after a broker restart that can take a moment.
+pub fn wait_for_no_open_transaction(topic: &str, limit: Duration) -> Vec<(i64, i64)> {
+    let consumer = |isolation: &str| -> BaseConsumer {
+        config()
             .set("group.id", "weir-tests-offsets")
             .set("isolation.level", isolation)
             .create()
-            .unwrap();
-        let md = consumer.fetch_metadata(Some(topic), T).unwrap();
-        let partitions = md.topics()[0].partitions().len() as i32;
-        (0..partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(topic, p, T)
-                    .map_or(-1, |(_, hi)| hi)
-            })
-            .collect::<Vec<_>>()
+            .unwrap()
     };
-    let (stable, high) = (ends("read_committed"), ends("read_uncommitted"));
-    stable.into_iter().zip(high).collect()
-}
-
-/// Wait (up to `limit`) until no transaction is open on any partition of
-/// `topic`: each one's last stable offset has reached its high watermark.
-/// A transaction's commit returns once the coordinator has logged it; the
-/// markers that make its records readable reach the partitions after
-/// that, and after a broker restart that can take a moment. Whether it
-/// got there.
-pub fn wait_for_no_open_transaction(topic: &str, limit: Duration) -> bool {
+    let (stable, high) = (consumer("read_committed"), consumer("read_uncommitted"));
+    let md = stable.fetch_metadata(Some(topic), T).unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let end = |c: &BaseConsumer, p: i32| c.fetch_watermarks(topic, p, T).map_or(-1, |(_, hi)| hi);
     let deadline = Instant::now() + limit;
     loop {
-        if stable_and_high_offsets(topic)
-            .iter()
-            .all(|&(stable, high)| stable >= 0 && stable == high)
-        {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
+        let offsets: Vec<(i64, i64)> = (0..partitions)
+            .map(|p| (end(&stable, p), end(&high, p)))
+            .collect();
+        let settled = offsets.iter().all(|&(s, h)| s >= 0 && s == h);
+        if settled || Instant::now() > deadline {
+            return offsets;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -341,7 +327,12 @@ fn read_messages(
 
 /// The values of [`read_committed`], sorted.
 pub fn read_values(topic: &str) -> Vec<String> {
-    let mut v: Vec<String> = read_committed(topic)
+    sorted_values(read_committed(topic))
+}
+
+/// The values of `records` (as [`read_committed`] returns them), sorted.
+pub fn sorted_values(records: Vec<(i32, Vec<u8>, Vec<u8>)>) -> Vec<String> {
+    let mut v: Vec<String> = records
         .into_iter()
         .map(|(_, _, v)| String::from_utf8(v).unwrap())
         .collect();

@@ -15,7 +15,7 @@ use weir::job::{RunOptions, run};
 use weir::partition::partition_for_key;
 use weir_tests::kafka::{
     PrivateBroker, brokers, create_topic, delete_records_before, produce, produce_csv_dir,
-    produce_in_transaction, read_committed, read_values, stable_and_high_offsets,
+    produce_in_transaction, read_committed, read_values, sorted_values,
     wait_for_no_open_transaction, with_brokers,
 };
 use weir_tests::{artifacts, assert_same_output, read_dead_letters, reference_alerts};
@@ -284,21 +284,21 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
         // The last commits' markers may reach the partitions a moment
         // after the run ends (slower after a restart); until then a
         // `read_committed` reader stops short of those records.
-        let settled = wait_for_no_open_transaction(&out, Duration::from_secs(60));
-        println!("no transaction open on the output within 60 s: {settled}");
+        let offsets = wait_for_no_open_transaction(&out, Duration::from_secs(60));
         // Shown when the test fails: what the run logged (warnings and
-        // up) and how many records each output partition shows a
-        // `read_committed` reader.
+        // up), and for each output partition where a transaction was
+        // still open and how many records a `read_committed` reader sees.
         println!("the run's log:\n{}", status.1);
+        println!(
+            "(last stable offset, high watermark) per output partition, \
+             after waiting at most 60 s for them to meet: {offsets:?}"
+        );
+        let committed = read_committed(&out);
         let mut per_partition = std::collections::BTreeMap::<i32, usize>::new();
-        for (p, _, _) in read_committed(&out) {
-            *per_partition.entry(p).or_default() += 1;
+        for (p, _, _) in &committed {
+            *per_partition.entry(*p).or_default() += 1;
         }
         println!("committed records per output partition: {per_partition:?}");
-        println!(
-            "(last stable offset, high watermark) per output partition: {:?}",
-            stable_and_high_offsets(&out)
-        );
         let dead = job.root.join("dead-letters.jsonl");
         assert!(
             !dead.exists() || std::fs::read_to_string(&dead).unwrap().is_empty(),
@@ -310,7 +310,7 @@ fn a_broker_restart_during_a_run_keeps_the_output_exactly_once() {
                 .collect::<String>()
         );
         assert_same_output(
-            &read_values(&out),
+            &sorted_values(committed),
             &expected,
             "alerts across a broker restart",
         );

@@ -472,6 +472,21 @@ impl<S: Serialize, const W: usize> Table<S, W> {
         self.len -= 1;
         let mask = self.mask();
         let mut j = (hole + 1) & mask;
+        if self.frozen.is_none() {
+            // No snapshot open, so no pre-image to take: each step is free
+            // of branches but the one at the cluster's end. The entry at
+            // `j` moves to `hole` unless its home lies in (hole, j],
+            // cyclically; otherwise it is swapped with itself.
+            while self.buckets[j].value.is_some() {
+                let home = self.home(self.buckets[j].key.hash());
+                let moves = home.wrapping_sub(hole + 1) & mask >= j.wrapping_sub(hole) & mask;
+                let to = if moves { hole } else { j };
+                self.buckets.swap(to, j);
+                hole = if moves { j } else { hole };
+                j = (j + 1) & mask;
+            }
+            return;
+        }
         while self.buckets[j].value.is_some() {
             let home = self.home(self.buckets[j].key.hash());
             // The entry at `j` may move to `hole` unless its home lies in
@@ -934,6 +949,52 @@ mod tests {
         }
         assert_eq!(map.len(), model.len());
         assert_eq!(contents(&map), model);
+    }
+
+    /// A deletion in a cluster that runs past the table's last bucket to
+    /// its first shifts back only the entries it may: every other key is
+    /// still found, from either end of the cluster, with or without a
+    /// snapshot open.
+    #[test]
+    fn deletions_in_a_cluster_across_the_end_of_the_table_keep_every_key() {
+        let size = StateMap::<u64>::default().short.buckets.len();
+        let home = |k: &[u8]| key_hash(k).hash >> (64 - size.trailing_zeros());
+        let keys = |at: std::ops::Range<usize>, n: usize| -> Vec<Vec<u8>> {
+            (0u32..)
+                .map(|i| i.to_string().into_bytes())
+                .filter(|k| at.contains(&(home(k) as usize)))
+                .take(n)
+                .collect()
+        };
+        // Three keys homed in the last two buckets, two in the first two:
+        // one cluster from bucket size - 2 round to bucket 2.
+        let mut cluster = keys(size - 2..size, 3);
+        cluster.extend(keys(0..2, 2));
+        for frozen in [false, true] {
+            for order in 0..cluster.len() {
+                let mut map = StateMap::<u64>::default();
+                for (v, k) in cluster.iter().enumerate() {
+                    map.insert(k, v as u64);
+                }
+                if frozen {
+                    map.freeze();
+                }
+                // Delete the keys one after the other, starting at `order`.
+                for step in 0..cluster.len() {
+                    let gone = (order + step) % cluster.len();
+                    assert_eq!(map.remove(&cluster[gone]), Some(gone as u64));
+                    for (v, k) in cluster.iter().enumerate() {
+                        let deleted = (0..=step).any(|s| (order + s) % cluster.len() == v);
+                        let want = (!deleted).then_some(v as u64);
+                        assert_eq!(
+                            map.get(k).copied(),
+                            want,
+                            "frozen {frozen}, order {order}, step {step}, key {v}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A snapshot frozen while the map keeps changing (updates, inserts,

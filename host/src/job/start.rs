@@ -20,6 +20,7 @@ use crate::checkpoint::restore::Restored;
 use crate::checkpoint::store::StateStore;
 use crate::config::Plan;
 use crate::runtime::control::{Bound, ControlServer, JobHandle};
+use crate::runtime::handoff;
 use crate::runtime::swap::Swapper;
 use crate::runtime::{
     Barriers, CheckpointStats, CoordMsg, Coordinator, Decision, Partition, Router, Shared, TaskMsg,
@@ -274,7 +275,7 @@ fn start_coordinator(
 /// The workers' inputs, the batches they hand back for reuse, and their
 /// threads.
 type Started = (
-    Vec<Sender<TaskMsg>>,
+    Vec<handoff::Sender<TaskMsg>>,
     Receiver<SourceBatch>,
     Vec<JoinHandle<Result<TaskStats>>>,
 );
@@ -296,7 +297,7 @@ fn start_workers(
     let mut senders = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
     for (thread, (parts, decisions)) in per_thread.into_iter().zip(decisions).enumerate() {
-        let (tx, rx) = crossbeam_channel::bounded::<TaskMsg>(CHANNEL_DEPTH * parts.len().max(1));
+        let (tx, rx) = handoff::channel::<TaskMsg>(CHANNEL_DEPTH * parts.len().max(1));
         senders.push(tx);
         let worker = Worker::new(
             thread,

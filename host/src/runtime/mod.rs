@@ -28,6 +28,7 @@ mod barrier;
 pub mod control;
 mod coordinator;
 pub mod figures;
+pub(crate) mod handoff;
 mod metrics;
 mod router;
 pub mod swap;

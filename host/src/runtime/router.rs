@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::barrier::{Barrier, BarrierRequest, Committed, Pending, Trigger};
 use super::coordinator::{Begin, CoordMsg};
+use super::handoff;
 use super::metrics::Metrics;
 use super::swap::Probation;
 use super::task::TaskMsg;
@@ -103,7 +104,7 @@ impl Barriers {
 /// Routes records to partitions in packed batches.
 pub struct Router {
     /// One per worker thread; partition `p` runs on thread `p % threads`.
-    senders: Vec<Sender<TaskMsg>>,
+    senders: Vec<handoff::Sender<TaskMsg>>,
     /// The batch being filled, per partition.
     pending: Vec<SourceBatch>,
     recycled: Receiver<SourceBatch>,
@@ -138,7 +139,7 @@ impl Router {
     /// `senders`.
     #[allow(clippy::too_many_arguments)] // one call site; every part is needed
     pub fn new(
-        senders: Vec<Sender<TaskMsg>>,
+        senders: Vec<handoff::Sender<TaskMsg>>,
         partitions: usize,
         recycled: Receiver<SourceBatch>,
         settings: BatchSettings,

@@ -177,7 +177,7 @@ mod tests {
     /// Route `f`'s records through a one-partition router with small
     /// batches and return every batch it sent, flushed at the end.
     fn batches(f: impl FnOnce(&mut Router)) -> Vec<Sent> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crate::runtime::handoff::channel(4096);
         let (_recycle, recycled) = crossbeam_channel::unbounded();
         let settings = BatchSettings {
             max_records: 7,
@@ -197,7 +197,7 @@ mod tests {
         f(&mut router);
         let _ = Output::flush(&mut router);
         drop(router);
-        rx.iter()
+        std::iter::from_fn(|| rx.try_recv().ok())
             .filter_map(|m| match m {
                 TaskMsg::Batch { batch, .. } => {
                     let b = batch.data;

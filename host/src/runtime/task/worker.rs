@@ -88,7 +88,7 @@ impl Worker {
     /// Emptied batches go back to the router through `recycle`.
     pub fn run(
         mut self,
-        input: Receiver<TaskMsg>,
+        input: crate::runtime::handoff::Receiver<TaskMsg>,
         decisions: Receiver<Decision>,
         recycle: Sender<SourceBatch>,
     ) -> Result<TaskStats> {

@@ -220,7 +220,10 @@ impl Router {
         self.pending.len()
     }
 
-    fn send(&mut self, partition: usize) -> ControlFlow<()> {
+    /// Send `partition`'s pending batch; `full` when it closed at its size
+    /// limit (more follow right behind it: the worker need not wake for it
+    /// alone).
+    fn send(&mut self, partition: usize, full: bool) -> ControlFlow<()> {
         let fresh = self.recycled.try_recv().map(|mut b| {
             b.clear();
             b
@@ -232,18 +235,23 @@ impl Router {
         }
         let watermark = self.watermark_of(partition);
         self.sent_watermark[partition] = watermark;
-        self.deliver(
+        self.deliver_as(
             partition % self.senders.len(),
             TaskMsg::Batch {
                 partition,
                 batch,
                 watermark,
             },
+            !full,
         )
     }
 
     fn deliver(&mut self, thread: usize, msg: TaskMsg) -> ControlFlow<()> {
-        match self.senders[thread].send(msg) {
+        self.deliver_as(thread, msg, true)
+    }
+
+    fn deliver_as(&mut self, thread: usize, msg: TaskMsg, urgent: bool) -> ControlFlow<()> {
+        match self.senders[thread].send(msg, urgent) {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => {
                 self.disconnected = true;
@@ -334,7 +342,7 @@ impl Output for Router {
         for p in 0..self.partitions() {
             let watermark = self.watermark_of(p);
             if !self.pending[p].data.is_empty() {
-                self.send(p)?;
+                self.send(p, false)?;
             } else if self.sent_watermark[p] < watermark {
                 self.sent_watermark[p] = watermark;
                 self.deliver(
@@ -548,7 +556,7 @@ impl Router {
         let _ = b.coordinator.send(CoordMsg::Begin(begin));
         for p in 0..self.partitions() {
             if !self.pending[p].data.is_empty() {
-                self.send(p)?;
+                self.send(p, false)?;
             }
         }
         // A swap barrier starts a probation; the next barrier ends it.

@@ -93,7 +93,7 @@ impl Router {
             batch.origins.extend(now.iter().map(|s| s.origin(unit)));
             spans = rest;
             if full {
-                self.send(0)?;
+                self.send(0, true)?;
             }
         }
         ControlFlow::Continue(())
@@ -125,7 +125,7 @@ impl Router {
         if batch.data.len() >= self.settings.max_records
             || batch.data.byte_size() >= self.settings.max_bytes
         {
-            return self.send(partition);
+            return self.send(partition, true);
         }
         ControlFlow::Continue(())
     }

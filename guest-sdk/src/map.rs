@@ -472,31 +472,26 @@ impl<S: Serialize, const W: usize> Table<S, W> {
         self.len -= 1;
         let mask = self.mask();
         let mut j = (hole + 1) & mask;
+        // The entry at `j` moves to `hole` unless its home lies in
+        // (hole, j], cyclically.
+        let moves = |home: usize, hole: usize, j: usize| {
+            home.wrapping_sub(hole + 1) & mask >= j.wrapping_sub(hole) & mask
+        };
         if self.frozen.is_none() {
             // No snapshot open, so no pre-image to take: each step is free
-            // of branches but the one at the cluster's end. The entry at
-            // `j` moves to `hole` unless its home lies in (hole, j],
-            // cyclically; otherwise it is swapped with itself.
+            // of branches but the one at the cluster's end (an entry that
+            // stays is swapped with itself).
             while self.buckets[j].value.is_some() {
-                let home = self.home(self.buckets[j].key.hash());
-                let moves = home.wrapping_sub(hole + 1) & mask >= j.wrapping_sub(hole) & mask;
-                let to = if moves { hole } else { j };
+                let m = moves(self.home(self.buckets[j].key.hash()), hole, j);
+                let to = if m { hole } else { j };
                 self.buckets.swap(to, j);
-                hole = if moves { j } else { hole };
+                hole = if m { j } else { hole };
                 j = (j + 1) & mask;
             }
             return;
         }
         while self.buckets[j].value.is_some() {
-            let home = self.home(self.buckets[j].key.hash());
-            // The entry at `j` may move to `hole` unless its home lies in
-            // (hole, j] (cyclically).
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !stays {
+            if moves(self.home(self.buckets[j].key.hash()), hole, j) {
                 self.before_write(j);
                 self.before_write(hole);
                 self.buckets.swap(hole, j);

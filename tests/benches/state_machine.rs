@@ -70,7 +70,13 @@ fn main() {
             );
             "generator, 1M addresses, 1M machines"
         };
-        bench_input(input, &events_dir, &dir.path().join("out"), parallelism);
+        bench_input(
+            input,
+            &events_dir,
+            &dir.path().join("out"),
+            parallelism,
+            if benchmarking { 2_000_000 } else { 20_000 },
+        );
     }
     if env_or("WEIR_BENCH_LANGUAGES", 1) != 0 {
         languages(if benchmarking { 1_000_000 } else { 20_000 });
@@ -119,7 +125,8 @@ fn keep_best(best: &mut Option<Timed>, t: Timed) {
     }
 }
 
-fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
+/// `probe`: the loads of each memory-latency probe.
+fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize, probe: u64) {
     let files = stages::files_of(events_dir);
     let engine = WeirEngine::new(Default::default()).expect("engine");
     let plan_for = |plugin: &str| untimed_plan(events_dir, out, parallelism, plugin);
@@ -142,6 +149,10 @@ fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
     ];
     let mut jobs: Vec<Vec<JobReport>> = (0..labels.len()).map(|_| Vec::new()).collect();
     let (mut plain, mut plain_run) = (None, None);
+    let latency_before = (
+        stages::load_latency_ns(16, probe),
+        stages::load_latency_ns(64, probe),
+    );
     let plain_out = out.with_extension("plain.jsonl");
     for _ in 0..3 {
         let mut run = None;
@@ -162,6 +173,10 @@ fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
             best_job(&mut jobs[i], report);
         }
     }
+    let latency_after = (
+        stages::load_latency_ns(16, probe),
+        stages::load_latency_ns(64, probe),
+    );
     let plain = plain.expect("plain runs");
     let plain_run = plain_run.expect("plain run");
     let job = |i: usize| timed(&jobs[i][0]);
@@ -169,6 +184,13 @@ fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize) {
     println!(
         "input: {input}; {} events, {} live keys at the end",
         plain_run.events, plain_run.live_keys
+    );
+    // The plain program's map is a cache miss per event: its speed, and so
+    // every ratio below, moves with the machine's memory latency.
+    println!(
+        "memory latency (ns per dependent random load), before / after the rounds: \
+         16 MiB {:.1} / {:.1}, 64 MiB {:.1} / {:.1}",
+        latency_before.0, latency_after.0, latency_before.1, latency_after.1
     );
     println!(
         "{:<52} {:>13} {:>9} {:>9} {:>9}",

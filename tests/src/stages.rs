@@ -64,6 +64,44 @@ impl Timed {
     }
 }
 
+/// The machine's memory latency now: CPU ns per load of a chain of
+/// `steps` dependent loads at random over `mib` MiB, best of 3. The plain
+/// program's map (about 9 MiB) is one such miss per event with nothing to
+/// overlap it, so its speed follows this figure, which moves with what the
+/// machine's other tenants leave of the shared L3; the benchmark prints it
+/// beside each input's table.
+pub fn load_latency_ns(mib: usize, steps: u64) -> f64 {
+    let next = load_chain((mib << 20) / 8);
+    let t = Timed::best_of(3, || {
+        let mut at = 0u64;
+        for _ in 0..steps {
+            at = next[at as usize];
+        }
+        black_box(at);
+        steps
+    });
+    t.ns_per_event()
+}
+
+/// A random order of `slots` slots, each linked to the next and the last
+/// to the first: one cycle through all of them, each load's address the
+/// value of the load before it.
+fn load_chain(slots: usize) -> Vec<u64> {
+    let mut order: Vec<u32> = (0..slots as u32).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..slots).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0u64; slots];
+    for w in 0..slots {
+        next[order[w] as usize] = u64::from(order[(w + 1) % slots]);
+    }
+    next
+}
+
 /// The files of `dir`, in name order.
 pub fn files_of(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -513,4 +551,23 @@ impl weir_guest::Operator for ParseOnly {
 /// The SDK's runtime for `O`, natively, over `batch`.
 pub fn sdk_batch<O: weir_guest::Operator>(rt: &mut Runtime<O>, batch: &Batch) {
     black_box(rt.process(view(batch), 0).expect("native process"));
+}
+
+#[cfg(test)]
+mod tests {
+    /// The latency probe visits every slot once before it comes back.
+    #[test]
+    fn the_load_chain_is_one_cycle_through_every_slot() {
+        for slots in [1usize, 2, 3, 1000, 4096] {
+            let next = super::load_chain(slots);
+            let mut seen = vec![false; slots];
+            let mut at = 0usize;
+            for _ in 0..slots {
+                assert!(!seen[at], "slot {at} visited twice ({slots} slots)");
+                seen[at] = true;
+                at = next[at] as usize;
+            }
+            assert_eq!(at, 0, "back at the start after {slots} loads");
+        }
+    }
 }

@@ -32,7 +32,7 @@ use weir::job::{JobReport, RunOptions, load_operators, run_with};
 use weir::plugin::{OperatorFactory, PluginInstance, WeirEngine};
 use weir_guest::runtime::Runtime;
 use weir_tests::native::NativeFactory;
-use weir_tests::stages::{self, PlainStage, Timed};
+use weir_tests::stages::{self, LoadChain, PlainStage, Timed};
 use weir_tests::{artifacts, env_or};
 
 fn main() {
@@ -50,6 +50,8 @@ fn main() {
         "state-machine job, {events} events, parallelism {parallelism}, file source -> file sink; \
          CPU time of the whole process"
     );
+    // Built once: a chain through 64 MiB takes a shuffle of 8M slots.
+    let probes = [LoadChain::new(16), LoadChain::new(64)];
     for uniform in [false, true] {
         let events_dir = dir.path().join("events");
         std::fs::remove_dir_all(&events_dir).ok();
@@ -75,7 +77,7 @@ fn main() {
             &events_dir,
             &dir.path().join("out"),
             parallelism,
-            if benchmarking { 2_000_000 } else { 20_000 },
+            (&probes, if benchmarking { 2_000_000 } else { 20_000 }),
         );
     }
     if env_or("WEIR_BENCH_LANGUAGES", 1) != 0 {
@@ -125,8 +127,15 @@ fn keep_best(best: &mut Option<Timed>, t: Timed) {
     }
 }
 
-/// `probe`: the loads of each memory-latency probe.
-fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize, probe: u64) {
+/// `probes`: memory-latency chains through 16 and 64 MiB, walked `steps`
+/// loads before and after the rounds.
+fn bench_input(
+    input: &str,
+    events_dir: &Path,
+    out: &Path,
+    parallelism: usize,
+    (probes, steps): (&[LoadChain; 2], u64),
+) {
     let files = stages::files_of(events_dir);
     let engine = WeirEngine::new(Default::default()).expect("engine");
     let plan_for = |plugin: &str| untimed_plan(events_dir, out, parallelism, plugin);
@@ -149,10 +158,8 @@ fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize, p
     ];
     let mut jobs: Vec<Vec<JobReport>> = (0..labels.len()).map(|_| Vec::new()).collect();
     let (mut plain, mut plain_run) = (None, None);
-    let latency_before = (
-        stages::load_latency_ns(16, probe),
-        stages::load_latency_ns(64, probe),
-    );
+    let latency = || (probes[0].latency_ns(steps), probes[1].latency_ns(steps));
+    let latency_before = latency();
     let plain_out = out.with_extension("plain.jsonl");
     for _ in 0..3 {
         let mut run = None;
@@ -173,10 +180,7 @@ fn bench_input(input: &str, events_dir: &Path, out: &Path, parallelism: usize, p
             best_job(&mut jobs[i], report);
         }
     }
-    let latency_after = (
-        stages::load_latency_ns(16, probe),
-        stages::load_latency_ns(64, probe),
-    );
+    let latency_after = latency();
     let plain = plain.expect("plain runs");
     let plain_run = plain_run.expect("plain run");
     let job = |i: usize| timed(&jobs[i][0]);

@@ -64,42 +64,57 @@ impl Timed {
     }
 }
 
-/// The machine's memory latency now: CPU ns per load of a chain of
-/// `steps` dependent loads at random over `mib` MiB, best of 3. The plain
-/// program's map (about 9 MiB) is one such miss per event with nothing to
-/// overlap it, so its speed follows this figure, which moves with what the
-/// machine's other tenants leave of the shared L3; the benchmark prints it
-/// beside each input's table.
-pub fn load_latency_ns(mib: usize, steps: u64) -> f64 {
-    let next = load_chain((mib << 20) / 8);
-    let t = Timed::best_of(3, || {
-        let mut at = 0u64;
-        for _ in 0..steps {
-            at = next[at as usize];
-        }
-        black_box(at);
-        steps
-    });
-    t.ns_per_event()
+/// One step of a xorshift generator: the benchmarks' inputs need no
+/// dependency for randomness.
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
 }
 
-/// A random order of `slots` slots, each linked to the next and the last
-/// to the first: one cycle through all of them, each load's address the
-/// value of the load before it.
-fn load_chain(slots: usize) -> Vec<u64> {
-    let mut order: Vec<u32> = (0..slots as u32).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..slots).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
+/// A chain of dependent loads at random through a table: a random order of
+/// its slots, each linked to the next and the last to the first, so a walk
+/// goes once through all of them, each load's address the value of the
+/// load before it.
+pub struct LoadChain(Vec<u64>);
+
+impl LoadChain {
+    /// A chain through `mib` MiB.
+    pub fn new(mib: usize) -> Self {
+        Self::of_slots((mib << 20) / 8)
     }
-    let mut next = vec![0u64; slots];
-    for w in 0..slots {
-        next[order[w] as usize] = u64::from(order[(w + 1) % slots]);
+
+    fn of_slots(slots: usize) -> Self {
+        let mut order: Vec<u32> = (0..slots as u32).collect();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in (1..slots).rev() {
+            order.swap(i, (xorshift(&mut x) % (i as u64 + 1)) as usize);
+        }
+        let mut next = vec![0u64; slots];
+        for w in 0..slots {
+            next[order[w] as usize] = u64::from(order[(w + 1) % slots]);
+        }
+        Self(next)
     }
-    next
+
+    /// The machine's memory latency now: CPU ns per load of a walk of
+    /// `steps` loads along the chain, best of 3. The plain program's map
+    /// (about 9 MiB) is one such miss per event with nothing to overlap
+    /// it, so its speed follows this figure, which moves with what the
+    /// machine's other tenants leave of the shared L3; the benchmark prints
+    /// it beside each input's table.
+    pub fn latency_ns(&self, steps: u64) -> f64 {
+        let t = Timed::best_of(3, || {
+            let mut at = 0u64;
+            for _ in 0..steps {
+                at = self.0[at as usize];
+            }
+            black_box(at);
+            steps
+        });
+        t.ns_per_event()
+    }
 }
 
 /// The files of `dir`, in name order.
@@ -126,12 +141,7 @@ pub fn write_uniform_events(dir: &Path, events: u64, addresses: u32, seed: u64) 
     // 0 INITIAL, 1 W, 2 X, 3 Y, 4 Z.
     let mut states = vec![0u8; addresses as usize];
     let mut rng = seed.max(1);
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = || xorshift(&mut rng);
     for _ in 0..events {
         let r = next();
         let address = (((r >> 32) * u64::from(addresses)) >> 32) as u32;
@@ -559,7 +569,7 @@ mod tests {
     #[test]
     fn the_load_chain_is_one_cycle_through_every_slot() {
         for slots in [1usize, 2, 3, 1000, 4096] {
-            let next = super::load_chain(slots);
+            let next = super::LoadChain::of_slots(slots).0;
             let mut seen = vec![false; slots];
             let mut at = 0usize;
             for _ in 0..slots {

@@ -103,6 +103,9 @@ pub(super) fn stop_job(
         path.push('&');
         path.push_str(&control::query(&[("name", &n)]));
     }
+    // The process as it is now: its start time tells it from a later one
+    // given the same pid.
+    let started = crate::checkpoint::lease::process_start(endpoint.pid);
     let (status, body) = endpoint.request("POST", &path)?;
     anyhow::ensure!(
         status == 200,
@@ -113,7 +116,12 @@ pub(super) fn stop_job(
         return Ok(());
     }
     let deadline = std::time::Instant::now() + STOP_WAIT;
-    while control::job_running(&plan.name)? {
+    // The run gives up its lock before its process has finished exiting
+    // (threads joined, memory unmapped): wait for both, so that a caller
+    // that reaps the process finds it exited.
+    let exited =
+        || started.is_none() || crate::checkpoint::lease::process_start(endpoint.pid) != started;
+    while control::job_running(&plan.name)? || !exited() {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "job `{}` (pid {}) was told to stop but has not exited after {} s; it may still \

@@ -64,9 +64,10 @@ impl Timed {
     }
 }
 
-/// One step of a xorshift generator: the benchmarks' inputs need no
-/// dependency for randomness.
-fn xorshift(x: &mut u64) -> u64 {
+/// One step of a xorshift generator (its next value, also left in `x`):
+/// the benchmarks' inputs and the tests' kill times need no dependency for
+/// randomness.
+pub fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
     *x ^= *x >> 7;
     *x ^= *x << 17;

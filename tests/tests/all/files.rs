@@ -333,9 +333,7 @@ fn files_in_s3_give_the_output_of_the_same_files_on_disk_through_kills() {
         let has = !manifest::list(&job.store(), &job.name).unwrap().is_empty();
         restored += usize::from(has);
         let mut child = job.spawn(has.then_some("latest"));
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        weir_tests::stages::xorshift(&mut rng);
         std::thread::sleep(Duration::from_millis(150 + rng % 600));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -344,9 +344,7 @@ fn crash_anywhere(job: &Job) {
         let has_checkpoint = !manifest::list(&job.store(), &job.name).unwrap().is_empty();
         let mut child = job.spawn(has_checkpoint.then_some("latest"));
         restored += usize::from(has_checkpoint);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        weir_tests::stages::xorshift(&mut rng);
         std::thread::sleep(Duration::from_millis(20 + rng % 400));
         child.kill().unwrap();
         child.wait().unwrap();

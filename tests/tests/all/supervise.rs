@@ -196,9 +196,7 @@ fn a_plain_run_after_crashes_anywhere_resumes_to_the_same_output() {
     for run in 0..10 {
         let had_checkpoint = !manifest::list(&job.store(), &job.name).unwrap().is_empty();
         let mut child = job.spawn(None);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        weir_tests::stages::xorshift(&mut rng);
         if run < 2 {
             // Before the first checkpoint: once running (the lease taken),
             // killed at once.

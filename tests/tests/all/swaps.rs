@@ -445,9 +445,7 @@ fn kill_9_during_swaps_restarts_on_the_version_the_checkpoint_names() {
             std::thread::sleep(Duration::from_millis(5));
         }
         fed.feed();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        weir_tests::stages::xorshift(&mut rng);
         std::thread::sleep(Duration::from_millis(rng % 800));
         child.kill().unwrap();
         child.wait().unwrap();

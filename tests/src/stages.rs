@@ -264,17 +264,25 @@ pub struct PlainRun {
 }
 
 /// The state machine's transition on the plain program's state codes
-/// (0 INITIAL, 1 W, 2 X, 3 Y, 4 Z, 5 TERMINAL; `None`: invalid).
+/// (0 INITIAL, 1 W, 2 X, 3 Y, 4 Z, 5 TERMINAL; `None`: invalid), from a
+/// table as the state-machine plugin's (a match compiled to branches on a
+/// state and an event that vary from key to key).
 #[inline(always)]
 fn next_state(s: u8, e: u8) -> Option<u8> {
-    match (s, e) {
-        (0, b'a') => Some(1),
-        (0, b'c') => Some(2),
-        (1 | 2, b'b') => Some(3),
-        (2, b'd') | (3, b'e') => Some(4),
-        (4, b'g') => Some(5),
-        _ => None,
-    }
+    const N: u8 = u8::MAX;
+    const NEXT: [[u8; 7]; 6] = [
+        // a  b  c  d  e  f  g
+        [1, N, 2, N, N, N, N], // INITIAL
+        [N, 3, N, N, N, N, N], // W
+        [N, 3, N, 4, N, N, N], // X
+        [N, N, N, N, 4, N, N], // Y
+        [N, N, N, N, N, N, 5], // Z
+        [N; 7],                // TERMINAL
+    ];
+    let next = *NEXT
+        .get(usize::from(s))?
+        .get(usize::from(e.wrapping_sub(b'a')))?;
+    (next != N).then_some(next)
 }
 
 const STATE_NAMES: [&str; 5] = ["INITIAL", "W", "X", "Y", "Z"];
@@ -567,6 +575,27 @@ pub fn sdk_batch<O: weir_guest::Operator>(rt: &mut Runtime<O>, batch: &Batch) {
 #[cfg(test)]
 mod tests {
     /// The latency probe visits every slot once before it comes back.
+    #[test]
+    fn the_plain_programs_transitions_are_the_plugins() {
+        use state_machine::State;
+        let all = [
+            State::Initial,
+            State::W,
+            State::X,
+            State::Y,
+            State::Z,
+            State::Terminal,
+        ];
+        for (code, s) in all.into_iter().enumerate() {
+            for e in 0..=u8::MAX {
+                let plugin = s
+                    .transition(e)
+                    .map(|n| all.iter().position(|&x| x == n).unwrap() as u8);
+                assert_eq!(super::next_state(code as u8, e), plugin, "{s:?} on {e}");
+            }
+        }
+    }
+
     #[test]
     fn the_load_chain_is_one_cycle_through_every_slot() {
         for slots in [1usize, 2, 3, 1000, 4096] {

@@ -56,6 +56,32 @@ mod tests {
     }
 
     #[test]
+    fn the_table_is_the_state_machine() {
+        // The transitions as the module's diagram draws them.
+        let by_diagram = |s: State, e: u8| match (s, e) {
+            (State::Initial, b'a') => Some(State::W),
+            (State::Initial, b'c') => Some(State::X),
+            (State::W, b'b') | (State::X, b'b') => Some(State::Y),
+            (State::X, b'd') | (State::Y, b'e') => Some(State::Z),
+            (State::Z, b'g') => Some(State::Terminal),
+            _ => None,
+        };
+        let all = [
+            State::Initial,
+            State::W,
+            State::X,
+            State::Y,
+            State::Z,
+            State::Terminal,
+        ];
+        for s in all {
+            for e in 0..=u8::MAX {
+                assert_eq!(s.transition(e), by_diagram(s, e), "{s:?} on {e}");
+            }
+        }
+    }
+
+    #[test]
     fn transitions() {
         assert_eq!(State::Initial.transition(b'a'), Some(State::W));
         assert_eq!(State::X.transition(b'd'), Some(State::Z));

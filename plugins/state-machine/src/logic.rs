@@ -36,17 +36,34 @@ impl State {
     }
 
     /// The state after `event`, or `None` if the event is not valid here.
+    #[inline]
     pub fn transition(self, event: u8) -> Option<State> {
-        match (self, event) {
-            (State::Initial, b'a') => Some(State::W),
-            (State::Initial, b'c') => Some(State::X),
-            (State::W, b'b') | (State::X, b'b') => Some(State::Y),
-            (State::X, b'd') | (State::Y, b'e') => Some(State::Z),
-            (State::Z, b'g') => Some(State::Terminal),
-            _ => None,
-        }
+        // One load from a table instead of a match: compiled to Wasm and
+        // then by the host, the match became jump tables, an indirect
+        // branch per event on a state and an event that vary from key to
+        // key.
+        NEXT[self as usize]
+            .get(usize::from(event.wrapping_sub(b'a')))
+            .copied()
+            .flatten()
     }
 }
+
+/// [`State::transition`] as a table: the state after each event `a` to
+/// `g`, by state.
+const NEXT: [[Option<State>; 7]; 6] = {
+    use State::*;
+    const N: Option<State> = None;
+    [
+        // a        b        c        d        e        f  g
+        [Some(W), N, Some(X), N, N, N, N],  // Initial
+        [N, Some(Y), N, N, N, N, N],        // W
+        [N, Some(Y), N, Some(Z), N, N, N],  // X
+        [N, N, N, N, Some(Z), N, N],        // Y
+        [N, N, N, N, N, N, Some(Terminal)], // Z
+        [N, N, N, N, N, N, N],              // Terminal
+    ]
+};
 
 /// The operator. It has no operator-wide state; all state is per address.
 #[derive(Debug, Default, Serialize, Deserialize)]

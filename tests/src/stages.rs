@@ -578,19 +578,10 @@ mod tests {
     #[test]
     fn the_plain_programs_transitions_are_the_plugins() {
         use state_machine::State;
-        let all = [
-            State::Initial,
-            State::W,
-            State::X,
-            State::Y,
-            State::Z,
-            State::Terminal,
-        ];
-        for (code, s) in all.into_iter().enumerate() {
+        for (code, s) in State::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, code);
             for e in 0..=u8::MAX {
-                let plugin = s
-                    .transition(e)
-                    .map(|n| all.iter().position(|&x| x == n).unwrap() as u8);
+                let plugin = s.transition(e).map(|n| n as u8);
                 assert_eq!(super::next_state(code as u8, e), plugin, "{s:?} on {e}");
             }
         }

@@ -66,15 +66,7 @@ mod tests {
             (State::Z, b'g') => Some(State::Terminal),
             _ => None,
         };
-        let all = [
-            State::Initial,
-            State::W,
-            State::X,
-            State::Y,
-            State::Z,
-            State::Terminal,
-        ];
-        for s in all {
+        for s in State::ALL {
             for e in 0..=u8::MAX {
                 assert_eq!(s.transition(e), by_diagram(s, e), "{s:?} on {e}");
             }

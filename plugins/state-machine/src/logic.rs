@@ -23,6 +23,16 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of their codes (`State as u8`).
+    pub const ALL: [State; 6] = [
+        State::Initial,
+        State::W,
+        State::X,
+        State::Y,
+        State::Z,
+        State::Terminal,
+    ];
+
     /// The state's name as it appears in alerts.
     pub fn name(self) -> &'static str {
         match self {

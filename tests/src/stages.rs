@@ -574,7 +574,6 @@ pub fn sdk_batch<O: weir_guest::Operator>(rt: &mut Runtime<O>, batch: &Batch) {
 
 #[cfg(test)]
 mod tests {
-    /// The latency probe visits every slot once before it comes back.
     #[test]
     fn the_plain_programs_transitions_are_the_plugins() {
         use state_machine::State;
@@ -587,6 +586,7 @@ mod tests {
         }
     }
 
+    /// The latency probe visits every slot once before it comes back.
     #[test]
     fn the_load_chain_is_one_cycle_through_every_slot() {
         for slots in [1usize, 2, 3, 1000, 4096] {

@@ -256,15 +256,40 @@ pub(super) fn host_name() -> String {
 /// A process's start time (clock ticks since boot), `None` if it does not
 /// exist or has exited (a zombie not yet reaped by its parent).
 pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    match process_state(pid)? {
+        (b'Z' | b'X', _) => None,
+        (_, start) => Some(start),
+    }
+}
+
+/// A process's state letter (`R`, `S`, `Z`, ...) and start time (clock
+/// ticks since boot), as `/proc/PID/stat` gives them; `None` if there is
+/// no such process.
+pub(crate) fn process_state(pid: u32) -> Option<(u8, u64)> {
+    if pid == 0 {
+        return None;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split(' ');
-    if matches!(fields.next(), Some("Z" | "X")) {
-        return None;
-    }
+    let state = *fields.next()?.as_bytes().first()?;
     // Field 22 of the whole line: 20 after the state.
-    fields.nth(18)?.parse().ok()
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// Whether the process `pid` that started at `start` has exited so that its
+/// parent can reap it: gone, replaced by a later process with its pid, or
+/// a zombie with no thread of it still exiting (while one is, the zombie
+/// leader is not reported to its parent yet).
+pub(crate) fn process_exited(pid: u32, start: u64) -> bool {
+    match process_state(pid) {
+        None => true,
+        Some((_, s)) if s != start => true,
+        Some((b'Z' | b'X', _)) => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_or(true, |threads| threads.count() <= 1),
+        Some(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +306,33 @@ mod tests {
             dir,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_process_has_exited_once_its_parent_can_reap_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = process_start(pid).expect("a running child has a start time");
+        assert!(!process_exited(pid, start), "running");
+        assert!(
+            process_exited(pid, start + 1),
+            "another process with its pid"
+        );
+        child.kill().unwrap();
+        // Killed, not reaped yet: a zombie, which the parent can reap.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !process_exited(pid, start) {
+            assert!(std::time::Instant::now() < deadline, "the child exits");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(process_state(pid).map(|(s, _)| s), Some(b'Z'));
+        assert_eq!(process_start(pid), None, "a zombie has no start time");
+        child.wait().unwrap();
+        assert!(process_exited(pid, start), "reaped");
+        assert!(process_exited(0, start), "no pid 0");
     }
 
     #[test]

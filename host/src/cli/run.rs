@@ -103,9 +103,12 @@ pub(super) fn stop_job(
         path.push('&');
         path.push_str(&control::query(&[("name", &n)]));
     }
-    // The process as it is now: its start time tells it from a later one
-    // given the same pid.
-    let started = crate::checkpoint::lease::process_start(endpoint.pid);
+    // The job's process, if the pid it published names it here (the same
+    // start time): not a later process given that pid, nor one in another
+    // pid namespace. Otherwise only the job's lock is waited for.
+    let started = endpoint
+        .started
+        .filter(|&s| crate::checkpoint::lease::process_start(endpoint.pid) == Some(s));
     let (status, body) = endpoint.request("POST", &path)?;
     anyhow::ensure!(
         status == 200,
@@ -120,7 +123,7 @@ pub(super) fn stop_job(
     // (threads joined, memory unmapped): wait for both, so that a caller
     // that reaps the process finds it exited.
     let exited =
-        || started.is_none() || crate::checkpoint::lease::process_start(endpoint.pid) != started;
+        || started.is_none_or(|s| crate::checkpoint::lease::process_exited(endpoint.pid, s));
     while control::job_running(&plan.name)? || !exited() {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,

@@ -110,6 +110,12 @@ pub struct Endpoint {
     pub token: String,
     /// Process id of the job.
     pub pid: u32,
+    /// That process's start time (clock ticks since boot, as
+    /// `/proc/PID/stat` gives it), so a reader can tell it is the process
+    /// the pid names in its own view: not a later one given the same pid,
+    /// nor another in a different pid namespace. `None` in address files
+    /// written without it.
+    pub started: Option<u64>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -124,7 +130,8 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// The address file's JSON.
     pub(super) fn to_json(&self) -> String {
-        json!({"addr": self.addr, "token": self.token, "pid": self.pid}).to_string()
+        json!({"addr": self.addr, "token": self.token, "pid": self.pid, "started": self.started})
+            .to_string()
     }
 }
 
@@ -152,6 +159,7 @@ pub(super) fn read_addr_file(file: &Path) -> std::io::Result<Endpoint> {
             addr,
             token,
             pid: u32::try_from(pid).unwrap_or(0),
+            started: v["started"].as_u64(),
         }),
         _ => Err(invalid("not a control address file")),
     }

@@ -169,6 +169,7 @@ impl ControlServer {
             addr: addr.to_string(),
             token: new_token()?,
             pid: std::process::id(),
+            started: crate::checkpoint::lease::process_start(std::process::id()),
         };
         let addr_file = dir.join(format!("{}.addr", job.job));
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,7 +9,8 @@
 //!
 //! For each input it prints events per CPU-second and CPU ns per event of
 //! the plain program (reads each file whole, splits lines with `memchr`,
-//! parses the address to a `u32`, `FxHashMap<u32, u8>` for the state; no
+//! parses the address to a `u32`, `FxHashMap<u32, State>` for the state,
+//! a one-byte value stepped by the plugin's transition table; no
 //! Weir), the Wasm state-machine plugin, the same operator compiled
 //! natively into the same host, the no-op Wasm plugin (the host path) and a
 //! native no-op operator (the host path without Wasm), with the ratios
@@ -220,7 +221,7 @@ fn bench_input(
         );
     };
     row(
-        "plain native (memchr, u32, FxHashMap<u32, u8>)",
+        "plain native (memchr, u32, FxHashMap<u32, State>)",
         plain,
         plain_run.alerts,
     );

@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxBuildHasher;
+use state_machine::State;
 use weir::batch::{Batch, NO_TIMESTAMP, Origin, Outcome, Timer};
 use weir::config::Plan;
 use weir::plugin::{Operator, OperatorFactory};
@@ -263,38 +264,15 @@ pub struct PlainRun {
     pub live_keys: usize,
 }
 
-/// The state machine's transition on the plain program's state codes
-/// (0 INITIAL, 1 W, 2 X, 3 Y, 4 Z, 5 TERMINAL; `None`: invalid), from a
-/// table as the state-machine plugin's (a match compiled to branches on a
-/// state and an event that vary from key to key).
-#[inline(always)]
-fn next_state(s: u8, e: u8) -> Option<u8> {
-    const N: u8 = u8::MAX;
-    const NEXT: [[u8; 7]; 6] = [
-        // a  b  c  d  e  f  g
-        [1, N, 2, N, N, N, N], // INITIAL
-        [N, 3, N, N, N, N, N], // W
-        [N, 3, N, 4, N, N, N], // X
-        [N, N, N, N, 4, N, N], // Y
-        [N, N, N, N, N, N, 5], // Z
-        [N; 7],                // TERMINAL
-    ];
-    let next = *NEXT
-        .get(usize::from(s))?
-        .get(usize::from(e.wrapping_sub(b'a')))?;
-    (next != N).then_some(next)
-}
-
-const STATE_NAMES: [&str; 5] = ["INITIAL", "W", "X", "Y", "Z"];
-
 /// The state-machine job as a plain single-threaded program would write it,
 /// with no Weir in it: read each file of `input` whole (in name order),
 /// split lines with `memchr`, parse the address to a `u32`, keep the state
-/// in an `FxHashMap<u32, u8>` and write the same JSON alerts to `out`. The
+/// in an `FxHashMap<u32, State>` (the plugin's one-byte state, stepped by
+/// its transition table) and write the same JSON alerts to `out`. The
 /// benchmark's yardstick.
 pub fn plain_state_machine(files: &[PathBuf], out: &Path) -> PlainRun {
     use std::io::Write;
-    let mut states: HashMap<u32, u8, FxBuildHasher> = HashMap::default();
+    let mut states: HashMap<u32, State, FxBuildHasher> = HashMap::default();
     let mut w =
         std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out).expect("out"));
     let (mut events, mut alerts) = (0u64, 0u64);
@@ -308,9 +286,9 @@ pub fn plain_state_machine(files: &[PathBuf], out: &Path) -> PlainRun {
             let Some((address, event)) = parse_line(line) else {
                 continue;
             };
-            let current = states.get(&address).copied().unwrap_or(0);
-            match next_state(current, event) {
-                Some(5) => {
+            let current = states.get(&address).copied().unwrap_or(State::Initial);
+            match current.transition(event) {
+                Some(State::Terminal) => {
                     states.remove(&address);
                 }
                 Some(next) => {
@@ -321,7 +299,8 @@ pub fn plain_state_machine(files: &[PathBuf], out: &Path) -> PlainRun {
                     writeln!(
                         w,
                         "{{\"address\":{address},\"state\":\"{}\",\"event\":\"{}\"}}",
-                        STATE_NAMES[current as usize], event as char
+                        current.name(),
+                        event as char
                     )
                     .expect("write");
                 }
@@ -527,17 +506,17 @@ pub fn parse_batch(batch: &Batch) {
     black_box(sum);
 }
 
-/// The state-machine step over `batch` with a plain `FxHashMap<u32, u8>`
+/// The state-machine step over `batch` with a plain `FxHashMap<u32, State>`
 /// (no SDK); returns the alerts.
-pub fn plain_map_batch(batch: &Batch, states: &mut HashMap<u32, u8, FxBuildHasher>) -> u64 {
+pub fn plain_map_batch(batch: &Batch, states: &mut HashMap<u32, State, FxBuildHasher>) -> u64 {
     let mut alerts = 0;
     for r in batch.iter() {
         let Ok((address, event)) = state_machine::parse_event(r.value) else {
             continue;
         };
-        let current = states.get(&address).copied().unwrap_or(0);
-        match next_state(current, event) {
-            Some(5) => {
+        let current = states.get(&address).copied().unwrap_or(State::Initial);
+        match current.transition(event) {
+            Some(State::Terminal) => {
                 states.remove(&address);
             }
             Some(next) => {
@@ -574,18 +553,6 @@ pub fn sdk_batch<O: weir_guest::Operator>(rt: &mut Runtime<O>, batch: &Batch) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_plain_programs_transitions_are_the_plugins() {
-        use state_machine::State;
-        for (code, s) in State::ALL.into_iter().enumerate() {
-            assert_eq!(s as usize, code);
-            for e in 0..=u8::MAX {
-                let plugin = s.transition(e).map(|n| n as u8);
-                assert_eq!(super::next_state(code as u8, e), plugin, "{s:?} on {e}");
-            }
-        }
-    }
-
     /// The latency probe visits every slot once before it comes back.
     #[test]
     fn the_load_chain_is_one_cycle_through_every_slot() {
